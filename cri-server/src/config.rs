@@ -1,0 +1,444 @@
+//! crid's configuration: built-in defaults, overridden by the TOML file,
+//! overridden by command-line flags. Unknown keys and bad values are refused
+//! with the key named.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/crid/config.toml";
+/// Where `/metrics` is served unless configured: loopback only, a port no
+/// common node agent uses (kubelet 10250, kube-proxy 10249, node-exporter 9100).
+pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:9337";
+/// The kernel's limit for a unix socket path (`sun_path`, including the NUL).
+const MAX_SOCKET_PATH_BYTES: usize = 107;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Persistent data: metadata DB, content store, CNI result cache.
+    pub root: PathBuf,
+    /// Runtime state, gone at reboot.
+    pub state: PathBuf,
+    /// The CRI socket.
+    pub listen: PathBuf,
+    pub cni: CniConfig,
+    pub streaming: StreamingConfig,
+    pub metrics: MetricsConfig,
+    pub runtime: RuntimeConfig,
+    /// Per registry host (`registry.k8s.io`, `127.0.0.1:5000`, …).
+    pub registries: BTreeMap<String, RegistryConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CniConfig {
+    pub conf_dir: PathBuf,
+    pub bin_dirs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamingConfig {
+    /// Exec/attach/port-forward server; port 0 picks a free port.
+    pub address: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub address: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    pub cgroup_driver: CgroupDriver,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriver {
+    #[default]
+    Cgroupfs,
+    Systemd,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// Mirrors, tried in order before the host itself.
+    pub endpoints: Vec<String>,
+    /// Allow plain HTTP / unverified TLS to the host itself.
+    pub insecure: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            root: PathBuf::from("/var/lib/crid"),
+            state: PathBuf::from("/run/crid"),
+            listen: PathBuf::from("/run/crid/crid.sock"),
+            cni: CniConfig::default(),
+            streaming: StreamingConfig::default(),
+            metrics: MetricsConfig::default(),
+            runtime: RuntimeConfig::default(),
+            registries: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for CniConfig {
+    fn default() -> Self {
+        CniConfig {
+            conf_dir: PathBuf::from("/etc/cni/net.d"),
+            // The CNI convention first, then where Debian's containernetworking-plugins installs.
+            bin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
+        }
+    }
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        StreamingConfig {
+            address: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            address: SocketAddr::from(([127, 0, 0, 1], 9337)),
+        }
+    }
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            cgroup_driver: CgroupDriver::Cgroupfs,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: key `{key}`: {message}")]
+    Parse {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error("config: `{key}` = {value:?}: {reason}")]
+    Invalid {
+        key: String,
+        value: String,
+        reason: String,
+    },
+}
+
+/// Command-line values that override the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub root: Option<PathBuf>,
+    pub state: Option<PathBuf>,
+    pub listen: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads the effective config: defaults ← `file` (if given, it must
+    /// exist; if not given, the default path is read when present) ← flags.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut config = match file {
+            Some(path) => Config::from_file(path)?,
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+                Config::from_file(Path::new(DEFAULT_CONFIG_PATH))?
+            }
+            None => Config::default(),
+        };
+        if let Some(root) = &overrides.root {
+            config.root = root.clone();
+        }
+        if let Some(state) = &overrides.state {
+            config.state = state.clone();
+        }
+        if let Some(listen) = &overrides.listen {
+            config.listen = listen.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(&text).map_err(|(key, message)| ConfigError::Parse {
+            path: path.to_path_buf(),
+            key,
+            message,
+        })
+    }
+
+    /// Parses TOML, reporting the dotted path of the offending key.
+    fn from_toml(text: &str) -> Result<Config, (String, String)> {
+        let deserializer =
+            toml::Deserializer::parse(text).map_err(|e| (String::new(), e.to_string()))?;
+        serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let key = e.path().to_string();
+            // toml's message carries the line and a caret under the value.
+            (key, e.into_inner().to_string().trim_end().to_string())
+        })
+    }
+
+    /// The full TOML of this config, every key present (`crid config default`).
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        let mut text = String::from(
+            "# crid configuration. Every key is optional; shown here with its default.\n",
+        );
+        text.push_str(&toml::to_string_pretty(self)?);
+        if self.registries.is_empty() {
+            text.push_str(
+                "\n# Per registry host: mirrors tried in order before the host itself, and\n\
+                 # whether plain HTTP / unverified TLS to the host itself is allowed.\n\
+                 # [registries.\"registry.k8s.io\"]\n\
+                 # endpoints = [\"http://127.0.0.1:5000\"]\n\
+                 # insecure = false\n",
+            );
+        }
+        Ok(text)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        absolute("root", &self.root)?;
+        absolute("state", &self.state)?;
+        absolute("listen", &self.listen)?;
+        if self.listen.as_os_str().len() > MAX_SOCKET_PATH_BYTES {
+            return Err(invalid(
+                "listen",
+                self.listen.display(),
+                format!("a unix socket path may have at most {MAX_SOCKET_PATH_BYTES} bytes"),
+            ));
+        }
+        absolute("cni.conf_dir", &self.cni.conf_dir)?;
+        if self.cni.bin_dirs.is_empty() {
+            return Err(invalid(
+                "cni.bin_dirs",
+                "[]",
+                "at least one directory is needed",
+            ));
+        }
+        for (index, dir) in self.cni.bin_dirs.iter().enumerate() {
+            absolute(&format!("cni.bin_dirs[{index}]"), dir)?;
+        }
+        for (host, registry) in &self.registries {
+            validate_registry_host(host)?;
+            for (index, endpoint) in registry.endpoints.iter().enumerate() {
+                validate_endpoint(
+                    &format!("registries.\"{host}\".endpoints[{index}]"),
+                    endpoint,
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn invalid(key: &str, value: impl std::fmt::Display, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn absolute(key: &str, path: &Path) -> Result<(), ConfigError> {
+    if path.is_absolute() {
+        Ok(())
+    } else {
+        Err(invalid(key, path.display(), "must be an absolute path"))
+    }
+}
+
+/// A registry key is a host with an optional port, as it appears in image
+/// references (`docker.io`, `127.0.0.1:5000`), never a URL.
+fn validate_registry_host(host: &str) -> Result<(), ConfigError> {
+    let key = format!("registries.\"{host}\"");
+    let well_formed = !host.is_empty()
+        && host.parse::<tonic::transport::Uri>().is_ok_and(|uri| {
+            uri.scheme().is_none()
+                && uri
+                    .authority()
+                    .is_some_and(|authority| authority.as_str() == host)
+        });
+    if well_formed {
+        Ok(())
+    } else {
+        Err(invalid(
+            &key,
+            host,
+            "must be a registry host[:port], without scheme or path",
+        ))
+    }
+}
+
+fn validate_endpoint(key: &str, endpoint: &str) -> Result<(), ConfigError> {
+    let uri: tonic::transport::Uri = endpoint
+        .parse()
+        .map_err(|e| invalid(key, endpoint, format!("not a URL: {e}")))?;
+    match uri.scheme_str() {
+        Some("http" | "https") if uri.host().is_some_and(|host| !host.is_empty()) => Ok(()),
+        _ => Err(invalid(
+            key,
+            endpoint,
+            "must be an http:// or https:// URL with a host",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, (String, String)> {
+        Config::from_toml(text)
+    }
+
+    #[test]
+    fn default_toml_round_trips_and_names_every_key() {
+        let text = Config::default().to_toml().expect("serialize");
+        let parsed = parse(&text).expect("default TOML parses");
+        assert_eq!(parsed, Config::default());
+        for key in [
+            "root",
+            "state",
+            "listen",
+            "conf_dir",
+            "bin_dirs",
+            "[streaming]",
+            "[metrics]",
+            "cgroup_driver",
+        ] {
+            assert!(text.contains(key), "missing {key} in\n{text}");
+        }
+        assert!(text.contains(DEFAULT_METRICS_ADDRESS));
+        assert!(text.contains("[registries."), "registries example missing");
+    }
+
+    #[test]
+    fn file_values_override_defaults_and_keep_the_rest() {
+        let config = parse(
+            r#"
+            root = "/tmp/r"
+            [runtime]
+            cgroup_driver = "systemd"
+            [registries."registry.k8s.io"]
+            endpoints = ["http://127.0.0.1:5000"]
+            "#,
+        )
+        .expect("parse");
+        assert_eq!(config.root, PathBuf::from("/tmp/r"));
+        assert_eq!(config.state, PathBuf::from("/run/crid"));
+        assert_eq!(config.runtime.cgroup_driver, CgroupDriver::Systemd);
+        assert_eq!(
+            config.registries["registry.k8s.io"].endpoints,
+            ["http://127.0.0.1:5000"]
+        );
+        assert!(!config.registries["registry.k8s.io"].insecure);
+        config.validate().expect("valid");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_path() {
+        let (key, message) = parse("[cni]\nconf_dirs = \"/x\"\n").expect_err("unknown key");
+        assert!(message.contains("conf_dirs"), "{message}");
+        assert!(key.starts_with("cni"), "{key}");
+        let (_, message) = parse("bogus = 1\n").expect_err("unknown top key");
+        assert!(message.contains("bogus"), "{message}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_key() {
+        let (key, message) =
+            parse("[runtime]\ncgroup_driver = \"cgroupv3\"\n").expect_err("bad driver");
+        assert_eq!(key, "runtime.cgroup_driver");
+        assert!(message.contains("cgroupv3"), "{message}");
+        let (key, _) = parse("[metrics]\naddress = \"localhost\"\n").expect_err("bad address");
+        assert_eq!(key, "metrics.address");
+        let (key, _) = parse("root = 5\n").expect_err("bad type");
+        assert_eq!(key, "root");
+    }
+
+    #[test]
+    fn validation_names_the_key_and_value() {
+        type Mutation = fn(&mut Config);
+        let cases: [(Mutation, &str); 6] = [
+            (|c| c.root = PathBuf::from("relative"), "`root`"),
+            (
+                |c| c.listen = PathBuf::from(format!("/{}", "s".repeat(200))),
+                "`listen`",
+            ),
+            (|c| c.cni.bin_dirs.clear(), "`cni.bin_dirs`"),
+            (
+                |c| c.cni.bin_dirs.push(PathBuf::from("bin")),
+                "`cni.bin_dirs[2]`",
+            ),
+            (
+                |c| {
+                    c.registries
+                        .insert("https://docker.io".into(), RegistryConfig::default());
+                },
+                "`registries.\"https://docker.io\"`",
+            ),
+            (
+                |c| {
+                    let registry = RegistryConfig {
+                        endpoints: vec!["ftp://mirror".into()],
+                        insecure: false,
+                    };
+                    c.registries.insert("docker.io".into(), registry);
+                },
+                "`registries.\"docker.io\".endpoints[0]`",
+            ),
+        ];
+        for (mutate, key) in cases {
+            let mut config = Config::default();
+            mutate(&mut config);
+            let message = config.validate().expect_err(key).to_string();
+            assert!(message.contains(key), "{message}");
+        }
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "root = \"/from/file\"\nstate = \"/state/file\"\n").expect("write");
+        let overrides = Overrides {
+            root: Some(PathBuf::from("/from/flag")),
+            ..Overrides::default()
+        };
+        let config = Config::load(Some(&path), &overrides).expect("load");
+        assert_eq!(config.root, PathBuf::from("/from/flag"));
+        assert_eq!(config.state, PathBuf::from("/state/file"));
+    }
+
+    #[test]
+    fn a_named_config_file_must_exist() {
+        let error = Config::load(
+            Some(Path::new("/nonexistent/crid.toml")),
+            &Overrides::default(),
+        )
+        .expect_err("missing");
+        assert!(matches!(error, ConfigError::Read { .. }));
+    }
+}

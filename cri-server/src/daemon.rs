@@ -1,0 +1,163 @@
+//! The daemon's lifecycle: claim the root, state dir and socket, open the
+//! metadata store, serve CRI until told to stop, then clean up.
+
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use proto::cri::image_service_server::ImageServiceServer;
+use proto::cri::runtime_service_server::RuntimeServiceServer;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::config::Config;
+use crate::image_service::ImageApi;
+use crate::instance::{BoundSocket, DirLock, InstanceError, ensure_dir};
+use crate::runtime_service::RuntimeApi;
+use crate::store::{MetadataStore, StoreError};
+
+/// kubelet's CRI client caps messages at 16 MiB; accept as much.
+const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// How long in-flight RPCs may finish after SIGTERM before crid exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+const POD_CIDR_SETTING: &str = "pod_cidr";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Instance(#[from] InstanceError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("serving CRI: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// What every handler shares.
+pub struct Daemon {
+    pub config: Config,
+    pub store: MetadataStore,
+    pod_cidr: RwLock<String>,
+}
+
+impl Daemon {
+    pub fn pod_cidr(&self) -> String {
+        self.pod_cidr
+            .read()
+            .map(|cidr| cidr.clone())
+            .unwrap_or_default()
+    }
+
+    /// Persists first, so what kubelet was told is kept survives a restart.
+    pub fn set_pod_cidr(&self, cidr: String) -> Result<(), StoreError> {
+        self.store.put_setting(POD_CIDR_SETTING, &cidr)?;
+        if let Ok(mut current) = self.pod_cidr.write() {
+            tracing::info!(pod_cidr = %cidr, "pod CIDR updated");
+            *current = cidr;
+        }
+        Ok(())
+    }
+}
+
+/// A daemon that holds its directories and socket, ready to serve.
+pub struct Started {
+    daemon: Arc<Daemon>,
+    socket: BoundSocket,
+    _locks: Vec<DirLock>,
+}
+
+/// Claims root, state and socket (refusing if another crid has them) and
+/// opens the store. Blocking; runs once at start.
+pub fn start(config: Config) -> Result<Started, DaemonError> {
+    ensure_dir(&config.root, 0o700)?;
+    ensure_dir(&config.state, 0o711)?;
+    let mut locks = vec![DirLock::acquire(&config.root)?];
+    if config.state != config.root {
+        locks.push(DirLock::acquire(&config.state)?);
+    }
+    let store = MetadataStore::open(&config.root)?;
+    let pod_cidr = store
+        .get_setting::<String>(POD_CIDR_SETTING)?
+        .unwrap_or_default();
+    let socket = BoundSocket::bind(&config.listen)?;
+    let daemon = Arc::new(Daemon {
+        config,
+        store,
+        pod_cidr: RwLock::new(pod_cidr),
+    });
+    Ok(Started {
+        daemon,
+        socket,
+        _locks: locks,
+    })
+}
+
+impl Started {
+    /// Serves CRI until `shutdown` resolves, then lets in-flight RPCs finish
+    /// (bounded) and removes the socket.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = &'static str>,
+    ) -> Result<(), DaemonError> {
+        let Started {
+            daemon,
+            socket,
+            _locks,
+        } = self;
+        let listener =
+            tokio::net::UnixListener::from_std(socket.listener.try_clone().map_err(|source| {
+                InstanceError::Io {
+                    what: "cannot use socket",
+                    path: socket.path().to_path_buf(),
+                    source,
+                }
+            })?)
+            .map_err(|source| InstanceError::Io {
+                what: "cannot use socket",
+                path: socket.path().to_path_buf(),
+                source,
+            })?;
+
+        let runtime = RuntimeServiceServer::new(RuntimeApi::new(daemon.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let images = ImageServiceServer::new(ImageApi::new(daemon.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tonic::transport::Server::builder()
+            .add_service(runtime)
+            .add_service(images)
+            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+                let _ = stop_rx.await;
+            });
+        tokio::pin!(server);
+        tracing::info!(
+            socket = %socket.path().display(),
+            root = %daemon.config.root.display(),
+            state = %daemon.config.state.display(),
+            version = env!("CARGO_PKG_VERSION"),
+            "crid serving CRI"
+        );
+
+        let result = tokio::select! {
+            result = &mut server => result,
+            signal = shutdown => {
+                tracing::info!(signal, "shutting down");
+                // New clients get ENOENT rather than a server that is leaving.
+                socket.remove_file();
+                let _ = stop_tx.send(());
+                match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        tracing::warn!(grace = ?SHUTDOWN_GRACE, "in-flight RPCs did not finish; exiting anyway");
+                        Ok(())
+                    }
+                }
+            }
+        };
+        socket.remove_file();
+        result?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,77 @@
+//! The one place where crid's errors become gRPC statuses.
+
+use tonic::{Code, Status};
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CridError {
+    #[error("{field}: {reason} (got {value:?})")]
+    InvalidArgument {
+        field: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("{0} is not implemented by crid yet")]
+    NotImplemented(&'static str),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("internal task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl CridError {
+    pub fn invalid(
+        field: &'static str,
+        value: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> CridError {
+        CridError::InvalidArgument {
+            field,
+            value: value.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn code(&self) -> Code {
+        match self {
+            CridError::InvalidArgument { .. } => Code::InvalidArgument,
+            CridError::NotImplemented(_) => Code::Unimplemented,
+            CridError::Store(StoreError::NameReserved { .. }) => Code::AlreadyExists,
+            CridError::Store(_) | CridError::Task(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<CridError> for Status {
+    fn from(error: CridError) -> Status {
+        Status::new(error.code(), error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_carry_the_right_code_and_name_the_field() {
+        let status = Status::from(CridError::invalid(
+            "runtime_config.network_config.pod_cidr",
+            "x/99",
+            "not a CIDR",
+        ));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains("pod_cidr") && status.message().contains("x/99"));
+        let status = Status::from(CridError::NotImplemented("RunPodSandbox"));
+        assert_eq!(status.code(), Code::Unimplemented);
+        assert!(status.message().contains("RunPodSandbox"));
+        let reserved = StoreError::NameReserved {
+            name: "n".into(),
+            holder: "id".into(),
+        };
+        assert_eq!(
+            Status::from(CridError::from(reserved)).code(),
+            Code::AlreadyExists
+        );
+    }
+}

@@ -1,0 +1,13 @@
+//! crid, the CRI daemon: configuration, the metadata store, the CRI services
+//! and the daemon's lifecycle. The `crid` binary is a thin command line over
+//! this library.
+
+pub mod config;
+pub mod daemon;
+pub mod error;
+pub mod image_service;
+pub mod instance;
+pub mod rpc;
+pub mod runtime_service;
+pub mod status;
+pub mod store;

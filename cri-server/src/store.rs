@@ -1,0 +1,417 @@
+//! The metadata store: one redb file under crid's root. redb commits are
+//! checksummed and fsync'd before they return, so a crash at any point leaves
+//! either the old or the new state, never a torn one.
+//!
+//! Values are JSON, keyed by object id, one table per kind of object. Opening
+//! never wipes anything: an unreadable, foreign or newer file is an error that
+//! says what it is and leaves the file as it was.
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Bumped whenever the layout of a table or value changes; older files are
+/// migrated at open, newer ones refused.
+pub const SCHEMA_VERSION: u64 = 1;
+pub const FILE_NAME: &str = "metadata.redb";
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const SCHEMA_VERSION_KEY: &str = "schema_version";
+const NAME_RESERVATIONS: TableDefinition<&str, &str> = TableDefinition::new("name_reservations");
+
+/// The kinds of objects crid keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    Pods,
+    Containers,
+    Images,
+}
+
+impl Table {
+    pub const ALL: [Table; 3] = [Table::Pods, Table::Containers, Table::Images];
+
+    fn definition(self) -> TableDefinition<'static, &'static str, &'static [u8]> {
+        match self {
+            Table::Pods => TableDefinition::new("pods"),
+            Table::Containers => TableDefinition::new("containers"),
+            Table::Images => TableDefinition::new("images"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "metadata store {path} cannot be opened: {source}; it was left untouched (move it aside to start with an empty store)"
+    )]
+    Open {
+        path: PathBuf,
+        source: redb::DatabaseError,
+    },
+    #[error("{path} is not a crid metadata store (no schema version); it was left untouched")]
+    Foreign { path: PathBuf },
+    #[error(
+        "metadata store {path} has schema version {found}, newer than this crid understands ({SCHEMA_VERSION}); upgrade crid"
+    )]
+    Newer { path: PathBuf, found: u64 },
+    #[error("metadata store: {0}")]
+    Database(#[from] redb::Error),
+    #[error("metadata store: cannot encode or decode {what}: {source}")]
+    Codec {
+        what: String,
+        source: serde_json::Error,
+    },
+    #[error("name {name:?} is reserved by {holder}")]
+    NameReserved { name: String, holder: String },
+}
+
+fn db_error(error: impl Into<redb::Error>) -> StoreError {
+    StoreError::Database(error.into())
+}
+
+pub struct MetadataStore {
+    db: Database,
+    path: PathBuf,
+}
+
+impl MetadataStore {
+    /// Opens (or creates) the store in `root`.
+    pub fn open(root: &Path) -> Result<MetadataStore, StoreError> {
+        let path = root.join(FILE_NAME);
+        let db = Database::create(&path).map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        let store = MetadataStore { db, path };
+        // No tables at all: a new file, or one whose first commit a crash
+        // interrupted. Anything else must carry our schema version.
+        let has_tables = store
+            .db
+            .begin_read()
+            .map_err(db_error)?
+            .list_tables()
+            .map_err(db_error)?
+            .next()
+            .is_some();
+        if !has_tables {
+            store.initialise()?;
+        }
+        store.check_schema()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn initialise(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db_error)?;
+        {
+            let mut meta = txn.open_table(META).map_err(db_error)?;
+            let version = encode("schema version", &SCHEMA_VERSION)?;
+            meta.insert(SCHEMA_VERSION_KEY, version.as_slice())
+                .map_err(db_error)?;
+            txn.open_table(NAME_RESERVATIONS).map_err(db_error)?;
+            for table in Table::ALL {
+                txn.open_table(table.definition()).map_err(db_error)?;
+            }
+        }
+        txn.commit().map_err(db_error)
+    }
+
+    fn check_schema(&self) -> Result<(), StoreError> {
+        let foreign = || StoreError::Foreign {
+            path: self.path.clone(),
+        };
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let meta = match txn.open_table(META) {
+            Ok(meta) => meta,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Err(foreign()),
+            Err(error) => return Err(db_error(error)),
+        };
+        let found: u64 = match meta.get(SCHEMA_VERSION_KEY).map_err(db_error)? {
+            Some(value) => decode("schema version", value.value())?,
+            None => return Err(foreign()),
+        };
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::Newer {
+                path: self.path.clone(),
+                found,
+            });
+        }
+        // Version 1 is the first layout: there is nothing older to migrate.
+        Ok(())
+    }
+
+    pub fn put<T: Serialize>(&self, table: Table, id: &str, value: &T) -> Result<(), StoreError> {
+        let bytes = encode(id, value)?;
+        let txn = self.db.begin_write().map_err(db_error)?;
+        txn.open_table(table.definition())
+            .map_err(db_error)?
+            .insert(id, bytes.as_slice())
+            .map_err(db_error)?;
+        txn.commit().map_err(db_error)
+    }
+
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        id: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let opened = txn.open_table(table.definition()).map_err(db_error)?;
+        let value = opened.get(id).map_err(db_error)?;
+        value.map(|bytes| decode(id, bytes.value())).transpose()
+    }
+
+    /// Removes `id`; true if it was there (removing twice is not an error).
+    pub fn remove(&self, table: Table, id: &str) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write().map_err(db_error)?;
+        let existed = txn
+            .open_table(table.definition())
+            .map_err(db_error)?
+            .remove(id)
+            .map_err(db_error)?
+            .is_some();
+        txn.commit().map_err(db_error)?;
+        Ok(existed)
+    }
+
+    pub fn list<T: DeserializeOwned>(&self, table: Table) -> Result<Vec<(String, T)>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let opened = txn.open_table(table.definition()).map_err(db_error)?;
+        let mut entries = Vec::new();
+        for entry in opened.iter().map_err(db_error)? {
+            let (key, value) = entry.map_err(db_error)?;
+            entries.push((key.value().to_string(), decode(key.value(), value.value())?));
+        }
+        Ok(entries)
+    }
+
+    /// Reserves `name` for `id` atomically, so two concurrent creates of the
+    /// same pod/container name cannot both win. Reserving again for the same
+    /// id succeeds.
+    pub fn reserve_name(&self, name: &str, id: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db_error)?;
+        {
+            let mut names = txn.open_table(NAME_RESERVATIONS).map_err(db_error)?;
+            let holder = names
+                .get(name)
+                .map_err(db_error)?
+                .map(|held| held.value().to_string());
+            match holder {
+                Some(holder) if holder != id => {
+                    return Err(StoreError::NameReserved {
+                        name: name.into(),
+                        holder,
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    names.insert(name, id).map_err(db_error)?;
+                }
+            }
+        }
+        txn.commit().map_err(db_error)
+    }
+
+    /// Releases `name` if `id` holds it; releasing what is not held is a no-op.
+    pub fn release_name(&self, name: &str, id: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db_error)?;
+        {
+            let mut names = txn.open_table(NAME_RESERVATIONS).map_err(db_error)?;
+            let held_by_id = names
+                .get(name)
+                .map_err(db_error)?
+                .is_some_and(|held| held.value() == id);
+            if held_by_id {
+                names.remove(name).map_err(db_error)?;
+            }
+        }
+        txn.commit().map_err(db_error)
+    }
+
+    /// Node-level settings that must survive a restart (e.g. the pod CIDR
+    /// kubelet sent, which it does not resend when crid restarts).
+    pub fn put_setting<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StoreError> {
+        let bytes = encode(key, value)?;
+        let txn = self.db.begin_write().map_err(db_error)?;
+        txn.open_table(META)
+            .map_err(db_error)?
+            .insert(key, bytes.as_slice())
+            .map_err(db_error)?;
+        txn.commit().map_err(db_error)
+    }
+
+    pub fn get_setting<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let meta = txn.open_table(META).map_err(db_error)?;
+        let value = meta.get(key).map_err(db_error)?;
+        value.map(|bytes| decode(key, bytes.value())).transpose()
+    }
+}
+
+fn encode<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|source| StoreError::Codec {
+        what: what.to_string(),
+        source,
+    })
+}
+
+fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Codec {
+        what: what.to_string(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, serde::Deserialize)]
+    struct Pod {
+        name: String,
+    }
+
+    #[test]
+    fn objects_persist_across_reopen() {
+        let root = tempfile::tempdir().expect("tempdir");
+        {
+            let store = MetadataStore::open(root.path()).expect("create");
+            store
+                .put(Table::Pods, "p1", &Pod { name: "a".into() })
+                .expect("put");
+            store
+                .put(Table::Pods, "p2", &Pod { name: "b".into() })
+                .expect("put");
+            store
+                .put_setting("pod_cidr", &"10.0.0.0/24")
+                .expect("setting");
+            assert!(store.remove(Table::Pods, "p2").expect("remove"));
+            assert!(!store.remove(Table::Pods, "p2").expect("remove twice"));
+        }
+        let store = MetadataStore::open(root.path()).expect("reopen");
+        let pods: Vec<(String, Pod)> = store.list(Table::Pods).expect("list");
+        assert_eq!(pods, [("p1".to_string(), Pod { name: "a".into() })]);
+        assert_eq!(
+            store.get::<Pod>(Table::Containers, "p1").expect("get"),
+            None
+        );
+        assert_eq!(
+            store
+                .get_setting::<String>("pod_cidr")
+                .expect("setting")
+                .as_deref(),
+            Some("10.0.0.0/24")
+        );
+    }
+
+    #[test]
+    fn a_name_is_reserved_for_one_id_at_a_time() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let store = MetadataStore::open(root.path()).expect("create");
+        store
+            .reserve_name("pod_a_ns_uid_0", "id1")
+            .expect("reserve");
+        store
+            .reserve_name("pod_a_ns_uid_0", "id1")
+            .expect("same id again");
+        let error = store
+            .reserve_name("pod_a_ns_uid_0", "id2")
+            .expect_err("taken");
+        assert!(
+            matches!(&error, StoreError::NameReserved { holder, .. } if holder == "id1"),
+            "{error}"
+        );
+        store
+            .release_name("pod_a_ns_uid_0", "id2")
+            .expect("release by non-holder is a no-op");
+        assert!(store.reserve_name("pod_a_ns_uid_0", "id2").is_err());
+        store
+            .release_name("pod_a_ns_uid_0", "id1")
+            .expect("release");
+        store
+            .reserve_name("pod_a_ns_uid_0", "id2")
+            .expect("free again");
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_and_its_data_kept() {
+        let root = tempfile::tempdir().expect("tempdir");
+        {
+            let store = MetadataStore::open(root.path()).expect("create");
+            store
+                .put(
+                    Table::Pods,
+                    "canary",
+                    &Pod {
+                        name: "keep".into(),
+                    },
+                )
+                .expect("put");
+        }
+        let path = root.path().join(FILE_NAME);
+        let set_version = |version: &[u8]| {
+            let db = Database::create(&path).expect("raw open");
+            let txn = db.begin_write().expect("txn");
+            txn.open_table(META)
+                .expect("meta")
+                .insert(SCHEMA_VERSION_KEY, version)
+                .expect("insert");
+            txn.commit().expect("commit");
+        };
+        set_version(b"99");
+        let error = MetadataStore::open(root.path())
+            .err()
+            .expect("newer refused");
+        assert!(
+            matches!(error, StoreError::Newer { found: 99, .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("99"));
+
+        // Nothing was wiped: with the version put back, the data is all there.
+        set_version(b"1");
+        let store = MetadataStore::open(root.path()).expect("reopen");
+        assert_eq!(
+            store.get::<Pod>(Table::Pods, "canary").expect("get"),
+            Some(Pod {
+                name: "keep".into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_corrupt_file_is_refused_and_left_untouched() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let path = root.path().join(FILE_NAME);
+        let garbage = b"this is not a redb database, but it is somebody's data".repeat(100);
+        std::fs::write(&path, &garbage).expect("write");
+        let error = MetadataStore::open(root.path())
+            .err()
+            .expect("corrupt refused");
+        assert!(matches!(error, StoreError::Open { .. }), "{error}");
+        assert!(error.to_string().contains(&path.display().to_string()));
+        assert_eq!(std::fs::read(&path).expect("read"), garbage, "file changed");
+    }
+
+    #[test]
+    fn a_redb_file_of_someone_else_is_refused() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let path = root.path().join(FILE_NAME);
+        {
+            let db = Database::create(&path).expect("raw create");
+            let txn = db.begin_write().expect("txn");
+            txn.open_table(TableDefinition::<&str, &str>::new("other"))
+                .expect("table");
+            txn.commit().expect("commit");
+        }
+        let error = MetadataStore::open(root.path())
+            .err()
+            .expect("foreign refused");
+        assert!(matches!(error, StoreError::Foreign { .. }), "{error}");
+    }
+}

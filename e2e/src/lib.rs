@@ -1,0 +1,386 @@
+//! The end-to-end harness: each test gets its own [`TestEnv`] (temporary
+//! root, state dir, socket and CNI conf dir), starts the real `crid` binary in
+//! it as a user would, talks CRI to it over the unix socket with tonic, and
+//! when the env is dropped fails the test if any process, mount or file of
+//! the test is left behind.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use hyper_util::rt::TokioIo;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use proto::cri::image_service_client::ImageServiceClient;
+use proto::cri::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+/// Where Debian's containernetworking-plugins puts the CNI plugins.
+pub const DEBIAN_CNI_BIN_DIR: &str = "/usr/lib/cni";
+/// Upper bounds for waits, not expectations: a slow CI machine must still pass.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The `crid` binary under test: `$CRID_BIN`, else the one cargo built next
+/// to this test executable (target/<profile>/crid).
+pub fn crid_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("CRID_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("current test executable");
+    // target/<profile>/deps/<test> -> target/<profile>/crid
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
+    let binary = profile_dir.join("crid");
+    assert!(
+        binary.is_file(),
+        "{} is missing: build it first with `cargo build --workspace --bins` (the test script does)",
+        binary.display()
+    );
+    binary
+}
+
+/// A private world for one test.
+pub struct TestEnv {
+    dir: tempfile::TempDir,
+    /// Extra TOML appended to the generated config.
+    pub extra_config: String,
+}
+
+impl TestEnv {
+    pub fn new() -> TestEnv {
+        let dir = tempfile::Builder::new()
+            .prefix("crid-e2e-")
+            .tempdir()
+            .expect("create test dir");
+        let env = TestEnv {
+            dir,
+            extra_config: String::new(),
+        };
+        fs::create_dir_all(env.cni_conf_dir()).expect("create CNI conf dir");
+        env
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn root(&self) -> PathBuf {
+        self.path().join("root")
+    }
+    pub fn state(&self) -> PathBuf {
+        self.path().join("state")
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.path().join("crid.sock")
+    }
+    pub fn cni_conf_dir(&self) -> PathBuf {
+        self.path().join("net.d")
+    }
+    pub fn config_path(&self) -> PathBuf {
+        self.path().join("config.toml")
+    }
+    pub fn log_path(&self) -> PathBuf {
+        self.path().join("crid.log")
+    }
+
+    /// The config file every start uses: this env's paths, Debian's CNI
+    /// plugins, then `extra_config`.
+    pub fn write_config(&self) {
+        let config = format!(
+            "root = {root:?}\nstate = {state:?}\nlisten = {socket:?}\n{extra}\n[cni]\nconf_dir = {conf:?}\nbin_dirs = [{bin:?}]\n",
+            root = self.root(),
+            state = self.state(),
+            socket = self.socket(),
+            conf = self.cni_conf_dir(),
+            bin = DEBIAN_CNI_BIN_DIR,
+            extra = self.extra_config,
+        );
+        fs::write(self.config_path(), config).expect("write config");
+    }
+
+    /// `crid --config <this env's config>` with the given extra arguments,
+    /// for tests that run it as a command (errors at start).
+    pub fn command(&self, args: &[&str]) -> Command {
+        self.write_config();
+        let mut command = Command::new(crid_binary());
+        command.arg("--config").arg(self.config_path()).args(args);
+        command
+    }
+
+    /// Runs crid to completion (it is expected to refuse to start) and
+    /// returns its exit status and stderr.
+    pub fn run_to_exit(&self, command: &mut Command) -> (ExitStatus, String) {
+        let output = command.stdin(Stdio::null()).output().expect("run crid");
+        (
+            output.status,
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// Starts crid with this env's config and waits until it answers CRI.
+    pub async fn start(&self) -> Crid {
+        self.start_with(self.command(&["--log-level", "debug"]), self.socket())
+            .await
+    }
+
+    /// Starts `command` and waits until crid answers on `socket`.
+    pub async fn start_with(&self, mut command: Command, socket: PathBuf) -> Crid {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open crid log");
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn crid");
+        let mut crid = Crid {
+            child,
+            socket,
+            log_path: self.log_path(),
+            stopped: false,
+        };
+        if let Err(error) = crid.wait_ready().await {
+            crid.kill();
+            panic!(
+                "crid did not start: {error:#}\n--- crid log ---\n{}",
+                crid.log()
+            );
+        }
+        crid
+    }
+
+    /// Writes a CNI network config file into this env's conf dir.
+    pub fn write_cni_config(&self, file_name: &str, content: &str) {
+        fs::write(self.cni_conf_dir().join(file_name), content).expect("write CNI config");
+    }
+
+    /// Everything this env left: processes that mention its directory,
+    /// mounts under it, and files in the state dir other than crid's lock.
+    pub fn leaks(&self) -> Vec<String> {
+        let mut leaks = Vec::new();
+        let dir = self.path().to_string_lossy().into_owned();
+        for pid in processes_mentioning(&dir) {
+            leaks.push(format!(
+                "process {pid} ({}) is still running",
+                process_command_line(pid)
+            ));
+        }
+        if let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") {
+            for line in mountinfo.lines().filter(|line| line.contains(dir.as_str())) {
+                leaks.push(format!("mount left: {line}"));
+            }
+        }
+        if self.socket().exists() {
+            leaks.push(format!("socket {} left", self.socket().display()));
+        }
+        if let Ok(entries) = fs::read_dir(self.state()) {
+            for entry in entries
+                .flatten()
+                .filter(|entry| entry.file_name() != "crid.lock")
+            {
+                leaks.push(format!("state file left: {}", entry.path().display()));
+            }
+        }
+        leaks
+    }
+}
+
+impl Default for TestEnv {
+    fn default() -> Self {
+        TestEnv::new()
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let leaks = self.leaks();
+        // Never leave anything for the next test, whatever happened.
+        for pid in processes_mentioning(&self.path().to_string_lossy()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        if !leaks.is_empty() && !std::thread::panicking() {
+            panic!("the test left things behind:\n  {}", leaks.join("\n  "));
+        }
+    }
+}
+
+/// A running crid.
+pub struct Crid {
+    child: Child,
+    socket: PathBuf,
+    log_path: PathBuf,
+    stopped: bool,
+}
+
+impl Crid {
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).expect("pid fits i32")
+    }
+
+    async fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("crid exited early with {status}");
+            }
+            // Until crid binds it, the path may be absent or a stale socket.
+            if let Ok(mut client) = self.runtime().await
+                && client
+                    .version(proto::cri::VersionRequest::default())
+                    .await
+                    .is_ok()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "crid did not answer Version on {} within {START_TIMEOUT:?}",
+                    self.socket.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn channel(&self) -> Result<Channel> {
+        connect_unix(&self.socket).await
+    }
+
+    pub async fn runtime(&self) -> Result<RuntimeServiceClient<Channel>> {
+        Ok(RuntimeServiceClient::new(self.channel().await?))
+    }
+
+    pub async fn images(&self) -> Result<ImageServiceClient<Channel>> {
+        Ok(ImageServiceClient::new(self.channel().await?))
+    }
+
+    /// Sends `signal` and waits for crid to exit; returns its exit status.
+    /// Async so the test's own clients keep running and can answer crid's
+    /// GOAWAY while it drains connections.
+    pub async fn stop_with(&mut self, signal: Signal) -> ExitStatus {
+        kill(Pid::from_raw(self.pid()), signal).expect("signal crid");
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for crid") {
+                self.stopped = true;
+                return status;
+            }
+            if Instant::now() > deadline {
+                self.kill();
+                panic!(
+                    "crid did not exit within {STOP_TIMEOUT:?} of {signal}\n--- crid log ---\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The clean stop every test ends with: SIGTERM, exit status 0.
+    pub async fn stop(&mut self) {
+        let status = self.stop_with(Signal::SIGTERM).await;
+        assert!(
+            status.success(),
+            "crid exited with {status} after SIGTERM\n--- crid log ---\n{}",
+            self.log()
+        );
+    }
+
+    pub fn kill(&mut self) {
+        if !self.stopped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            self.stopped = true;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut file) = fs::File::open(&self.log_path) {
+            let _ = file.read_to_string(&mut text);
+        }
+        text
+    }
+}
+
+impl Drop for Crid {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A tonic channel over a unix socket (the URI is required but unused).
+pub async fn connect_unix(socket: &Path) -> Result<Channel> {
+    let socket = socket.to_path_buf();
+    Endpoint::try_from("http://[::1]:50051")?
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+        .with_context(|| "connect to crid's socket")
+}
+
+fn process_command_line(pid: i32) -> String {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|bytes| {
+            String::from_utf8_lossy(&bytes)
+                .replace('\0', " ")
+                .trim()
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// Processes (other than this test process) whose command line, working
+/// directory or root mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<i32> {
+    let me = std::process::id();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| u32::try_from(pid).is_ok_and(|pid| pid != me))
+        .filter(|&pid| {
+            let in_links = ["cwd", "root", "exe"].iter().any(|link| {
+                fs::read_link(format!("/proc/{pid}/{link}"))
+                    .is_ok_and(|target| target.to_string_lossy().contains(needle))
+            });
+            in_links || process_command_line(pid).contains(needle)
+        })
+        .collect()
+}
+
+/// A bridge + host-local + loopback network using Debian's plugins, on a
+/// bridge and subnet of the test's own.
+pub fn bridge_conflist(bridge: &str, subnet: &str) -> String {
+    serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": format!("{bridge}-net"),
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": bridge,
+                "isGateway": true,
+                "ipMasq": false,
+                "ipam": { "type": "host-local", "ranges": [[{ "subnet": subnet }]] }
+            },
+            { "type": "loopback" }
+        ]
+    })
+    .to_string()
+}
