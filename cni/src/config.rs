@@ -104,7 +104,10 @@ fn first_config_file(conf_dir: &Path) -> Result<PathBuf, CniConfigError> {
         })
 }
 
-fn parse_network(path: &Path, bytes: &[u8]) -> Result<NetworkConfigList, CniConfigError> {
+pub(crate) fn parse_network(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<NetworkConfigList, CniConfigError> {
     let invalid = |reason: String| CniConfigError::Invalid {
         path: path.to_path_buf(),
         reason,
@@ -182,7 +185,7 @@ fn required_string(object: &serde_json::Map<String, Value>, key: &str) -> Result
     }
 }
 
-fn find_plugin(plugin_type: &str, bin_dirs: &[PathBuf]) -> Option<PathBuf> {
+pub(crate) fn find_plugin(plugin_type: &str, bin_dirs: &[PathBuf]) -> Option<PathBuf> {
     bin_dirs
         .iter()
         .map(|dir| dir.join(plugin_type))

@@ -1,0 +1,13 @@
+//! Containers and their monitor.
+//!
+//! crid (multi-threaded) never forks Rust code: every process of a pod is
+//! forked by that pod's single-threaded `crid-monitor`, which also runs the
+//! built-in pause. This crate holds the monitor ([`monitor`]), crid's side of
+//! talking to it ([`client`]), and the frame format both use ([`wire`]).
+
+pub mod client;
+pub mod monitor;
+mod sys;
+pub mod wire;
+
+pub use client::{MonitorClient, MonitorError, StartedMonitor};

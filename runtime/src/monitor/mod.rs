@@ -1,0 +1,280 @@
+//! The crid-monitor process: one per pod, single-threaded, no async runtime,
+//! so it may fork. It detaches from crid (its own session, reparented away
+//! from crid) so a crid restart or crash leaves the pod running, becomes the
+//! sub-reaper of everything it starts, starts the pod's pause process in the
+//! pod's new namespaces, and then answers crid on `<pod dir>/monitor.sock`.
+
+mod pause;
+
+use std::ffi::CStr;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{Pid, dup2_stderr, dup2_stdin, dup2_stdout};
+use proto::monitor::{
+    CONFIG_FILE, ExitStatus, MonitorConfig, MonitorRequest, MonitorResponse, MonitorStarted,
+    SOCKET_FILE,
+};
+
+use crate::sys::{Forked, exit_child, fork_single_threaded};
+use crate::wire::{read_frame, write_frame};
+
+const LOG_FILE: &str = "monitor.log";
+/// A client that connects and then says nothing must not stall the pod.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn main() -> ExitCode {
+    let Some(pod_dir) = std::env::args_os().nth(1).map(PathBuf::from) else {
+        eprintln!("usage: crid-monitor <pod state dir>");
+        return ExitCode::from(2);
+    };
+    match launch(&pod_dir) {
+        Ok(code) => code,
+        Err(error) => {
+            report_to_crid(&MonitorStarted::Failed {
+                message: error.to_string(),
+            });
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn report_to_crid(started: &MonitorStarted) {
+    if let Ok(line) = serde_json::to_string(started) {
+        println!("{line}");
+    }
+}
+
+/// The launcher forks the monitor proper and exits once it reports how the
+/// pod's start went, so crid can reap the launcher and the monitor is
+/// nobody's child that might go away.
+fn launch(pod_dir: &Path) -> io::Result<ExitCode> {
+    let config: MonitorConfig = serde_json::from_slice(&fs::read(pod_dir.join(CONFIG_FILE))?)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{CONFIG_FILE}: {e}")))?;
+    let (ready_read, ready_write) = nix::unistd::pipe()?;
+    match fork_single_threaded()? {
+        Forked::Parent(_) => {
+            drop(ready_write);
+            let mut report = String::new();
+            File::from(ready_read).read_to_string(&mut report)?;
+            let started: MonitorStarted =
+                serde_json::from_str(report.trim()).unwrap_or(MonitorStarted::Failed {
+                    message: format!("monitor exited before reporting: {report:?}"),
+                });
+            report_to_crid(&started);
+            Ok(match started {
+                MonitorStarted::Ready { .. } => ExitCode::SUCCESS,
+                MonitorStarted::Failed { .. } => ExitCode::FAILURE,
+            })
+        }
+        Forked::Child => {
+            drop(ready_read);
+            let code = match Monitor::start(pod_dir, &config) {
+                Ok((monitor, listener)) => {
+                    let ready = MonitorStarted::Ready {
+                        monitor_pid: nix::unistd::getpid().as_raw(),
+                        pause_pid: monitor.pause.as_raw(),
+                    };
+                    send_report(ready_write, &ready);
+                    monitor.serve(listener)
+                }
+                Err(error) => {
+                    send_report(
+                        ready_write,
+                        &MonitorStarted::Failed {
+                            message: error.to_string(),
+                        },
+                    );
+                    1
+                }
+            };
+            exit_child(code)
+        }
+    }
+}
+
+fn send_report(pipe: OwnedFd, started: &MonitorStarted) {
+    let mut pipe = File::from(pipe);
+    if let Ok(line) = serde_json::to_string(started) {
+        let _ = pipe.write_all(line.as_bytes());
+    }
+}
+
+struct Monitor {
+    pod_dir: PathBuf,
+    pause: Pid,
+    pause_exit: Option<ExitStatus>,
+    signals: SignalFd,
+}
+
+impl Monitor {
+    fn start(pod_dir: &Path, config: &MonitorConfig) -> io::Result<(Monitor, UnixListener)> {
+        nix::unistd::setsid()?;
+        nix::sys::prctl::set_child_subreaper(true)?;
+        let name: &CStr = c"crid-monitor";
+        nix::sys::prctl::set_name(name)?;
+        // Nothing of the monitor may keep a mount busy or hold crid's stdio.
+        std::env::set_current_dir("/")?;
+        redirect_stdio(&pod_dir.join(LOG_FILE))?;
+
+        // Signals arrive through the signalfd (and pause waits on them), so
+        // they are blocked before anything is forked.
+        let mut mask = SigSet::empty();
+        for signal in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {
+            mask.add(signal);
+        }
+        sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)?;
+        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK)?;
+
+        let socket_path = pod_dir.join(SOCKET_FILE);
+        match fs::remove_file(&socket_path) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+        let listener = UnixListener::bind(&socket_path)?;
+
+        let pause = pause::start(config)?;
+        Ok((
+            Monitor {
+                pod_dir: pod_dir.to_path_buf(),
+                pause,
+                pause_exit: None,
+                signals,
+            },
+            listener,
+        ))
+    }
+
+    /// Answers crid until told to shut down; returns the exit code.
+    fn serve(mut self, listener: UnixListener) -> i32 {
+        loop {
+            let (signal_ready, client_ready) = {
+                let mut fds = [
+                    PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+                ];
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Ok(_) => {}
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(error) => {
+                        eprintln!("crid-monitor: poll: {error}");
+                        return 1;
+                    }
+                }
+                let readable = |fd: &PollFd| {
+                    fd.revents()
+                        .is_some_and(|r| r.intersects(PollFlags::POLLIN))
+                };
+                (readable(&fds[0]), readable(&fds[1]))
+            };
+            if signal_ready && self.handle_signals() {
+                return self.shut_down();
+            }
+            if client_ready && let Ok((stream, _)) = listener.accept() {
+                match self.handle_client(stream) {
+                    Ok(true) => return self.shut_down(),
+                    Ok(false) => {}
+                    Err(error) => eprintln!("crid-monitor: client: {error}"),
+                }
+            }
+        }
+    }
+
+    /// Reaps every exited child; true if asked to terminate.
+    fn handle_signals(&mut self) -> bool {
+        let mut terminate = false;
+        while let Ok(Some(info)) = self.signals.read_signal() {
+            if info.ssi_signo == Signal::SIGTERM as u32 || info.ssi_signo == Signal::SIGINT as u32 {
+                terminate = true;
+            }
+        }
+        self.reap();
+        terminate
+    }
+
+    fn reap(&mut self) {
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => {
+                    self.record_exit(pid, ExitStatus::Exited(code))
+                }
+                Ok(WaitStatus::Signaled(pid, signal, _)) => {
+                    self.record_exit(pid, ExitStatus::Signaled(signal as i32))
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    fn record_exit(&mut self, pid: Pid, status: ExitStatus) {
+        if pid == self.pause {
+            eprintln!("crid-monitor: pause {pid} ended: {status:?}");
+            self.pause_exit = Some(status);
+        }
+    }
+
+    /// One request per connection; true if it was Shutdown.
+    fn handle_client(&mut self, mut stream: UnixStream) -> io::Result<bool> {
+        stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+        stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+        let request: MonitorRequest = read_frame(&mut stream)?;
+        self.reap();
+        let (response, shutting_down) = match request {
+            MonitorRequest::Status => (
+                MonitorResponse::Status {
+                    pause_pid: self.pause.as_raw(),
+                    pause_exit: self.pause_exit,
+                },
+                false,
+            ),
+            MonitorRequest::Shutdown => {
+                self.kill_pause();
+                (MonitorResponse::ShuttingDown, true)
+            }
+        };
+        write_frame(&mut stream, &response)?;
+        Ok(shutting_down)
+    }
+
+    fn kill_pause(&mut self) {
+        if self.pause_exit.is_none() {
+            let _ = kill(self.pause, Signal::SIGKILL);
+            match waitpid(self.pause, None) {
+                Ok(WaitStatus::Signaled(_, signal, _)) => {
+                    self.pause_exit = Some(ExitStatus::Signaled(signal as i32))
+                }
+                Ok(WaitStatus::Exited(_, code)) => self.pause_exit = Some(ExitStatus::Exited(code)),
+                _ => {}
+            }
+        }
+        self.reap();
+    }
+
+    fn shut_down(mut self) -> i32 {
+        self.kill_pause();
+        let _ = fs::remove_file(self.pod_dir.join(SOCKET_FILE));
+        0
+    }
+}
+
+fn redirect_stdio(log: &Path) -> io::Result<()> {
+    let null = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    let log = OpenOptions::new().create(true).append(true).open(log)?;
+    dup2_stdin(&null)?;
+    dup2_stdout(&null)?;
+    dup2_stderr(&log)?;
+    Ok(())
+}

@@ -1,0 +1,284 @@
+//! The real crid-monitor binary, as root: pause in new namespaces, process
+//! names, PID 1, no inherited fds, hostname and sysctls, status, shutdown.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use proto::monitor::{ExitStatus, MonitorConfig, MonitorRequest, MonitorResponse, NewNamespaces};
+use runtime::MonitorClient;
+
+fn monitor_binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_crid-monitor"))
+}
+
+fn config(namespaces: NewNamespaces) -> MonitorConfig {
+    MonitorConfig {
+        pod_id: "test-pod".into(),
+        namespaces,
+        hostname: Some("crid-test-host".into()),
+        sysctls: vec![],
+    }
+}
+
+const ALL: NewNamespaces = NewNamespaces {
+    net: true,
+    ipc: true,
+    uts: true,
+    pid: true,
+};
+
+fn proc_text(pid: i32, file: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default()
+}
+
+fn ns_link(pid: &str, ns: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/{ns}"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+fn nsenter(pid: i32, flag: &str, command: &[&str]) -> String {
+    let output = Command::new("nsenter")
+        .arg("-t")
+        .arg(pid.to_string())
+        .arg(flag)
+        .args(command)
+        .output()
+        .expect("nsenter (util-linux)");
+    assert!(
+        output.status.success(),
+        "nsenter {flag} {command:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// Waits (bounded) until `pid` is gone or a zombie nobody will ask about.
+fn wait_gone(pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let state = proc_text(pid, "stat");
+        if state.is_empty()
+            || state
+                .split(") ")
+                .nth(1)
+                .is_some_and(|rest| rest.starts_with('Z'))
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("process {pid} still running");
+}
+
+#[tokio::test]
+async fn pause_runs_in_new_namespaces_as_pid_1_under_a_detached_monitor() {
+    let pod_dir = tempfile::tempdir().expect("tempdir");
+    let client = MonitorClient::new(pod_dir.path());
+    let mut config = config(ALL);
+    config.sysctls = vec![("net.ipv4.ip_unprivileged_port_start".into(), "80".into())];
+    let started = client
+        .start(monitor_binary(), &config)
+        .await
+        .expect("start monitor");
+    let (monitor, pause) = (started.monitor_pid, started.pause_pid);
+
+    assert_eq!(proc_text(monitor, "comm").trim(), "crid-monitor");
+    assert_eq!(proc_text(pause, "comm").trim(), "pause");
+    // Detached: its own session, not our child.
+    assert_eq!(
+        nix::unistd::getsid(Some(nix::unistd::Pid::from_raw(monitor)))
+            .expect("getsid")
+            .as_raw(),
+        monitor
+    );
+    assert_ne!(nix::unistd::getppid().as_raw(), monitor);
+    let ppid: i32 = proc_text(monitor, "stat")
+        .split(") ")
+        .nth(1)
+        .and_then(|s| s.split(' ').nth(1))
+        .and_then(|p| p.parse().ok())
+        .expect("ppid");
+    assert_ne!(
+        ppid,
+        std::process::id() as i32,
+        "the monitor is still the test's child"
+    );
+    // pause's parent is the monitor (sub-reaper), also with a new PID ns.
+    let pause_ppid: i32 = proc_text(pause, "stat")
+        .split(") ")
+        .nth(1)
+        .and_then(|s| s.split(' ').nth(1))
+        .and_then(|p| p.parse().ok())
+        .expect("ppid");
+    assert_eq!(pause_ppid, monitor);
+
+    for ns in ["net", "ipc", "uts", "pid"] {
+        assert_ne!(
+            ns_link(&pause.to_string(), ns),
+            ns_link("self", ns),
+            "{ns} namespace not new"
+        );
+    }
+    assert_eq!(
+        ns_link(&pause.to_string(), "mnt"),
+        ns_link("self", "mnt"),
+        "mount namespace should be the host's"
+    );
+    let nspid = proc_text(pause, "status")
+        .lines()
+        .find(|l| l.starts_with("NSpid:"))
+        .map(str::to_string)
+        .expect("NSpid");
+    assert!(
+        nspid.trim_end().ends_with("\t1"),
+        "pause is not PID 1 in its namespace: {nspid}"
+    );
+
+    let fds: Vec<_> = std::fs::read_dir(format!("/proc/{pause}/fd"))
+        .expect("fds")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(fds.len(), 3, "pause holds more than stdio: {fds:?}");
+
+    assert_eq!(nsenter(pause, "-u", &["hostname"]), "crid-test-host");
+    assert_eq!(
+        nsenter(
+            pause,
+            "-n",
+            &["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"]
+        ),
+        "80"
+    );
+
+    match client
+        .request(&MonitorRequest::Status)
+        .await
+        .expect("status")
+    {
+        MonitorResponse::Status {
+            pause_pid,
+            pause_exit,
+        } => {
+            assert_eq!(pause_pid, pause);
+            assert_eq!(pause_exit, None);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+
+    assert_eq!(
+        client
+            .request(&MonitorRequest::Shutdown)
+            .await
+            .expect("shutdown"),
+        MonitorResponse::ShuttingDown
+    );
+    wait_gone(pause);
+    wait_gone(monitor);
+    assert!(
+        !pod_dir.path().join(proto::monitor::SOCKET_FILE).exists(),
+        "socket left"
+    );
+}
+
+#[tokio::test]
+async fn host_namespaces_are_kept_when_not_asked_for() {
+    let pod_dir = tempfile::tempdir().expect("tempdir");
+    let client = MonitorClient::new(pod_dir.path());
+    let only_ipc = NewNamespaces {
+        ipc: true,
+        ..NewNamespaces::default()
+    };
+    let started = client
+        .start(monitor_binary(), &config(only_ipc))
+        .await
+        .expect("start");
+    let pause = started.pause_pid.to_string();
+    assert_ne!(ns_link(&pause, "ipc"), ns_link("self", "ipc"));
+    for ns in ["net", "uts", "pid"] {
+        assert_eq!(
+            ns_link(&pause, ns),
+            ns_link("self", ns),
+            "{ns} should be the host's"
+        );
+    }
+    client
+        .request(&MonitorRequest::Shutdown)
+        .await
+        .expect("shutdown");
+    wait_gone(started.pause_pid);
+    wait_gone(started.monitor_pid);
+}
+
+#[tokio::test]
+async fn a_pause_killed_from_outside_is_reported() {
+    let pod_dir = tempfile::tempdir().expect("tempdir");
+    let client = MonitorClient::new(pod_dir.path());
+    let started = client
+        .start(monitor_binary(), &config(ALL))
+        .await
+        .expect("start");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(started.pause_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match client
+            .request(&MonitorRequest::Status)
+            .await
+            .expect("status")
+        {
+            MonitorResponse::Status {
+                pause_exit: Some(exit),
+                ..
+            } => {
+                assert_eq!(exit, ExitStatus::Signaled(9));
+                break;
+            }
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(10)).await,
+            other => panic!("pause death not reported: {other:?}"),
+        }
+    }
+    client
+        .request(&MonitorRequest::Shutdown)
+        .await
+        .expect("shutdown");
+    wait_gone(started.monitor_pid);
+}
+
+#[tokio::test]
+async fn a_bad_sysctl_fails_the_start_and_leaves_no_process() {
+    let pod_dir = tempfile::tempdir().expect("tempdir");
+    let client = MonitorClient::new(pod_dir.path());
+    let mut config = config(ALL);
+    config.sysctls = vec![("net.ipv4.crid_no_such_sysctl".into(), "1".into())];
+    let error = client
+        .start(monitor_binary(), &config)
+        .await
+        .expect_err("bad sysctl");
+    assert!(
+        error.to_string().contains("net.ipv4.crid_no_such_sysctl"),
+        "{error}"
+    );
+    // The monitor that failed exits; give it a moment, then nothing of this pod runs.
+    let needle = pod_dir.path().display().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left: Vec<String> = std::fs::read_dir("/proc")
+            .expect("proc")
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| proc_text(*pid, "cmdline").contains(&needle))
+            .map(|pid| format!("{pid} {}", proc_text(pid, "comm").trim()))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "left running: {left:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
