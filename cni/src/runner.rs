@@ -534,6 +534,17 @@ impl CniRunner {
         Ok(versions)
     }
 
+    /// Drops every cache entry of this attachment without running any
+    /// plugin: for a pod being removed although its DEL keeps failing, so
+    /// nothing of it stays behind. Idempotent.
+    pub async fn forget(&self, container_id: &str, ifname: &str) -> Result<(), CniError> {
+        let cache = self.cache();
+        for path in cache.candidates(container_id, ifname).await? {
+            cache.remove(&path).await?;
+        }
+        Ok(())
+    }
+
     /// The cached attachments of a pod (any network), e.g. to report pod IPs
     /// after a crid restart without running a plugin.
     pub async fn cached(

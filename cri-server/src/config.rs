@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+pub use image::RegistryConfig;
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/crid/config.toml";
@@ -28,6 +29,7 @@ pub struct Config {
     pub streaming: StreamingConfig,
     pub metrics: MetricsConfig,
     pub runtime: RuntimeConfig,
+    pub images: ImagesConfig,
     /// Per registry host (`registry.k8s.io`, `127.0.0.1:5000`, …).
     pub registries: BTreeMap<String, RegistryConfig>,
 }
@@ -58,21 +60,27 @@ pub struct RuntimeConfig {
     pub cgroup_driver: CgroupDriver,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImagesConfig {
+    /// Layers of one pull downloaded and unpacked at once (containerd: 3).
+    pub max_concurrent_layers: usize,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        ImagesConfig {
+            max_concurrent_layers: 3,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum CgroupDriver {
     #[default]
     Cgroupfs,
     Systemd,
-}
-
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RegistryConfig {
-    /// Mirrors, tried in order before the host itself.
-    pub endpoints: Vec<String>,
-    /// Allow plain HTTP / unverified TLS to the host itself.
-    pub insecure: bool,
 }
 
 impl Default for Config {
@@ -85,6 +93,7 @@ impl Default for Config {
             streaming: StreamingConfig::default(),
             metrics: MetricsConfig::default(),
             runtime: RuntimeConfig::default(),
+            images: ImagesConfig::default(),
             registries: BTreeMap::new(),
         }
     }
@@ -239,6 +248,13 @@ impl Config {
         }
         for (index, dir) in self.cni.bin_dirs.iter().enumerate() {
             absolute(&format!("cni.bin_dirs[{index}]"), dir)?;
+        }
+        if !(1..=64).contains(&self.images.max_concurrent_layers) {
+            return Err(invalid(
+                "images.max_concurrent_layers",
+                self.images.max_concurrent_layers,
+                "must be between 1 and 64",
+            ));
         }
         for (host, registry) in &self.registries {
             validate_registry_host(host)?;

@@ -12,6 +12,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use crate::config::Config;
 use crate::image_service::ImageApi;
 use crate::instance::{BoundSocket, DirLock, InstanceError, ensure_dir};
+use crate::locks::KeyedLocks;
 use crate::runtime_service::RuntimeApi;
 use crate::store::{MetadataStore, StoreError};
 
@@ -29,12 +30,24 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error("serving CRI: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("image store: {0}")]
+    Images(#[from] image::ImageError),
+    #[error("pods: {0}")]
+    Pods(#[from] pod_sandbox::PodError),
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// What every handler shares.
 pub struct Daemon {
     pub config: Config,
     pub store: MetadataStore,
+    pub images: image::ImageStore,
+    pub pods: pod_sandbox::PodManager,
+    /// Serialises operations on one pod (CNI ADD/DEL must not interleave).
+    pub pod_locks: KeyedLocks,
+    /// Serialises image record updates against image GC.
+    pub image_lock: tokio::sync::Mutex<()>,
     pod_cidr: RwLock<String>,
 }
 
@@ -77,10 +90,24 @@ pub fn start(config: Config) -> Result<Started, DaemonError> {
     let pod_cidr = store
         .get_setting::<String>(POD_CIDR_SETTING)?
         .unwrap_or_default();
+    let images = image::ImageStore::open(
+        &config.root.join("images"),
+        config.registries.clone(),
+        config.images.max_concurrent_layers,
+    )?;
+    let network = pod_sandbox::NetworkSetup {
+        conf_dir: config.cni.conf_dir.clone(),
+        runner: cni::CniRunner::new(config.cni.bin_dirs.clone(), config.root.join("cni-cache")),
+    };
+    let pods = pod_sandbox::PodManager::new(&config.state, monitor_binary()?, network)?;
     let socket = BoundSocket::bind(&config.listen)?;
     let daemon = Arc::new(Daemon {
         config,
         store,
+        images,
+        pods,
+        pod_locks: KeyedLocks::default(),
+        image_lock: tokio::sync::Mutex::new(()),
         pod_cidr: RwLock::new(pod_cidr),
     });
     Ok(Started {
@@ -88,6 +115,21 @@ pub fn start(config: Config) -> Result<Started, DaemonError> {
         socket,
         _locks: locks,
     })
+}
+
+/// crid-monitor is installed beside crid.
+fn monitor_binary() -> Result<std::path::PathBuf, DaemonError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| DaemonError::Setup(format!("cannot find crid's own path: {e}")))?;
+    let monitor = exe.with_file_name("crid-monitor");
+    if monitor.is_file() {
+        Ok(monitor)
+    } else {
+        Err(DaemonError::Setup(format!(
+            "{} is missing: install crid-monitor beside crid",
+            monitor.display()
+        )))
+    }
 }
 
 impl Started {
@@ -102,6 +144,8 @@ impl Started {
             socket,
             _locks,
         } = self;
+        // Before serving: kubelet must never see a half-made pod.
+        crate::pods::recover(&daemon).await;
         let listener =
             tokio::net::UnixListener::from_std(socket.listener.try_clone().map_err(|source| {
                 InstanceError::Io {

@@ -18,6 +18,14 @@ pub enum CridError {
     Store(#[from] StoreError),
     #[error("internal task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error(transparent)]
+    Image(#[from] image::ImageError),
+    #[error(transparent)]
+    Pod(#[from] pod_sandbox::PodError),
 }
 
 impl CridError {
@@ -39,7 +47,34 @@ impl CridError {
             CridError::NotImplemented(_) => Code::Unimplemented,
             CridError::Store(StoreError::NameReserved { .. }) => Code::AlreadyExists,
             CridError::Store(_) | CridError::Task(_) => Code::Internal,
+            CridError::NotFound(_) => Code::NotFound,
+            CridError::FailedPrecondition(_) => Code::FailedPrecondition,
+            CridError::Image(error) => image_code(error),
+            CridError::Pod(error) => pod_code(error),
         }
+    }
+}
+
+fn image_code(error: &image::ImageError) -> Code {
+    use image::ImageError as E;
+    match error {
+        E::InvalidReference { .. } | E::InvalidConfig { .. } => Code::InvalidArgument,
+        E::NotFound { .. } => Code::NotFound,
+        E::Unauthorized { .. } => Code::PermissionDenied,
+        E::Registry { .. } => Code::Unavailable,
+        E::DigestMismatch { .. } | E::UnsafeLayer { .. } | E::BadImage { .. } => {
+            Code::FailedPrecondition
+        }
+        _ => Code::Internal,
+    }
+}
+
+fn pod_code(error: &pod_sandbox::PodError) -> Code {
+    use pod_sandbox::PodError as E;
+    match error {
+        E::Invalid { .. } => Code::InvalidArgument,
+        E::NetworkNotReady(_) | E::Unsupported(_) => Code::FailedPrecondition,
+        E::Io { .. } | E::Cgroup { .. } | E::Monitor(_) | E::Cni(_) => Code::Internal,
     }
 }
 

@@ -7,6 +7,8 @@ pub mod daemon;
 pub mod error;
 pub mod image_service;
 pub mod instance;
+pub mod locks;
+pub mod pods;
 pub mod rpc;
 pub mod runtime_service;
 pub mod status;

@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::daemon::Daemon;
 use crate::error::CridError;
+use crate::pods;
 use crate::rpc::{not_built, traced};
 use crate::status;
 
@@ -105,22 +106,34 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<RunPodSandboxRequest>,
     ) -> RpcResult<RunPodSandboxResponse> {
-        traced("RunPodSandbox", request, |_| not_built("RunPodSandbox")).await
+        let daemon = self.daemon.clone();
+        traced("RunPodSandbox", request, |request| async move {
+            let pod_sandbox_id = pods::run(daemon, request).await?;
+            Ok(RunPodSandboxResponse { pod_sandbox_id })
+        })
+        .await
     }
 
     async fn stop_pod_sandbox(
         &self,
         request: Request<StopPodSandboxRequest>,
     ) -> RpcResult<StopPodSandboxResponse> {
-        traced("StopPodSandbox", request, |_| not_built("StopPodSandbox")).await
+        let daemon = self.daemon.clone();
+        traced("StopPodSandbox", request, |request| async move {
+            pods::stop(daemon, &request.pod_sandbox_id).await?;
+            Ok(StopPodSandboxResponse {})
+        })
+        .await
     }
 
     async fn remove_pod_sandbox(
         &self,
         request: Request<RemovePodSandboxRequest>,
     ) -> RpcResult<RemovePodSandboxResponse> {
-        traced("RemovePodSandbox", request, |_| {
-            not_built("RemovePodSandbox")
+        let daemon = self.daemon.clone();
+        traced("RemovePodSandbox", request, |request| async move {
+            pods::remove(daemon, &request.pod_sandbox_id).await?;
+            Ok(RemovePodSandboxResponse {})
         })
         .await
     }
@@ -129,8 +142,9 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<PodSandboxStatusRequest>,
     ) -> RpcResult<PodSandboxStatusResponse> {
-        traced("PodSandboxStatus", request, |_| {
-            not_built("PodSandboxStatus")
+        let daemon = self.daemon.clone();
+        traced("PodSandboxStatus", request, |request| {
+            pods::status(daemon, request)
         })
         .await
     }
@@ -139,7 +153,11 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<ListPodSandboxRequest>,
     ) -> RpcResult<ListPodSandboxResponse> {
-        traced("ListPodSandbox", request, |_| not_built("ListPodSandbox")).await
+        let daemon = self.daemon.clone();
+        traced("ListPodSandbox", request, |request| {
+            pods::list(daemon, request)
+        })
+        .await
     }
 
     async fn create_container(

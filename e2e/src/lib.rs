@@ -50,6 +50,9 @@ pub struct TestEnv {
     dir: tempfile::TempDir,
     /// Extra TOML appended to the generated config.
     pub extra_config: String,
+    /// Bridges this test's CNI network created; deleted when the env drops
+    /// (the bridge plugin never deletes its bridge, by design).
+    bridges: std::sync::Mutex<Vec<String>>,
 }
 
 impl TestEnv {
@@ -61,6 +64,7 @@ impl TestEnv {
         let env = TestEnv {
             dir,
             extra_config: String::new(),
+            bridges: std::sync::Mutex::new(Vec::new()),
         };
         fs::create_dir_all(env.cni_conf_dir()).expect("create CNI conf dir");
         env
@@ -157,6 +161,22 @@ impl TestEnv {
         crid
     }
 
+    /// Configures a bridge network of this test's own (bridge name at most 15
+    /// characters, a private subnet no other test uses) and returns the
+    /// directory where host-local keeps its leases.
+    pub fn bridge_network(&self, bridge: &str, subnet: &str) -> PathBuf {
+        let leases = self.path().join("leases");
+        self.write_cni_config(
+            "10-crid-e2e.conflist",
+            &bridge_conflist(bridge, subnet, &leases),
+        );
+        self.bridges
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(bridge.to_string());
+        leases
+    }
+
     /// Writes a CNI network config file into this env's conf dir.
     pub fn write_cni_config(&self, file_name: &str, content: &str) {
         fs::write(self.cni_conf_dir().join(file_name), content).expect("write CNI config");
@@ -186,7 +206,12 @@ impl TestEnv {
                 .flatten()
                 .filter(|entry| entry.file_name() != "crid.lock")
             {
-                leaks.push(format!("state file left: {}", entry.path().display()));
+                // The `pods` dir may stay, empty; anything else is a leak.
+                let empty_dir =
+                    fs::read_dir(entry.path()).is_ok_and(|mut dir| dir.next().is_none());
+                if !(entry.file_name() == "pods" && empty_dir) {
+                    leaks.push(format!("state file left: {}", entry.path().display()));
+                }
             }
         }
         leaks
@@ -205,6 +230,17 @@ impl Drop for TestEnv {
         // Never leave anything for the next test, whatever happened.
         for pid in processes_mentioning(&self.path().to_string_lossy()) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        for bridge in self
+            .bridges
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = Command::new("ip")
+                .args(["link", "del", bridge])
+                .stderr(Stdio::null())
+                .status();
         }
         if !leaks.is_empty() && !std::thread::panicking() {
             panic!("the test left things behind:\n  {}", leaks.join("\n  "));
@@ -366,8 +402,10 @@ fn processes_mentioning(needle: &str) -> Vec<i32> {
 }
 
 /// A bridge + host-local + loopback network using Debian's plugins, on a
-/// bridge and subnet of the test's own.
-pub fn bridge_conflist(bridge: &str, subnet: &str) -> String {
+/// bridge and subnet of the test's own, with host-local's leases in
+/// `lease_dir`. `isGateway` stays off so the host's `ip_forward` is never
+/// changed by a test.
+pub fn bridge_conflist(bridge: &str, subnet: &str, lease_dir: &Path) -> String {
     serde_json::json!({
         "cniVersion": "1.0.0",
         "name": format!("{bridge}-net"),
@@ -375,9 +413,13 @@ pub fn bridge_conflist(bridge: &str, subnet: &str) -> String {
             {
                 "type": "bridge",
                 "bridge": bridge,
-                "isGateway": true,
+                "isGateway": false,
                 "ipMasq": false,
-                "ipam": { "type": "host-local", "ranges": [[{ "subnet": subnet }]] }
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{ "subnet": subnet }]],
+                    "dataDir": lease_dir,
+                }
             },
             { "type": "loopback" }
         ]

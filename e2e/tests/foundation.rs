@@ -91,7 +91,7 @@ async fn network_is_ready_with_a_valid_bridge_conflist() {
     let env = TestEnv::new();
     env.write_cni_config(
         "10-crid-e2e.conflist",
-        &bridge_conflist("crid-e2e0", "10.250.0.0/24"),
+        &bridge_conflist("crid-e2e0", "10.250.0.0/24", &env.path().join("leases")),
     );
     let mut crid = env.start().await;
     let status = status(&crid, false).await;
@@ -126,7 +126,7 @@ async fn network_readiness_follows_the_conf_dir_without_restart() {
     assert!(!condition(&status(&crid, false).await, "NetworkReady").status);
     env.write_cni_config(
         "10-crid-e2e.conflist",
-        &bridge_conflist("crid-e2e1", "10.250.1.0/24"),
+        &bridge_conflist("crid-e2e1", "10.250.1.0/24", &env.path().join("leases")),
     );
     assert!(condition(&status(&crid, false).await, "NetworkReady").status);
     crid.stop().await;
@@ -268,15 +268,11 @@ async fn rpcs_not_built_yet_answer_unimplemented_naming_themselves() {
     let mut crid = env.start().await;
     let mut runtime = crid.runtime().await.expect("client");
     let error = runtime
-        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .attach(cri::AttachRequest::default())
         .await
         .expect_err("not built");
     assert_eq!(error.code(), Code::Unimplemented);
-    assert!(
-        error.message().contains("ListPodSandbox"),
-        "{}",
-        error.message()
-    );
+    assert!(error.message().contains("Attach"), "{}", error.message());
     let error = runtime
         .checkpoint_container(cri::CheckpointContainerRequest::default())
         .await

@@ -8,7 +8,7 @@ use proto::monitor::{
 };
 use tokio::net::UnixStream;
 
-use crate::wire::{read_frame_async, write_frame_async};
+use crate::wire::{read_frame_async, short_path, write_frame_async};
 
 /// Bounds, not expectations: a monitor that takes longer is broken.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -124,7 +124,8 @@ impl MonitorClient {
 
     pub async fn request(&self, request: &MonitorRequest) -> Result<MonitorResponse, MonitorError> {
         let exchange = async {
-            let mut stream = UnixStream::connect(self.pod_dir.join(SOCKET_FILE)).await?;
+            let (_dir, socket) = short_path(&self.pod_dir, SOCKET_FILE)?;
+            let mut stream = UnixStream::connect(socket).await?;
             write_frame_async(&mut stream, request).await?;
             read_frame_async::<MonitorResponse>(&mut stream).await
         };

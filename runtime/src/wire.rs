@@ -8,6 +8,19 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// A short path to `name` in `dir`, through an open fd of the dir: unix
+/// socket paths are limited to 108 bytes, pod state dirs need not be.
+/// Keep the returned `File` open while the path is used.
+pub fn short_path(
+    dir: &std::path::Path,
+    name: &str,
+) -> io::Result<(std::fs::File, std::path::PathBuf)> {
+    use std::os::fd::AsRawFd;
+    let handle = std::fs::File::open(dir)?;
+    let path = std::path::PathBuf::from(format!("/proc/self/fd/{}/{name}", handle.as_raw_fd()));
+    Ok((handle, path))
+}
+
 fn encode<T: Serialize>(message: &T) -> io::Result<Vec<u8>> {
     let body = serde_json::to_vec(message).map_err(io::Error::other)?;
     let length = u32::try_from(body.len())

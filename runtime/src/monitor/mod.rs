@@ -26,7 +26,7 @@ use proto::monitor::{
 };
 
 use crate::sys::{Forked, exit_child, fork_single_threaded};
-use crate::wire::{read_frame, write_frame};
+use crate::wire::{read_frame, short_path, write_frame};
 
 const LOG_FILE: &str = "monitor.log";
 /// A client that connects and then says nothing must not stall the pod.
@@ -140,7 +140,8 @@ impl Monitor {
             Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
             _ => {}
         }
-        let listener = UnixListener::bind(&socket_path)?;
+        let (_dir, short_socket_path) = short_path(pod_dir, SOCKET_FILE)?;
+        let listener = UnixListener::bind(short_socket_path)?;
 
         let pause = pause::start(config)?;
         Ok((

@@ -1,0 +1,378 @@
+//! Pods: the order in which a pod is built and torn down, with rollback.
+//!
+//! A pod is a state dir (`<state>/pods/<id>`) holding its hostname, hosts and
+//! resolv.conf files, a tmpfs for `/dev/shm` and the pinned namespaces; a
+//! `crid-monitor` whose pause process holds those namespaces; a leaf cgroup
+//! for the two; and, for pods with their own network, a CNI attachment.
+//! [`PodManager::run`] builds them in that order and undoes what it did if a
+//! step fails; [`PodManager::stop`] and [`PodManager::remove`] are idempotent
+//! and work from whatever a crash left.
+
+pub mod cgroup;
+mod error;
+pub mod fault;
+pub mod files;
+mod mounts;
+pub mod spec;
+pub mod sysctl;
+
+use std::path::{Path, PathBuf};
+
+use proto::monitor::{MonitorConfig, MonitorRequest, MonitorResponse, NewNamespaces};
+use runtime::MonitorClient;
+use serde_json::{Map, Value, json};
+
+pub use cgroup::{Hierarchy, Placement};
+pub use error::PodError;
+pub use spec::{DnsConfig, NamespaceMode, PodSpec, PortMapping, SandboxState};
+
+const POD_IFNAME: &str = "eth0";
+/// containerd's default pod `/dev/shm` size.
+pub const DEFAULT_SHM_BYTES: u64 = 64 * 1024 * 1024;
+
+/// How to reach the node's network plugins.
+#[derive(Debug, Clone)]
+pub struct NetworkSetup {
+    pub conf_dir: PathBuf,
+    pub runner: cni::CniRunner,
+}
+
+pub struct PodManager {
+    pods_dir: PathBuf,
+    monitor_binary: PathBuf,
+    network: NetworkSetup,
+    cgroups: Hierarchy,
+    host_resolv_conf: PathBuf,
+}
+
+/// Whether teardown may go past a failed CNI DEL (rollback, remove) or must
+/// stop there so kubelet retries (stop).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Teardown {
+    KeepOnNetworkError,
+    Force,
+}
+
+impl PodManager {
+    pub fn new(
+        state_dir: &Path,
+        monitor_binary: PathBuf,
+        network: NetworkSetup,
+    ) -> Result<PodManager, PodError> {
+        let pods_dir = state_dir.join("pods");
+        std::fs::create_dir_all(&pods_dir).map_err(PodError::io("cannot create", &pods_dir))?;
+        Ok(PodManager {
+            pods_dir,
+            monitor_binary,
+            network,
+            cgroups: Hierarchy::detect()?,
+            host_resolv_conf: PathBuf::from("/etc/resolv.conf"),
+        })
+    }
+
+    pub fn pod_dir(&self, id: &str) -> PathBuf {
+        self.pods_dir.join(id)
+    }
+
+    /// The host's cgroup layout crid works with.
+    pub fn cgroups(&self) -> &Hierarchy {
+        &self.cgroups
+    }
+
+    /// Builds the pod; on failure undoes every step taken and returns the error.
+    pub async fn run(&self, spec: &PodSpec) -> Result<SandboxState, PodError> {
+        // Fail before touching anything when the pod cannot get a network.
+        let network = match spec.network {
+            NamespaceMode::Pod => Some(self.load_network().await?),
+            _ => None,
+        };
+        let pod_dir = self.pod_dir(&spec.id);
+        tokio::fs::create_dir(&pod_dir)
+            .await
+            .map_err(PodError::io("cannot create", &pod_dir))?;
+        let mut state = SandboxState {
+            pod_dir,
+            ..SandboxState::default()
+        };
+        match self.build(spec, network.as_ref(), &mut state).await {
+            Ok(()) => Ok(state),
+            Err(error) => {
+                tracing::warn!(pod_id = %spec.id, %error, "pod start failed; rolling back");
+                if let Err(rollback) = self.remove(spec, &state).await {
+                    tracing::error!(pod_id = %spec.id, error = %rollback, "rollback incomplete");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn build(
+        &self,
+        spec: &PodSpec,
+        network: Option<&cni::NetworkConfigList>,
+        state: &mut SandboxState,
+    ) -> Result<(), PodError> {
+        let pod_dir = state.pod_dir.clone();
+        let resolv = files::resolv_conf(spec.dns.as_ref(), &self.host_resolv_conf)?;
+        let hostname = spec.hostname.clone();
+        let shm = (spec.ipc == NamespaceMode::Pod).then_some(spec.shm_size_bytes);
+        let placement = cgroup::placement(&spec.id, spec.cgroup_parent.as_deref());
+        state.cgroup = Some(placement.clone());
+        let cgroups = self.cgroups.clone();
+        blocking(move || {
+            files::write_file(&pod_dir, files::HOSTNAME_FILE, &format!("{hostname}\n"))?;
+            files::write_file(&pod_dir, files::RESOLV_FILE, &resolv)?;
+            files::write_file(&pod_dir, files::HOSTS_FILE, &files::hosts(&hostname, &[]))?;
+            if let Some(size) = shm {
+                mounts::mount_shm(&pod_dir, size)?;
+            }
+            cgroups.create(&placement)
+        })
+        .await?;
+        fault::point("pod.prepared");
+
+        let namespaces = NewNamespaces {
+            net: spec.network == NamespaceMode::Pod,
+            ipc: spec.ipc == NamespaceMode::Pod,
+            // A host-network pod keeps the node's hostname, as kubelet expects.
+            uts: spec.network == NamespaceMode::Pod,
+            pid: spec.pid == NamespaceMode::Pod,
+        };
+        let config = MonitorConfig {
+            pod_id: spec.id.clone(),
+            namespaces,
+            hostname: namespaces.uts.then(|| spec.hostname.clone()),
+            sysctls: spec
+                .sysctls
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        };
+        let started = MonitorClient::new(&state.pod_dir)
+            .start(&self.monitor_binary, &config)
+            .await?;
+        state.monitor_pid = started.monitor_pid;
+        state.pause_pid = started.pause_pid;
+        fault::point("pod.monitor_started");
+
+        let (cgroups, pod_dir, sandbox_cgroup) = (
+            self.cgroups.clone(),
+            state.pod_dir.clone(),
+            state.cgroup.as_ref().map(|p| p.sandbox.clone()),
+        );
+        let pinned_netns = blocking(move || {
+            if let Some(cgroup) = sandbox_cgroup {
+                cgroups.add_process(&cgroup, started.monitor_pid)?;
+                cgroups.add_process(&cgroup, started.pause_pid)?;
+            }
+            let mut netns = None;
+            for (wanted, name) in [
+                (namespaces.net, "net"),
+                (namespaces.ipc, "ipc"),
+                (namespaces.uts, "uts"),
+            ] {
+                if wanted {
+                    let pinned = mounts::pin_namespace(&pod_dir, started.pause_pid, name)?;
+                    if name == "net" {
+                        netns = Some(pinned);
+                    }
+                }
+            }
+            Ok(netns)
+        })
+        .await?;
+        state.netns = pinned_netns;
+        fault::point("pod.namespaces_pinned");
+
+        if let (Some(network), Some(netns)) = (network, state.netns.clone()) {
+            let result = self
+                .network
+                .runner
+                .add(network, &attachment(spec, &netns))
+                .await?;
+            state.ips = result.pod_ips().iter().map(ToString::to_string).collect();
+            fault::point("pod.network_added");
+            let (pod_dir, hostname, ips) = (
+                state.pod_dir.clone(),
+                spec.hostname.clone(),
+                state.ips.clone(),
+            );
+            blocking(move || {
+                files::write_file(&pod_dir, files::HOSTS_FILE, &files::hosts(&hostname, &ips))
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn load_network(&self) -> Result<cni::NetworkConfigList, PodError> {
+        let (conf_dir, bin_dirs) = (
+            self.network.conf_dir.clone(),
+            self.network.runner.bin_dirs().to_vec(),
+        );
+        blocking(move || Ok(cni::load_network(&conf_dir, &bin_dirs)?)).await
+    }
+
+    /// Stops the pod: network detached, pause and monitor gone, namespaces
+    /// unpinned, its cgroup removed. Its state dir stays for status. A CNI
+    /// DEL failure stops here (nothing else undone) so the call can be retried.
+    pub async fn stop(&self, spec: &PodSpec, state: &SandboxState) -> Result<(), PodError> {
+        self.teardown(spec, state, Teardown::KeepOnNetworkError)
+            .await
+    }
+
+    /// Stops the pod whatever fails (logging it) and deletes its state dir.
+    pub async fn remove(&self, spec: &PodSpec, state: &SandboxState) -> Result<(), PodError> {
+        self.teardown(spec, state, Teardown::Force).await?;
+        let pod_dir = if state.pod_dir.as_os_str().is_empty() {
+            self.pod_dir(&spec.id)
+        } else {
+            state.pod_dir.clone()
+        };
+        blocking(move || {
+            // Never delete through a mount that is still there.
+            if let Some(mount) = mount_under(&pod_dir) {
+                return Err(PodError::Unsupported(format!(
+                    "{} is still mounted; not removing",
+                    mount.display()
+                )));
+            }
+            match std::fs::remove_dir_all(&pod_dir) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    Err(PodError::io("cannot remove", &pod_dir)(error))
+                }
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
+    async fn teardown(
+        &self,
+        spec: &PodSpec,
+        state: &SandboxState,
+        mode: Teardown,
+    ) -> Result<(), PodError> {
+        let pod_dir = if state.pod_dir.as_os_str().is_empty() {
+            self.pod_dir(&spec.id)
+        } else {
+            state.pod_dir.clone()
+        };
+        if spec.network == NamespaceMode::Pod {
+            let netns = pod_dir.join(mounts::NS_DIR).join("net");
+            let network = self.load_network().await.ok();
+            match self
+                .network
+                .runner
+                .del(network.as_ref(), &attachment(spec, &netns))
+                .await
+            {
+                Ok(outcome) => {
+                    for skipped in outcome.skipped {
+                        tracing::warn!(pod_id = %spec.id, ?skipped, "CNI DEL partly skipped");
+                    }
+                }
+                Err(error) if mode == Teardown::Force => {
+                    tracing::warn!(pod_id = %spec.id, %error, "CNI DEL failed; removing the pod anyway");
+                    // Giving up: nothing of this pod may stay, its cache entry neither.
+                    if let Err(error) = self.network.runner.forget(&spec.id, POD_IFNAME).await {
+                        tracing::warn!(pod_id = %spec.id, %error, "cannot drop the CNI cache entry");
+                    }
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+
+        let monitor = MonitorClient::new(&pod_dir);
+        if let Err(error) = monitor.request(&MonitorRequest::Shutdown).await {
+            // Gone already (crash, reboot) or stuck: the cgroup kill below ends it.
+            tracing::debug!(pod_id = %spec.id, %error, "monitor did not take Shutdown");
+        }
+        // A crash before the placement was recorded: it follows from the spec.
+        let placement = state
+            .cgroup
+            .clone()
+            .unwrap_or_else(|| cgroup::placement(&spec.id, spec.cgroup_parent.as_deref()));
+        let (cgroups, placement) = (self.cgroups.clone(), Some(placement));
+        blocking(move || {
+            if let Some(placement) = placement {
+                cgroups.kill_and_remove(&placement.sandbox)?;
+                if placement.owns_pod {
+                    cgroups.remove_owned(&placement.pod)?;
+                }
+            }
+            mounts::unmount_all(&pod_dir)
+        })
+        .await
+    }
+
+    /// True while the pod's pause process runs.
+    pub async fn is_ready(&self, state: &SandboxState) -> bool {
+        matches!(
+            MonitorClient::new(&state.pod_dir)
+                .request(&MonitorRequest::Status)
+                .await,
+            Ok(MonitorResponse::Status {
+                pause_exit: None,
+                ..
+            })
+        )
+    }
+}
+
+/// The pod's CNI attachment, with the args and capabilities kubelet's
+/// runtimes pass (containerd's names).
+fn attachment(spec: &PodSpec, netns: &Path) -> cni::Attachment {
+    let mut capability_args = Map::new();
+    let port_mappings: Vec<Value> = spec
+        .port_mappings
+        .iter()
+        .filter(|mapping| mapping.host_port > 0)
+        .map(|mapping| {
+            json!({
+                "hostPort": mapping.host_port,
+                "containerPort": mapping.container_port,
+                "protocol": mapping.protocol.to_lowercase(),
+                "hostIP": mapping.host_ip,
+            })
+        })
+        .collect();
+    if !port_mappings.is_empty() {
+        capability_args.insert("portMappings".into(), Value::Array(port_mappings));
+    }
+    capability_args.insert(
+        "io.kubernetes.cri.pod-annotations".into(),
+        json!(spec.annotations),
+    );
+    cni::Attachment {
+        container_id: spec.id.clone(),
+        netns: netns.to_path_buf(),
+        ifname: POD_IFNAME.into(),
+        args: vec![
+            ("IgnoreUnknown".into(), "1".into()),
+            ("K8S_POD_NAMESPACE".into(), spec.namespace.clone()),
+            ("K8S_POD_NAME".into(), spec.name.clone()),
+            ("K8S_POD_INFRA_CONTAINER_ID".into(), spec.id.clone()),
+            ("K8S_POD_UID".into(), spec.uid.clone()),
+        ],
+        capability_args,
+    }
+}
+
+/// A mount point at or under `dir`, if any.
+fn mount_under(dir: &Path) -> Option<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4).map(PathBuf::from))
+        .find(|mount_point| mount_point.starts_with(dir))
+}
+
+/// Runs blocking filesystem and syscall work off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, PodError> + Send + 'static,
+) -> Result<T, PodError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| PodError::Unsupported(format!("internal task failed: {error}")))?
+}
