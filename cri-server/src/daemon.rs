@@ -146,6 +146,13 @@ impl Started {
         } = self;
         // Before serving: kubelet must never see a half-made pod.
         crate::pods::recover(&daemon).await;
+        // Layers of pulls a crash interrupted go now; serving need not wait.
+        let collector = daemon.clone();
+        tokio::spawn(async move {
+            if let Err(error) = crate::images::collect_garbage(&collector).await {
+                tracing::warn!(%error, "image garbage collection at start failed");
+            }
+        });
         let listener =
             tokio::net::UnixListener::from_std(socket.listener.try_clone().map_err(|source| {
                 InstanceError::Io {

@@ -1,4 +1,4 @@
-//! CRI ImageService.
+//! CRI ImageService: each RPC is traced and delegates to [`crate::images`].
 
 use std::sync::Arc;
 
@@ -7,16 +7,17 @@ use proto::cri::*;
 use tonic::{Request, Response, Status};
 
 use crate::daemon::Daemon;
-use crate::rpc::{not_built, traced};
+use crate::images;
+use crate::rpc::traced;
 
 #[derive(Clone)]
 pub struct ImageApi {
-    _daemon: Arc<Daemon>,
+    daemon: Arc<Daemon>,
 }
 
 impl ImageApi {
     pub fn new(daemon: Arc<Daemon>) -> ImageApi {
-        ImageApi { _daemon: daemon }
+        ImageApi { daemon }
     }
 }
 
@@ -28,31 +29,36 @@ impl ImageService for ImageApi {
         &self,
         request: Request<ListImagesRequest>,
     ) -> RpcResult<ListImagesResponse> {
-        traced("ListImages", request, |_| not_built("ListImages")).await
+        let daemon = &self.daemon;
+        traced("ListImages", request, |r| images::list(daemon, r)).await
     }
 
     async fn image_status(
         &self,
         request: Request<ImageStatusRequest>,
     ) -> RpcResult<ImageStatusResponse> {
-        traced("ImageStatus", request, |_| not_built("ImageStatus")).await
+        let daemon = &self.daemon;
+        traced("ImageStatus", request, |r| images::status(daemon, r)).await
     }
 
     async fn pull_image(&self, request: Request<PullImageRequest>) -> RpcResult<PullImageResponse> {
-        traced("PullImage", request, |_| not_built("PullImage")).await
+        let daemon = &self.daemon;
+        traced("PullImage", request, |r| images::pull(daemon, r)).await
     }
 
     async fn remove_image(
         &self,
         request: Request<RemoveImageRequest>,
     ) -> RpcResult<RemoveImageResponse> {
-        traced("RemoveImage", request, |_| not_built("RemoveImage")).await
+        let daemon = &self.daemon;
+        traced("RemoveImage", request, |r| images::remove(daemon, r)).await
     }
 
     async fn image_fs_info(
         &self,
         request: Request<ImageFsInfoRequest>,
     ) -> RpcResult<ImageFsInfoResponse> {
-        traced("ImageFsInfo", request, |_| not_built("ImageFsInfo")).await
+        let daemon = &self.daemon;
+        traced("ImageFsInfo", request, |r| images::fs_info(daemon, r)).await
     }
 }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod image_service;
+pub mod images;
 pub mod instance;
 pub mod locks;
 pub mod pods;

@@ -18,6 +18,8 @@ use proto::cri::image_service_client::ImageServiceClient;
 use proto::cri::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::{Channel, Endpoint};
 
+pub mod registry;
+
 /// Where Debian's containernetworking-plugins puts the CNI plugins.
 pub const DEBIAN_CNI_BIN_DIR: &str = "/usr/lib/cni";
 /// Upper bounds for waits, not expectations: a slow CI machine must still pass.

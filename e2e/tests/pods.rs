@@ -692,3 +692,49 @@ async fn a_crash_at_any_step_of_pod_creation_is_rolled_back_at_the_next_start() 
         assert!(env.leaks().is_empty(), "{step}: {:?}", env.leaks());
     }
 }
+
+/// After a reboot /run is empty: the pod's processes, pins and state dir are
+/// gone. crid must report it not ready, and stop/remove must still release
+/// its address (runtimes that skip DEL without a netns leak IPs here).
+#[tokio::test]
+async fn after_a_simulated_reboot_pods_are_not_ready_and_removal_releases_their_address() {
+    let env = TestEnv::new();
+    let lease_dir = env.bridge_network("cridp10", "10.251.10.0/24");
+    let mut crid = env.start().await;
+    let id = run_pod(&crid, pod_config("rebooted")).await.expect("run");
+    let (_, info) = pod_status(&crid, &id).await.expect("status");
+    let (pause, monitor) = (
+        info["pid"].as_i64().expect("pid"),
+        info["monitorPid"].as_i64().expect("monitor"),
+    );
+    crid.stop().await;
+
+    // "Reboot": everything under the state dir's pod goes away.
+    for pid in [monitor, pause] {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+    wait_until("pause is gone", || !running(pause));
+    let pod_dir = env.state().join("pods").join(&id);
+    for pin in ["net", "ipc", "uts"] {
+        let _ = nix::mount::umount2(
+            &pod_dir.join("ns").join(pin),
+            nix::mount::MntFlags::MNT_DETACH,
+        );
+    }
+    let _ = nix::mount::umount2(&pod_dir.join("shm"), nix::mount::MntFlags::MNT_DETACH);
+    std::fs::remove_dir_all(&pod_dir).expect("wipe the pod's state");
+    assert_eq!(
+        leases(&lease_dir).len(),
+        1,
+        "the lease outlives the reboot, as on a real node"
+    );
+
+    let mut crid = env.start().await;
+    let (status, _) = pod_status(&crid, &id).await.expect("status after reboot");
+    assert_eq!(status.state(), cri::PodSandboxState::SandboxNotready);
+    stop_pod(&crid, &id).await;
+    remove_pod(&crid, &id).await;
+    assert!(leases(&lease_dir).is_empty(), "IP leaked across the reboot");
+    assert!(list_pods(&crid, None).await.is_empty());
+    crid.stop().await;
+}

@@ -299,7 +299,15 @@ impl ImageStore {
                 }
                 Err(e) => {
                     tracing::info!(image = %reference, endpoint = %ep.url(), error = %e, "endpoint failed");
-                    last_err = Some(e);
+                    // What an endpoint that answered said (not found, refused)
+                    // tells more than a later endpoint that could not be reached.
+                    let keep_earlier = matches!(e, ImageError::Registry { .. })
+                        && last_err
+                            .as_ref()
+                            .is_some_and(|earlier| !matches!(earlier, ImageError::Registry { .. }));
+                    if !keep_earlier {
+                        last_err = Some(e);
+                    }
                 }
             }
         }

@@ -144,6 +144,10 @@ async fn pause_runs_in_new_namespaces_as_pid_1_under_a_detached_monitor() {
     assert_eq!(fds.len(), 3, "pause holds more than stdio: {fds:?}");
 
     assert_eq!(nsenter(pause, "-u", &["hostname"]), "crid-test-host");
+    // lo is up without any CNI plugin.
+    // (netlink, not /sys/class/net: sysfs shows the netns that mounted it)
+    let lo = nsenter(pause, "-n", &["ip", "-o", "link", "show", "lo"]);
+    assert!(lo.contains("<LOOPBACK,UP"), "lo is down: {lo}");
     assert_eq!(
         nsenter(
             pause,

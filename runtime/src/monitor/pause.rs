@@ -84,6 +84,10 @@ fn enter_namespaces(config: &MonitorConfig) -> io::Result<Forked> {
         }
     }
     unshare(flags).map_err(|e| io::Error::other(format!("unshare({flags:?}): {e}")))?;
+    if ns.net {
+        super::loopback::bring_up()
+            .map_err(|e| io::Error::other(format!("bringing lo up: {e}")))?;
+    }
     if let Some(hostname) = config.hostname.as_deref().filter(|_| ns.uts) {
         nix::unistd::sethostname(hostname)
             .map_err(|e| io::Error::other(format!("sethostname {hostname:?}: {e}")))?;

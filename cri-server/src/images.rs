@@ -1,0 +1,604 @@
+//! ImageService logic: the image records kept in the metadata store, how a
+//! CRI image string (tag, digest, id or id prefix) resolves to one, and
+//! image garbage collection.
+//!
+//! A record is keyed by the image id (the config digest) and carries every
+//! repo tag and repo digest that points at it. A tag names one image: when a
+//! pull moves it to another image, the old record loses it (and stays, as
+//! `<none>`, if nothing else names it, as containerd does). Records are
+//! written one at a time, so a crash between "new record has the tag" and
+//! "old record lost it" can leave one tag on two records; every read resolves
+//! that in favour of the most recent pull, and the next pull of that tag
+//! repairs the store.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use image::{Credentials, GcReport, ImageError, PulledImage, Reference};
+use proto::cri;
+use serde::{Deserialize, Serialize};
+
+use crate::daemon::Daemon;
+use crate::error::CridError;
+use crate::store::Table;
+
+/// The request field every image RPC names the image in.
+const IMAGE_FIELD: &str = "image.image";
+/// How often a pull is retried when a concurrent GC removed what it fetched
+/// before it could be recorded (rare: needs a RemoveImage in that window).
+const RECORD_ATTEMPTS: usize = 3;
+
+/// One image as crid knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// `sha256:<hex>` of the image config.
+    pub id: String,
+    /// `registry/repo:tag`, sorted, unique.
+    pub repo_tags: BTreeSet<String>,
+    /// `registry/repo@sha256:…`, sorted, unique.
+    pub repo_digests: BTreeSet<String>,
+    /// Nanoseconds since the epoch of the last pull that recorded it.
+    pub pulled_at: i64,
+    /// Every blob any pull of this image used (config, manifests, indexes,
+    /// layers): GC keeps them all.
+    pub blobs: BTreeSet<String>,
+    /// The last pull's result: layers, config, size, user.
+    pub image: PulledImage,
+}
+
+fn now_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, CridError> + Send + 'static,
+) -> Result<T, CridError> {
+    tokio::task::spawn_blocking(work).await?
+}
+
+/// The image string of a request, refused when missing or empty.
+fn requested_image(spec: Option<&cri::ImageSpec>) -> Result<&str, CridError> {
+    match spec.map(|s| s.image.as_str()) {
+        Some(image) if !image.is_empty() => Ok(image),
+        _ => Err(CridError::invalid(
+            IMAGE_FIELD,
+            "",
+            "an image reference or id is required",
+        )),
+    }
+}
+
+fn parse_reference(image: &str) -> Result<Reference, CridError> {
+    Reference::parse(image).map_err(|error| match error {
+        ImageError::InvalidReference { reason, .. } => {
+            CridError::invalid(IMAGE_FIELD, image, reason)
+        }
+        other => CridError::Image(other),
+    })
+}
+
+/// All records, as the RPCs see them: a tag or digest that a crash left on
+/// two records belongs to the most recently pulled one only.
+pub fn load_records(daemon: &Daemon) -> Result<Vec<ImageRecord>, CridError> {
+    let records: Vec<(String, ImageRecord)> = daemon.store.list(Table::Images)?;
+    Ok(normalise(records.into_iter().map(|(_, r)| r).collect()))
+}
+
+fn normalise(mut records: Vec<ImageRecord>) -> Vec<ImageRecord> {
+    // Newest first: the first record to claim a name keeps it.
+    records.sort_by(|a, b| b.pulled_at.cmp(&a.pulled_at).then(a.id.cmp(&b.id)));
+    let mut claimed = HashSet::new();
+    for record in &mut records {
+        record.repo_tags.retain(|t| claimed.insert(t.clone()));
+        record.repo_digests.retain(|d| claimed.insert(d.clone()));
+    }
+    records.sort_by(|a, b| a.id.cmp(&b.id));
+    records
+}
+
+/// Finds the record `image` names: a full id (`sha256:<hex>`), a tag or
+/// digest reference (normalised as kubelet does), or else an id prefix with
+/// or without `sha256:` (as crictl users type). `Ok(None)` when nothing
+/// matches; InvalidArgument when it is neither a reference nor an id prefix,
+/// or when the prefix is ambiguous.
+pub fn resolve<'a>(
+    records: &'a [ImageRecord],
+    image: &str,
+) -> Result<Option<&'a ImageRecord>, CridError> {
+    if let Some(hex) = image.strip_prefix("sha256:")
+        && hex.len() == 64
+        && is_hex(hex)
+    {
+        return Ok(records.iter().find(|r| r.id == image));
+    }
+    let parsed = parse_reference(image);
+    if let Ok(reference) = &parsed {
+        let found = match reference.digest() {
+            Some(digest) => {
+                let name = reference.repo_digest(digest);
+                records.iter().find(|r| r.repo_digests.contains(&name))
+            }
+            None => reference
+                .repo_tag()
+                .and_then(|tag| records.iter().find(|r| r.repo_tags.contains(&tag))),
+        };
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    let prefix = image.strip_prefix("sha256:").unwrap_or(image);
+    if prefix.is_empty() || prefix.len() > 64 || !is_hex(prefix) {
+        return parsed.map(|_| None);
+    }
+    let mut matching = records.iter().filter(|r| {
+        r.id.strip_prefix("sha256:")
+            .is_some_and(|h| h.starts_with(prefix))
+    });
+    match (matching.next(), matching.next()) {
+        (Some(_), Some(_)) => Err(CridError::invalid(
+            IMAGE_FIELD,
+            image,
+            "the id prefix matches more than one image; give more of the id",
+        )),
+        (found, _) => Ok(found),
+    }
+}
+
+fn is_hex(s: &str) -> bool {
+    s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Resolves `image` against the current records (for the container issue:
+/// CreateContainer finds its image the same way).
+pub async fn find(daemon: &Arc<Daemon>, image: &str) -> Result<Option<ImageRecord>, CridError> {
+    let daemon = daemon.clone();
+    let image = image.to_string();
+    blocking(move || {
+        let records = load_records(&daemon)?;
+        Ok(resolve(&records, &image)?.cloned())
+    })
+    .await
+}
+
+/// `uid` when the config's user is numeric, else the user name (the part
+/// before any `:group`), as containerd reports them.
+fn user_of(user: &str) -> (Option<i64>, String) {
+    let user = user.split(':').next().unwrap_or_default();
+    if user.is_empty() {
+        return (None, String::new());
+    }
+    match user.parse::<i64>() {
+        Ok(uid) => (Some(uid), String::new()),
+        Err(_) => (None, user.to_string()),
+    }
+}
+
+pub fn to_cri(record: &ImageRecord) -> cri::Image {
+    let (uid, username) = user_of(&record.image.user);
+    cri::Image {
+        id: record.id.clone(),
+        repo_tags: record.repo_tags.iter().cloned().collect(),
+        repo_digests: record.repo_digests.iter().cloned().collect(),
+        size: record.image.size,
+        uid: uid.map(|value| cri::Int64Value { value }),
+        username,
+        spec: Some(cri::ImageSpec {
+            image: record.id.clone(),
+            ..Default::default()
+        }),
+        pinned: false,
+    }
+}
+
+/// Folds a pull into the records: returns the records to write, the pulled
+/// image's first. The tag and digest the pull resolved leave every other
+/// record.
+fn merge(
+    mut existing: Vec<ImageRecord>,
+    pulled: &PulledImage,
+    reference: &Reference,
+    now: i64,
+) -> Vec<ImageRecord> {
+    // `name:tag@digest` pulls by digest; like containerd, the tag is not
+    // recorded (it was never checked against the registry).
+    let tag = if reference.digest().is_none() {
+        pulled.repo_tag.clone()
+    } else {
+        None
+    };
+    let names: Vec<&String> = tag.iter().chain([&pulled.repo_digest]).collect();
+    let position = existing.iter().position(|r| r.id == pulled.id);
+    let mut record = match position {
+        Some(i) => existing.swap_remove(i),
+        None => ImageRecord {
+            id: pulled.id.clone(),
+            repo_tags: BTreeSet::new(),
+            repo_digests: BTreeSet::new(),
+            pulled_at: now,
+            blobs: BTreeSet::new(),
+            image: pulled.clone(),
+        },
+    };
+    record.repo_tags.extend(tag.clone());
+    record.repo_digests.insert(pulled.repo_digest.clone());
+    record.blobs.extend(pulled.blob_digests());
+    record.image = pulled.clone();
+    record.pulled_at = now.max(record.pulled_at);
+    let mut changed = vec![record];
+    for mut other in existing {
+        let before = (other.repo_tags.len(), other.repo_digests.len());
+        other.repo_tags.retain(|t| !names.contains(&t));
+        other.repo_digests.retain(|d| !names.contains(&d));
+        if before != (other.repo_tags.len(), other.repo_digests.len()) {
+            changed.push(other);
+        }
+    }
+    changed
+}
+
+/// Whether every blob and layer of `pulled` is still in the store.
+fn content_present(daemon: &Daemon, pulled: &PulledImage) -> bool {
+    daemon.images.has_layers(pulled)
+        && pulled
+            .blob_digests()
+            .iter()
+            .all(|d| daemon.images.blob_path(d).is_ok_and(|path| path.is_file()))
+}
+
+pub async fn pull(
+    daemon: &Arc<Daemon>,
+    request: cri::PullImageRequest,
+) -> Result<cri::PullImageResponse, CridError> {
+    let image = requested_image(request.image.as_ref())?;
+    let reference = parse_reference(image)?;
+    let creds = match &request.auth {
+        Some(auth) => {
+            let auth = image::AuthConfig {
+                username: auth.username.clone(),
+                password: auth.password.clone(),
+                auth: auth.auth.clone(),
+                server_address: auth.server_address.clone(),
+                identity_token: auth.identity_token.clone(),
+                registry_token: auth.registry_token.clone(),
+            };
+            Credentials::from_auth_config(&auth, reference.registry())?
+        }
+        None => None,
+    };
+    let started = Instant::now();
+    for attempt in 1..=RECORD_ATTEMPTS {
+        // Pulls run without the image lock; the store pins what a pull in
+        // progress uses, so GC leaves it alone until the pull returns.
+        let pulled = daemon.images.pull(&reference, creds.clone()).await?;
+        let _guard = daemon.image_lock.lock().await;
+        let recorded = {
+            let daemon = daemon.clone();
+            let reference = reference.clone();
+            let pulled = pulled.clone();
+            blocking(move || {
+                // A GC between the pull's end and this lock may have removed
+                // what it fetched: then pull again rather than record an
+                // image without its layers.
+                if !content_present(&daemon, &pulled) {
+                    return Ok(false);
+                }
+                let records: Vec<(String, ImageRecord)> = daemon.store.list(Table::Images)?;
+                let records = records.into_iter().map(|(_, r)| r).collect();
+                // The pulled image's record first, so a crash in between
+                // leaves the tag on both (resolved by pull time), not on none.
+                for record in merge(records, &pulled, &reference, now_nanos()) {
+                    daemon.store.put(Table::Images, &record.id, &record)?;
+                }
+                Ok(true)
+            })
+            .await?
+        };
+        if recorded {
+            tracing::info!(
+                image = %reference,
+                id = %pulled.id,
+                size = pulled.size,
+                layers = pulled.layers.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "image recorded"
+            );
+            return Ok(cri::PullImageResponse {
+                image_ref: pulled.id,
+            });
+        }
+        tracing::warn!(image = %reference, attempt, "pulled content was collected before it was recorded; pulling again");
+    }
+    Err(CridError::FailedPrecondition(format!(
+        "image {reference}: its content was removed by concurrent image removals {RECORD_ATTEMPTS} times; retry the pull"
+    )))
+}
+
+pub async fn status(
+    daemon: &Arc<Daemon>,
+    request: cri::ImageStatusRequest,
+) -> Result<cri::ImageStatusResponse, CridError> {
+    let image = requested_image(request.image.as_ref())?;
+    let Some(record) = find(daemon, image).await? else {
+        // The CRI spec: an image that is not present is an empty response.
+        return Ok(cri::ImageStatusResponse::default());
+    };
+    let mut response = cri::ImageStatusResponse {
+        image: Some(to_cri(&record)),
+        ..Default::default()
+    };
+    if request.verbose {
+        response
+            .info
+            .insert("info".to_string(), verbose_info(daemon, &record).await?);
+    }
+    Ok(response)
+}
+
+/// containerd's verbose image info: the image config as `imageSpec` and the
+/// top layer's `chainID`, plus the layers and the manifest crid pulled.
+async fn verbose_info(daemon: &Daemon, record: &ImageRecord) -> Result<String, CridError> {
+    let config = daemon.images.read_blob(&record.id).await?;
+    let spec: serde_json::Value = serde_json::from_slice(&config).map_err(|e| {
+        CridError::FailedPrecondition(format!(
+            "image {}: stored config is not JSON: {e}",
+            record.id
+        ))
+    })?;
+    let layers: Vec<serde_json::Value> = record
+        .image
+        .layers
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "digest": l.digest,
+                "diffID": l.diff_id,
+                "chainID": l.chain_id,
+                "size": l.size,
+                "mediaType": l.media_type,
+            })
+        })
+        .collect();
+    let info = serde_json::json!({
+        "chainID": record.image.layers.last().map(|l| l.chain_id.clone()).unwrap_or_default(),
+        "imageSpec": spec,
+        "layers": layers,
+        "manifestDigest": record.image.manifest_digest,
+        "indexDigest": record.image.index_digest,
+    });
+    Ok(info.to_string())
+}
+
+pub async fn list(
+    daemon: &Arc<Daemon>,
+    request: cri::ListImagesRequest,
+) -> Result<cri::ListImagesResponse, CridError> {
+    let filter = request
+        .filter
+        .and_then(|f| f.image)
+        .map(|spec| spec.image)
+        .filter(|image| !image.is_empty());
+    let daemon = daemon.clone();
+    blocking(move || {
+        let records = load_records(&daemon)?;
+        let images = match filter {
+            // A filter that names nothing (or nothing valid) lists nothing.
+            Some(image) => match resolve(&records, &image) {
+                Ok(found) => found.map(to_cri).into_iter().collect(),
+                Err(_) => Vec::new(),
+            },
+            None => records.iter().map(to_cri).collect(),
+        };
+        Ok(cri::ListImagesResponse { images })
+    })
+    .await
+}
+
+pub async fn remove(
+    daemon: &Arc<Daemon>,
+    request: cri::RemoveImageRequest,
+) -> Result<cri::RemoveImageResponse, CridError> {
+    let image = requested_image(request.image.as_ref())?.to_string();
+    let _guard = daemon.image_lock.lock().await;
+    let removed = {
+        let daemon = daemon.clone();
+        blocking(move || {
+            let records = load_records(&daemon)?;
+            let Some(record) = resolve(&records, &image)? else {
+                // Already gone: RemoveImage is idempotent.
+                return Ok(None);
+            };
+            daemon.store.remove(Table::Images, &record.id)?;
+            Ok(Some(record.clone()))
+        })
+        .await?
+    };
+    if let Some(record) = removed {
+        tracing::info!(id = %record.id, tags = ?record.repo_tags, "image removed");
+        collect_garbage_locked(daemon).await?;
+    }
+    Ok(cri::RemoveImageResponse {})
+}
+
+pub async fn fs_info(
+    daemon: &Arc<Daemon>,
+    _request: cri::ImageFsInfoRequest,
+) -> Result<cri::ImageFsInfoResponse, CridError> {
+    let usage = daemon.images.fs_usage().await?;
+    let filesystem = cri::FilesystemUsage {
+        timestamp: now_nanos(),
+        fs_id: Some(cri::FilesystemIdentifier {
+            mountpoint: usage.mountpoint.to_string_lossy().into_owned(),
+        }),
+        used_bytes: Some(cri::UInt64Value {
+            value: usage.used_bytes,
+        }),
+        inodes_used: Some(cri::UInt64Value {
+            value: usage.inodes_used,
+        }),
+    };
+    // No split image file system: containers live on the same one.
+    Ok(cri::ImageFsInfoResponse {
+        image_filesystems: vec![filesystem.clone()],
+        container_filesystems: vec![filesystem],
+    })
+}
+
+/// What image GC must not remove.
+#[derive(Debug, Default)]
+pub struct KeepSets {
+    pub chain_ids: HashSet<String>,
+    pub blobs: HashSet<String>,
+}
+
+/// Everything that is still needed: every layer and blob of every image
+/// record. Raw store records (not the normalised view), so that nothing a
+/// record names is ever collected.
+pub fn keep_sets(daemon: &Daemon) -> Result<KeepSets, CridError> {
+    let records: Vec<(String, ImageRecord)> = daemon.store.list(Table::Images)?;
+    let mut keep = KeepSets::default();
+    for (_, record) in &records {
+        keep.chain_ids.extend(record.image.chain_ids());
+        keep.blobs.extend(record.image.blob_digests());
+        keep.blobs.extend(record.blobs.iter().cloned());
+    }
+    // containers keep their image's layers too: when containers exist, add
+    // the chain ids (and config blob) of every container's image here, so
+    // that removing an image a container still uses keeps its layers.
+    Ok(keep)
+}
+
+/// Image GC: removes every layer and blob no record needs. Takes the image
+/// lock (no image may be recorded between computing the keep sets and the
+/// removal). Also safe to run at start: a failed pull leaves verified layers
+/// behind until the next GC.
+pub async fn collect_garbage(daemon: &Arc<Daemon>) -> Result<GcReport, CridError> {
+    let _guard = daemon.image_lock.lock().await;
+    collect_garbage_locked(daemon).await
+}
+
+/// [`collect_garbage`] for a caller that holds `daemon.image_lock`.
+async fn collect_garbage_locked(daemon: &Arc<Daemon>) -> Result<GcReport, CridError> {
+    let keep = {
+        let daemon = daemon.clone();
+        blocking(move || keep_sets(&daemon)).await?
+    };
+    let report = daemon
+        .images
+        .remove_unreferenced(&keep.chain_ids, &keep.blobs)
+        .await?;
+    if !report.layers_removed.is_empty() || !report.blobs_removed.is_empty() {
+        tracing::info!(
+            layers = report.layers_removed.len(),
+            blobs = report.blobs_removed.len(),
+            "image garbage collected"
+        );
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pulled(id_char: char, reference: &str) -> (PulledImage, Reference) {
+        let reference = Reference::parse(reference).expect("reference");
+        let id = format!("sha256:{}", id_char.to_string().repeat(64));
+        let manifest = format!("sha256:{}", format!("e{id_char}").repeat(32));
+        let image = PulledImage {
+            id,
+            repo_tag: reference.repo_tag(),
+            repo_digest: reference.repo_digest(&manifest),
+            manifest_digest: manifest,
+            index_digest: None,
+            size: 10,
+            user: "1000:1000".into(),
+            config: Default::default(),
+            layers: vec![],
+        };
+        (image, reference)
+    }
+
+    fn record(image: &PulledImage, reference: &Reference, at: i64) -> ImageRecord {
+        merge(Vec::new(), image, reference, at).remove(0)
+    }
+
+    #[test]
+    fn a_moved_tag_leaves_the_old_image_which_stays_untagged() {
+        let (old, r) = pulled('a', "127.0.0.1:5000/app:v1");
+        let (new, _) = pulled('b', "127.0.0.1:5000/app:v1");
+        let existing = vec![record(&old, &r, 1)];
+        let changed = merge(existing, &new, &r, 2);
+        assert_eq!(changed.len(), 2);
+        assert_eq!(changed[0].id, new.id);
+        assert!(changed[0].repo_tags.contains("127.0.0.1:5000/app:v1"));
+        assert_eq!(changed[1].id, old.id);
+        assert!(changed[1].repo_tags.is_empty());
+        assert_eq!(changed[1].repo_digests.len(), 1, "old digest kept");
+    }
+
+    #[test]
+    fn pulls_of_one_image_merge_tags_and_digests() {
+        let (a, r1) = pulled('a', "127.0.0.1:5000/app:v1");
+        let (_, r2) = pulled('a', "127.0.0.1:5000/app:v2");
+        let mut a2 = a.clone();
+        a2.repo_tag = r2.repo_tag();
+        let changed = merge(vec![record(&a, &r1, 1)], &a2, &r2, 2);
+        assert_eq!(changed.len(), 1);
+        assert_eq!(
+            changed[0].repo_tags.iter().collect::<Vec<_>>(),
+            ["127.0.0.1:5000/app:v1", "127.0.0.1:5000/app:v2"]
+        );
+        // Pulling the same thing again changes nothing but the time.
+        let again = merge(changed.clone(), &a2, &r2, 3);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].repo_tags, changed[0].repo_tags);
+    }
+
+    #[test]
+    fn a_tag_on_two_records_belongs_to_the_newest() {
+        let (old, r) = pulled('a', "127.0.0.1:5000/app:v1");
+        let (new, _) = pulled('b', "127.0.0.1:5000/app:v1");
+        let view = normalise(vec![record(&old, &r, 1), record(&new, &r, 2)]);
+        let found = resolve(&view, "127.0.0.1:5000/app:v1")
+            .expect("ok")
+            .expect("found");
+        assert_eq!(found.id, new.id);
+        let old_view = view.iter().find(|r| r.id == old.id).expect("old");
+        assert!(old_view.repo_tags.is_empty());
+    }
+
+    #[test]
+    fn resolve_by_tag_digest_id_and_prefix() {
+        let (a, ra) = pulled('a', "busybox");
+        let (b, rb) = pulled('b', "127.0.0.1:5000/app:v1");
+        let records = normalise(vec![record(&a, &ra, 1), record(&b, &rb, 2)]);
+        let id_of = |s: &str| resolve(&records, s).expect(s).map(|r| r.id.clone());
+        assert_eq!(id_of("busybox"), Some(a.id.clone()));
+        assert_eq!(
+            id_of("docker.io/library/busybox:latest"),
+            Some(a.id.clone())
+        );
+        assert_eq!(id_of(&a.repo_digest), Some(a.id.clone()));
+        assert_eq!(id_of(&b.id), Some(b.id.clone()));
+        assert_eq!(id_of(&b.id["sha256:".len()..]), Some(b.id.clone()));
+        assert_eq!(id_of("bbbb"), Some(b.id.clone()));
+        assert_eq!(id_of("sha256:aaa"), Some(a.id.clone()));
+        assert_eq!(id_of(&format!("sha256:{}", "c".repeat(64))), None);
+        assert_eq!(id_of("nothere:v1"), None);
+        assert_eq!(id_of("cccc"), None);
+        let err = resolve(&records, "app/UPPER").expect_err("malformed");
+        assert!(err.to_string().contains(IMAGE_FIELD), "{err}");
+    }
+
+    #[test]
+    fn user_is_uid_or_name() {
+        assert_eq!(user_of(""), (None, String::new()));
+        assert_eq!(user_of("1000:1000"), (Some(1000), String::new()));
+        assert_eq!(user_of("0"), (Some(0), String::new()));
+        assert_eq!(user_of("nobody:nogroup"), (None, "nobody".into()));
+    }
+}
