@@ -738,3 +738,197 @@ async fn after_a_simulated_reboot_pods_are_not_ready_and_removal_releases_their_
     assert!(list_pods(&crid, None).await.is_empty());
     crid.stop().await;
 }
+
+fn ping(namespace_of: Option<i64>, ip: &str) -> bool {
+    let mut command = match namespace_of {
+        Some(pid) => {
+            let mut command = Command::new("nsenter");
+            command.args(["-t", &pid.to_string(), "-n", "busybox"]);
+            command
+        }
+        None => Command::new("busybox"),
+    };
+    command
+        .args(["ping", "-c", "1", "-W", "5", ip])
+        .output()
+        .expect("busybox ping (busybox-static)")
+        .status
+        .success()
+}
+
+/// The host reaches the pod's address, and two pods on the network reach
+/// each other. Only addresses this test created, in its own namespaces.
+#[tokio::test]
+async fn the_host_reaches_pods_and_pods_reach_each_other() {
+    let env = TestEnv::new();
+    env.bridge_network("cridp11", "10.251.11.0/24");
+    let mut crid = env.start().await;
+    let first = run_pod(&crid, pod_config("ping-a"))
+        .await
+        .expect("first pod");
+    let second = run_pod(&crid, pod_config("ping-b"))
+        .await
+        .expect("second pod");
+    let (first_status, first_info) = pod_status(&crid, &first).await.expect("status");
+    let (second_status, _) = pod_status(&crid, &second).await.expect("status");
+    let first_ip = first_status.network.expect("network").ip;
+    let second_ip = second_status.network.expect("network").ip;
+    // isGateway stays off (it would switch on the host's ip_forward), so the
+    // host side of the test's own bridge gets an address by hand.
+    let added = Command::new("ip")
+        .args(["addr", "add", "10.251.11.254/24", "dev", "cridp11"])
+        .status()
+        .expect("ip");
+    assert!(added.success());
+    assert!(ping(None, &first_ip), "the host cannot reach {first_ip}");
+    assert!(
+        ping(Some(first_info["pid"].as_i64().expect("pid")), &second_ip),
+        "{first_ip} cannot reach {second_ip}"
+    );
+    remove_pod(&crid, &first).await;
+    remove_pod(&crid, &second).await;
+    crid.stop().await;
+}
+
+#[tokio::test]
+async fn of_two_concurrent_creates_with_one_name_exactly_one_wins() {
+    let env = TestEnv::new();
+    env.bridge_network("cridp12", "10.251.12.0/24");
+    let mut crid = env.start().await;
+    let (a, b) = tokio::join!(
+        run_pod(&crid, pod_config("race")),
+        run_pod(&crid, pod_config("race"))
+    );
+    let (winner, loser) = match (a, b) {
+        (Ok(id), Err(error)) | (Err(error), Ok(id)) => (id, error),
+        other => panic!("expected one winner and one AlreadyExists: {other:?}"),
+    };
+    assert_eq!(loser.code(), Code::AlreadyExists, "{}", loser.message());
+    assert_eq!(list_pods(&crid, None).await.len(), 1);
+    remove_pod(&crid, &winner).await;
+    crid.stop().await;
+}
+
+/// The second plugin fails after bridge attached the pod: the whole chain
+/// is rolled back (lease released, veth gone) and so is the pod.
+#[tokio::test]
+async fn a_plugin_failing_mid_chain_rolls_back_what_the_earlier_ones_did() {
+    let env = TestEnv::new();
+    let lease_dir = env.path().join("leases");
+    let list = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "midchain",
+        "plugins": [
+            {"type": "bridge", "bridge": "cridp13", "isGateway": false,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.251.13.0/24"}]], "dataDir": lease_dir}},
+            {"type": "tuning", "sysctl": {"net.ipv4.conf.eth0.crid_no_such_knob": "1"}}
+        ]
+    });
+    env.write_cni_config("10-midchain.conflist", &list.to_string());
+    let mut crid = env.start().await;
+    let error = run_pod(&crid, pod_config("midchain"))
+        .await
+        .expect_err("tuning fails");
+    assert!(error.message().contains("tuning"), "{}", error.message());
+    assert!(
+        leases(&lease_dir).is_empty(),
+        "bridge's lease was not rolled back"
+    );
+    assert!(
+        bridge_members("cridp13").is_empty(),
+        "bridge's veth was not rolled back"
+    );
+    assert!(list_pods(&crid, None).await.is_empty());
+    crid.stop().await;
+    let _ = Command::new("ip").args(["link", "del", "cridp13"]).status();
+}
+
+fn iptables_nat() -> String {
+    let output = Command::new("iptables-save")
+        .args(["-t", "nat"])
+        .output()
+        .expect("iptables-save");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Removes the shared chains portmap creates (and never deletes) if they did
+/// not exist before this test.
+fn remove_portmap_chains_created_since(before: &str) {
+    let chains = [
+        "CNI-HOSTPORT-DNAT",
+        "CNI-HOSTPORT-SETMARK",
+        "CNI-HOSTPORT-MASQ",
+    ];
+    let rules = iptables_nat();
+    for rule in rules.lines().filter(|line| line.starts_with("-A ")) {
+        if chains
+            .iter()
+            .any(|chain| rule.contains(&format!("-j {chain}")) && !before.contains(rule))
+        {
+            // iptables-save quotes comments: let the shell split the rule.
+            let delete = format!("iptables -t nat {}", rule.replacen("-A ", "-D ", 1));
+            let _ = Command::new("sh").arg("-c").arg(delete).status();
+        }
+    }
+    for chain in chains {
+        if !before.contains(&format!(":{chain} ")) {
+            let _ = Command::new("iptables")
+                .args(["-t", "nat", "-F", chain])
+                .status();
+            let _ = Command::new("iptables")
+                .args(["-t", "nat", "-X", chain])
+                .status();
+        }
+    }
+}
+
+/// Port mappings reach portmap as its capability arg; removal takes the
+/// pod's rules away.
+#[tokio::test]
+async fn host_ports_are_mapped_by_portmap_and_unmapped_on_removal() {
+    let before = iptables_nat();
+    let env = TestEnv::new();
+    let lease_dir = env.path().join("leases");
+    let list = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "ports",
+        "plugins": [
+            {"type": "bridge", "bridge": "cridp14", "isGateway": false,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.251.14.0/24"}]], "dataDir": lease_dir}},
+            {"type": "portmap", "capabilities": {"portMappings": true}},
+            {"type": "loopback"}
+        ]
+    });
+    env.write_cni_config("10-ports.conflist", &list.to_string());
+    let mut crid = env.start().await;
+    let mut config = pod_config("ports");
+    config.port_mappings = vec![cri::PortMapping {
+        protocol: cri::Protocol::Tcp.into(),
+        container_port: 8080,
+        host_port: 38080,
+        host_ip: "127.0.0.1".into(),
+    }];
+    let id = run_pod(&crid, config).await.expect("run");
+    let rules = iptables_nat();
+    assert!(
+        rules
+            .lines()
+            .any(|l| l.contains(&id) && l.contains("38080"))
+            || rules.contains("--dport 38080"),
+        "no DNAT for 38080:\n{rules}"
+    );
+    remove_pod(&crid, &id).await;
+    let after = iptables_nat();
+    assert!(!after.contains(&id), "rules of the pod left:\n{after}");
+    assert!(
+        !after.contains("38080"),
+        "the host port is still mapped:\n{after}"
+    );
+    crid.stop().await;
+    let _ = Command::new("ip").args(["link", "del", "cridp14"]).status();
+    remove_portmap_chains_created_since(&before);
+    let after = iptables_nat();
+    let left: Vec<&str> = after
+        .lines()
+        .filter(|l| l.contains("CNI-") && !before.contains(*l))
+        .collect();
+    assert!(left.is_empty(), "CNI iptables state left: {left:?}");
+}

@@ -135,13 +135,13 @@ impl Hierarchy {
         }
     }
 
-    /// Moves `pid` into `cgroup` in every hierarchy.
-    pub fn add_process(&self, cgroup: &str, pid: i32) -> Result<(), PodError> {
-        for dir in self.dirs(cgroup) {
-            let procs = dir.join("cgroup.procs");
-            fs::write(&procs, pid.to_string()).map_err(PodError::io("cannot write", &procs))?;
-        }
-        Ok(())
+    /// The `cgroup.procs` files of `cgroup`, one per hierarchy: writing a
+    /// pid to each moves that process into the cgroup.
+    pub fn procs_files(&self, cgroup: &str) -> Vec<PathBuf> {
+        self.dirs(cgroup)
+            .into_iter()
+            .map(|dir| dir.join("cgroup.procs"))
+            .collect()
     }
 
     /// Pids in `cgroup` (from the first hierarchy that has it).
@@ -351,13 +351,11 @@ mod tests {
         assert_eq!(subtree, "+cpuset +io +memory +pids");
         let leaf = root.path().join("crid/pod1/sandbox");
         assert!(leaf.is_dir());
-        hierarchy
-            .add_process(&placement.sandbox, 4242)
-            .expect("add");
         assert_eq!(
-            fs::read_to_string(leaf.join("cgroup.procs")).expect("read"),
-            "4242"
+            hierarchy.procs_files(&placement.sandbox),
+            vec![leaf.join("cgroup.procs")]
         );
+        fs::write(leaf.join("cgroup.procs"), "4242\n").expect("write");
         assert_eq!(hierarchy.processes(&placement.sandbox), vec![4242]);
     }
 

@@ -112,12 +112,14 @@ impl PodManager {
         network: Option<&cni::NetworkConfigList>,
         state: &mut SandboxState,
     ) -> Result<(), PodError> {
+        let mut progress = Progress::new(&spec.id);
         let pod_dir = state.pod_dir.clone();
         let resolv = files::resolv_conf(spec.dns.as_ref(), &self.host_resolv_conf)?;
         let hostname = spec.hostname.clone();
         let shm = (spec.ipc == NamespaceMode::Pod).then_some(spec.shm_size_bytes);
         let placement = cgroup::placement(&spec.id, spec.cgroup_parent.as_deref());
         state.cgroup = Some(placement.clone());
+        let cgroup_procs = self.cgroups.procs_files(&placement.sandbox);
         let cgroups = self.cgroups.clone();
         blocking(move || {
             files::write_file(&pod_dir, files::HOSTNAME_FILE, &format!("{hostname}\n"))?;
@@ -129,7 +131,7 @@ impl PodManager {
             cgroups.create(&placement)
         })
         .await?;
-        fault::point("pod.prepared");
+        progress.step("pod.prepared");
 
         let namespaces = NewNamespaces {
             net: spec.network == NamespaceMode::Pod,
@@ -147,24 +149,17 @@ impl PodManager {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            cgroup_procs,
         };
         let started = MonitorClient::new(&state.pod_dir)
             .start(&self.monitor_binary, &config)
             .await?;
         state.monitor_pid = started.monitor_pid;
         state.pause_pid = started.pause_pid;
-        fault::point("pod.monitor_started");
+        progress.step("pod.monitor_started");
 
-        let (cgroups, pod_dir, sandbox_cgroup) = (
-            self.cgroups.clone(),
-            state.pod_dir.clone(),
-            state.cgroup.as_ref().map(|p| p.sandbox.clone()),
-        );
+        let pod_dir = state.pod_dir.clone();
         let pinned_netns = blocking(move || {
-            if let Some(cgroup) = sandbox_cgroup {
-                cgroups.add_process(&cgroup, started.monitor_pid)?;
-                cgroups.add_process(&cgroup, started.pause_pid)?;
-            }
             let mut netns = None;
             for (wanted, name) in [
                 (namespaces.net, "net"),
@@ -182,7 +177,7 @@ impl PodManager {
         })
         .await?;
         state.netns = pinned_netns;
-        fault::point("pod.namespaces_pinned");
+        progress.step("pod.namespaces_pinned");
 
         if let (Some(network), Some(netns)) = (network, state.netns.clone()) {
             let result = self
@@ -191,7 +186,7 @@ impl PodManager {
                 .add(network, &attachment(spec, &netns))
                 .await?;
             state.ips = result.pod_ips().iter().map(ToString::to_string).collect();
-            fault::point("pod.network_added");
+            progress.step("pod.network_added");
             let (pod_dir, hostname, ips) = (
                 state.pod_dir.clone(),
                 spec.hostname.clone(),
@@ -317,6 +312,30 @@ impl PodManager {
                 ..
             })
         )
+    }
+}
+
+/// A step of building a pod is done: log how long it took (debug) and give
+/// the crash tests their chance to kill crid right here.
+struct Progress {
+    pod_id: String,
+    last: std::time::Instant,
+}
+
+impl Progress {
+    fn new(pod_id: &str) -> Progress {
+        Progress {
+            pod_id: pod_id.to_string(),
+            last: std::time::Instant::now(),
+        }
+    }
+
+    fn step(&mut self, step: &str) {
+        let now = std::time::Instant::now();
+        let elapsed_ms = (now - self.last).as_secs_f64() * 1000.0;
+        tracing::debug!(pod_id = %self.pod_id, step, elapsed_ms, "pod step done");
+        self.last = now;
+        fault::point(step);
     }
 }
 

@@ -31,6 +31,11 @@ pub struct MonitorConfig {
     /// Namespaced sysctls written by pause inside the new namespaces, as
     /// (`net.ipv4.ip_forward`, `1`).
     pub sysctls: Vec<(String, String)>,
+    /// `cgroup.procs` files the launcher joins before it forks, so the
+    /// monitor and pause are born in the pod's cgroup (one migration per
+    /// hierarchy instead of one per process).
+    #[serde(default)]
+    pub cgroup_procs: Vec<std::path::PathBuf>,
 }
 
 /// The one line the monitor prints once the pod's pause process runs.

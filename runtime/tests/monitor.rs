@@ -18,6 +18,28 @@ fn config(namespaces: NewNamespaces) -> MonitorConfig {
         namespaces,
         hostname: Some("crid-test-host".into()),
         sysctls: vec![],
+        cgroup_procs: vec![],
+    }
+}
+
+/// A pids cgroup of the test's own (v1 here), removed on drop.
+struct TestCgroup(std::path::PathBuf);
+
+impl TestCgroup {
+    fn new(name: &str) -> TestCgroup {
+        let dir = Path::new("/sys/fs/cgroup/pids")
+            .join(format!("crid-monitor-test-{name}-{}", std::process::id()));
+        std::fs::create_dir(&dir).expect("create a pids cgroup (needs root, cgroup v1 pids)");
+        TestCgroup(dir)
+    }
+    fn procs(&self) -> std::path::PathBuf {
+        self.0.join("cgroup.procs")
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
     }
 }
 
@@ -54,6 +76,25 @@ fn nsenter(pid: i32, flag: &str, command: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
+/// Kills a started monitor and its pause when a test ends, also when it
+/// fails half-way, so no failed run leaves processes behind.
+struct Cleanup(runtime::StartedMonitor);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for pid in [self.0.pause_pid, self.0.monitor_pid] {
+            // Only if the pid is still one of ours (pause is a fork of the
+            // monitor, so both carry crid-monitor's command line).
+            if proc_text(pid, "cmdline").contains("crid-monitor") {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
 /// Waits (bounded) until `pid` is gone or a zombie nobody will ask about.
 fn wait_gone(pid: i32) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -78,13 +119,24 @@ async fn pause_runs_in_new_namespaces_as_pid_1_under_a_detached_monitor() {
     let client = MonitorClient::new(pod_dir.path());
     let mut config = config(ALL);
     config.sysctls = vec![("net.ipv4.ip_unprivileged_port_start".into(), "80".into())];
+    let cgroup = TestCgroup::new("born");
+    config.cgroup_procs = vec![cgroup.procs()];
     let started = client
         .start(monitor_binary(), &config)
         .await
         .expect("start monitor");
+    let _cleanup = Cleanup(started);
     let (monitor, pause) = (started.monitor_pid, started.pause_pid);
 
     assert_eq!(proc_text(monitor, "comm").trim(), "crid-monitor");
+    // Born in the pod's cgroup: the launcher joined it before forking.
+    let members = std::fs::read_to_string(cgroup.procs()).expect("cgroup.procs");
+    for pid in [monitor, pause] {
+        assert!(
+            members.lines().any(|line| line == pid.to_string()),
+            "{pid} not in the cgroup: {members}"
+        );
+    }
     assert_eq!(proc_text(pause, "comm").trim(), "pause");
     // Detached: its own session, not our child.
     assert_eq!(
@@ -199,6 +251,7 @@ async fn host_namespaces_are_kept_when_not_asked_for() {
         .start(monitor_binary(), &config(only_ipc))
         .await
         .expect("start");
+    let _cleanup = Cleanup(started);
     let pause = started.pause_pid.to_string();
     assert_ne!(ns_link(&pause, "ipc"), ns_link("self", "ipc"));
     for ns in ["net", "uts", "pid"] {
@@ -224,6 +277,7 @@ async fn a_pause_killed_from_outside_is_reported() {
         .start(monitor_binary(), &config(ALL))
         .await
         .expect("start");
+    let _cleanup = Cleanup(started);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(started.pause_pid),
         nix::sys::signal::Signal::SIGKILL,

@@ -61,6 +61,11 @@ fn report_to_crid(started: &MonitorStarted) {
 fn launch(pod_dir: &Path) -> io::Result<ExitCode> {
     let config: MonitorConfig = serde_json::from_slice(&fs::read(pod_dir.join(CONFIG_FILE))?)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{CONFIG_FILE}: {e}")))?;
+    for procs in &config.cgroup_procs {
+        fs::write(procs, std::process::id().to_string()).map_err(|e| {
+            io::Error::new(e.kind(), format!("joining cgroup {}: {e}", procs.display()))
+        })?;
+    }
     let (ready_read, ready_write) = nix::unistd::pipe()?;
     match fork_single_threaded()? {
         Forked::Parent(_) => {
