@@ -1,12 +1,13 @@
 //! The CRI ImageService of the real crid against a real registry (Debian's
 //! docker-registry on 127.0.0.1, see `e2e::registry`): pull by tag, digest
 //! and index, through a mirror and with auth; status, list, remove, image GC
-//! and image fs info; records across a restart.
+//! and image fs info; records across a restart; a kill -9 of crid mid-pull.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
-use e2e::registry::{PushedImage, Registry, count_entries, dead_port};
+use e2e::registry::{Blob, Layer, PushedImage, Registry, count_entries, dead_port, sha256_digest};
 use e2e::{Crid, TestEnv};
 use proto::cri;
 use proto::cri::image_service_client::ImageServiceClient;
@@ -101,6 +102,56 @@ fn blobs_dir(env: &TestEnv) -> PathBuf {
 
 fn layer_path(env: &TestEnv, chain_id: &str) -> PathBuf {
     layers_dir(env).join(chain_id.trim_start_matches("sha256:"))
+}
+
+fn tmp_dir(env: &TestEnv) -> PathBuf {
+    env.root().join("images").join("tmp")
+}
+
+/// The names of the entries directly in `dir` (none if it does not exist).
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// `len` bytes of incompressible pseudo-random data (splitmix64 from `seed`).
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// An uncompressed tar layer (OCI `...layer.v1.tar`) holding one file of
+/// `len` pseudo-random bytes: random data does not compress, and a plain tar
+/// keeps building the test image cheap.
+fn noise_layer(seed: u64, len: usize) -> Blob {
+    let mut layer = Layer::new();
+    layer
+        .dir("noise/")
+        .file(&format!("noise/{seed}"), 0o644, &noise(seed, len));
+    let tar = layer.tar();
+    let digest = sha256_digest(&tar);
+    Blob {
+        diff_id: digest.clone(),
+        digest,
+        data: tar,
+        media_type: "application/vnd.oci.image.layer.v1.tar".to_string(),
+    }
 }
 
 fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, what: &str) -> Status {
@@ -603,5 +654,111 @@ async fn a_missing_image_is_not_found_when_the_registry_is_its_own_http_endpoint
         Code::NotFound,
         &missing,
     );
+    crid.stop().await;
+}
+
+/// A kill -9 of crid while it pulls leaves nothing: after the restart there
+/// is no image record, no temp file and (once the start-up GC ran) no layer
+/// or blob of the image; the same pull then succeeds.
+#[tokio::test]
+async fn crid_killed_mid_pull_leaves_nothing_after_restart() {
+    /// Upper bound for waits, not an expectation.
+    const DEADLINE: Duration = Duration::from_secs(120);
+    let registry = Registry::start();
+    // Big enough that the pull is in progress for a while: 4 layers of
+    // 24 MiB each, downloaded and unpacked in parallel.
+    let layers: Vec<Blob> = (1..=4).map(|seed| noise_layer(seed, 24 << 20)).collect();
+    let pushed = registry.pusher().image("e2e/big", "v1", "", &layers).await;
+    let env = env_for(&registry);
+    let mut crid = env.start().await;
+
+    let mut puller = client(&crid).await;
+    let reference = pushed.reference.clone();
+    let pulling = tokio::spawn(async move { pull_with(&mut puller, &reference, None).await });
+
+    // A layer being fetched has a `layer-*` dir (and a `blob-*` file) in
+    // images/tmp from the moment its download starts until it is renamed
+    // into place; documents (`doc-*`) are written there too, only briefly.
+    let tmp = tmp_dir(&env);
+    let deadline = Instant::now() + DEADLINE;
+    let in_progress = loop {
+        let names = entries(&tmp);
+        if names
+            .iter()
+            .any(|n| n.starts_with("layer-") || n.starts_with("blob-"))
+        {
+            break Some(names);
+        }
+        if pulling.is_finished() || Instant::now() > deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    let Some(in_progress) = in_progress else {
+        crid.kill();
+        panic!(
+            "never saw the pull in progress in {} (pull finished: {}); \
+             the image must be bigger for this test to mean anything",
+            tmp.display(),
+            pulling.is_finished()
+        );
+    };
+    crid.stop_with(nix::sys::signal::Signal::SIGKILL).await;
+    let interrupted = tokio::time::timeout(DEADLINE, pulling)
+        .await
+        .expect("the PullImage call ends once crid is gone")
+        .expect("pull task");
+    assert!(
+        interrupted.is_err(),
+        "the pull finished before crid was killed (saw {in_progress:?} in tmp): {interrupted:?}"
+    );
+
+    let mut crid = env.start().await;
+    let mut images = client(&crid).await;
+    assert_eq!(
+        list(&mut images, None).await,
+        Vec::new(),
+        "an image record after a killed pull"
+    );
+    assert_eq!(
+        status_verbose(&mut images, &pushed.reference, true).await,
+        cri::ImageStatusResponse::default(),
+        "ImageStatus of the reference a killed pull was fetching"
+    );
+    assert_eq!(entries(&tmp), Vec::<String>::new(), "temp files kept");
+    // The start-up GC runs in the background: wait (bounded) for it. This
+    // env holds no other image, so nothing may stay under layers/ or blobs/.
+    let deadline = Instant::now() + DEADLINE;
+    while (count_entries(&layers_dir(&env)) > 0 || count_entries(&blobs_dir(&env)) > 0)
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        entries(&layers_dir(&env)),
+        Vec::<String>::new(),
+        "layers of the killed pull kept (its chain ids: {:?})",
+        pushed.chain_ids()
+    );
+    assert_eq!(
+        entries(&blobs_dir(&env)),
+        Vec::<String>::new(),
+        "blobs of the killed pull kept (config {}, manifest {})",
+        pushed.id,
+        pushed.digest
+    );
+
+    // The store is consistent: the same pull succeeds, and removal empties it.
+    assert_eq!(pull(&mut images, &pushed.reference).await, pushed.id);
+    assert_layers_on_disk(&env, &pushed);
+    let image = status(&mut images, &pushed.reference)
+        .await
+        .expect("status after the pull");
+    assert_eq!(image.size, pushed.size);
+    remove(&mut images, &pushed.reference).await;
+    assert!(list(&mut images, None).await.is_empty());
+    assert_eq!(count_entries(&layers_dir(&env)), 0);
+    assert_eq!(count_entries(&blobs_dir(&env)), 0);
+    assert_eq!(entries(&tmp), Vec::<String>::new());
     crid.stop().await;
 }
