@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod monitor;
+pub mod spec;
 mod sys;
 pub mod wire;
 

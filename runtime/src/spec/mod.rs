@@ -1,0 +1,746 @@
+//! The OCI runtime spec (`config.json`) of a container.
+//!
+//! cri-server translates and validates a CRI `ContainerConfig` (plus what it
+//! knows about the pod) into a [`ContainerSpec`], converts the image's config
+//! into an [`ImageConfigView`] (so this crate does not depend on `image`),
+//! resolves the user with [`resolve_user`] against the container's rootfs,
+//! and calls [`build_spec`]. The resulting [`oci_spec::runtime::Spec`] is
+//! written as the bundle's `config.json` (see [`to_config_json`]) and is what
+//! crid's container init follows.
+//!
+//! # Rules (containerd's CRI plugin unless said otherwise)
+//! * **Args** ([`process_args`]): containerd's `WithProcessArgs`. If
+//!   `command` is empty: args = `args`, or the image `Cmd` when `args` is
+//!   empty, after the image `Entrypoint` (unless that is `[""]`). If
+//!   `command` is set, it replaces the entrypoint and the image `Cmd` is
+//!   not used at all: `command + args`. Nothing at all is
+//!   [`SpecError::NoCommand`].
+//! * **Env**: image env, then `HOSTNAME=<pod hostname>`, then the request's
+//!   env; a later value replaces an earlier one of the same key in place.
+//!   `PATH` defaults to [`DEFAULT_PATH`] and `HOME` to the user's passwd home
+//!   (else `/`) when neither the image nor the request has them (runc sets
+//!   `HOME` the same way at exec time).
+//! * **Working dir**: request, else image, else `/`. A relative request dir
+//!   is an error; a relative image dir is taken from `/` (Docker does too).
+//! * **Namespaces**: a new mount namespace always; net/ipc/uts join the
+//!   pod's pinned namespaces by path (or stay the node's); pid per
+//!   [`PidMode`]; no user namespace; no cgroup namespace yet (item 5).
+//! * **Hostname**: the pod's, unless the pod uses the node's UTS namespace.
+//! * **Mounts**: containerd's defaults (`/proc`, `/dev` tmpfs, `/dev/pts`,
+//!   `/dev/shm`, `/dev/mqueue`, `/sys` ro unless privileged,
+//!   `/sys/fs/cgroup` cgroup ro unless privileged; no `/run`, as CRI
+//!   removes it), then the pod files (`/etc/hosts`, `/etc/resolv.conf`,
+//!   `/etc/hostname`, the pod's `/dev/shm`) and the CRI mounts, sorted by
+//!   path depth. A CRI mount replaces a default or pod-file mount with the
+//!   same destination, and a CRI `/dev` drops every default under `/dev/`.
+//!   CRI mounts are `bind` with `rbind`, `rprivate|rslave|rshared`, and
+//!   `ro`/`rw`/`rro` (recursive read-only, runc's option name; needs
+//!   readonly and private propagation). Any rslave/rshared mount sets
+//!   `rootfsPropagation` as containerd does. Creating missing host paths and
+//!   resolving their symlinks is I/O done at create time (item 3), not here.
+//! * **Security**: masked and read-only paths are containerd's defaults
+//!   unless privileged; `noNewPrivileges` only when asked; the root is
+//!   read-only when asked. No rlimits (inherited, as CRI does).
+//! * `ociVersion` is [`OCI_VERSION`].
+
+mod user;
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use oci_spec::runtime::{
+    LinuxBuilder, LinuxCpuBuilder, LinuxHugepageLimitBuilder, LinuxMemoryBuilder, LinuxNamespace,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResources,
+    LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+    UserBuilder,
+};
+use serde::{Deserialize, Serialize};
+
+pub use user::{MAX_DB_BYTES, ResolvedUser, resolve_user};
+
+/// The `ociVersion` crid writes (runc 1.1 and youki read it).
+pub const OCI_VERSION: &str = "1.0.2";
+
+/// `PATH` when neither the image nor the request sets one.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// containerd's default masked paths (non-privileged containers).
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+    "/proc/scsi",
+];
+
+/// containerd's default read-only paths (non-privileged containers).
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// What went wrong building a spec; each names the field and the value.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error(
+        "no command specified: command, args, and the image's entrypoint and cmd are all empty"
+    )]
+    NoCommand,
+    #[error("invalid {field} {value:?}: {reason}")]
+    Invalid {
+        field: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("unable to find user {0:?}: no matching entry in the image's /etc/passwd")]
+    UnknownUser(String),
+    #[error("unable to find group {0:?}: no matching entry in the image's /etc/group")]
+    UnknownGroup(String),
+    #[error("reading {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("building the OCI spec: {0}")]
+    Oci(String),
+}
+
+impl From<oci_spec::OciSpecError> for SpecError {
+    fn from(e: oci_spec::OciSpecError) -> Self {
+        SpecError::Oci(e.to_string())
+    }
+}
+
+/// CRI `supplemental_groups_policy`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SupplementalGroupsPolicy {
+    /// The image's `/etc/group` memberships plus the requested groups.
+    #[default]
+    Merge,
+    /// Only the primary group and the requested groups.
+    Strict,
+}
+
+/// CRI `MountPropagation`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Propagation {
+    #[default]
+    Private,
+    /// HOST_TO_CONTAINER.
+    RSlave,
+    /// BIDIRECTIONAL.
+    RShared,
+}
+
+/// One CRI mount (a bind mount of a host path).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountSpec {
+    pub container_path: PathBuf,
+    pub host_path: PathBuf,
+    pub readonly: bool,
+    pub propagation: Propagation,
+    pub recursive_read_only: bool,
+}
+
+/// A namespace the container shares: the pod's pinned one, or the node's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SharedNamespace {
+    /// Join the pod's namespace pinned at this path.
+    Pod(PathBuf),
+    /// The node's (host) namespace: no namespace entry in the spec.
+    Node,
+}
+
+/// The container's PID namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PidMode {
+    /// The pod's shared PID namespace, pinned at this path.
+    Pod(PathBuf),
+    /// A new one of its own (CRI `CONTAINER`, the default).
+    #[default]
+    Container,
+    /// The node's.
+    Node,
+    /// The target container's (CRI `TARGET`), at this path.
+    Target(PathBuf),
+}
+
+/// The namespaces a container joins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodNamespaces {
+    pub network: SharedNamespace,
+    pub ipc: SharedNamespace,
+    pub uts: SharedNamespace,
+    pub pid: PidMode,
+}
+
+impl Default for PodNamespaces {
+    fn default() -> Self {
+        PodNamespaces {
+            network: SharedNamespace::Node,
+            ipc: SharedNamespace::Node,
+            uts: SharedNamespace::Node,
+            pid: PidMode::Container,
+        }
+    }
+}
+
+/// Files the pod provides to each of its containers (host paths).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodFiles {
+    pub hosts: Option<PathBuf>,
+    pub resolv_conf: Option<PathBuf>,
+    pub hostname: Option<PathBuf>,
+    /// The pod's `/dev/shm` (bind-mounted over the default tmpfs).
+    pub shm: Option<PathBuf>,
+}
+
+/// CRI `LinuxContainerResources`, with "unset" as `None` instead of 0.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    pub cpu_shares: Option<u64>,
+    pub cpu_quota: Option<i64>,
+    pub cpu_period: Option<u64>,
+    pub cpuset_cpus: Option<String>,
+    pub cpuset_mems: Option<String>,
+    pub memory_limit: Option<i64>,
+    /// When unset and `memory_limit` is set, swap is set equal to the memory
+    /// limit (no swap), as containerd does; the cgroup layer skips it where
+    /// the host has no swap accounting.
+    pub memory_swap_limit: Option<i64>,
+    pub pids_limit: Option<i64>,
+    /// (page size such as `2MB`, limit in bytes).
+    pub hugepage_limits: Vec<(String, i64)>,
+    /// cgroup v2 `unified` key/values.
+    pub unified: BTreeMap<String, String>,
+    pub oom_score_adj: Option<i32>,
+}
+
+/// A validated, translated CRI `ContainerConfig` plus the pod context it
+/// needs. Built by cri-server; kept with the container's record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Empty = unset.
+    pub working_dir: String,
+    pub tty: bool,
+    pub stdin: bool,
+    pub stdin_once: bool,
+    pub readonly_rootfs: bool,
+    pub privileged: bool,
+    pub no_new_privileges: bool,
+    pub run_as_user: Option<i64>,
+    pub run_as_username: Option<String>,
+    pub run_as_group: Option<i64>,
+    pub supplemental_groups: Vec<i64>,
+    pub supplemental_groups_policy: SupplementalGroupsPolicy,
+    pub mounts: Vec<MountSpec>,
+    /// The pod's hostname.
+    pub hostname: String,
+    pub namespaces: PodNamespaces,
+    pub pod_files: PodFiles,
+    /// cgroupfs path of the container's cgroup, if any.
+    pub cgroups_path: Option<String>,
+    pub annotations: BTreeMap<String, String>,
+    /// Not part of the OCI spec; kept for status and filtering.
+    pub labels: BTreeMap<String, String>,
+    pub resources: Resources,
+}
+
+/// The parts of the image config a spec needs (cri-server converts
+/// `image::ImageConfig`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageConfigView {
+    pub user: String,
+    /// `KEY=value` strings.
+    pub env: Vec<String>,
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    pub working_dir: String,
+}
+
+/// The process args: containerd's `WithProcessArgs` (from moby).
+pub fn process_args(
+    container: &ContainerSpec,
+    image: &ImageConfigView,
+) -> Result<Vec<String>, SpecError> {
+    let mut command = container.command.clone();
+    let mut args = container.args.clone();
+    if command.is_empty() {
+        if args.is_empty() {
+            args = image.cmd.clone().unwrap_or_default();
+        }
+        // CRI cannot tell an empty command from an absent one (proto), so
+        // the entrypoint is always used here, unless it is `[""]`.
+        let entrypoint = image.entrypoint.clone().unwrap_or_default();
+        if !(entrypoint.len() == 1 && entrypoint[0].is_empty()) {
+            command = entrypoint;
+        }
+    }
+    if command.is_empty() && args.is_empty() {
+        return Err(SpecError::NoCommand);
+    }
+    command.extend(args);
+    Ok(command)
+}
+
+/// Merge `KEY=value` in place, keeping first-seen order.
+fn set_env(env: &mut Vec<(String, String)>, key: &str, value: &str) {
+    match env.iter_mut().find(|(k, _)| k == key) {
+        Some(slot) => slot.1 = value.to_owned(),
+        None => env.push((key.to_owned(), value.to_owned())),
+    }
+}
+
+/// The process environment (see the module docs for the rules).
+pub fn process_env(
+    container: &ContainerSpec,
+    image: &ImageConfigView,
+    user: &ResolvedUser,
+) -> Result<Vec<String>, SpecError> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    for kv in &image.env {
+        // An image entry without `=` sets nothing (Docker ignores it too).
+        if let Some((k, v)) = kv.split_once('=')
+            && !k.is_empty()
+        {
+            set_env(&mut env, k, v);
+        }
+    }
+    if !container.hostname.is_empty() {
+        set_env(&mut env, "HOSTNAME", &container.hostname);
+    }
+    for (k, v) in &container.env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+            return Err(SpecError::Invalid {
+                field: "envs",
+                value: format!("{k}={v}"),
+                reason: "the key must be non-empty and contain no '=' and no NUL".into(),
+            });
+        }
+        set_env(&mut env, k, v);
+    }
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.insert(0, ("PATH".into(), DEFAULT_PATH.into()));
+    }
+    if !env.iter().any(|(k, _)| k == "HOME") {
+        let home = user.home.as_deref().unwrap_or("/");
+        env.push(("HOME".into(), home.into()));
+    }
+    Ok(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
+}
+
+/// The working directory: request, else image, else `/`.
+pub fn working_dir(
+    container: &ContainerSpec,
+    image: &ImageConfigView,
+) -> Result<PathBuf, SpecError> {
+    if !container.working_dir.is_empty() {
+        let p = PathBuf::from(&container.working_dir);
+        if !p.is_absolute() {
+            return Err(SpecError::Invalid {
+                field: "working_dir",
+                value: container.working_dir.clone(),
+                reason: "must be an absolute path".into(),
+            });
+        }
+        return Ok(p);
+    }
+    if !image.working_dir.is_empty() {
+        return Ok(Path::new("/").join(&image.working_dir));
+    }
+    Ok(PathBuf::from("/"))
+}
+
+fn ns(typ: LinuxNamespaceType, path: Option<&Path>) -> Result<LinuxNamespace, SpecError> {
+    let b = LinuxNamespaceBuilder::default().typ(typ);
+    Ok(match path {
+        Some(p) => b.path(p).build()?,
+        None => b.build()?,
+    })
+}
+
+/// The namespaces of the spec: mount (new), net/ipc/uts (pod's or node's),
+/// pid per [`PidMode`].
+pub fn namespaces(n: &PodNamespaces) -> Result<Vec<LinuxNamespace>, SpecError> {
+    let mut out = vec![ns(LinuxNamespaceType::Mount, None)?];
+    for (typ, shared) in [
+        (LinuxNamespaceType::Network, &n.network),
+        (LinuxNamespaceType::Ipc, &n.ipc),
+        (LinuxNamespaceType::Uts, &n.uts),
+    ] {
+        if let SharedNamespace::Pod(p) = shared {
+            out.push(ns(typ, Some(p))?);
+        }
+    }
+    match &n.pid {
+        PidMode::Pod(p) | PidMode::Target(p) => out.push(ns(LinuxNamespaceType::Pid, Some(p))?),
+        PidMode::Container => out.push(ns(LinuxNamespaceType::Pid, None)?),
+        PidMode::Node => {}
+    }
+    Ok(out)
+}
+
+fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount, SpecError> {
+    Ok(MountBuilder::default()
+        .destination(dest)
+        .typ(typ)
+        .source(source)
+        .options(options.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+        .build()?)
+}
+
+/// containerd's default mounts for a CRI container.
+pub fn default_mounts(privileged: bool) -> Result<Vec<Mount>, SpecError> {
+    let sys_mode = if privileged { "rw" } else { "ro" };
+    Ok(vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        )?,
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        )?,
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", sys_mode],
+        )?,
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", sys_mode],
+        )?,
+    ])
+}
+
+fn check_abs(field: &'static str, p: &Path) -> Result<(), SpecError> {
+    if !p.is_absolute() || p.components().any(|c| c == Component::ParentDir) {
+        return Err(SpecError::Invalid {
+            field,
+            value: p.display().to_string(),
+            reason: "must be an absolute path without '..'".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Depth of a destination (containerd's `orderedMounts`).
+fn depth(p: &Path) -> usize {
+    p.components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .count()
+}
+
+/// All mounts: defaults, then pod files and CRI mounts (sorted by depth).
+/// Returns the mounts and the `rootfsPropagation` they need.
+pub fn mounts(c: &ContainerSpec) -> Result<(Vec<Mount>, Option<&'static str>), SpecError> {
+    let mut binds: Vec<MountSpec> = Vec::new();
+    for m in &c.mounts {
+        check_abs("mounts.container_path", &m.container_path)?;
+        check_abs("mounts.host_path", &m.host_path)?;
+        if m.recursive_read_only && !m.readonly {
+            return Err(SpecError::Invalid {
+                field: "mounts.recursive_read_only",
+                value: m.host_path.display().to_string(),
+                reason: "recursive read-only conflicts with a read-write mount".into(),
+            });
+        }
+        if m.recursive_read_only && m.propagation != Propagation::Private {
+            return Err(SpecError::Invalid {
+                field: "mounts.recursive_read_only",
+                value: m.host_path.display().to_string(),
+                reason: format!("needs private propagation, got {:?}", m.propagation),
+            });
+        }
+        binds.push(m.clone());
+    }
+    let clean = |p: &Path| p.components().collect::<PathBuf>();
+    let cri_dests: Vec<PathBuf> = binds.iter().map(|m| clean(&m.container_path)).collect();
+    let pod = &c.pod_files;
+    let ro_etc = c.readonly_rootfs;
+    for (dest, src, readonly) in [
+        ("/etc/hosts", &pod.hosts, ro_etc),
+        ("/etc/resolv.conf", &pod.resolv_conf, ro_etc),
+        ("/etc/hostname", &pod.hostname, ro_etc),
+        ("/dev/shm", &pod.shm, false),
+    ] {
+        if let Some(src) = src
+            && !cri_dests.iter().any(|d| d == Path::new(dest))
+        {
+            check_abs("pod file", src)?;
+            binds.push(MountSpec {
+                container_path: dest.into(),
+                host_path: src.clone(),
+                readonly,
+                propagation: Propagation::Private,
+                recursive_read_only: false,
+            });
+        }
+    }
+    binds.sort_by_key(|m| depth(&m.container_path));
+    let bind_dests: Vec<PathBuf> = binds.iter().map(|m| clean(&m.container_path)).collect();
+    let dev_given = cri_dests.iter().any(|d| d == Path::new("/dev"));
+
+    let mut out: Vec<Mount> = default_mounts(c.privileged)?
+        .into_iter()
+        .filter(|m| {
+            let d = clean(m.destination());
+            let under_given_dev = dev_given && d.starts_with("/dev") && d != Path::new("/dev");
+            !bind_dests.contains(&d) && !under_given_dev
+        })
+        .collect();
+    let mut rootfs_propagation = None;
+    for m in &binds {
+        let prop = match m.propagation {
+            Propagation::Private => "rprivate",
+            Propagation::RSlave => {
+                if rootfs_propagation != Some("rshared") {
+                    rootfs_propagation = Some("rslave");
+                }
+                "rslave"
+            }
+            Propagation::RShared => {
+                rootfs_propagation = Some("rshared");
+                "rshared"
+            }
+        };
+        let mode = match (m.readonly, m.recursive_read_only) {
+            (true, true) => "rro",
+            (true, false) => "ro",
+            (false, _) => "rw",
+        };
+        out.push(
+            MountBuilder::default()
+                .destination(&m.container_path)
+                .typ("bind")
+                .source(&m.host_path)
+                .options(vec!["rbind".to_owned(), prop.to_owned(), mode.to_owned()])
+                .build()?,
+        );
+    }
+    Ok((out, rootfs_propagation))
+}
+
+fn resources(r: &Resources) -> Result<Option<LinuxResources>, SpecError> {
+    // oom_score_adj belongs to the process, not to the cgroup.
+    let cgroup_part = Resources {
+        oom_score_adj: None,
+        ..r.clone()
+    };
+    if cgroup_part == Resources::default() {
+        return Ok(None);
+    }
+    let mut b = LinuxResourcesBuilder::default();
+    let mut cpu = LinuxCpuBuilder::default();
+    let mut cpu_set = false;
+    if let Some(v) = r.cpu_shares.filter(|&v| v != 0) {
+        cpu = cpu.shares(v);
+        cpu_set = true;
+    }
+    if let Some(v) = r.cpu_quota.filter(|&v| v != 0) {
+        cpu = cpu.quota(v);
+        cpu_set = true;
+    }
+    if let Some(v) = r.cpu_period.filter(|&v| v != 0) {
+        cpu = cpu.period(v);
+        cpu_set = true;
+    }
+    if let Some(v) = r.cpuset_cpus.as_ref().filter(|v| !v.is_empty()) {
+        cpu = cpu.cpus(v.clone());
+        cpu_set = true;
+    }
+    if let Some(v) = r.cpuset_mems.as_ref().filter(|v| !v.is_empty()) {
+        cpu = cpu.mems(v.clone());
+        cpu_set = true;
+    }
+    if cpu_set {
+        b = b.cpu(cpu.build()?);
+    }
+    let limit = r.memory_limit.filter(|&v| v != 0);
+    let swap = r.memory_swap_limit.filter(|&v| v != 0).or(limit);
+    if limit.is_some() || swap.is_some() {
+        let mut m = LinuxMemoryBuilder::default();
+        if let Some(l) = limit {
+            m = m.limit(l);
+        }
+        if let Some(s) = swap {
+            m = m.swap(s);
+        }
+        b = b.memory(m.build()?);
+    }
+    if let Some(p) = r.pids_limit.filter(|&v| v != 0) {
+        b = b.pids(LinuxPidsBuilder::default().limit(p).build()?);
+    }
+    if !r.hugepage_limits.is_empty() {
+        let mut v = Vec::new();
+        for (size, limit) in &r.hugepage_limits {
+            v.push(
+                LinuxHugepageLimitBuilder::default()
+                    .page_size(size.clone())
+                    .limit(*limit)
+                    .build()?,
+            );
+        }
+        b = b.hugepage_limits(v);
+    }
+    if !r.unified.is_empty() {
+        b = b.unified(
+            r.unified
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<std::collections::HashMap<_, _>>(),
+        );
+    }
+    Ok(Some(b.build()?))
+}
+
+/// Build the OCI runtime spec of a container.
+///
+/// `rootfs` becomes `root.path`; `resolved_user` comes from
+/// [`resolve_user`] on the same rootfs.
+pub fn build_spec(
+    container: &ContainerSpec,
+    image: &ImageConfigView,
+    rootfs: &Path,
+    resolved_user: &ResolvedUser,
+) -> Result<Spec, SpecError> {
+    let args = process_args(container, image)?;
+    let env = process_env(container, image, resolved_user)?;
+    let cwd = working_dir(container, image)?;
+
+    // oci-spec's builders fill every unset field from the struct's own
+    // `Default`, which is youki's example config (hostname "youki",
+    // capabilities, an RLIMIT_NOFILE, noNewPrivileges, TERM, masked paths,
+    // a device cgroup list…). So every such field is set explicitly below.
+    let mut user = UserBuilder::default()
+        .uid(resolved_user.uid)
+        .gid(resolved_user.gid)
+        .additional_gids(resolved_user.additional_gids.clone())
+        .build()?;
+    user.set_username(resolved_user.username.clone());
+    user.set_umask(None);
+
+    let mut process = ProcessBuilder::default().build()?;
+    process
+        .set_terminal(Some(container.tty))
+        .set_console_size(None)
+        .set_user(user)
+        .set_args(Some(args))
+        .set_command_line(None)
+        .set_env(Some(env))
+        .set_cwd(cwd)
+        .set_no_new_privileges(container.no_new_privileges.then_some(true))
+        .set_oom_score_adj(container.resources.oom_score_adj)
+        // No rlimits: inherited from crid, as containerd's CRI does.
+        .set_rlimits(None)
+        // capabilities and seccomp: the security issue. Until then the spec
+        // carries none; the init must apply the default capability set.
+        .set_capabilities(None)
+        .set_apparmor_profile(None)
+        .set_selinux_label(None);
+
+    let (mounts, rootfs_propagation) = mounts(container)?;
+
+    let mut linux = LinuxBuilder::default().build()?;
+    let (masked, readonly) = if container.privileged {
+        (None, None)
+    } else {
+        (
+            Some(MASKED_PATHS.iter().map(|s| (*s).to_owned()).collect()),
+            Some(READONLY_PATHS.iter().map(|s| (*s).to_owned()).collect()),
+        )
+    };
+    linux
+        .set_namespaces(Some(namespaces(&container.namespaces)?))
+        .set_masked_paths(masked)
+        .set_readonly_paths(readonly)
+        .set_rootfs_propagation(rootfs_propagation.map(str::to_owned))
+        .set_cgroups_path(
+            container
+                .cgroups_path
+                .as_ref()
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
+        )
+        .set_resources(resources(&container.resources)?)
+        // Devices and the device cgroup: the mounts/cgroup items.
+        .set_devices(None)
+        .set_uid_mappings(None)
+        .set_gid_mappings(None)
+        .set_sysctl(None)
+        .set_seccomp(None);
+
+    let hostname = (matches!(container.namespaces.uts, SharedNamespace::Pod(_))
+        && !container.hostname.is_empty())
+    .then(|| container.hostname.clone());
+    let annotations = (!container.annotations.is_empty()).then(|| {
+        container
+            .annotations
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<std::collections::HashMap<_, _>>()
+    });
+    let root = RootBuilder::default()
+        .path(rootfs)
+        .readonly(container.readonly_rootfs)
+        .build()?;
+    let mut spec = SpecBuilder::default().build()?;
+    spec.set_version(OCI_VERSION.to_owned())
+        .set_root(Some(root))
+        .set_process(Some(process))
+        .set_mounts(Some(mounts))
+        .set_hostname(hostname)
+        .set_domainname(None)
+        .set_hooks(None)
+        .set_annotations(annotations)
+        .set_linux(Some(linux));
+    Ok(spec)
+}
+
+/// The bundle's `config.json` bytes for `spec` (pretty, so it can be read).
+pub fn to_config_json(spec: &Spec) -> Result<Vec<u8>, SpecError> {
+    serde_json::to_vec_pretty(spec).map_err(|e| SpecError::Oci(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests;
