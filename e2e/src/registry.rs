@@ -2,10 +2,12 @@
 //! a free port, with its own config and storage in a temp dir (never the
 //! package's /etc config), optionally behind htpasswd Basic auth; killed on
 //! drop. Plus test images built here from Debian's busybox-static and pushed
-//! with oci-client. Traffic goes only to 127.0.0.1.
+//! with oci-client (OCI or Docker schema 2 media types; gzip, zstd or plain
+//! layers). Traffic goes only to 127.0.0.1. The one registry fixture of the
+//! workspace: the image crate's tests use it too.
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,6 +24,8 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 /// Upper bound for the registry to listen, not an expectation.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -207,6 +211,16 @@ impl Registry {
     pub fn storage(&self) -> PathBuf {
         self.dir.path().join("storage")
     }
+
+    /// The file in the registry's storage that holds a blob.
+    pub fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.storage()
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
 }
 
 impl Drop for Registry {
@@ -267,10 +281,33 @@ impl Layer {
         )
     }
 
-    pub fn symlink(&mut self, name: &str, target: &str) -> &mut Self {
-        let mut header = Self::header(EntryType::Symlink, name, 0o777, 0);
+    fn link(&mut self, kind: EntryType, name: &str, mode: u32, target: &str) -> &mut Self {
+        let mut header = Self::header(kind, name, mode, 0);
+        assert!(
+            target.len() <= 100,
+            "link target too long for the test builder"
+        );
         header.as_old_mut().linkname[..target.len()].copy_from_slice(target.as_bytes());
         self.push(header, b"")
+    }
+
+    pub fn symlink(&mut self, name: &str, target: &str) -> &mut Self {
+        self.link(EntryType::Symlink, name, 0o777, target)
+    }
+
+    pub fn hardlink(&mut self, name: &str, target: &str) -> &mut Self {
+        self.link(EntryType::Link, name, 0o644, target)
+    }
+
+    pub fn chardev(&mut self, name: &str, major: u32, minor: u32) -> &mut Self {
+        let mut header = Self::header(EntryType::Char, name, 0o666, 0);
+        header.set_device_major(major).expect("device major");
+        header.set_device_minor(minor).expect("device minor");
+        self.push(header, b"")
+    }
+
+    pub fn fifo(&mut self, name: &str) -> &mut Self {
+        self.push(Self::header(EntryType::Fifo, name, 0o600, 0), b"")
     }
 
     pub fn tar(self) -> Vec<u8> {
@@ -279,7 +316,56 @@ impl Layer {
 
     /// The layer as a gzip blob.
     pub fn gzip(self) -> Blob {
-        Blob::gzip(&self.tar())
+        self.compress(Compression::Gzip)
+    }
+
+    /// The layer as a blob with OCI media types.
+    pub fn compress(self, compression: Compression) -> Blob {
+        Blob::new(&self.tar(), compression, Schema::Oci)
+    }
+}
+
+/// How a layer blob is compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    Gzip,
+    Zstd,
+    None,
+}
+
+/// Which media types an image is pushed with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schema {
+    Oci,
+    /// Docker image manifest v2 schema 2.
+    Docker,
+}
+
+impl Schema {
+    fn manifest_type(self) -> &'static str {
+        match self {
+            Schema::Oci => OCI_MANIFEST,
+            Schema::Docker => DOCKER_MANIFEST,
+        }
+    }
+
+    fn config_type(self) -> &'static str {
+        match self {
+            Schema::Oci => OCI_CONFIG,
+            Schema::Docker => DOCKER_CONFIG,
+        }
+    }
+
+    fn layer_type(self, compression: Compression) -> &'static str {
+        match (self, compression) {
+            (Schema::Docker, Compression::Gzip) => {
+                "application/vnd.docker.image.rootfs.diff.tar.gzip"
+            }
+            (Schema::Docker, _) => "application/vnd.docker.image.rootfs.diff.tar",
+            (Schema::Oci, Compression::Gzip) => OCI_LAYER_GZIP,
+            (Schema::Oci, Compression::Zstd) => "application/vnd.oci.image.layer.v1.tar+zstd",
+            (Schema::Oci, Compression::None) => "application/vnd.oci.image.layer.v1.tar",
+        }
     }
 }
 
@@ -295,15 +381,43 @@ pub struct Blob {
 }
 
 impl Blob {
-    pub fn gzip(tar: &[u8]) -> Blob {
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        encoder.write_all(tar).expect("gzip");
-        let data = encoder.finish().expect("gzip");
+    /// `tar` compressed as asked, with the media type `schema` gives it.
+    pub fn new(tar: &[u8], compression: Compression, schema: Schema) -> Blob {
+        let data = match compression {
+            Compression::Gzip => {
+                let mut encoder =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                encoder.write_all(tar).expect("gzip");
+                encoder.finish().expect("gzip")
+            }
+            Compression::Zstd => zstd::encode_all(tar, 3).expect("zstd"),
+            Compression::None => tar.to_vec(),
+        };
         Blob {
             digest: sha256_digest(&data),
             diff_id: sha256_digest(tar),
             data,
-            media_type: OCI_LAYER_GZIP.to_string(),
+            media_type: schema.layer_type(compression).to_string(),
+        }
+    }
+
+    /// `tar` as an OCI gzip layer.
+    pub fn gzip(tar: &[u8]) -> Blob {
+        Blob::new(tar, Compression::Gzip, Schema::Oci)
+    }
+
+    /// The uncompressed tar.
+    pub fn tar(&self) -> Vec<u8> {
+        if self.media_type.ends_with("gzip") {
+            let mut out = Vec::new();
+            flate2::read::MultiGzDecoder::new(&self.data[..])
+                .read_to_end(&mut out)
+                .expect("gunzip");
+            out
+        } else if self.media_type.ends_with("zstd") {
+            zstd::decode_all(&self.data[..]).expect("unzstd")
+        } else {
+            self.data.clone()
         }
     }
 }
@@ -340,34 +454,41 @@ pub fn file_layer(path: &str, content: &[u8]) -> Blob {
     layer.gzip()
 }
 
-/// The config of a test image (`user` as in the config's `User`).
-pub fn config_json(arch: &str, user: &str, layers: &[Blob]) -> Vec<u8> {
+/// The runtime part (`config`) of the usual test image's config, its `User`
+/// being `user`.
+pub fn default_config(user: &str) -> serde_json::Value {
+    serde_json::json!({
+        "User": user,
+        "Env": ["PATH=/bin"],
+        "Cmd": ["/bin/sh"],
+        "WorkingDir": "/",
+        "Labels": {"org.crid.e2e": "yes"}
+    })
+}
+
+/// The image config blob: `config` (as from [`default_config`]) for
+/// linux/`arch`, with `layers` as its rootfs.
+pub fn config_json(arch: &str, config: &serde_json::Value, layers: &[Blob]) -> Vec<u8> {
     let diff_ids: Vec<&str> = layers.iter().map(|l| l.diff_id.as_str()).collect();
     serde_json::to_vec(&serde_json::json!({
         "architecture": arch,
         "os": "linux",
-        "config": {
-            "User": user,
-            "Env": ["PATH=/bin"],
-            "Cmd": ["/bin/sh"],
-            "WorkingDir": "/",
-            "Labels": {"org.crid.e2e": "yes"}
-        },
+        "config": config,
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "history": []
     }))
     .expect("config json")
 }
 
-pub fn manifest_json(config: &[u8], layers: &[Blob]) -> Vec<u8> {
+pub fn manifest_json(schema: Schema, config: &[u8], layers: &[Blob]) -> Vec<u8> {
     let layers: Vec<serde_json::Value> = layers
         .iter()
         .map(|l| serde_json::json!({"mediaType": l.media_type, "digest": l.digest, "size": l.data.len()}))
         .collect();
     serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": sha256_digest(config), "size": config.len()},
+        "mediaType": schema.manifest_type(),
+        "config": {"mediaType": schema.config_type(), "digest": sha256_digest(config), "size": config.len()},
         "layers": layers
     }))
     .expect("manifest json")
@@ -376,6 +497,7 @@ pub fn manifest_json(config: &[u8], layers: &[Blob]) -> Vec<u8> {
 /// What was pushed for one image (the linux/amd64 one for an index).
 #[derive(Clone, Debug)]
 pub struct PushedImage {
+    pub repo: String,
     /// `127.0.0.1:PORT/repo:tag`.
     pub reference: String,
     /// `127.0.0.1:PORT/repo@<digest the tag points at>` (the index's for a
@@ -385,6 +507,9 @@ pub struct PushedImage {
     pub id: String,
     /// The digest the tag points at (manifest, or index).
     pub digest: String,
+    /// The digest of the (linux/amd64) image manifest: `digest` unless the
+    /// tag points at an index.
+    pub manifest: String,
     pub layers: Vec<Blob>,
     /// Size crid reports: compressed layers plus config.
     pub size: u64,
@@ -480,24 +605,43 @@ impl Pusher {
     /// Pushes a single-platform (linux/amd64) image of `layers` as
     /// `repo:tag`, its config's user being `user`.
     pub async fn image(&self, repo: &str, tag: &str, user: &str, layers: &[Blob]) -> PushedImage {
-        let (config, manifest) = self.image_parts("amd64", repo, user, layers).await;
-        let digest = self.manifest(repo, tag, &manifest, OCI_MANIFEST).await;
-        self.pushed(repo, tag, &digest, &config, layers)
+        self.image_with(repo, tag, &default_config(user), layers, Schema::Oci)
+            .await
+    }
+
+    /// Pushes a single-platform (linux/amd64) image of `layers` with the
+    /// runtime config `config` as `repo:tag`, in `schema`'s media types.
+    pub async fn image_with(
+        &self,
+        repo: &str,
+        tag: &str,
+        config: &serde_json::Value,
+        layers: &[Blob],
+        schema: Schema,
+    ) -> PushedImage {
+        let (config, manifest) = self
+            .image_parts("amd64", repo, config, layers, schema)
+            .await;
+        let digest = self
+            .manifest(repo, tag, &manifest, schema.manifest_type())
+            .await;
+        self.pushed(repo, tag, &digest, &digest, &config, layers)
     }
 
     async fn image_parts(
         &self,
         arch: &str,
         repo: &str,
-        user: &str,
+        config: &serde_json::Value,
         layers: &[Blob],
+        schema: Schema,
     ) -> (Vec<u8>, Vec<u8>) {
         for layer in layers {
             self.blob(repo, &layer.data).await;
         }
-        let config = config_json(arch, user, layers);
+        let config = config_json(arch, config, layers);
         self.blob(repo, &config).await;
-        let manifest = manifest_json(&config, layers);
+        let manifest = manifest_json(schema, &config, layers);
         (config, manifest)
     }
 
@@ -506,14 +650,17 @@ impl Pusher {
         repo: &str,
         tag: &str,
         digest: &str,
+        manifest: &str,
         config: &[u8],
         layers: &[Blob],
     ) -> PushedImage {
         PushedImage {
+            repo: repo.to_string(),
             reference: format!("{}/{repo}:{tag}", self.host),
             digest_reference: format!("{}/{repo}@{digest}", self.host),
             id: sha256_digest(config),
             digest: digest.to_string(),
+            manifest: manifest.to_string(),
             layers: layers.to_vec(),
             size: layers.iter().map(|l| l.data.len() as u64).sum::<u64>() + config.len() as u64,
         }
@@ -535,8 +682,24 @@ impl Pusher {
     /// A multi-arch index as `repo:tag`: linux/arm64 (a one-file layer) and
     /// linux/amd64 (busybox). Returns the amd64 image with the index digest.
     pub async fn multi_arch(&self, repo: &str, tag: &str) -> PushedImage {
+        self.multi_arch_with(repo, tag, &default_config(""), &[busybox_layer()])
+            .await
+    }
+
+    /// A multi-arch index as `repo:tag`: linux/arm64 (a one-file layer) and
+    /// linux/amd64 (`amd_layers`), both with the runtime config `config`.
+    /// Returns the amd64 image with the index digest.
+    pub async fn multi_arch_with(
+        &self,
+        repo: &str,
+        tag: &str,
+        config: &serde_json::Value,
+        amd_layers: &[Blob],
+    ) -> PushedImage {
         let arm_layers = [file_layer("arm64-only", b"arm\n")];
-        let (_, arm_manifest) = self.image_parts("arm64", repo, "", &arm_layers).await;
+        let (_, arm_manifest) = self
+            .image_parts("arm64", repo, config, &arm_layers, Schema::Oci)
+            .await;
         let arm_digest = self
             .manifest(
                 repo,
@@ -545,8 +708,9 @@ impl Pusher {
                 OCI_MANIFEST,
             )
             .await;
-        let amd_layers = [busybox_layer()];
-        let (amd_config, amd_manifest) = self.image_parts("amd64", repo, "", &amd_layers).await;
+        let (amd_config, amd_manifest) = self
+            .image_parts("amd64", repo, config, amd_layers, Schema::Oci)
+            .await;
         let amd_digest = self
             .manifest(
                 repo,
@@ -567,7 +731,14 @@ impl Pusher {
         }))
         .expect("index json");
         let index_digest = self.manifest(repo, tag, &index, OCI_INDEX).await;
-        self.pushed(repo, tag, &index_digest, &amd_config, &amd_layers)
+        self.pushed(
+            repo,
+            tag,
+            &index_digest,
+            &amd_digest,
+            &amd_config,
+            amd_layers,
+        )
     }
 }
 

@@ -264,10 +264,11 @@ impl ImageStore {
         tracing::info!(image = %reference, "pulling image");
         let res = self.pull_inner(reference, creds.as_ref()).await;
         match &res {
-            Ok(img) => {
+            Ok((img, endpoint)) => {
                 m.pulls_succeeded.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
                     image = %reference,
+                    endpoint = %endpoint,
                     id = %img.id,
                     size = img.size,
                     elapsed_ms = started.elapsed().as_millis() as u64,
@@ -279,14 +280,14 @@ impl ImageStore {
                 tracing::warn!(image = %reference, error = %e, "pull failed");
             }
         }
-        res
+        res.map(|(img, _)| img)
     }
 
     async fn pull_inner(
         &self,
         reference: &Reference,
         creds: Option<&Credentials>,
-    ) -> Result<PulledImage> {
+    ) -> Result<(PulledImage, String)> {
         let auth = Credentials::to_registry_auth(creds);
         let endpoints = endpoints_for(&self.inner.registries, reference.registry());
         let mut last_err = None;
@@ -294,7 +295,7 @@ impl ImageStore {
         for ep in &endpoints {
             match self.resolve(reference, ep, &auth).await {
                 Ok(r) => {
-                    resolved = Some(r);
+                    resolved = Some((r, ep.url()));
                     break;
                 }
                 Err(e) => {
@@ -311,13 +312,13 @@ impl ImageStore {
                 }
             }
         }
-        let Some(r) = resolved else {
+        let Some((r, endpoint)) = resolved else {
             return Err(last_err.unwrap_or_else(|| ImageError::Registry {
                 reference: reference.to_string(),
                 detail: "no endpoint to pull from".to_string(),
             }));
         };
-        self.fetch_layers(reference, r).await
+        Ok((self.fetch_layers(reference, r).await?, endpoint))
     }
 
     /// Fetches and checks the manifest (through an index if need be) and

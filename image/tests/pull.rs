@@ -1,4 +1,5 @@
-//! Pulls from a real docker-registry on 127.0.0.1 (see common/mod.rs).
+//! Pulls from a real docker-registry on 127.0.0.1 (the fixture of
+//! e2e/src/registry.rs, plus common/mod.rs).
 
 mod common;
 
@@ -45,9 +46,9 @@ fn assert_clean(store_root: &Path) {
     assert_eq!(n, 0, "temp files left in {}", tmp.display());
 }
 
-fn check_busybox_image(store: &ImageStore, img: &PulledImage, pushed: &Pushed, host: &str) {
-    assert_eq!(img.id, sha256_digest(&pushed.config));
-    assert_eq!(img.manifest_digest, pushed.amd64_manifest);
+fn check_busybox_image(store: &ImageStore, img: &PulledImage, pushed: &PushedImage, host: &str) {
+    assert_eq!(img.id, pushed.id);
+    assert_eq!(img.manifest_digest, pushed.manifest);
     assert_eq!(img.user, "1000:1000");
     assert_eq!(img.config.cmd, Some(vec!["echo hello".to_string()]));
     assert_eq!(
@@ -61,13 +62,7 @@ fn check_busybox_image(store: &ImageStore, img: &PulledImage, pushed: &Pushed, h
         img.config.labels.get("org.crid.test").map(String::as_str),
         Some("yes")
     );
-    let size: u64 = pushed
-        .layers
-        .iter()
-        .map(|l| l.data.len() as u64)
-        .sum::<u64>()
-        + pushed.config.len() as u64;
-    assert_eq!(img.size, size);
+    assert_eq!(img.size, pushed.size);
     assert_eq!(img.layers.len(), 3);
     let diff_ids: Vec<String> = pushed.layers.iter().map(|l| l.diff_id.clone()).collect();
     assert_eq!(img.chain_ids(), image::chain_ids(&diff_ids));
@@ -137,7 +132,7 @@ async fn pull_multi_arch_by_tag_and_digest_then_reuse() {
     init_tracing();
     let reg = Registry::start();
     let host = reg.host();
-    let pushed = push_multi_arch(&Pusher::new(&host, None), "test/busybox").await;
+    let pushed = push_multi_arch(&reg.pusher(), "test/busybox").await;
     let root = tempfile::tempdir().expect("tempdir");
     let store = ImageStore::open(root.path(), insecure(&host), 3).expect("open");
 
@@ -150,10 +145,10 @@ async fn pull_multi_arch_by_tag_and_digest_then_reuse() {
         img.repo_tag.as_deref(),
         Some(format!("{host}/test/busybox:multi").as_str())
     );
-    assert_eq!(img.index_digest.as_deref(), Some(pushed.index.as_str()));
+    assert_eq!(img.index_digest.as_deref(), Some(pushed.digest.as_str()));
     assert_eq!(
         img.repo_digest,
-        format!("{host}/test/busybox@{}", pushed.index)
+        format!("{host}/test/busybox@{}", pushed.digest)
     );
     let m = store.metrics();
     assert_eq!(m.layers_unpacked.load(Ordering::Relaxed), 3);
@@ -186,7 +181,7 @@ async fn pull_multi_arch_by_tag_and_digest_then_reuse() {
     let before = m.bytes_downloaded.load(Ordering::Relaxed);
     let by_index = store
         .pull(
-            &reference(&format!("{host}/test/busybox@{}", pushed.index)),
+            &reference(&format!("{host}/test/busybox@{}", pushed.digest)),
             None,
         )
         .await
@@ -195,10 +190,7 @@ async fn pull_multi_arch_by_tag_and_digest_then_reuse() {
     assert_eq!(by_index.repo_tag, None);
     let by_manifest = store
         .pull(
-            &reference(&format!(
-                "{host}/test/busybox:ignored@{}",
-                pushed.amd64_manifest
-            )),
+            &reference(&format!("{host}/test/busybox:ignored@{}", pushed.manifest)),
             None,
         )
         .await
@@ -207,7 +199,7 @@ async fn pull_multi_arch_by_tag_and_digest_then_reuse() {
     assert_eq!(by_manifest.index_digest, None);
     assert_eq!(
         by_manifest.repo_digest,
-        format!("{host}/test/busybox@{}", pushed.amd64_manifest)
+        format!("{host}/test/busybox@{}", pushed.manifest)
     );
     assert_eq!(
         m.bytes_downloaded.load(Ordering::Relaxed),
@@ -229,7 +221,7 @@ async fn docker_schema2_and_missing_tag() {
     init_tracing();
     let reg = Registry::start();
     let host = reg.host();
-    let pushed = push_multi_arch(&Pusher::new(&host, None), "lib/bb").await;
+    let pushed = push_multi_arch(&reg.pusher(), "lib/bb").await;
     let root = tempfile::tempdir().expect("tempdir");
     let store = ImageStore::open(root.path(), insecure(&host), 2).expect("open");
     let img = store
@@ -272,7 +264,7 @@ async fn concurrent_pulls_share_the_work() {
     init_tracing();
     let reg = Registry::start();
     let host = reg.host();
-    let pushed = push_multi_arch(&Pusher::new(&host, None), "test/shared").await;
+    let pushed = push_multi_arch(&reg.pusher(), "test/shared").await;
     let root = tempfile::tempdir().expect("tempdir");
     let store = ImageStore::open(root.path(), insecure(&host), 3).expect("open");
     let r = reference(&format!("{host}/test/shared:multi"));
@@ -295,13 +287,9 @@ async fn concurrent_pulls_share_the_work() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basic_auth_credentials() {
     init_tracing();
-    let reg = Registry::start_with(Some(("alice", "wonderland")));
+    let reg = Registry::start_with_auth("alice", "wonderland");
     let host = reg.host();
-    push_multi_arch(
-        &Pusher::new(&host, Some(("alice", "wonderland"))),
-        "private/bb",
-    )
-    .await;
+    push_multi_arch(&reg.pusher(), "private/bb").await;
     let r = reference(&format!("{host}/private/bb:multi"));
 
     let root = tempfile::tempdir().expect("tempdir");
@@ -364,7 +352,7 @@ async fn tampered_blob_is_refused_and_nothing_of_it_is_kept() {
     init_tracing();
     let reg = Registry::start();
     let host = reg.host();
-    let pushed = push_multi_arch(&Pusher::new(&host, None), "test/tampered").await;
+    let pushed = push_multi_arch(&reg.pusher(), "test/tampered").await;
     // Corrupt the gzip busybox layer in the registry's own storage.
     let victim = &pushed.layers[0];
     let file = reg.blob_file(&victim.digest);
@@ -418,7 +406,7 @@ async fn mirror_is_tried_first_and_dead_endpoints_are_skipped() {
     init_tracing();
     let reg = Registry::start();
     let host = reg.host();
-    let pushed = push_multi_arch(&Pusher::new(&host, None), "test/mirrored").await;
+    let pushed = push_multi_arch(&reg.pusher(), "test/mirrored").await;
     // The image names a registry nobody listens on; its mirrors are a dead
     // port, then the real registry. All on 127.0.0.1.
     let upstream = format!("127.0.0.1:{}", dead_port());
@@ -437,7 +425,7 @@ async fn mirror_is_tried_first_and_dead_endpoints_are_skipped() {
         .pull(&reference(&format!("{upstream}/test/mirrored:multi")), None)
         .await
         .expect("pull via mirror");
-    assert_eq!(img.id, sha256_digest(&pushed.config));
+    assert_eq!(img.id, pushed.id);
     assert_eq!(
         img.repo_tag.as_deref(),
         Some(format!("{upstream}/test/mirrored:multi").as_str())
@@ -471,16 +459,13 @@ async fn hostile_layer_from_registry_is_refused() {
     init_tracing();
     let reg = Registry::start();
     let host = reg.host();
-    let p = Pusher::new(&host, None);
+    let p = reg.pusher();
     let mut ok = Layer::new();
     ok.file("fine", 0o644, b"fine");
     let mut evil = Layer::new();
     evil.symlink("escape", "/")
         .file("escape/tmp/crid-hostile-marker", 0o644, b"pwned");
-    let layers = vec![
-        compress(&ok.tar(), Compression::Gzip, false),
-        compress(&evil.tar(), Compression::Gzip, false),
-    ];
+    let layers = vec![ok.gzip(), evil.gzip()];
     push_image(&p, "test/evil", "1", &layers).await;
     let root = tempfile::tempdir().expect("tempdir");
     let store = ImageStore::open(root.path(), insecure(&host), 2).expect("open");
@@ -508,15 +493,12 @@ async fn gc_and_fs_usage() {
     init_tracing();
     let reg = Registry::start();
     let host = reg.host();
-    let p = Pusher::new(&host, None);
+    let p = reg.pusher();
     let pushed = push_multi_arch(&p, "test/gc").await;
     // A second image sharing the bottom layer.
     let mut extra = Layer::new();
     extra.file("extra", 0o644, b"extra");
-    let two = vec![
-        pushed.layers[0].clone(),
-        compress(&extra.tar(), Compression::Zstd, false),
-    ];
+    let two = vec![pushed.layers[0].clone(), extra.compress(Compression::Zstd)];
     push_image(&p, "test/gc2", "1", &two).await;
 
     let root = tempfile::tempdir().expect("tempdir");
@@ -617,7 +599,7 @@ async fn dropped_pull_leaves_no_temp_files() {
     init_tracing();
     let reg = Registry::start();
     let host = reg.host();
-    push_multi_arch(&Pusher::new(&host, None), "test/dropped").await;
+    push_multi_arch(&reg.pusher(), "test/dropped").await;
     let root = tempfile::tempdir().expect("tempdir");
     let store = ImageStore::open(root.path(), insecure(&host), 3).expect("open");
     let r = reference(&format!("{host}/test/dropped:multi"));
