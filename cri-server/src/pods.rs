@@ -143,7 +143,11 @@ pub async fn run(
         ));
     }
     let id = new_id()?;
-    let spec = translate(&id, &config)?;
+    // Validation reads /proc/sys: off the async workers.
+    let spec = {
+        let (id, config) = (id.clone(), config.clone());
+        blocking(move || translate(&id, &config)).await?
+    };
     let metadata = config.metadata.clone().unwrap_or_default();
     let reserved_name = format!(
         "{}_{}_{}_{}",

@@ -179,13 +179,21 @@ impl MetadataStore {
         Ok(existed)
     }
 
+    /// Every object of `table` that can be read. One that cannot (written by
+    /// a different crid, damaged) is skipped with an error logged, never
+    /// allowed to hide the others or to stop crid from starting.
     pub fn list<T: DeserializeOwned>(&self, table: Table) -> Result<Vec<(String, T)>, StoreError> {
         let txn = self.db.begin_read().map_err(db_error)?;
         let opened = txn.open_table(table.definition()).map_err(db_error)?;
         let mut entries = Vec::new();
         for entry in opened.iter().map_err(db_error)? {
             let (key, value) = entry.map_err(db_error)?;
-            entries.push((key.value().to_string(), decode(key.value(), value.value())?));
+            match decode(key.value(), value.value()) {
+                Ok(object) => entries.push((key.value().to_string(), object)),
+                Err(error) => {
+                    tracing::error!(table = ?table, id = key.value(), %error, "skipping unreadable record")
+                }
+            }
         }
         Ok(entries)
     }
@@ -306,6 +314,22 @@ mod tests {
                 .expect("setting")
                 .as_deref(),
             Some("10.0.0.0/24")
+        );
+    }
+
+    #[test]
+    fn an_unreadable_record_is_skipped_not_fatal() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let store = MetadataStore::open(root.path()).expect("create");
+        store
+            .put(Table::Pods, "good", &Pod { name: "a".into() })
+            .expect("put");
+        store.put(Table::Pods, "bad", &"not a pod").expect("put");
+        let pods: Vec<(String, Pod)> = store.list(Table::Pods).expect("list");
+        assert_eq!(pods, [("good".to_string(), Pod { name: "a".into() })]);
+        assert!(
+            store.get::<Pod>(Table::Pods, "bad").is_err(),
+            "a direct read still says what is wrong"
         );
     }
 

@@ -355,6 +355,24 @@ impl Drop for Crid {
     }
 }
 
+/// Runs `command` inside namespaces of process `pid` (`flag`: `-n` net,
+/// `-u` uts, `-i` ipc, …) with util-linux's nsenter; its trimmed stdout.
+pub fn nsenter(pid: impl std::fmt::Display, flag: &str, command: &[&str]) -> String {
+    let output = Command::new("nsenter")
+        .arg("-t")
+        .arg(pid.to_string())
+        .arg(flag)
+        .args(command)
+        .output()
+        .expect("nsenter (util-linux)");
+    assert!(
+        output.status.success(),
+        "nsenter {flag} {command:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
 /// A tonic channel over a unix socket (the URI is required but unused).
 pub async fn connect_unix(socket: &Path) -> Result<Channel> {
     let socket = socket.to_path_buf();

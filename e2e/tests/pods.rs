@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e::{Crid, TestEnv};
+use e2e::{Crid, TestEnv, nsenter};
 use nix::sys::signal::Signal;
 use proto::cri;
 use tonic::Code;
@@ -146,22 +146,6 @@ fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-fn nsenter(pid: i64, flag: &str, command: &[&str]) -> String {
-    let output = Command::new("nsenter")
-        .arg("-t")
-        .arg(pid.to_string())
-        .arg(flag)
-        .args(command)
-        .output()
-        .expect("nsenter");
-    assert!(
-        output.status.success(),
-        "nsenter {flag} {command:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
 fn ns(pid: &str, kind: &str) -> PathBuf {

@@ -201,8 +201,8 @@ impl Hierarchy {
 }
 
 /// Creates `dir` and any missing parents below `root`. v1 cpuset dirs start
-/// with empty `cpus`/`mems` and refuse tasks, so they inherit the parent's;
-/// v2 parents must delegate their controllers to children.
+/// with empty `cpus`/`mems` and refuse tasks until given some; v2 parents
+/// must delegate their controllers to children.
 fn create_with_parents(root: &Path, dir: &Path, v2: bool) -> Result<(), PodError> {
     let relative = dir.strip_prefix(root).map_err(|_| PodError::Cgroup {
         path: dir.display().to_string(),
@@ -213,21 +213,41 @@ fn create_with_parents(root: &Path, dir: &Path, v2: bool) -> Result<(), PodError
         if v2 {
             enable_controllers(&current)?;
         }
-        let parent = current.clone();
         current.push(component);
         match fs::create_dir(&current) {
-            Ok(()) => {
-                if !v2 && current.join("cpuset.cpus").exists() {
-                    for file in ["cpuset.cpus", "cpuset.mems"] {
-                        let value = fs::read_to_string(parent.join(file))
-                            .map_err(PodError::io("cannot read", parent.join(file)))?;
-                        fs::write(current.join(file), value.trim())
-                            .map_err(PodError::io("cannot write", current.join(file)))?;
-                    }
-                }
-            }
+            Ok(()) => {}
             Err(error) if error.kind() == ErrorKind::AlreadyExists => {}
             Err(error) => return Err(PodError::io("cannot create cgroup", &current)(error)),
+        }
+        // Also for a level that already existed: another pod may have just
+        // made it and not yet filled it in. Idempotent, so any interleaving
+        // of concurrent creators ends with every level filled.
+        if !v2 {
+            inherit_cpuset(root, &current)?;
+        }
+    }
+    Ok(())
+}
+
+/// Fills an empty v1 `cpuset.cpus`/`cpuset.mems` of `dir` from its nearest
+/// ancestor (up to `root`) that has them; other controllers have no such files.
+fn inherit_cpuset(root: &Path, dir: &Path) -> Result<(), PodError> {
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let Ok(own) = fs::read_to_string(dir.join(file)) else {
+            return Ok(());
+        };
+        if !own.trim().is_empty() {
+            continue;
+        }
+        let inherited = dir
+            .ancestors()
+            .skip(1)
+            .take_while(|ancestor| ancestor.starts_with(root))
+            .filter_map(|ancestor| fs::read_to_string(ancestor.join(file)).ok())
+            .find(|value| !value.trim().is_empty());
+        if let Some(value) = inherited {
+            fs::write(dir.join(file), value.trim())
+                .map_err(PodError::io("cannot write", dir.join(file)))?;
         }
     }
     Ok(())
@@ -373,9 +393,36 @@ mod tests {
         };
         // A fake cpuset dir has no cpuset.cpus until written, so pre-create the levels' files.
         let placement = placement("pod1", Some("/kubepods/pod1"));
+        // A level another creator made but has not filled in yet.
+        fs::create_dir_all(cpuset.join("kubepods")).expect("mkdir");
+        fs::write(cpuset.join("kubepods/cpuset.cpus"), "").expect("write");
+        fs::write(cpuset.join("kubepods/cpuset.mems"), "").expect("write");
+        // A fake tree's new dirs have no cpuset files; a real kernel makes them empty.
+        fs::create_dir_all(cpuset.join("kubepods/pod1/pod1")).expect("mkdir");
+        for level in ["kubepods/pod1", "kubepods/pod1/pod1"] {
+            fs::write(cpuset.join(level).join("cpuset.cpus"), "").expect("write");
+            fs::write(cpuset.join(level).join("cpuset.mems"), "").expect("write");
+        }
         hierarchy.create(&placement).expect("create");
+        for level in ["kubepods", "kubepods/pod1", "kubepods/pod1/pod1"] {
+            assert_eq!(
+                fs::read_to_string(cpuset.join(level).join("cpuset.cpus")).expect("read"),
+                "0-1",
+                "{level}"
+            );
+            assert_eq!(
+                fs::read_to_string(cpuset.join(level).join("cpuset.mems")).expect("read"),
+                "0",
+                "{level}"
+            );
+        }
         assert!(memory.join("kubepods/pod1/pod1").is_dir());
         assert!(cpuset.join("kubepods/pod1/pod1").is_dir());
+        // rmdir of a real cgroup takes its control files along; a fake tree's must go first.
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            fs::remove_file(cpuset.join("kubepods/pod1/pod1").join(file))
+                .expect("remove fake file");
+        }
         hierarchy.remove(&placement.sandbox).expect("remove");
         assert!(!memory.join("kubepods/pod1/pod1").exists());
         hierarchy.remove(&placement.sandbox).expect("remove twice");

@@ -114,7 +114,7 @@ impl PodManager {
     ) -> Result<(), PodError> {
         let mut progress = Progress::new(&spec.id);
         let pod_dir = state.pod_dir.clone();
-        let resolv = files::resolv_conf(spec.dns.as_ref(), &self.host_resolv_conf)?;
+        let (dns, host_resolv_conf) = (spec.dns.clone(), self.host_resolv_conf.clone());
         let hostname = spec.hostname.clone();
         let shm = (spec.ipc == NamespaceMode::Pod).then_some(spec.shm_size_bytes);
         let placement = cgroup::placement(&spec.id, spec.cgroup_parent.as_deref());
@@ -123,6 +123,7 @@ impl PodManager {
         let cgroups = self.cgroups.clone();
         blocking(move || {
             files::write_file(&pod_dir, files::HOSTNAME_FILE, &format!("{hostname}\n"))?;
+            let resolv = files::resolv_conf(dns.as_ref(), &host_resolv_conf)?;
             files::write_file(&pod_dir, files::RESOLV_FILE, &resolv)?;
             files::write_file(&pod_dir, files::HOSTS_FILE, &files::hosts(&hostname, &[]))?;
             if let Some(size) = shm {

@@ -2,9 +2,9 @@
 //! names, PID 1, no inherited fds, hostname and sysctls, status, shutdown.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use e2e::nsenter;
 use proto::monitor::{ExitStatus, MonitorConfig, MonitorRequest, MonitorResponse, NewNamespaces};
 use runtime::MonitorClient;
 
@@ -58,22 +58,6 @@ fn ns_link(pid: &str, ns: &str) -> String {
     std::fs::read_link(format!("/proc/{pid}/ns/{ns}"))
         .map(|p| p.display().to_string())
         .unwrap_or_default()
-}
-
-fn nsenter(pid: i32, flag: &str, command: &[&str]) -> String {
-    let output = Command::new("nsenter")
-        .arg("-t")
-        .arg(pid.to_string())
-        .arg(flag)
-        .args(command)
-        .output()
-        .expect("nsenter (util-linux)");
-    assert!(
-        output.status.success(),
-        "nsenter {flag} {command:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
 /// Kills a started monitor and its pause when a test ends, also when it
