@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use image::{Credentials, GcReport, ImageError, PulledImage, Reference};
 use proto::cri;
@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::daemon::Daemon;
 use crate::error::CridError;
+use crate::rpc::{blocking, now_nanos};
 use crate::store::Table;
 
 /// The request field every image RPC names the image in.
@@ -45,19 +46,6 @@ pub struct ImageRecord {
     pub blobs: BTreeSet<String>,
     /// The last pull's result: layers, config, size, user.
     pub image: PulledImage,
-}
-
-fn now_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or_default()
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, CridError> + Send + 'static,
-) -> Result<T, CridError> {
-    tokio::task::spawn_blocking(work).await?
 }
 
 /// The image string of a request, refused when missing or empty.

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use pod_sandbox::{DnsConfig, NamespaceMode, PodSpec, PortMapping, SandboxState};
 use proto::cri;
@@ -13,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::daemon::Daemon;
 use crate::error::CridError;
+use crate::rpc::{blocking, now_nanos};
 use crate::store::Table;
 
 /// Where a pod is in its life.
@@ -36,13 +36,6 @@ pub struct PodRecord {
     pub sandbox: SandboxState,
 }
 
-fn now_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or_default()
-}
-
 /// A 64-hex-digit id, as containerd's and CRI-O's.
 pub fn new_id() -> Result<String, CridError> {
     let mut bytes = [0u8; 32];
@@ -56,12 +49,6 @@ pub fn new_id() -> Result<String, CridError> {
 
 fn random_error(error: std::io::Error) -> CridError {
     CridError::FailedPrecondition(format!("cannot read /dev/urandom: {error}"))
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, CridError> + Send + 'static,
-) -> Result<T, CridError> {
-    tokio::task::spawn_blocking(work).await?
 }
 
 async fn load(daemon: &std::sync::Arc<Daemon>, id: &str) -> Result<Option<PodRecord>, CridError> {

@@ -87,6 +87,22 @@ where
     .await
 }
 
+/// Runs blocking work (the metadata store, filesystem checks) off the async
+/// workers.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, CridError> + Send + 'static,
+) -> Result<T, CridError> {
+    tokio::task::spawn_blocking(work).await?
+}
+
+/// Now, in nanoseconds since the epoch, as CRI timestamps are.
+pub fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
+
 /// The answer of every RPC whose issue has not landed yet.
 pub async fn not_built<T>(method: &'static str) -> Result<T, CridError> {
     Err(CridError::NotImplemented(method))

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 use crate::daemon::Daemon;
 use crate::error::CridError;
 use crate::pods;
-use crate::rpc::{not_built, traced};
+use crate::rpc::{blocking, not_built, traced};
 use crate::status;
 
 /// The CRI API version crid speaks, and the kubelet-facing version string
@@ -55,7 +55,7 @@ impl RuntimeService for RuntimeApi {
         let daemon = self.daemon.clone();
         traced("Status", request, |request| async move {
             // Filesystem checks block: keep them off the async workers.
-            tokio::task::spawn_blocking(move || daemon_status(&daemon, request.verbose)).await?
+            blocking(move || daemon_status(&daemon, request.verbose)).await
         })
         .await
     }
@@ -94,8 +94,7 @@ impl RuntimeService for RuntimeApi {
             // An empty CIDR means kubelet has none to give: keep what we have.
             if !network.pod_cidr.is_empty() {
                 validate_pod_cidrs(&network.pod_cidr)?;
-                tokio::task::spawn_blocking(move || daemon.set_pod_cidr(network.pod_cidr))
-                    .await??;
+                blocking(move || Ok(daemon.set_pod_cidr(network.pod_cidr)?)).await?;
             }
             Ok(UpdateRuntimeConfigResponse {})
         })
