@@ -307,18 +307,17 @@ fn validate_registry_host(host: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// The grammar is the image store's (one rule for what an endpoint is);
+/// crid's config also wants the scheme spelled out.
 fn validate_endpoint(key: &str, endpoint: &str) -> Result<(), ConfigError> {
-    let uri: tonic::transport::Uri = endpoint
-        .parse()
-        .map_err(|e| invalid(key, endpoint, format!("not a URL: {e}")))?;
-    match uri.scheme_str() {
-        Some("http" | "https") if uri.host().is_some_and(|host| !host.is_empty()) => Ok(()),
-        _ => Err(invalid(
+    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+        return Err(invalid(
             key,
             endpoint,
             "must be an http:// or https:// URL with a host",
-        )),
+        ));
     }
+    RegistryConfig::check_endpoint(endpoint).map_err(|reason| invalid(key, endpoint, reason))
 }
 
 #[cfg(test)]
@@ -397,7 +396,7 @@ mod tests {
     #[test]
     fn validation_names_the_key_and_value() {
         type Mutation = fn(&mut Config);
-        let cases: [(Mutation, &str); 6] = [
+        let cases: [(Mutation, &str); 8] = [
             (|c| c.root = PathBuf::from("relative"), "`root`"),
             (
                 |c| c.listen = PathBuf::from(format!("/{}", "s".repeat(200))),
@@ -419,6 +418,26 @@ mod tests {
                 |c| {
                     let registry = RegistryConfig {
                         endpoints: vec!["ftp://mirror".into()],
+                        insecure: false,
+                    };
+                    c.registries.insert("docker.io".into(), registry);
+                },
+                "`registries.\"docker.io\".endpoints[0]`",
+            ),
+            (
+                |c| {
+                    let registry = RegistryConfig {
+                        endpoints: vec!["http://mirror:5000/some/path".into()],
+                        insecure: false,
+                    };
+                    c.registries.insert("docker.io".into(), registry);
+                },
+                "`registries.\"docker.io\".endpoints[0]`",
+            ),
+            (
+                |c| {
+                    let registry = RegistryConfig {
+                        endpoints: vec!["mirror:5000".into()],
                         insecure: false,
                     };
                     c.registries.insert("docker.io".into(), registry);

@@ -24,6 +24,14 @@ pub struct RegistryConfig {
     pub insecure: bool,
 }
 
+impl RegistryConfig {
+    /// Checks one `endpoints` entry against the grammar the store uses, so a
+    /// config checker can refuse it up front, naming its key.
+    pub fn check_endpoint(endpoint: &str) -> std::result::Result<(), String> {
+        parse_endpoint(endpoint).map(|_| ())
+    }
+}
+
 /// One place a pull can fetch from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Endpoint {
