@@ -148,10 +148,7 @@ pub async fn run(
         spec,
         phase: PodPhase::Creating,
         created_at: now_nanos(),
-        sandbox: SandboxState {
-            pod_dir: daemon.pods.pod_dir(&id),
-            ..SandboxState::default()
-        },
+        sandbox: SandboxState::default(),
     };
     // Reserve the name and record the pod before touching the host, so a
     // crash from here on is found and rolled back at the next start.
@@ -222,7 +219,7 @@ pub async fn remove(daemon: std::sync::Arc<Daemon>, id: &str) -> Result<(), Crid
 }
 
 async fn is_ready(daemon: &Daemon, record: &PodRecord) -> bool {
-    record.phase == PodPhase::Ready && daemon.pods.is_ready(&record.sandbox).await
+    record.phase == PodPhase::Ready && daemon.pods.is_ready(&record.id).await
 }
 
 pub async fn status(
@@ -243,7 +240,7 @@ pub async fn status(
         let details = serde_json::json!({
             "pid": record.sandbox.pause_pid,
             "monitorPid": record.sandbox.monitor_pid,
-            "podDir": record.sandbox.pod_dir,
+            "podDir": daemon.pods.pod_dir(&record.id),
             "netns": record.sandbox.netns,
             "cgroup": record.sandbox.cgroup,
             "config": record.config,

@@ -90,10 +90,7 @@ impl PodManager {
         tokio::fs::create_dir(&pod_dir)
             .await
             .map_err(PodError::io("cannot create", &pod_dir))?;
-        let mut state = SandboxState {
-            pod_dir,
-            ..SandboxState::default()
-        };
+        let mut state = SandboxState::default();
         match self.build(spec, network.as_ref(), &mut state).await {
             Ok(()) => Ok(state),
             Err(error) => {
@@ -113,7 +110,7 @@ impl PodManager {
         state: &mut SandboxState,
     ) -> Result<(), PodError> {
         let mut progress = Progress::new(&spec.id);
-        let pod_dir = state.pod_dir.clone();
+        let pod_dir = self.pod_dir(&spec.id);
         let (dns, host_resolv_conf) = (spec.dns.clone(), self.host_resolv_conf.clone());
         let hostname = spec.hostname.clone();
         let shm = (spec.ipc == NamespaceMode::Pod).then_some(spec.shm_size_bytes);
@@ -152,14 +149,14 @@ impl PodManager {
                 .collect(),
             cgroup_procs,
         };
-        let started = MonitorClient::new(&state.pod_dir)
+        let started = MonitorClient::new(&self.pod_dir(&spec.id))
             .start(&self.monitor_binary, &config)
             .await?;
         state.monitor_pid = started.monitor_pid;
         state.pause_pid = started.pause_pid;
         progress.step("pod.monitor_started");
 
-        let pod_dir = state.pod_dir.clone();
+        let pod_dir = self.pod_dir(&spec.id);
         let pinned_netns = blocking(move || {
             let mut netns = None;
             for (wanted, name) in [
@@ -189,7 +186,7 @@ impl PodManager {
             state.ips = result.pod_ips().iter().map(ToString::to_string).collect();
             progress.step("pod.network_added");
             let (pod_dir, hostname, ips) = (
-                state.pod_dir.clone(),
+                self.pod_dir(&spec.id),
                 spec.hostname.clone(),
                 state.ips.clone(),
             );
@@ -220,11 +217,7 @@ impl PodManager {
     /// Stops the pod whatever fails (logging it) and deletes its state dir.
     pub async fn remove(&self, spec: &PodSpec, state: &SandboxState) -> Result<(), PodError> {
         self.teardown(spec, state, Teardown::Force).await?;
-        let pod_dir = if state.pod_dir.as_os_str().is_empty() {
-            self.pod_dir(&spec.id)
-        } else {
-            state.pod_dir.clone()
-        };
+        let pod_dir = self.pod_dir(&spec.id);
         blocking(move || {
             // Never delete through a mount that is still there.
             if let Some(mount) = mount_under(&pod_dir) {
@@ -249,11 +242,7 @@ impl PodManager {
         state: &SandboxState,
         mode: Teardown,
     ) -> Result<(), PodError> {
-        let pod_dir = if state.pod_dir.as_os_str().is_empty() {
-            self.pod_dir(&spec.id)
-        } else {
-            state.pod_dir.clone()
-        };
+        let pod_dir = self.pod_dir(&spec.id);
         if spec.network == NamespaceMode::Pod {
             let netns = pod_dir.join(mounts::NS_DIR).join("net");
             let network = self.load_network().await.ok();
@@ -303,9 +292,9 @@ impl PodManager {
     }
 
     /// True while the pod's pause process runs.
-    pub async fn is_ready(&self, state: &SandboxState) -> bool {
+    pub async fn is_ready(&self, id: &str) -> bool {
         matches!(
-            MonitorClient::new(&state.pod_dir)
+            MonitorClient::new(&self.pod_dir(id))
                 .request(&MonitorRequest::Status)
                 .await,
             Ok(MonitorResponse::Status {

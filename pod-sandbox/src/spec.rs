@@ -55,7 +55,6 @@ pub struct PodSpec {
 /// stop and remove find them after a restart.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SandboxState {
-    pub pod_dir: PathBuf,
     pub monitor_pid: i32,
     pub pause_pid: i32,
     /// The pinned network namespace, when the pod has its own.
