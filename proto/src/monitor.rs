@@ -5,6 +5,8 @@
 //! frame, answered by one [`MonitorResponse`]; a frame is a 4-byte big-endian
 //! length followed by that many bytes of JSON.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 /// File names inside a pod's state dir that both sides use.
@@ -35,7 +37,7 @@ pub struct MonitorConfig {
     /// monitor and pause are born in the pod's cgroup (one migration per
     /// hierarchy instead of one per process).
     #[serde(default)]
-    pub cgroup_procs: Vec<std::path::PathBuf>,
+    pub cgroup_procs: Vec<PathBuf>,
 }
 
 /// The one line the monitor prints once the pod's pause process runs.
@@ -53,7 +55,101 @@ pub enum MonitorRequest {
     Status,
     /// Kill pause (and everything else of the pod), reap, and exit.
     Shutdown,
+    /// Set up a container's init (namespaces, cgroup, rootfs, pivot_root)
+    /// and leave it waiting for `StartContainer`. Answered by `Created`.
+    CreateContainer(ContainerCreate),
+    /// Let a created container's init exec its command. Answered by
+    /// `Started`, or `Error` with why the exec failed.
+    StartContainer { id: String },
+    /// Send `signal` to a running container's init. Answered by `Done`.
+    Signal { id: String, signal: i32 },
+    /// Answered by `Exited` once the container's init has ended, or by
+    /// `StillRunning` after `timeout_ms`.
+    Wait { id: String, timeout_ms: u64 },
+    /// Kill the container if it runs, reap it, and forget it. Answered by
+    /// `Done` (also for an unknown id).
+    RemoveContainer { id: String },
+    /// Every container the monitor knows. Answered by `Containers`.
+    Containers,
+    /// Reopen the container's log file (after kubelet renamed it).
+    ReopenLog { id: String },
+    /// Run `args` in the running container (its namespaces, cgroup, user,
+    /// env, cwd), collecting output. `timeout_ms` 0 means none. Answered by
+    /// `ExecResult`.
+    Exec {
+        id: String,
+        args: Vec<String>,
+        timeout_ms: u64,
+    },
 }
+
+/// Everything the monitor needs to create a container. The bundle holds
+/// `config.json` (the OCI spec the init follows) and `rootfs/` (the mounted
+/// overlay); the monitor writes [`EXIT_FILE`] there when the init ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerCreate {
+    pub id: String,
+    pub bundle: PathBuf,
+    /// `cgroup.procs` files of the container's cgroup, one per hierarchy.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// The file whose `oom_kill` counter says the kernel OOM-killed in the
+    /// container's cgroup (v1 `memory.oom_control`, v2 `memory.events`).
+    pub oom_events: Option<PathBuf>,
+    /// What `/sys/fs/cgroup` shows inside the container.
+    pub cgroup_view: CgroupView,
+    /// CRI log file (`log_directory/log_path`); none: output is dropped.
+    pub log_path: Option<PathBuf>,
+    /// Keep a stdin pipe open for the container (attach, later).
+    pub stdin: bool,
+    pub stdin_once: bool,
+    pub tty: bool,
+}
+
+/// The container's read-only view of its own cgroup at `/sys/fs/cgroup`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CgroupView {
+    /// v1: a tmpfs at `/sys/fs/cgroup` holding, per hierarchy, a read-only
+    /// bind of the container's own cgroup dir, as runc does.
+    V1 { hierarchies: Vec<CgroupV1Mount> },
+    /// v2: a cgroup namespace rooted at the container's cgroup and a
+    /// read-only cgroup2 mount.
+    V2,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupV1Mount {
+    /// Name under `/sys/fs/cgroup` (`memory`, `cpu,cpuacct`).
+    pub name: String,
+    /// The container's cgroup dir on the host in that hierarchy.
+    pub host_dir: PathBuf,
+    /// Symlinks beside it for co-mounted controllers (`cpu` → `cpu,cpuacct`).
+    pub aliases: Vec<String>,
+}
+
+/// What the monitor knows about one container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerState {
+    pub id: String,
+    /// Host pid of the init.
+    pub pid: i32,
+    /// Nanoseconds since the epoch; 0 until started.
+    pub started_at: i64,
+    pub exit: Option<ContainerExit>,
+}
+
+/// How a container's init ended; also the content of [`EXIT_FILE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerExit {
+    pub status: ExitStatus,
+    /// Nanoseconds since the epoch.
+    pub finished_at: i64,
+    pub oom_killed: bool,
+}
+
+/// Written (atomically, synced) into the bundle when the init ends, so
+/// the exit survives crid restarts and crashes.
+pub const EXIT_FILE: &str = "exit.json";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -66,6 +162,22 @@ pub enum MonitorResponse {
     Error {
         message: String,
     },
+    Created {
+        pid: i32,
+    },
+    Started {
+        started_at: i64,
+    },
+    Exited(ContainerExit),
+    StillRunning,
+    Containers(Vec<ContainerState>),
+    ExecResult {
+        stdout: Vec<u8>,
+        stderr: Vec<u8>,
+        /// None when the exec timed out (and was killed).
+        exit: Option<ExitStatus>,
+    },
+    Done,
 }
 
 /// How a process ended: its exit code, or the signal that killed it.

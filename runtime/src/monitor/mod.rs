@@ -248,6 +248,12 @@ impl Monitor {
                 self.kill_pause();
                 (MonitorResponse::ShuttingDown, true)
             }
+            other => (
+                MonitorResponse::Error {
+                    message: format!("{other:?} is not implemented by crid-monitor yet"),
+                },
+                false,
+            ),
         };
         write_frame(&mut stream, &response)?;
         Ok(shutting_down)
