@@ -74,7 +74,16 @@ fn pod_code(error: &pod_sandbox::PodError) -> Code {
     match error {
         E::Invalid { .. } => Code::InvalidArgument,
         E::NetworkNotReady(_) | E::Unsupported(_) => Code::FailedPrecondition,
-        E::Io { .. } | E::Cgroup { .. } | E::Monitor(_) | E::Cni(_) => Code::Internal,
+        E::Cgroup(pod_sandbox::cgroup::CgroupError::Invalid { .. }) => Code::InvalidArgument,
+        E::Io { .. } | E::Cgroup(_) | E::Monitor(_) | E::Cni(_) => Code::Internal,
+    }
+}
+
+/// A cgroup error outside a pod operation (validating `cgroup_parent`) maps
+/// like one inside it.
+impl From<pod_sandbox::cgroup::CgroupError> for CridError {
+    fn from(error: pod_sandbox::cgroup::CgroupError) -> CridError {
+        CridError::Pod(error.into())
     }
 }
 

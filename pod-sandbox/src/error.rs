@@ -14,8 +14,8 @@ pub enum PodError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cgroup {path}: {reason}")]
-    Cgroup { path: String, reason: String },
+    #[error(transparent)]
+    Cgroup(#[from] runtime::cgroup::CgroupError),
     #[error(transparent)]
     Monitor(#[from] runtime::MonitorError),
     #[error(transparent)]

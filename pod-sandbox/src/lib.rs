@@ -8,7 +8,6 @@
 //! step fails; [`PodManager::stop`] and [`PodManager::remove`] are idempotent
 //! and work from whatever a crash left.
 
-pub mod cgroup;
 mod error;
 pub mod fault;
 pub mod files;
@@ -24,6 +23,9 @@ use serde_json::{Map, Value, json};
 
 pub use cgroup::{Hierarchy, Placement};
 pub use error::PodError;
+/// Pod cgroups live in `runtime` beside the containers' (one implementation);
+/// re-exported so the pod's callers keep one import path.
+pub use runtime::cgroup;
 pub use spec::{DnsConfig, NamespaceMode, PodSpec, PortMapping, SandboxState};
 
 const POD_IFNAME: &str = "eth0";
@@ -126,7 +128,7 @@ impl PodManager {
             if let Some(size) = shm {
                 mounts::mount_shm(&pod_dir, size)?;
             }
-            cgroups.create(&placement)
+            Ok(cgroups.create(&placement)?)
         })
         .await?;
         progress.step("pod.prepared");

@@ -3,8 +3,10 @@
 //! crid (multi-threaded) never forks Rust code: every process of a pod is
 //! forked by that pod's single-threaded `crid-monitor`, which also runs the
 //! built-in pause. This crate holds the monitor ([`monitor`]), crid's side of
-//! talking to it ([`client`]), and the frame format both use ([`wire`]).
+//! talking to it ([`client`]), the frame format both use ([`wire`]), and
+//! the pods' and containers' cgroups ([`cgroup`]).
 
+pub mod cgroup;
 pub mod client;
 pub mod monitor;
 pub mod spec;

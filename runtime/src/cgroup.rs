@@ -1,4 +1,4 @@
-//! The pod's cgroups with the cgroupfs driver. A pod has a pod cgroup
+//! Pods' and containers' cgroups with the cgroupfs driver. A pod has a pod cgroup
 //! (kubelet's `cgroup_parent`, or one crid creates) and inside it a leaf for
 //! the monitor and pause, named by the sandbox id, as containerd names the
 //! pause container's; containers get leaves beside it. Leaves only, so the
@@ -11,7 +11,46 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::PodError;
+/// What can go wrong with cgroups.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cgroup {path}: {reason}")]
+    Cgroup { path: String, reason: String },
+    #[error("{field}: {reason} (got {value:?})")]
+    Invalid {
+        field: String,
+        value: String,
+        reason: String,
+    },
+}
+
+impl CgroupError {
+    fn io(
+        what: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> CgroupError {
+        let path = path.into();
+        move |source| CgroupError::Io { what, path, source }
+    }
+
+    fn invalid(
+        field: impl Into<String>,
+        value: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> CgroupError {
+        CgroupError::Invalid {
+            field: field.into(),
+            value: value.into(),
+            reason: reason.into(),
+        }
+    }
+}
 
 /// Where crid puts pods that come without a `cgroup_parent`.
 pub const DEFAULT_POD_CGROUP_PARENT: &str = "/crid";
@@ -54,9 +93,9 @@ pub enum Hierarchy {
 impl Hierarchy {
     /// Reads the layout from /proc/self/mountinfo: v2 if `/sys/fs/cgroup` is
     /// cgroup2, else the v1 controller mounts.
-    pub fn detect() -> Result<Hierarchy, PodError> {
+    pub fn detect() -> Result<Hierarchy, CgroupError> {
         let mountinfo = fs::read_to_string("/proc/self/mountinfo")
-            .map_err(PodError::io("cannot read", "/proc/self/mountinfo"))?;
+            .map_err(CgroupError::io("cannot read", "/proc/self/mountinfo"))?;
         Ok(Hierarchy::from_mountinfo(&mountinfo))
     }
 
@@ -97,7 +136,7 @@ impl Hierarchy {
     }
 
     /// Creates the pod cgroup (when crid owns it) and the sandbox leaf.
-    pub fn create(&self, placement: &Placement) -> Result<(), PodError> {
+    pub fn create(&self, placement: &Placement) -> Result<(), CgroupError> {
         for (cgroup, mount_root) in self.dirs(&placement.sandbox).into_iter().zip(self.roots()) {
             // The shared parent may vanish under us when its last other pod
             // is removed at this moment (see remove_owned): try again.
@@ -105,7 +144,7 @@ impl Hierarchy {
             let mut attempts = 0;
             loop {
                 match create_with_parents(&mount_root, &cgroup, v2) {
-                    Err(PodError::Io { source, .. })
+                    Err(CgroupError::Io { source, .. })
                         if source.kind() == ErrorKind::NotFound && attempts < 3 =>
                     {
                         attempts += 1;
@@ -119,7 +158,7 @@ impl Hierarchy {
 
     /// Removes a pod cgroup crid created, and crid's shared parent of such
     /// cgroups once no pod is left in it.
-    pub fn remove_owned(&self, pod: &str) -> Result<(), PodError> {
+    pub fn remove_owned(&self, pod: &str) -> Result<(), CgroupError> {
         self.remove(pod)?;
         for dir in self.dirs(DEFAULT_POD_CGROUP_PARENT) {
             // Busy while other pods live there: that is fine.
@@ -159,7 +198,7 @@ impl Hierarchy {
 
     /// SIGKILLs everything in `cgroup` until it is empty (bounded), then
     /// removes it everywhere. Idempotent.
-    pub fn kill_and_remove(&self, cgroup: &str) -> Result<(), PodError> {
+    pub fn kill_and_remove(&self, cgroup: &str) -> Result<(), CgroupError> {
         let deadline = Instant::now() + EMPTY_TIMEOUT;
         loop {
             let pids = self.processes(cgroup);
@@ -173,7 +212,7 @@ impl Hierarchy {
                 );
             }
             if Instant::now() > deadline {
-                return Err(PodError::Cgroup {
+                return Err(CgroupError::Cgroup {
                     path: cgroup.into(),
                     reason: "processes survive SIGKILL".into(),
                 });
@@ -184,11 +223,11 @@ impl Hierarchy {
     }
 
     /// Removes an empty cgroup everywhere; a missing one is fine.
-    pub fn remove(&self, cgroup: &str) -> Result<(), PodError> {
+    pub fn remove(&self, cgroup: &str) -> Result<(), CgroupError> {
         for dir in self.dirs(cgroup) {
             match fs::remove_dir(&dir) {
                 Err(error) if error.kind() != ErrorKind::NotFound => {
-                    return Err(PodError::Cgroup {
+                    return Err(CgroupError::Cgroup {
                         path: dir.display().to_string(),
                         reason: error.to_string(),
                     });
@@ -203,8 +242,8 @@ impl Hierarchy {
 /// Creates `dir` and any missing parents below `root`. v1 cpuset dirs start
 /// with empty `cpus`/`mems` and refuse tasks until given some; v2 parents
 /// must delegate their controllers to children.
-fn create_with_parents(root: &Path, dir: &Path, v2: bool) -> Result<(), PodError> {
-    let relative = dir.strip_prefix(root).map_err(|_| PodError::Cgroup {
+fn create_with_parents(root: &Path, dir: &Path, v2: bool) -> Result<(), CgroupError> {
+    let relative = dir.strip_prefix(root).map_err(|_| CgroupError::Cgroup {
         path: dir.display().to_string(),
         reason: format!("not under {}", root.display()),
     })?;
@@ -217,7 +256,7 @@ fn create_with_parents(root: &Path, dir: &Path, v2: bool) -> Result<(), PodError
         match fs::create_dir(&current) {
             Ok(()) => {}
             Err(error) if error.kind() == ErrorKind::AlreadyExists => {}
-            Err(error) => return Err(PodError::io("cannot create cgroup", &current)(error)),
+            Err(error) => return Err(CgroupError::io("cannot create cgroup", &current)(error)),
         }
         // Also for a level that already existed: another pod may have just
         // made it and not yet filled it in. Idempotent, so any interleaving
@@ -231,7 +270,7 @@ fn create_with_parents(root: &Path, dir: &Path, v2: bool) -> Result<(), PodError
 
 /// Fills an empty v1 `cpuset.cpus`/`cpuset.mems` of `dir` from its nearest
 /// ancestor (up to `root`) that has them; other controllers have no such files.
-fn inherit_cpuset(root: &Path, dir: &Path) -> Result<(), PodError> {
+fn inherit_cpuset(root: &Path, dir: &Path) -> Result<(), CgroupError> {
     for file in ["cpuset.cpus", "cpuset.mems"] {
         let Ok(own) = fs::read_to_string(dir.join(file)) else {
             return Ok(());
@@ -247,14 +286,14 @@ fn inherit_cpuset(root: &Path, dir: &Path) -> Result<(), PodError> {
             .find(|value| !value.trim().is_empty());
         if let Some(value) = inherited {
             fs::write(dir.join(file), value.trim())
-                .map_err(PodError::io("cannot write", dir.join(file)))?;
+                .map_err(CgroupError::io("cannot write", dir.join(file)))?;
         }
     }
     Ok(())
 }
 
 /// v2: makes every controller `dir` has available to its children.
-fn enable_controllers(dir: &Path) -> Result<(), PodError> {
+fn enable_controllers(dir: &Path) -> Result<(), CgroupError> {
     let available = fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
     let enabled = fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
     let missing: Vec<String> = available
@@ -266,7 +305,7 @@ fn enable_controllers(dir: &Path) -> Result<(), PodError> {
         return Ok(());
     }
     let control = dir.join("cgroup.subtree_control");
-    fs::write(&control, missing.join(" ")).map_err(PodError::io("cannot write", &control))
+    fs::write(&control, missing.join(" ")).map_err(CgroupError::io("cannot write", &control))
 }
 
 /// The placement of a new pod: kubelet's parent, or crid's own pod cgroup.
@@ -292,13 +331,13 @@ pub fn placement(sandbox_id: &str, cgroup_parent: Option<&str>) -> Placement {
 }
 
 /// Checks a cgroupfs `cgroup_parent`: an absolute path without `..`.
-pub fn validate_parent(parent: &str) -> Result<(), PodError> {
+pub fn validate_parent(parent: &str) -> Result<(), CgroupError> {
     let valid =
         parent.starts_with('/') && !parent.split('/').any(|part| part == ".." || part == ".");
     if valid {
         Ok(())
     } else {
-        Err(PodError::invalid(
+        Err(CgroupError::invalid(
             "linux.cgroup_parent",
             parent,
             "must be an absolute cgroupfs path without '.' or '..' (the cgroupfs driver)",
