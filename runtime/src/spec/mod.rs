@@ -226,6 +226,17 @@ pub struct Resources {
     pub oom_score_adj: Option<i32>,
 }
 
+impl Resources {
+    /// The memory and memory+swap limits to set (0 counts as unset): with
+    /// no swap limit but a memory limit, swap equals memory (no swap), as
+    /// containerd does. Shared by the OCI spec and the cgroup writer.
+    pub fn memory_and_swap(&self) -> (Option<i64>, Option<i64>) {
+        let memory = self.memory_limit.filter(|&v| v != 0);
+        let swap = self.memory_swap_limit.filter(|&v| v != 0).or(memory);
+        (memory, swap)
+    }
+}
+
 /// A validated, translated CRI `ContainerConfig` plus the pod context it
 /// needs. Built by cri-server; kept with the container's record.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -596,8 +607,7 @@ fn resources(r: &Resources) -> Result<Option<LinuxResources>, SpecError> {
     if cpu_set {
         b = b.cpu(cpu.build()?);
     }
-    let limit = r.memory_limit.filter(|&v| v != 0);
-    let swap = r.memory_swap_limit.filter(|&v| v != 0).or(limit);
+    let (limit, swap) = r.memory_and_swap();
     if limit.is_some() || swap.is_some() {
         let mut m = LinuxMemoryBuilder::default();
         if let Some(l) = limit {

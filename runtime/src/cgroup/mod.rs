@@ -3,13 +3,22 @@
 //! the monitor and pause, named by the sandbox id, as containerd names the
 //! pause container's; containers get leaves beside it. Leaves only, so the
 //! cgroup v2 rule "no processes in inner nodes" holds.
+//!
+//! [`Hierarchy::apply`] writes a container's limits, at create time and for
+//! live updates alike.
 
 use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use proto::monitor::{CgroupV1Mount, CgroupView};
 use serde::{Deserialize, Serialize};
+
+use crate::spec::Resources;
+use limits::{apply_v1, apply_v2};
+
+mod limits;
 
 /// What can go wrong with cgroups.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +27,12 @@ pub enum CgroupError {
     Io {
         what: &'static str,
         path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {value:?} to {path}: {source}")]
+    Write {
+        path: PathBuf,
+        value: String,
         source: std::io::Error,
     },
     #[error("cgroup {path}: {reason}")]
@@ -81,11 +96,21 @@ pub struct Placement {
     pub owns_pod: bool,
 }
 
+/// One cgroup v1 hierarchy crid uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V1Mount {
+    /// Its mount point, e.g. `/sys/fs/cgroup/cpu,cpuacct`.
+    pub dir: PathBuf,
+    /// Its controllers that crid uses (`name=systemd` for the named one):
+    /// they say which hierarchy holds a control file.
+    pub controllers: Vec<String>,
+}
+
 /// The host's cgroup layout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hierarchy {
     /// cgroup v1: one mount per controller (set).
-    V1 { mounts: Vec<PathBuf> },
+    V1 { mounts: Vec<V1Mount> },
     /// cgroup v2: one unified tree.
     V2 { root: PathBuf },
 }
@@ -115,12 +140,16 @@ impl Hierarchy {
                     root: PathBuf::from(mount_point),
                 };
             }
-            if fstype == "cgroup"
-                && super_options
-                    .split(',')
-                    .any(|option| V1_CONTROLLERS.contains(&option))
-            {
-                v1.push(PathBuf::from(mount_point));
+            let controllers: Vec<String> = super_options
+                .split(',')
+                .filter(|option| V1_CONTROLLERS.contains(option))
+                .map(String::from)
+                .collect();
+            if fstype == "cgroup" && !controllers.is_empty() {
+                v1.push(V1Mount {
+                    dir: PathBuf::from(mount_point),
+                    controllers,
+                });
             }
         }
         Hierarchy::V1 { mounts: v1 }
@@ -130,14 +159,23 @@ impl Hierarchy {
     fn dirs(&self, cgroup: &str) -> Vec<PathBuf> {
         let relative = cgroup.trim_start_matches('/');
         match self {
-            Hierarchy::V1 { mounts } => mounts.iter().map(|mount| mount.join(relative)).collect(),
+            Hierarchy::V1 { mounts } => mounts
+                .iter()
+                .map(|mount| mount.dir.join(relative))
+                .collect(),
             Hierarchy::V2 { root } => vec![root.join(relative)],
         }
     }
 
     /// Creates the pod cgroup (when crid owns it) and the sandbox leaf.
     pub fn create(&self, placement: &Placement) -> Result<(), CgroupError> {
-        for (cgroup, mount_root) in self.dirs(&placement.sandbox).into_iter().zip(self.roots()) {
+        self.create_leaf(&placement.sandbox)
+    }
+
+    /// Creates the leaf `cgroup` (a sandbox's or a container's) and any
+    /// missing parents in every hierarchy.
+    pub fn create_leaf(&self, cgroup: &str) -> Result<(), CgroupError> {
+        for (cgroup, mount_root) in self.dirs(cgroup).into_iter().zip(self.roots()) {
             // The shared parent may vanish under us when its last other pod
             // is removed at this moment (see remove_owned): try again.
             let v2 = matches!(self, Hierarchy::V2 { .. });
@@ -169,7 +207,7 @@ impl Hierarchy {
 
     fn roots(&self) -> Vec<PathBuf> {
         match self {
-            Hierarchy::V1 { mounts } => mounts.clone(),
+            Hierarchy::V1 { mounts } => mounts.iter().map(|mount| mount.dir.clone()).collect(),
             Hierarchy::V2 { root } => vec![root.clone()],
         }
     }
@@ -236,6 +274,51 @@ impl Hierarchy {
             }
         }
         Ok(())
+    }
+
+    /// Writes `resources` into the leaf `cgroup`; unset (None, 0, empty)
+    /// limits are left as they are. Works on a cgroup with processes in it,
+    /// so it serves UpdateContainerResources too.
+    pub fn apply(&self, cgroup: &str, resources: &Resources) -> Result<(), CgroupError> {
+        match self {
+            Hierarchy::V1 { mounts } => apply_v1(mounts, cgroup, resources),
+            Hierarchy::V2 { root } => {
+                apply_v2(&root.join(cgroup.trim_start_matches('/')), resources)
+            }
+        }
+    }
+
+    /// The file whose `oom_kill` line counts the OOM kills in `cgroup`
+    /// (see [`oom_kills`]); None without a memory controller.
+    pub fn oom_events_file(&self, cgroup: &str) -> Option<PathBuf> {
+        let relative = cgroup.trim_start_matches('/');
+        match self {
+            Hierarchy::V1 { mounts } => v1_mount(mounts, "memory")
+                .map(|mount| mount.dir.join(relative).join("memory.oom_control")),
+            Hierarchy::V2 { root } => Some(root.join(relative).join("memory.events")),
+        }
+    }
+
+    /// How a container in `cgroup` sees its cgroups: for v1, its dir in
+    /// every hierarchy crid uses, named as on the host, with the host's
+    /// symlinks to that hierarchy (`cpu` → `cpu,cpuacct`).
+    pub fn view(&self, cgroup: &str) -> CgroupView {
+        let relative = cgroup.trim_start_matches('/');
+        let Hierarchy::V1 { mounts } = self else {
+            return CgroupView::V2;
+        };
+        let hierarchies = mounts
+            .iter()
+            .filter_map(|mount| {
+                let name = mount.dir.file_name()?.to_string_lossy().into_owned();
+                Some(CgroupV1Mount {
+                    name,
+                    host_dir: mount.dir.join(relative),
+                    aliases: aliases(&mount.dir),
+                })
+            })
+            .collect();
+        CgroupView::V1 { hierarchies }
     }
 }
 
@@ -345,125 +428,57 @@ pub fn validate_parent(parent: &str) -> Result<(), CgroupError> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn detects_v1_hybrid_and_v2() {
-        let v1 = "30 25 0:26 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory\n\
-                  31 25 0:27 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n\
-                  32 25 0:28 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n\
-                  33 25 0:29 / /sys/fs/cgroup/net_cls rw - cgroup cgroup rw,net_cls\n";
-        assert_eq!(
-            Hierarchy::from_mountinfo(v1),
-            Hierarchy::V1 {
-                mounts: vec![
-                    PathBuf::from("/sys/fs/cgroup/memory"),
-                    PathBuf::from("/sys/fs/cgroup/cpu")
-                ]
-            }
-        );
-        let v2 = "30 25 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
-        assert_eq!(
-            Hierarchy::from_mountinfo(v2),
-            Hierarchy::V2 {
-                root: PathBuf::from("/sys/fs/cgroup")
-            }
-        );
-    }
-
-    #[test]
-    fn placement_uses_kubelets_parent_or_crids_own() {
-        let kubelet = placement("abc", Some("/kubepods/burstable/pod123"));
-        assert_eq!(kubelet.pod, "/kubepods/burstable/pod123");
-        assert_eq!(kubelet.sandbox, "/kubepods/burstable/pod123/abc");
-        assert!(!kubelet.owns_pod);
-        let own = placement("abc", None);
-        assert_eq!(
-            (own.pod.as_str(), own.sandbox.as_str(), own.owns_pod),
-            ("/crid/abc", "/crid/abc/sandbox", true)
-        );
-        validate_parent("/kubepods/pod1").expect("valid");
-        for bad in ["kubepods", "/a/../b", "kubepods-pod1.slice"] {
-            assert!(validate_parent(bad).is_err(), "{bad}");
-        }
-    }
-
-    /// The v2 path on a fake tree: parents delegate their controllers,
-    /// processes go to the leaf, removal takes the leaf away.
-    #[test]
-    fn v2_on_a_fake_tree() {
-        let root = tempfile::tempdir().expect("tempdir");
-        fs::write(
-            root.path().join("cgroup.controllers"),
-            "cpuset cpu io memory pids\n",
-        )
-        .expect("write");
-        fs::write(root.path().join("cgroup.subtree_control"), "cpu\n").expect("write");
-        let hierarchy = Hierarchy::V2 {
-            root: root.path().to_path_buf(),
-        };
-        let placement = placement("pod1", None);
-        hierarchy.create(&placement).expect("create");
-        let subtree = fs::read_to_string(root.path().join("cgroup.subtree_control")).expect("read");
-        assert_eq!(subtree, "+cpuset +io +memory +pids");
-        let leaf = root.path().join("crid/pod1/sandbox");
-        assert!(leaf.is_dir());
-        assert_eq!(
-            hierarchy.procs_files(&placement.sandbox),
-            vec![leaf.join("cgroup.procs")]
-        );
-        fs::write(leaf.join("cgroup.procs"), "4242\n").expect("write");
-        assert_eq!(hierarchy.processes(&placement.sandbox), vec![4242]);
-    }
-
-    /// v1 on a fake tree: every controller gets the leaf; cpuset inherits.
-    #[test]
-    fn v1_on_a_fake_tree() {
-        let root = tempfile::tempdir().expect("tempdir");
-        let (memory, cpuset) = (root.path().join("memory"), root.path().join("cpuset"));
-        fs::create_dir_all(&memory).expect("mkdir");
-        fs::create_dir_all(&cpuset).expect("mkdir");
-        fs::write(cpuset.join("cpuset.cpus"), "0-1\n").expect("write");
-        fs::write(cpuset.join("cpuset.mems"), "0\n").expect("write");
-        let hierarchy = Hierarchy::V1 {
-            mounts: vec![memory.clone(), cpuset.clone()],
-        };
-        // A fake cpuset dir has no cpuset.cpus until written, so pre-create the levels' files.
-        let placement = placement("pod1", Some("/kubepods/pod1"));
-        // A level another creator made but has not filled in yet.
-        fs::create_dir_all(cpuset.join("kubepods")).expect("mkdir");
-        fs::write(cpuset.join("kubepods/cpuset.cpus"), "").expect("write");
-        fs::write(cpuset.join("kubepods/cpuset.mems"), "").expect("write");
-        // A fake tree's new dirs have no cpuset files; a real kernel makes them empty.
-        fs::create_dir_all(cpuset.join("kubepods/pod1/pod1")).expect("mkdir");
-        for level in ["kubepods/pod1", "kubepods/pod1/pod1"] {
-            fs::write(cpuset.join(level).join("cpuset.cpus"), "").expect("write");
-            fs::write(cpuset.join(level).join("cpuset.mems"), "").expect("write");
-        }
-        hierarchy.create(&placement).expect("create");
-        for level in ["kubepods", "kubepods/pod1", "kubepods/pod1/pod1"] {
-            assert_eq!(
-                fs::read_to_string(cpuset.join(level).join("cpuset.cpus")).expect("read"),
-                "0-1",
-                "{level}"
-            );
-            assert_eq!(
-                fs::read_to_string(cpuset.join(level).join("cpuset.mems")).expect("read"),
-                "0",
-                "{level}"
-            );
-        }
-        assert!(memory.join("kubepods/pod1/pod1").is_dir());
-        assert!(cpuset.join("kubepods/pod1/pod1").is_dir());
-        // rmdir of a real cgroup takes its control files along; a fake tree's must go first.
-        for file in ["cpuset.cpus", "cpuset.mems"] {
-            fs::remove_file(cpuset.join("kubepods/pod1/pod1").join(file))
-                .expect("remove fake file");
-        }
-        hierarchy.remove(&placement.sandbox).expect("remove");
-        assert!(!memory.join("kubepods/pod1/pod1").exists());
-        hierarchy.remove(&placement.sandbox).expect("remove twice");
-    }
+/// A container's cgroup: a leaf in the pod cgroup beside the sandbox's.
+pub fn container_cgroup(placement: &Placement, container_id: &str) -> String {
+    format!("{}/{container_id}", placement.pod)
 }
+
+/// The OOM kills counted in a [`Hierarchy::oom_events_file`]: its
+/// `oom_kill N` line (v1 `memory.oom_control` and v2 `memory.events` both
+/// have one); a kernel without that line counts none.
+pub fn oom_kills(file: &Path) -> std::io::Result<u64> {
+    let text = fs::read_to_string(file)?;
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() == Some("oom_kill") {
+            let count = words.next().unwrap_or_default();
+            return count.parse().map_err(|_| {
+                std::io::Error::new(
+                    ErrorKind::InvalidData,
+                    format!("{}: bad oom_kill count {count:?}", file.display()),
+                )
+            });
+        }
+    }
+    Ok(0)
+}
+
+/// The v1 hierarchy holding `controller`.
+fn v1_mount<'a>(mounts: &'a [V1Mount], controller: &str) -> Option<&'a V1Mount> {
+    mounts
+        .iter()
+        .find(|mount| mount.controllers.iter().any(|c| c == controller))
+}
+
+/// Names of the symlinks beside a v1 mount point that point at it.
+fn aliases(mount: &Path) -> Vec<String> {
+    let (Some(parent), Some(own_name)) = (mount.parent(), mount.file_name()) else {
+        return Vec::new();
+    };
+    let Ok(entries) = fs::read_dir(parent) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name() != own_name)
+        .filter(|entry| {
+            fs::read_link(entry.path()).is_ok_and(|target| parent.join(target) == mount)
+        })
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[cfg(test)]
+mod tests;
