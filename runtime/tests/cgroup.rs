@@ -1,0 +1,189 @@
+//! Container cgroups on the host's real hierarchy, as root: a leaf under a
+//! test parent, limits written and read back, live updates with a process
+//! inside, and nothing left behind.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+
+use proto::monitor::CgroupView;
+use runtime::cgroup::{Hierarchy, Placement, container_cgroup, oom_kills};
+use runtime::spec::Resources;
+
+const MIB: i64 = 1024 * 1024;
+
+/// The test's cgroups and process; on drop (also after a failed assert)
+/// kills the process and removes every level the test made.
+struct Cleanup {
+    hierarchy: Hierarchy,
+    levels: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for level in &self.levels {
+            let _ = self.hierarchy.kill_and_remove(level);
+        }
+    }
+}
+
+fn read(dir: &Path, file: &str) -> String {
+    let path = dir.join(file);
+    fs::read_to_string(&path)
+        .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+        .trim()
+        .to_owned()
+}
+
+/// The container's dir in the v1 hierarchy of `name` (as `view` names it).
+fn dir_of(view: &CgroupView, name: &str) -> PathBuf {
+    let CgroupView::V1 { hierarchies } = view else {
+        panic!("expected a v1 view");
+    };
+    hierarchies
+        .iter()
+        .find(|mount| mount.name == name)
+        .unwrap_or_else(|| panic!("no {name} hierarchy in {view:?}"))
+        .host_dir
+        .clone()
+}
+
+#[test]
+fn container_leaf_limits_updates_and_removal_on_v1() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test writes real cgroups: run it as root"
+    );
+    let hierarchy = Hierarchy::detect().expect("detect");
+    assert!(
+        matches!(hierarchy, Hierarchy::V1 { .. }),
+        "this test reads v1 control files; the host is cgroup v2: {hierarchy:?}"
+    );
+    let parent = format!("/crid-test-{}", std::process::id());
+    let placement = Placement {
+        pod: format!("{parent}/pod"),
+        sandbox: format!("{parent}/pod/sandbox"),
+        owns_pod: true,
+    };
+    let container = container_cgroup(&placement, "c1");
+    assert_eq!(container, format!("{parent}/pod/c1"));
+    let mut cleanup = Cleanup {
+        hierarchy: hierarchy.clone(),
+        levels: vec![container.clone(), placement.pod.clone(), parent.clone()],
+        child: None,
+    };
+
+    hierarchy.create_leaf(&container).expect("create leaf");
+    let view = hierarchy.view(&container);
+    let CgroupView::V1 { hierarchies } = &view else {
+        panic!("expected a v1 view");
+    };
+    assert!(!hierarchies.is_empty());
+    for mount in hierarchies {
+        assert!(mount.host_dir.is_dir(), "{}", mount.host_dir.display());
+        assert!(mount.host_dir.ends_with(container.trim_start_matches('/')));
+    }
+    let (cpu, cpuset, memory, pids) = (
+        dir_of(&view, "cpu"),
+        dir_of(&view, "cpuset"),
+        dir_of(&view, "memory"),
+        dir_of(&view, "pids"),
+    );
+
+    // A process inside, as a running container has: limits apply live.
+    let child = Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("spawn sleep");
+    let pid = child.id().to_string();
+    cleanup.child = Some(child);
+    hierarchy
+        .apply(
+            &container,
+            &Resources {
+                cpuset_cpus: Some("0".into()),
+                cpuset_mems: Some("0".into()),
+                ..Resources::default()
+            },
+        )
+        .expect("cpuset first: an empty v1 cpuset refuses tasks");
+    for procs in hierarchy.procs_files(&container) {
+        fs::write(&procs, &pid).unwrap_or_else(|error| panic!("{}: {error}", procs.display()));
+    }
+    assert_eq!(
+        hierarchy.processes(&container),
+        vec![pid.parse::<i32>().expect("pid")]
+    );
+
+    let resources = Resources {
+        cpu_shares: Some(512),
+        cpu_quota: Some(50_000),
+        cpu_period: Some(100_000),
+        cpuset_cpus: Some("0".into()),
+        memory_limit: Some(64 * MIB),
+        pids_limit: Some(100),
+        ..Resources::default()
+    };
+    hierarchy.apply(&container, &resources).expect("apply");
+    assert_eq!(read(&cpu, "cpu.shares"), "512");
+    assert_eq!(read(&cpu, "cpu.cfs_quota_us"), "50000");
+    assert_eq!(read(&cpu, "cpu.cfs_period_us"), "100000");
+    assert_eq!(read(&cpuset, "cpuset.cpus"), "0");
+    assert_eq!(
+        read(&memory, "memory.limit_in_bytes"),
+        (64 * MIB).to_string()
+    );
+    let memsw = memory.join("memory.memsw.limit_in_bytes").exists();
+    if memsw {
+        assert_eq!(
+            read(&memory, "memory.memsw.limit_in_bytes"),
+            (64 * MIB).to_string()
+        );
+    }
+    assert_eq!(read(&pids, "pids.max"), "100");
+
+    // Lowering and raising memory both keep memsw >= memory at every step.
+    for limit in [32 * MIB, 128 * MIB] {
+        let update = Resources {
+            memory_limit: Some(limit),
+            ..Resources::default()
+        };
+        hierarchy.apply(&container, &update).expect("update memory");
+        assert_eq!(read(&memory, "memory.limit_in_bytes"), limit.to_string());
+        if memsw {
+            assert_eq!(
+                read(&memory, "memory.memsw.limit_in_bytes"),
+                limit.to_string()
+            );
+        }
+    }
+    assert_eq!(read(&cpu, "cpu.shares"), "512", "unset limits stay");
+
+    let oom_file = hierarchy
+        .oom_events_file(&container)
+        .expect("memory controller");
+    assert_eq!(oom_kills(&oom_file).expect("read oom events"), 0);
+
+    hierarchy
+        .kill_and_remove(&container)
+        .expect("remove container");
+    // Reap the killed sleep.
+    if let Some(mut child) = cleanup.child.take() {
+        let _ = child.wait();
+    }
+    hierarchy.remove(&placement.pod).expect("remove pod");
+    hierarchy.remove(&parent).expect("remove parent");
+    for mount in hierarchies {
+        let top = mount
+            .host_dir
+            .ancestors()
+            .find(|dir| dir.ends_with(parent.trim_start_matches('/')))
+            .expect("test parent");
+        assert!(!top.exists(), "{} left behind", top.display());
+    }
+}
