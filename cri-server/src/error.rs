@@ -117,5 +117,9 @@ mod tests {
             Status::from(CridError::from(reserved)).code(),
             Code::AlreadyExists
         );
+        let parent = pod_sandbox::cgroup::validate_parent("kubepods").expect_err("relative");
+        let status = Status::from(CridError::from(parent));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains("cgroup_parent"));
     }
 }
