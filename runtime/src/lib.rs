@@ -6,6 +6,7 @@
 //! talking to it ([`client`]), and the frame format both use ([`wire`]).
 
 pub mod client;
+pub mod crilog;
 pub mod monitor;
 pub mod spec;
 mod sys;
