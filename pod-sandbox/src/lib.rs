@@ -24,6 +24,7 @@ use serde_json::{Map, Value, json};
 
 pub use cgroup::{Hierarchy, Placement};
 pub use error::PodError;
+pub use mounts::{namespace_path, shm_path};
 pub use spec::{DnsConfig, NamespaceMode, PodSpec, PortMapping, SandboxState};
 
 const POD_IFNAME: &str = "eth0";
@@ -244,7 +245,7 @@ impl PodManager {
     ) -> Result<(), PodError> {
         let pod_dir = self.pod_dir(&spec.id);
         if spec.network == NamespaceMode::Pod {
-            let netns = pod_dir.join(mounts::NS_DIR).join("net");
+            let netns = mounts::namespace_path(&pod_dir, "net");
             let network = self.load_network().await.ok();
             match self
                 .network

@@ -447,19 +447,30 @@ fn is_all(name: &str) -> bool {
 }
 
 /// A CRI capability name (`NET_ADMIN`, any case, optionally `CAP_`-prefixed)
-/// as oci-spec's capability.
-fn parse_capability(field: &'static str, name: &str) -> Result<Capability, SpecError> {
+/// as oci-spec's capability; `None` for an unknown name (and for `ALL`).
+pub fn parse_capability(name: &str) -> Option<Capability> {
     let upper = name.to_ascii_uppercase();
     let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
     bare.parse::<Capability>()
         .ok()
         .filter(|cap| ALL_CAPABILITIES.contains(cap))
-        .ok_or_else(|| SpecError::Invalid {
-            field,
-            value: name.to_owned(),
-            reason: "not a Linux capability name (e.g. NET_ADMIN) or ALL".into(),
-        })
 }
+
+/// Whether `name` may appear in CRI's add/drop capability lists.
+pub fn valid_capability_name(name: &str) -> bool {
+    is_all(name) || parse_capability(name).is_some()
+}
+
+fn checked_capability(field: &'static str, name: &str) -> Result<Capability, SpecError> {
+    parse_capability(name).ok_or_else(|| SpecError::Invalid {
+        field,
+        value: name.to_owned(),
+        reason: CAPABILITY_REASON.into(),
+    })
+}
+
+/// Why a capability name is refused (shared with cri-server's checks).
+pub const CAPABILITY_REASON: &str = "not a Linux capability name (e.g. NET_ADMIN) or ALL";
 
 /// The container's capability set (see the module docs for the rules).
 pub fn capabilities(c: &ContainerSpec) -> Result<HashSet<Capability>, SpecError> {
@@ -471,13 +482,13 @@ pub fn capabilities(c: &ContainerSpec) -> Result<HashSet<Capability>, SpecError>
         .add_capabilities
         .iter()
         .filter(|n| !is_all(n))
-        .map(|n| parse_capability(ADD, n))
+        .map(|n| checked_capability(ADD, n))
         .collect::<Result<Vec<_>, _>>()?;
     let drop = c
         .drop_capabilities
         .iter()
         .filter(|n| !is_all(n))
-        .map(|n| parse_capability(DROP, n))
+        .map(|n| checked_capability(DROP, n))
         .collect::<Result<Vec<_>, _>>()?;
     if c.privileged {
         return Ok(ALL_CAPABILITIES.iter().copied().collect());
@@ -598,8 +609,13 @@ pub fn default_mounts(privileged: bool) -> Result<Vec<Mount>, SpecError> {
     ])
 }
 
+/// Whether `p` is absolute and has no `..` (what a mount path must be).
+pub fn is_clean_absolute(p: &Path) -> bool {
+    p.is_absolute() && !p.components().any(|c| c == Component::ParentDir)
+}
+
 fn check_abs(field: &'static str, p: &Path) -> Result<(), SpecError> {
-    if !p.is_absolute() || p.components().any(|c| c == Component::ParentDir) {
+    if !is_clean_absolute(p) {
         return Err(SpecError::Invalid {
             field,
             value: p.display().to_string(),
