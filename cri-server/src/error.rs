@@ -1,5 +1,7 @@
 //! The one place where crid's errors become gRPC statuses.
 
+use std::borrow::Cow;
+
 use tonic::{Code, Status};
 
 use crate::store::StoreError;
@@ -8,7 +10,8 @@ use crate::store::StoreError;
 pub enum CridError {
     #[error("{field}: {reason} (got {value:?})")]
     InvalidArgument {
-        field: &'static str,
+        /// Owned when it carries an index, e.g. `config.mounts[2].host_path`.
+        field: Cow<'static, str>,
         value: String,
         reason: String,
     },
@@ -26,16 +29,18 @@ pub enum CridError {
     Image(#[from] image::ImageError),
     #[error(transparent)]
     Pod(#[from] pod_sandbox::PodError),
+    #[error(transparent)]
+    Spec(#[from] runtime::spec::SpecError),
 }
 
 impl CridError {
     pub fn invalid(
-        field: &'static str,
+        field: impl Into<Cow<'static, str>>,
         value: impl Into<String>,
         reason: impl Into<String>,
     ) -> CridError {
         CridError::InvalidArgument {
-            field,
+            field: field.into(),
             value: value.into(),
             reason: reason.into(),
         }
@@ -51,6 +56,7 @@ impl CridError {
             CridError::FailedPrecondition(_) => Code::FailedPrecondition,
             CridError::Image(error) => image_code(error),
             CridError::Pod(error) => pod_code(error),
+            CridError::Spec(error) => spec_code(error),
         }
     }
 }
@@ -84,6 +90,16 @@ fn pod_code(error: &pod_sandbox::PodError) -> Code {
 impl From<pod_sandbox::cgroup::CgroupError> for CridError {
     fn from(error: pod_sandbox::cgroup::CgroupError) -> CridError {
         CridError::Pod(error.into())
+    }
+}
+
+fn spec_code(error: &runtime::spec::SpecError) -> Code {
+    use runtime::spec::SpecError as E;
+    match error {
+        E::NoCommand | E::Invalid { .. } => Code::InvalidArgument,
+        // The request names a user or group the image does not have.
+        E::UnknownUser(_) | E::UnknownGroup(_) => Code::FailedPrecondition,
+        E::Io { .. } | E::Oci(_) => Code::Internal,
     }
 }
 

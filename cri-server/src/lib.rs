@@ -3,6 +3,7 @@
 //! this library.
 
 pub mod config;
+pub mod container_config;
 pub mod daemon;
 pub mod error;
 pub mod image_service;

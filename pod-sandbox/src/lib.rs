@@ -26,6 +26,7 @@ pub use error::PodError;
 /// Pod cgroups live in `runtime` beside the containers' (one implementation);
 /// re-exported so the pod's callers keep one import path.
 pub use runtime::cgroup;
+pub use mounts::{namespace_path, shm_path};
 pub use spec::{DnsConfig, NamespaceMode, PodSpec, PortMapping, SandboxState};
 
 const POD_IFNAME: &str = "eth0";
@@ -246,7 +247,7 @@ impl PodManager {
     ) -> Result<(), PodError> {
         let pod_dir = self.pod_dir(&spec.id);
         if spec.network == NamespaceMode::Pod {
-            let netns = pod_dir.join(mounts::NS_DIR).join("net");
+            let netns = mounts::namespace_path(&pod_dir, "net");
             let network = self.load_network().await.ok();
             match self
                 .network

@@ -14,8 +14,18 @@ use crate::error::PodError;
 pub const SHM_DIR: &str = "shm";
 pub const NS_DIR: &str = "ns";
 
+/// The pod's `/dev/shm` tmpfs (when the pod has its own IPC namespace).
+pub fn shm_path(pod_dir: &Path) -> PathBuf {
+    pod_dir.join(SHM_DIR)
+}
+
+/// Where the pod's namespace `name` (`net`, `ipc`, `uts`) is pinned.
+pub fn namespace_path(pod_dir: &Path, name: &str) -> PathBuf {
+    pod_dir.join(NS_DIR).join(name)
+}
+
 pub fn mount_shm(pod_dir: &Path, size_bytes: u64) -> Result<PathBuf, PodError> {
-    let target = pod_dir.join(SHM_DIR);
+    let target = shm_path(pod_dir);
     fs::create_dir_all(&target).map_err(PodError::io("cannot create", &target))?;
     let options = format!("mode=1777,size={size_bytes}");
     mount(
@@ -33,7 +43,7 @@ pub fn mount_shm(pod_dir: &Path, size_bytes: u64) -> Result<PathBuf, PodError> {
 pub fn pin_namespace(pod_dir: &Path, pid: i32, name: &str) -> Result<PathBuf, PodError> {
     let dir = pod_dir.join(NS_DIR);
     fs::create_dir_all(&dir).map_err(PodError::io("cannot create", &dir))?;
-    let target = dir.join(name);
+    let target = namespace_path(pod_dir, name);
     fs::File::create(&target).map_err(PodError::io("cannot create", &target))?;
     let source = PathBuf::from(format!("/proc/{pid}/ns/{name}"));
     mount(
@@ -77,5 +87,5 @@ pub fn unmount_all(pod_dir: &Path) -> Result<(), PodError> {
         }
     }
     unmount_and_remove(&ns_dir)?;
-    unmount_and_remove(&pod_dir.join(SHM_DIR))
+    unmount_and_remove(&shm_path(pod_dir))
 }

@@ -8,6 +8,7 @@
 
 pub mod cgroup;
 pub mod client;
+pub mod crilog;
 pub mod monitor;
 pub mod spec;
 mod sys;

@@ -38,6 +38,12 @@
 //!   readonly and private propagation). Any rslave/rshared mount sets
 //!   `rootfsPropagation` as containerd does. Creating missing host paths and
 //!   resolving their symlinks is I/O done at create time (item 3), not here.
+//! * **Capabilities** ([`capabilities`]): containerd's default set
+//!   ([`DEFAULT_CAPABILITIES`]) in bounding, effective and permitted, none
+//!   inheritable or ambient (containerd 1.6+); then CRI's add/drop as
+//!   containerd applies them (add `ALL`, drop `ALL`, add each, drop each).
+//!   Privileged containers get every capability ([`ALL_CAPABILITIES`]) and
+//!   add/drop is ignored, as in containerd.
 //! * **Security**: masked and read-only paths are containerd's defaults
 //!   unless privileged; `noNewPrivileges` only when asked; the root is
 //!   read-only when asked. No rlimits (inherited, as CRI does).
@@ -45,14 +51,14 @@
 
 mod user;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 
 use oci_spec::runtime::{
-    LinuxBuilder, LinuxCpuBuilder, LinuxHugepageLimitBuilder, LinuxMemoryBuilder, LinuxNamespace,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResources,
-    LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
-    UserBuilder,
+    Capability, LinuxBuilder, LinuxCapabilities, LinuxCpuBuilder, LinuxHugepageLimitBuilder,
+    LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder,
+    RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use serde::{Deserialize, Serialize};
 
@@ -86,6 +92,70 @@ pub const READONLY_PATHS: &[&str] = &[
     "/proc/irq",
     "/proc/sys",
     "/proc/sysrq-trigger",
+];
+
+/// containerd's default capabilities of a non-privileged container.
+pub const DEFAULT_CAPABILITIES: &[Capability] = &[
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+];
+
+/// Every capability oci-spec knows (Linux's 0 to 40, CAP_CHECKPOINT_RESTORE
+/// being the last): what privileged containers and `ALL` get.
+pub const ALL_CAPABILITIES: &[Capability] = &[
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::DacReadSearch,
+    Capability::Fowner,
+    Capability::Fsetid,
+    Capability::Kill,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setpcap,
+    Capability::LinuxImmutable,
+    Capability::NetBindService,
+    Capability::NetBroadcast,
+    Capability::NetAdmin,
+    Capability::NetRaw,
+    Capability::IpcLock,
+    Capability::IpcOwner,
+    Capability::SysModule,
+    Capability::SysRawio,
+    Capability::SysChroot,
+    Capability::SysPtrace,
+    Capability::SysPacct,
+    Capability::SysAdmin,
+    Capability::SysBoot,
+    Capability::SysNice,
+    Capability::SysResource,
+    Capability::SysTime,
+    Capability::SysTtyConfig,
+    Capability::Mknod,
+    Capability::Lease,
+    Capability::AuditWrite,
+    Capability::AuditControl,
+    Capability::Setfcap,
+    Capability::MacOverride,
+    Capability::MacAdmin,
+    Capability::Syslog,
+    Capability::WakeAlarm,
+    Capability::BlockSuspend,
+    Capability::AuditRead,
+    Capability::Perfmon,
+    Capability::Bpf,
+    Capability::CheckpointRestore,
 ];
 
 /// What went wrong building a spec; each names the field and the value.
@@ -265,6 +335,13 @@ pub struct ContainerSpec {
     /// cgroupfs path of the container's cgroup, if any.
     pub cgroups_path: Option<String>,
     pub annotations: BTreeMap<String, String>,
+    /// CRI capability names (`NET_ADMIN`; a `CAP_` prefix is accepted too;
+    /// `ALL`) added to the default set. Ignored when privileged.
+    #[serde(default)]
+    pub add_capabilities: Vec<String>,
+    /// CRI capability names (or `ALL`) dropped from the set.
+    #[serde(default)]
+    pub drop_capabilities: Vec<String>,
     /// Not part of the OCI spec; kept for status and filtering.
     pub labels: BTreeMap<String, String>,
     pub resources: Resources,
@@ -375,6 +452,85 @@ pub fn working_dir(
     Ok(PathBuf::from("/"))
 }
 
+/// Whether `name` is CRI's `ALL` (any case, as containerd compares).
+fn is_all(name: &str) -> bool {
+    name.eq_ignore_ascii_case("ALL")
+}
+
+/// A CRI capability name (`NET_ADMIN`, any case, optionally `CAP_`-prefixed)
+/// as oci-spec's capability; `None` for an unknown name (and for `ALL`).
+pub fn parse_capability(name: &str) -> Option<Capability> {
+    let upper = name.to_ascii_uppercase();
+    let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
+    bare.parse::<Capability>()
+        .ok()
+        .filter(|cap| ALL_CAPABILITIES.contains(cap))
+}
+
+/// Whether `name` may appear in CRI's add/drop capability lists.
+pub fn valid_capability_name(name: &str) -> bool {
+    is_all(name) || parse_capability(name).is_some()
+}
+
+fn checked_capability(field: &'static str, name: &str) -> Result<Capability, SpecError> {
+    parse_capability(name).ok_or_else(|| SpecError::Invalid {
+        field,
+        value: name.to_owned(),
+        reason: CAPABILITY_REASON.into(),
+    })
+}
+
+/// Why a capability name is refused (shared with cri-server's checks).
+pub const CAPABILITY_REASON: &str = "not a Linux capability name (e.g. NET_ADMIN) or ALL";
+
+/// The container's capability set (see the module docs for the rules).
+pub fn capabilities(c: &ContainerSpec) -> Result<HashSet<Capability>, SpecError> {
+    const ADD: &str = "capabilities.add_capabilities";
+    const DROP: &str = "capabilities.drop_capabilities";
+    // Names are checked even where they end up ignored, so a typo is
+    // reported rather than silently doing nothing.
+    let add = c
+        .add_capabilities
+        .iter()
+        .filter(|n| !is_all(n))
+        .map(|n| checked_capability(ADD, n))
+        .collect::<Result<Vec<_>, _>>()?;
+    let drop = c
+        .drop_capabilities
+        .iter()
+        .filter(|n| !is_all(n))
+        .map(|n| checked_capability(DROP, n))
+        .collect::<Result<Vec<_>, _>>()?;
+    if c.privileged {
+        return Ok(ALL_CAPABILITIES.iter().copied().collect());
+    }
+    let mut caps: HashSet<Capability> = DEFAULT_CAPABILITIES.iter().copied().collect();
+    if c.add_capabilities.iter().any(|n| is_all(n)) {
+        caps.extend(ALL_CAPABILITIES.iter().copied());
+    }
+    if c.drop_capabilities.iter().any(|n| is_all(n)) {
+        caps.clear();
+    }
+    caps.extend(add);
+    for cap in drop {
+        caps.remove(&cap);
+    }
+    Ok(caps)
+}
+
+fn linux_capabilities(c: &ContainerSpec) -> Result<LinuxCapabilities, SpecError> {
+    let caps = capabilities(c)?;
+    // Not the builder: its defaults are oci-spec's example set, ambient
+    // and inheritable included.
+    let mut out = LinuxCapabilities::default();
+    out.set_bounding(Some(caps.clone()))
+        .set_effective(Some(caps.clone()))
+        .set_permitted(Some(caps))
+        .set_inheritable(None)
+        .set_ambient(None);
+    Ok(out)
+}
+
 fn ns(typ: LinuxNamespaceType, path: Option<&Path>) -> Result<LinuxNamespace, SpecError> {
     let b = LinuxNamespaceBuilder::default().typ(typ);
     Ok(match path {
@@ -464,8 +620,13 @@ pub fn default_mounts(privileged: bool) -> Result<Vec<Mount>, SpecError> {
     ])
 }
 
+/// Whether `p` is absolute and has no `..` (what a mount path must be).
+pub fn is_clean_absolute(p: &Path) -> bool {
+    p.is_absolute() && !p.components().any(|c| c == Component::ParentDir)
+}
+
 fn check_abs(field: &'static str, p: &Path) -> Result<(), SpecError> {
-    if !p.is_absolute() || p.components().any(|c| c == Component::ParentDir) {
+    if !is_clean_absolute(p) {
         return Err(SpecError::Invalid {
             field,
             value: p.display().to_string(),
@@ -683,9 +844,7 @@ pub fn build_spec(
         .set_oom_score_adj(container.resources.oom_score_adj)
         // No rlimits: inherited from crid, as containerd's CRI does.
         .set_rlimits(None)
-        // capabilities and seccomp: the security issue. Until then the spec
-        // carries none; the init must apply the default capability set.
-        .set_capabilities(None)
+        .set_capabilities(Some(linux_capabilities(container)?))
         .set_apparmor_profile(None)
         .set_selinux_label(None);
 

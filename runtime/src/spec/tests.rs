@@ -612,7 +612,17 @@ fn serialises_to_the_config_json_runc_reads() {
         "{text}"
     );
     assert!(j["process"].get("rlimits").is_none());
-    assert!(j["process"].get("capabilities").is_none());
+    let mut bounding: Vec<&str> = j["process"]["capabilities"]["bounding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    bounding.sort_unstable();
+    assert_eq!(bounding.len(), 14);
+    assert!(bounding.contains(&"CAP_NET_BIND_SERVICE") && bounding.contains(&"CAP_CHOWN"));
+    assert!(j["process"]["capabilities"].get("inheritable").is_none());
+    assert!(j["process"]["capabilities"].get("ambient").is_none());
     assert!(j["process"].get("noNewPrivileges").is_none());
     assert!(j["linux"].get("resources").is_none());
     assert!(j["linux"].get("devices").is_none());
@@ -628,5 +638,161 @@ fn container_spec_round_trips_through_serde() {
     c.supplemental_groups_policy = SupplementalGroupsPolicy::Strict;
     let s = serde_json::to_string(&c).unwrap();
     let back: ContainerSpec = serde_json::from_str(&s).unwrap();
+    assert_eq!(back, c);
+}
+
+fn caps_of(spec: &Spec) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let caps = spec
+        .process()
+        .as_ref()
+        .unwrap()
+        .capabilities()
+        .clone()
+        .unwrap();
+    assert!(caps.inheritable().is_none(), "no inheritable caps");
+    assert!(caps.ambient().is_none(), "no ambient caps");
+    let sorted = |set: &Option<oci_spec::runtime::Capabilities>| {
+        let mut v: Vec<String> = set
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    (
+        sorted(caps.bounding()),
+        sorted(caps.effective()),
+        sorted(caps.permitted()),
+    )
+}
+
+fn names(caps: &[Capability]) -> Vec<String> {
+    let mut v: Vec<String> = caps.iter().map(|c| c.to_string()).collect();
+    v.sort();
+    v
+}
+
+/// The effective set, checking bounding and permitted are the same.
+fn effective_caps(c: &ContainerSpec) -> Vec<String> {
+    let (bounding, effective, permitted) = caps_of(&build(c));
+    assert_eq!(bounding, effective);
+    assert_eq!(permitted, effective);
+    effective
+}
+
+#[test]
+fn default_capabilities_are_containerds() {
+    let got = effective_caps(&pod_container());
+    assert_eq!(got, names(DEFAULT_CAPABILITIES));
+    assert_eq!(got.len(), 14);
+    for cap in ["CHOWN", "NET_RAW", "AUDIT_WRITE", "SETPCAP", "SYS_CHROOT"] {
+        assert!(got.contains(&cap.to_string()), "{cap}");
+    }
+    assert!(!got.contains(&"SYS_ADMIN".to_string()));
+    assert!(!got.contains(&"NET_ADMIN".to_string()));
+}
+
+#[test]
+fn privileged_gets_every_capability_and_ignores_add_drop() {
+    let mut c = pod_container();
+    c.privileged = true;
+    c.drop_capabilities = v(&["ALL"]);
+    let got = effective_caps(&c);
+    assert_eq!(got.len(), 41, "Linux has capabilities 0..=40");
+    assert_eq!(got, names(ALL_CAPABILITIES));
+    let distinct: HashSet<Capability> = ALL_CAPABILITIES.iter().copied().collect();
+    assert_eq!(distinct.len(), ALL_CAPABILITIES.len());
+    assert!(got.contains(&"SYS_ADMIN".to_string()) && got.contains(&"BPF".to_string()));
+}
+
+#[test]
+fn added_and_dropped_capabilities() {
+    let mut c = pod_container();
+    c.add_capabilities = v(&["NET_ADMIN", "sys_time", "CAP_SYS_PTRACE", "KILL"]);
+    c.drop_capabilities = v(&["NET_RAW", "mknod", "NET_ADMIN"]);
+    let got = effective_caps(&c);
+    let mut want = names(DEFAULT_CAPABILITIES);
+    want.retain(|n| n != "NET_RAW" && n != "MKNOD");
+    want.extend(["SYS_TIME".to_string(), "SYS_PTRACE".to_string()]);
+    want.sort();
+    // Drops win over adds of the same capability (containerd's order).
+    assert_eq!(got, want);
+}
+
+#[test]
+fn all_in_add_and_drop() {
+    // Drop ALL, add some back: only those.
+    let mut c = pod_container();
+    c.drop_capabilities = v(&["ALL"]);
+    c.add_capabilities = v(&["NET_BIND_SERVICE", "CHOWN"]);
+    assert_eq!(effective_caps(&c), v(&["CHOWN", "NET_BIND_SERVICE"]));
+
+    // Drop ALL alone: nothing at all (an empty set, not the defaults).
+    let mut c = pod_container();
+    c.drop_capabilities = v(&["all"]);
+    assert_eq!(effective_caps(&c), Vec::<String>::new());
+
+    // Add ALL, drop one: all but that one.
+    let mut c = pod_container();
+    c.add_capabilities = v(&["ALL"]);
+    c.drop_capabilities = v(&["SYS_ADMIN"]);
+    let got = effective_caps(&c);
+    assert_eq!(got.len(), 40);
+    assert!(!got.contains(&"SYS_ADMIN".to_string()));
+
+    // Add ALL and drop ALL: drop wins, then individual adds.
+    let mut c = pod_container();
+    c.add_capabilities = v(&["ALL", "KILL"]);
+    c.drop_capabilities = v(&["ALL"]);
+    assert_eq!(effective_caps(&c), v(&["KILL"]));
+}
+
+#[test]
+fn unknown_capabilities_name_the_field() {
+    for (add, drop, field) in [
+        (v(&["NET_ADMINN"]), vec![], "capabilities.add_capabilities"),
+        (
+            vec![],
+            v(&["SYS_WHATEVER"]),
+            "capabilities.drop_capabilities",
+        ),
+        (v(&[""]), vec![], "capabilities.add_capabilities"),
+    ] {
+        let mut c = pod_container();
+        c.add_capabilities = add.clone();
+        c.drop_capabilities = drop.clone();
+        let e = build_spec(
+            &c,
+            &ImageConfigView::default(),
+            Path::new("/r"),
+            &ResolvedUser::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, SpecError::Invalid { field: f, .. } if *f == field),
+            "{e:?}"
+        );
+        let msg = e.to_string();
+        let bad = add.iter().chain(&drop).next().unwrap();
+        assert!(
+            msg.contains(field) && msg.contains(&format!("{bad:?}")),
+            "{msg}"
+        );
+        // Also for privileged containers, where add/drop is otherwise ignored.
+        c.privileged = true;
+        assert!(capabilities(&c).is_err());
+    }
+}
+
+#[test]
+fn old_container_records_without_capability_fields_still_load() {
+    let c = pod_container();
+    let mut j = serde_json::to_value(&c).unwrap();
+    let obj = j.as_object_mut().unwrap();
+    obj.remove("add_capabilities").unwrap();
+    obj.remove("drop_capabilities").unwrap();
+    let back: ContainerSpec = serde_json::from_value(j).unwrap();
     assert_eq!(back, c);
 }
