@@ -110,19 +110,28 @@ pub fn set_controlling_terminal(tty: std::os::fd::BorrowedFd<'_>) -> Result<(), 
 
 /// Sets every signal's disposition back to the default. An ignored signal
 /// stays ignored across execve, and Rust's std ignores SIGPIPE at startup:
-/// a container's process must not inherit that.
+/// a container's process must not inherit that. The raw syscall, because
+/// libc's sigaction refuses the two signals it keeps for itself (32, 33),
+/// which a parent may still have left ignored.
 pub fn reset_signal_dispositions() {
+    // The kernel's struct sigaction: handler, flags, restorer, mask; all
+    // zero is SIG_DFL with no flags and an empty mask.
+    let default = [0u64; 4];
     for signal in 1..=libc::SIGRTMAX() {
         if signal == libc::SIGKILL || signal == libc::SIGSTOP {
             continue;
         }
-        // SAFETY: a zeroed sigaction is SIG_DFL with an empty mask and no
-        // flags; SIG_DFL runs no code of ours. Signals libc reserves
-        // for itself fail with EINVAL, which is harmless here.
+        // SAFETY: `default` is a valid kernel sigaction that lives across
+        // the call, no old action is asked for, and the mask size is the
+        // kernel's (8 bytes). SIG_DFL runs no code of ours.
         unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = libc::SIG_DFL;
-            libc::sigaction(signal, &action, std::ptr::null_mut());
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                default.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            );
         }
     }
 }

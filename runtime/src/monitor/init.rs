@@ -478,17 +478,27 @@ fn enter(
             format!("joining cgroup {}", procs.display())
         })?;
     }
-    for (file, flag, name) in &joins.files {
+    let is_mount = |flag: &CloneFlags| *flag == CloneFlags::CLONE_NEWNS;
+    for (file, flag, name) in joins.files.iter().filter(|(_, flag, _)| !is_mount(flag)) {
         context(setns(file.as_fd(), *flag), || format!("joining {name}"))?;
     }
     context(unshare(joins.unshare), || {
         format!("unshare({:?})", joins.unshare)
     })?;
-    if joins.fork {
-        fork_single_threaded()
+    let forked = if joins.fork {
+        fork_single_threaded()?
     } else {
-        Ok(Forked::Child)
+        Forked::Child
+    };
+    // A joined mount namespace only after the fork: its /proc belongs to
+    // the container's PID namespace, where the intermediate has no
+    // /proc/self (and fork_single_threaded reads it).
+    if let Forked::Child = forked {
+        for (file, flag, name) in joins.files.iter().filter(|(_, flag, _)| is_mount(flag)) {
+            context(setns(file.as_fd(), *flag), || format!("joining {name}"))?;
+        }
     }
+    Ok(forked)
 }
 
 /// dup2s the container's stdio onto 0, 1 and 2. Each is first copied above
