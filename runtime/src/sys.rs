@@ -1,5 +1,6 @@
 //! The only place in this crate with `unsafe`: fork for the single-threaded
-//! monitor.
+//! monitor, and the few syscalls of a container's init that neither nix nor
+//! std wrap safely.
 #![allow(unsafe_code)]
 
 use nix::unistd::{ForkResult, Pid};
@@ -27,21 +28,31 @@ pub fn fork_single_threaded() -> Result<Forked, std::io::Error> {
     }
 }
 
-/// Closes every file descriptor from 3 up except `keep`, so a freshly forked
-/// child holds nothing of its parent's (sockets, pipes, the signalfd).
+/// Closes every file descriptor from 3 up except those in `keep`, so a
+/// freshly forked child holds nothing of its parent's (sockets, pipes, the
+/// signalfd, other containers' stdio).
 /// Only for a child that never returns into code owning those descriptors.
-pub fn close_inherited_fds(keep: std::os::fd::RawFd) -> Result<(), std::io::Error> {
-    let keep = u32::try_from(keep).map_err(|_| std::io::Error::other("negative fd"))?;
-    let ranges = [(3, keep.checked_sub(1)), (keep + 1, Some(u32::MAX))];
-    for (first, last) in ranges {
-        let Some(last) = last.filter(|&last| last >= first) else {
-            continue;
-        };
-        // SAFETY: close_range only closes descriptors; the caller guarantees
-        // no live Rust object will use them again (see above).
-        if unsafe { libc::close_range(first, last, 0) } != 0 {
-            return Err(std::io::Error::last_os_error());
+pub fn close_inherited_fds(keep: &[std::os::fd::RawFd]) -> Result<(), std::io::Error> {
+    let mut keep = keep
+        .iter()
+        .map(|&fd| u32::try_from(fd).map_err(|_| std::io::Error::other("negative fd")))
+        .collect::<Result<Vec<u32>, _>>()?;
+    keep.sort_unstable();
+    let mut first = 3;
+    for kept in keep {
+        if kept > first {
+            close_range(first, kept - 1)?;
         }
+        first = first.max(kept.saturating_add(1));
+    }
+    close_range(first, u32::MAX)
+}
+
+fn close_range(first: u32, last: u32) -> Result<(), std::io::Error> {
+    // SAFETY: close_range only closes descriptors; the caller guarantees
+    // no live Rust object will use them again (see above).
+    if unsafe { libc::close_range(first, last, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }
@@ -51,4 +62,76 @@ pub fn close_inherited_fds(keep: std::os::fd::RawFd) -> Result<(), std::io::Erro
 pub fn exit_child(code: i32) -> ! {
     // SAFETY: _exit takes no pointers and never returns.
     unsafe { libc::_exit(code) }
+}
+
+/// Makes the mount whose root `mount_root` is, and every mount below it,
+/// read-only: mount_setattr(2) with AT_RECURSIVE, which a MS_REMOUNT (top
+/// mount only) cannot do. Used for `rro` bind mounts.
+pub fn make_read_only_recursively(
+    mount_root: std::os::fd::BorrowedFd<'_>,
+) -> Result<(), std::io::Error> {
+    use std::os::fd::AsRawFd;
+    let attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let flags = (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint;
+    // SAFETY: the path is a NUL-terminated literal, `attr` lives across the
+    // call and its size is passed; the fd is borrowed, so it stays open.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            mount_root.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if result != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Makes the terminal `tty` the controlling terminal of this process, which
+/// must be a session leader without one (TIOCSCTTY).
+pub fn set_controlling_terminal(tty: std::os::fd::BorrowedFd<'_>) -> Result<(), std::io::Error> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: TIOCSCTTY takes an int argument, no pointer; the fd is
+    // borrowed, so it stays open.
+    if unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets every signal's disposition back to the default. An ignored signal
+/// stays ignored across execve, and Rust's std ignores SIGPIPE at startup:
+/// a container's process must not inherit that. The raw syscall, because
+/// libc's sigaction refuses the two signals it keeps for itself (32, 33),
+/// which a parent may still have left ignored.
+pub fn reset_signal_dispositions() {
+    // The kernel's struct sigaction: handler, flags, restorer, mask; all
+    // zero is SIG_DFL with no flags and an empty mask.
+    let default = [0u64; 4];
+    for signal in 1..=libc::SIGRTMAX() {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: `default` is a valid kernel sigaction that lives across
+        // the call, no old action is asked for, and the mask size is the
+        // kernel's (8 bytes). SIG_DFL runs no code of ours.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                default.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            );
+        }
+    }
 }

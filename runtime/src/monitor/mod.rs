@@ -4,6 +4,7 @@
 //! sub-reaper of everything it starts, starts the pod's pause process in the
 //! pod's new namespaces, and then answers crid on `<pod dir>/monitor.sock`.
 
+pub mod init;
 mod loopback;
 mod pause;
 

@@ -23,7 +23,7 @@ pub fn start(config: &MonitorConfig) -> io::Result<Pid> {
     let child = match fork_single_threaded()? {
         Forked::Child => {
             drop(report_read);
-            let kept = close_inherited_fds(report_write.as_raw_fd());
+            let kept = close_inherited_fds(&[report_write.as_raw_fd()]);
             let mut report = File::from(report_write);
             match kept.and_then(|()| enter_namespaces(config)) {
                 Ok(Forked::Child) => {

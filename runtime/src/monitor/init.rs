@@ -1,0 +1,588 @@
+//! The process side of a container: its init and its exec processes, both
+//! forked by crid-monitor (single-threaded, so the child may run any Rust
+//! code until it execs).
+//!
+//! # How a child talks back
+//! Each fork gets a report pipe (O_CLOEXEC) on which the child writes JSON
+//! lines ([`Report`]): the intermediate of a PID namespace says which pid
+//! the real child got, the init says `Ready` once its rootfs is set up,
+//! and any failure is one `Error` line before the child exits. The init
+//! keeps the pipe until it execs, so once started, EOF means the exec
+//! happened. The init waits for one byte on a second pipe before it execs.
+//!
+//! # PID namespaces
+//! setns/unshare of a PID namespace only moves the caller's future
+//! children, so the forked child joins everything and forks once more; that
+//! grandchild becomes the container process and the child (the
+//! intermediate) reports its pid and exits. crid-monitor is a sub-reaper,
+//! so the grandchild becomes its child.
+
+mod process;
+mod rootfs;
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+use nix::sched::{CloneFlags, setns, unshare};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::waitpid;
+use nix::unistd::{Pid, dup2_stderr, dup2_stdin, dup2_stdout, pipe2};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use proto::monitor::{CgroupView, ContainerCreate};
+use serde::{Deserialize, Serialize};
+
+use crate::sys::{Forked, close_inherited_fds, exit_child, fork_single_threaded};
+
+/// The child ends of a container's stdio (for a tty: the pty slave three
+/// times).
+pub struct ChildStdio {
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// A container init that is set up and waits for its start signal.
+/// Dropping it without [`CreatedInit::start`] makes the init exit (it reads
+/// EOF instead of the start byte); the caller reaps it.
+pub struct CreatedInit {
+    pub pid: Pid,
+    start: File,
+    reports: Reports,
+}
+
+/// One line on a report pipe.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Report {
+    /// From the intermediate: the (host) pid of the container process.
+    Pid(i32),
+    /// From the init: rootfs done, waiting for the start byte.
+    Ready,
+    /// Something the monitor should log, not fail on.
+    Warning(String),
+    Error(String),
+}
+
+/// Builds an `io::Error` that says what was being done.
+pub(super) fn context<T, E: std::fmt::Display>(
+    result: Result<T, E>,
+    what: impl FnOnce() -> String,
+) -> io::Result<T> {
+    result.map_err(|error| io::Error::other(format!("{}: {error}", what())))
+}
+
+/// Forks the container's init: joins the spec's namespaces and the
+/// container's cgroup, sets up and pivots into the rootfs, and leaves it
+/// waiting for [`CreatedInit::start`]. Returns once the init is ready, or
+/// the child's error; on error no process of it is left (all reaped).
+pub fn create(create: &ContainerCreate, spec: &Spec, stdio: ChildStdio) -> io::Result<CreatedInit> {
+    let joins = Joins::for_create(spec, &create.cgroup_view)?;
+    let (report_read, report_write) = pipe2(OFlag::O_CLOEXEC)?;
+    let (start_read, start_write) = pipe2(OFlag::O_CLOEXEC)?;
+    let child = match fork_single_threaded()? {
+        Forked::Child => {
+            drop((report_read, start_write));
+            let mut keep = joins.fds();
+            keep.extend([report_write.as_raw_fd(), start_read.as_raw_fd()]);
+            let mut report = Reporter(File::from(report_write));
+            let entered = enter(&keep, stdio, &create.cgroup_procs, &joins);
+            drop(joins);
+            match entered {
+                Ok(Forked::Child) => {
+                    let error = init(create, spec, File::from(start_read), &mut report);
+                    report.fail(&error)
+                }
+                Ok(Forked::Parent(pid)) => report.intermediate_done(pid),
+                Err(error) => report.fail(&error),
+            }
+        }
+        Forked::Parent(child) => child,
+    };
+    drop((report_write, start_read));
+    let mut spawned = Spawned::new(child, joins.fork, report_read);
+    let mut ready = false;
+    while !(ready && spawned.pid.is_some()) {
+        match spawned.reports.next() {
+            Ok(Some(Report::Pid(grandchild))) => spawned.intermediate_done(grandchild),
+            Ok(Some(Report::Ready)) => ready = true,
+            Ok(Some(Report::Warning(_))) => {}
+            Ok(Some(Report::Error(message))) => {
+                return Err(spawned.reap(io::Error::other(message), false));
+            }
+            Ok(None) => {
+                let error = io::Error::other("the container init exited before it was ready");
+                return Err(spawned.reap(error, false));
+            }
+            Err(error) => return Err(spawned.reap(error, true)),
+        }
+    }
+    let pid = spawned.pid.unwrap_or(child);
+    Ok(CreatedInit {
+        pid,
+        start: File::from(start_write),
+        reports: spawned.reports,
+    })
+}
+
+impl CreatedInit {
+    /// Tells the init to exec. Ok once it has exec'd (its report pipe is
+    /// O_CLOEXEC, so EOF means success); otherwise the init's message,
+    /// worded as runc's (`exec: "x": executable file not found in $PATH`).
+    /// A failed init exits with 127; reaping it is the caller's job, as for
+    /// any exit.
+    pub fn start(self) -> io::Result<()> {
+        let CreatedInit {
+            pid: _,
+            mut start,
+            mut reports,
+        } = self;
+        start.write_all(b"s")?;
+        drop(start);
+        loop {
+            match reports.next()? {
+                None => return Ok(()),
+                Some(Report::Error(message)) => return Err(io::Error::other(message)),
+                // Logged by next().
+                Some(Report::Warning(_)) => {}
+                Some(other) => {
+                    return Err(io::Error::other(format!(
+                        "the container init reported {other:?} at start"
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// Runs `args` in the running container whose init is `init_pid`: joins its
+/// namespaces (those that differ from the monitor's) and `cgroup_procs`,
+/// then takes user, groups, env, cwd, capabilities and no_new_privs from
+/// `spec.process`, as the init did. Returns the exec process's pid (a child
+/// or, after a PID namespace join, a grandchild of the sub-reaper monitor)
+/// once it has exec'd, or why it could not.
+pub fn exec(
+    init_pid: Pid,
+    spec: &Spec,
+    args: &[String],
+    cgroup_procs: &[PathBuf],
+    stdio: ChildStdio,
+) -> io::Result<Pid> {
+    if args.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "exec: no command given",
+        ));
+    }
+    let joins = Joins::for_exec(init_pid)?;
+    let (report_read, report_write) = pipe2(OFlag::O_CLOEXEC)?;
+    let child = match fork_single_threaded()? {
+        Forked::Child => {
+            drop(report_read);
+            let mut keep = joins.fds();
+            keep.push(report_write.as_raw_fd());
+            let mut report = Reporter(File::from(report_write));
+            let entered = enter(&keep, stdio, cgroup_procs, &joins);
+            drop(joins);
+            match entered {
+                Ok(Forked::Child) => {
+                    match become_session_leader()
+                        .and_then(|()| process::finish_and_exec(spec, args, &mut report))
+                    {
+                        Err(error) => report.fail(&error),
+                        Ok(never) => match never {},
+                    }
+                }
+                Ok(Forked::Parent(pid)) => report.intermediate_done(pid),
+                Err(error) => report.fail(&error),
+            }
+        }
+        Forked::Parent(child) => child,
+    };
+    drop(report_write);
+    let mut spawned = Spawned::new(child, joins.fork, report_read);
+    loop {
+        match spawned.reports.next() {
+            Ok(Some(Report::Pid(grandchild))) => spawned.intermediate_done(grandchild),
+            Ok(Some(Report::Ready | Report::Warning(_))) => {}
+            Ok(Some(Report::Error(message))) => {
+                return Err(spawned.reap(io::Error::other(message), false));
+            }
+            // The exec happened: its copy of the pipe closed on exec.
+            Ok(None) => match spawned.pid {
+                Some(pid) => return Ok(pid),
+                None => {
+                    let error = io::Error::other("the exec process ended without reporting");
+                    return Err(spawned.reap(error, false));
+                }
+            },
+            Err(error) => return Err(spawned.reap(error, true)),
+        }
+    }
+}
+
+/// The processes of one fork as the monitor knows them so far.
+struct Spawned {
+    child: Pid,
+    /// The child was the intermediate of a PID namespace and is reaped.
+    child_reaped: bool,
+    /// The container process, once known.
+    pid: Option<Pid>,
+    reports: Reports,
+}
+
+impl Spawned {
+    fn new(child: Pid, forks: bool, report_read: OwnedFd) -> Spawned {
+        Spawned {
+            child,
+            child_reaped: false,
+            pid: (!forks).then_some(child),
+            reports: Reports(BufReader::new(File::from(report_read))),
+        }
+    }
+
+    fn intermediate_done(&mut self, grandchild: i32) {
+        // It exits right after saying so; once reaped, its child is ours.
+        let _ = waitpid(self.child, None);
+        self.child_reaped = true;
+        self.pid = Some(Pid::from_raw(grandchild));
+    }
+
+    /// On failure: waits until every writer is gone (EOF; they exit after
+    /// an error), then reaps the child and the container process, so
+    /// nothing of it is left. `kill`: the reports cannot be trusted (not
+    /// an orderly error), so kill what is known first.
+    fn reap(mut self, error: io::Error, kill_first: bool) -> io::Error {
+        let live = |s: &Spawned| {
+            let child = (!s.child_reaped).then_some(s.child);
+            let pid = s.pid.filter(|&pid| Some(pid) != child);
+            [child, pid].into_iter().flatten().collect::<Vec<_>>()
+        };
+        if kill_first {
+            for pid in live(&self) {
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+        }
+        while let Ok(Some(report)) = self.reports.next() {
+            if let Report::Pid(grandchild) = report {
+                if kill_first {
+                    let _ = kill(Pid::from_raw(grandchild), Signal::SIGKILL);
+                }
+                self.intermediate_done(grandchild);
+            }
+        }
+        for pid in live(&self) {
+            let _ = waitpid(pid, None);
+        }
+        error
+    }
+}
+
+/// The monitor's end of a report pipe.
+struct Reports(BufReader<File>);
+
+impl Reports {
+    /// The next report, `None` at EOF. Warnings go to the monitor's stderr
+    /// (its log) and are returned too.
+    fn next(&mut self) -> io::Result<Option<Report>> {
+        let mut line = String::new();
+        if self.0.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        let report: Report = serde_json::from_str(line.trim_end()).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("container process report {line:?}: {e}"),
+            )
+        })?;
+        if let Report::Warning(message) = &report {
+            eprintln!("crid-monitor: {message}");
+        }
+        Ok(Some(report))
+    }
+}
+
+/// The child's end of a report pipe.
+pub(super) struct Reporter(File);
+
+impl Reporter {
+    fn send(&mut self, report: &Report) {
+        if let Ok(mut line) = serde_json::to_string(report) {
+            line.push('\n');
+            // Nothing to do if the monitor is gone.
+            let _ = self.0.write_all(line.as_bytes());
+        }
+    }
+
+    pub(super) fn warn(&mut self, message: String) {
+        self.send(&Report::Warning(message));
+    }
+
+    pub(super) fn raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+
+    fn fail(&mut self, error: &io::Error) -> ! {
+        self.send(&Report::Error(error.to_string()));
+        exit_child(127)
+    }
+
+    fn intermediate_done(&mut self, pid: Pid) -> ! {
+        self.send(&Report::Pid(pid.as_raw()));
+        exit_child(0)
+    }
+}
+
+/// The namespaces a child enters, opened by the monitor before it forks
+/// (so a missing pinned namespace fails before any process exists).
+struct Joins {
+    /// setns in this order (mount last: after it, host paths are gone).
+    files: Vec<(File, CloneFlags, String)>,
+    unshare: CloneFlags,
+    /// A PID namespace is joined or created: fork once more.
+    fork: bool,
+}
+
+impl Joins {
+    fn for_create(spec: &Spec, view: &CgroupView) -> io::Result<Joins> {
+        let namespaces = spec
+            .linux()
+            .as_ref()
+            .and_then(|linux| linux.namespaces().as_ref())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let mut joins = Joins {
+            files: Vec::new(),
+            unshare: CloneFlags::empty(),
+            fork: false,
+        };
+        for namespace in namespaces {
+            let typ = namespace.typ();
+            let flag = match typ {
+                LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+                LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+                LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+                LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+                LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+                LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+                LinuxNamespaceType::User | LinuxNamespaceType::Time => {
+                    return Err(unsupported(format!("{typ:?} namespaces are not supported")));
+                }
+            };
+            joins.fork |= typ == LinuxNamespaceType::Pid;
+            match namespace.path() {
+                // The rootfs is set up in a new mount namespace; joining one
+                // would pivot someone else's root.
+                Some(_) if typ == LinuxNamespaceType::Mount => {
+                    return Err(unsupported(
+                        "joining an existing mount namespace is not supported".into(),
+                    ));
+                }
+                Some(path) => joins.join(path, flag, &format!("{typ:?}"))?,
+                None => joins.unshare |= flag,
+            }
+        }
+        if !joins.unshare.contains(CloneFlags::CLONE_NEWNS) {
+            return Err(unsupported(
+                "the spec must ask for a new mount namespace".into(),
+            ));
+        }
+        // v2: a cgroup namespace rooted at the container's own cgroup, so
+        // the cgroup2 mount shows only that.
+        let joins_cgroup = joins
+            .files
+            .iter()
+            .any(|(_, flag, _)| *flag == CloneFlags::CLONE_NEWCGROUP);
+        if *view == CgroupView::V2 && !joins_cgroup {
+            joins.unshare |= CloneFlags::CLONE_NEWCGROUP;
+        }
+        Ok(joins)
+    }
+
+    /// The init's namespaces that differ from the monitor's own.
+    fn for_exec(init: Pid) -> io::Result<Joins> {
+        let mut joins = Joins {
+            files: Vec::new(),
+            unshare: CloneFlags::empty(),
+            fork: false,
+        };
+        for (name, flag) in [
+            ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+            ("ipc", CloneFlags::CLONE_NEWIPC),
+            ("uts", CloneFlags::CLONE_NEWUTS),
+            ("net", CloneFlags::CLONE_NEWNET),
+            ("pid", CloneFlags::CLONE_NEWPID),
+            ("mnt", CloneFlags::CLONE_NEWNS),
+        ] {
+            let theirs = PathBuf::from(format!("/proc/{init}/ns/{name}"));
+            let ours = Path::new("/proc/self/ns").join(name);
+            let (theirs_meta, ours_meta) = (
+                context(std::fs::metadata(&theirs), || {
+                    format!("container init {init}: {}", theirs.display())
+                })?,
+                std::fs::metadata(&ours)?,
+            );
+            if (theirs_meta.dev(), theirs_meta.ino()) != (ours_meta.dev(), ours_meta.ino()) {
+                joins.fork |= flag == CloneFlags::CLONE_NEWPID;
+                joins.join(&theirs, flag, name)?;
+            }
+        }
+        Ok(joins)
+    }
+
+    fn join(&mut self, path: &Path, flag: CloneFlags, name: &str) -> io::Result<()> {
+        let file = context(File::open(path), || {
+            format!("opening {name} namespace {}", path.display())
+        })?;
+        let entry = (file, flag, format!("{name} namespace {}", path.display()));
+        // Mount last: once in it, the other paths may not resolve.
+        if flag == CloneFlags::CLONE_NEWNS {
+            self.files.push(entry);
+        } else {
+            self.files.insert(0, entry);
+        }
+        Ok(())
+    }
+
+    fn fds(&self) -> Vec<RawFd> {
+        self.files
+            .iter()
+            .map(|(file, ..)| file.as_raw_fd())
+            .collect()
+    }
+}
+
+fn unsupported(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, message)
+}
+
+/// In the forked child: drop every inherited fd but `keep`, take the
+/// container's stdio, join the cgroup (so every later child is born in
+/// it) and the namespaces, and fork once more for a PID namespace.
+fn enter(
+    keep: &[RawFd],
+    stdio: ChildStdio,
+    cgroup_procs: &[PathBuf],
+    joins: &Joins,
+) -> io::Result<Forked> {
+    let mut keep = keep.to_vec();
+    keep.extend([&stdio.stdin, &stdio.stdout, &stdio.stderr].map(|fd| fd.as_raw_fd()));
+    close_inherited_fds(&keep)?;
+    take_stdio(stdio)?;
+    for procs in cgroup_procs {
+        // "0" is the writer itself.
+        context(std::fs::write(procs, "0"), || {
+            format!("joining cgroup {}", procs.display())
+        })?;
+    }
+    let is_mount = |flag: &CloneFlags| *flag == CloneFlags::CLONE_NEWNS;
+    for (file, flag, name) in joins.files.iter().filter(|(_, flag, _)| !is_mount(flag)) {
+        context(setns(file.as_fd(), *flag), || format!("joining {name}"))?;
+    }
+    context(unshare(joins.unshare), || {
+        format!("unshare({:?})", joins.unshare)
+    })?;
+    let forked = if joins.fork {
+        fork_single_threaded()?
+    } else {
+        Forked::Child
+    };
+    // A joined mount namespace only after the fork: its /proc belongs to
+    // the container's PID namespace, where the intermediate has no
+    // /proc/self (and fork_single_threaded reads it).
+    if let Forked::Child = forked {
+        for (file, flag, name) in joins.files.iter().filter(|(_, flag, _)| is_mount(flag)) {
+            context(setns(file.as_fd(), *flag), || format!("joining {name}"))?;
+        }
+    }
+    Ok(forked)
+}
+
+/// dup2s the container's stdio onto 0, 1 and 2. Each is first copied above
+/// 2 (std's try_clone is F_DUPFD_CLOEXEC from 3), so one given as 0..=2
+/// cannot be overwritten by another's dup2.
+fn take_stdio(stdio: ChildStdio) -> io::Result<()> {
+    let (stdin, stdout, stderr) = (
+        stdio.stdin.try_clone()?,
+        stdio.stdout.try_clone()?,
+        stdio.stderr.try_clone()?,
+    );
+    drop(stdio);
+    dup2_stdin(&stdin)?;
+    dup2_stdout(&stdout)?;
+    dup2_stderr(&stderr)?;
+    Ok(())
+}
+
+/// A new session, so signals to the monitor's group miss it; with a tty
+/// on stdin, that tty becomes its controlling terminal.
+fn become_session_leader() -> io::Result<()> {
+    context(nix::unistd::setsid(), || "setsid".into())?;
+    let stdin = io::stdin();
+    if nix::unistd::isatty(stdin.as_fd()).unwrap_or(false) {
+        context(crate::sys::set_controlling_terminal(stdin.as_fd()), || {
+            "making the tty the controlling terminal".into()
+        })?;
+    }
+    Ok(())
+}
+
+/// The init proper (the only process in its new world): rootfs, then
+/// `Ready`, then wait for the start byte, then exec. Returns only on
+/// failure.
+fn init(
+    create: &ContainerCreate,
+    spec: &Spec,
+    mut start: File,
+    report: &mut Reporter,
+) -> io::Error {
+    let ready = become_session_leader()
+        .and_then(|()| rootfs::prepare(&create.bundle, spec, &create.cgroup_view))
+        .and_then(|()| set_hostname(spec));
+    if let Err(error) = ready {
+        return error;
+    }
+    report.send(&Report::Ready);
+    let mut byte = [0u8; 1];
+    match start.read(&mut byte) {
+        Ok(1) => {}
+        // The monitor dropped the container before starting it.
+        _ => exit_child(0),
+    }
+    drop(start);
+    let args = spec
+        .process()
+        .as_ref()
+        .and_then(|process| process.args().clone())
+        .unwrap_or_default();
+    match process::finish_and_exec(spec, &args, report) {
+        Err(error) => error,
+        Ok(never) => match never {},
+    }
+}
+
+/// The pod's UTS namespace already has the pod's hostname; only a new UTS
+/// namespace of the container's own gets the spec's.
+fn set_hostname(spec: &Spec) -> io::Result<()> {
+    let new_uts = spec
+        .linux()
+        .as_ref()
+        .and_then(|linux| linux.namespaces().as_ref())
+        .is_some_and(|namespaces| {
+            namespaces
+                .iter()
+                .any(|ns| ns.typ() == LinuxNamespaceType::Uts && ns.path().is_none())
+        });
+    if let Some(hostname) = spec.hostname().as_deref().filter(|_| new_uts) {
+        context(nix::unistd::sethostname(hostname), || {
+            format!("sethostname {hostname:?}")
+        })?;
+    }
+    if spec.domainname().as_deref().is_some_and(|d| !d.is_empty()) {
+        return Err(unsupported("domainname is not supported".into()));
+    }
+    Ok(())
+}

@@ -1,0 +1,312 @@
+//! The last steps of a container process (init or exec), in runc's order:
+//! signals, oom_score_adj, rlimits, bounding set, user and groups (keeping
+//! capabilities across setuid), cwd, the other capability sets,
+//! no_new_privs, umask, and execve with a `$PATH` lookup.
+
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use caps::{CapSet, CapsHashSet};
+use nix::sys::resource::{Resource, setrlimit};
+use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
+use nix::sys::stat::{Mode, umask};
+use nix::unistd::{Gid, Uid, execve, setgid, setgroups, setuid};
+use oci_spec::runtime::{LinuxCapabilities, PosixRlimitType, Process, Spec};
+
+use super::{Reporter, context};
+use crate::spec::DEFAULT_PATH;
+
+/// Applies `spec.process` to this process and execs `args`. Returns only
+/// on failure.
+pub(super) fn finish_and_exec(
+    spec: &Spec,
+    args: &[String],
+    report: &mut Reporter,
+) -> io::Result<Infallible> {
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| io::Error::other("the spec has no process"))?;
+    let program = args
+        .first()
+        .ok_or_else(|| io::Error::other("the spec's process has no args"))?;
+    let env = process.env().as_deref().unwrap_or_default();
+
+    // Blocked or ignored signals survive execve; the container starts
+    // with neither.
+    context(
+        sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None),
+        || "clearing the signal mask".into(),
+    )?;
+    crate::sys::reset_signal_dispositions();
+
+    if let Some(score) = process.oom_score_adj() {
+        set_oom_score_adj(score, report)?;
+    }
+    for rlimit in process.rlimits().as_deref().unwrap_or_default() {
+        context(
+            setrlimit(resource(rlimit.typ()), rlimit.soft(), rlimit.hard()),
+            || {
+                format!(
+                    "setting {} to {}/{}",
+                    rlimit.typ(),
+                    rlimit.soft(),
+                    rlimit.hard()
+                )
+            },
+        )?;
+    }
+    let capabilities = process.capabilities().as_ref();
+    if let Some(capabilities) = capabilities {
+        set_bounding(capabilities)?;
+    }
+    set_user(process, capabilities.is_some())?;
+    let cwd = process.cwd();
+    context(nix::unistd::chdir(cwd), || {
+        format!(
+            "chdir to cwd ({:?}) set in config.json failed",
+            cwd.display()
+        )
+    })?;
+    if let Some(capabilities) = capabilities {
+        set_capabilities(capabilities)?;
+    }
+    if process.no_new_privileges().unwrap_or(false) {
+        context(nix::sys::prctl::set_no_new_privs(), || {
+            "setting no_new_privs".into()
+        })?;
+    }
+    let mask = process.user().umask().unwrap_or(0o022);
+    umask(Mode::from_bits_truncate(mask as libc::mode_t));
+
+    let path = lookup(program, env)?;
+    let c_path = cstring(path.as_os_str().as_encoded_bytes())?;
+    let c_args = args
+        .iter()
+        .map(|arg| cstring(arg.as_bytes()))
+        .collect::<io::Result<Vec<_>>>()?;
+    let c_env = env
+        .iter()
+        .map(|kv| cstring(kv.as_bytes()))
+        .collect::<io::Result<Vec<_>>>()?;
+    // Nothing of the monitor's may reach the container; the report pipe is
+    // O_CLOEXEC, so its closing at exec tells the monitor it worked.
+    crate::sys::close_inherited_fds(&[report.raw_fd()])?;
+    let error = match execve(&c_path, &c_args, &c_env) {
+        Err(errno) => errno,
+        Ok(never) => match never {},
+    };
+    Err(io::Error::other(format!(
+        "exec: {:?}: {}",
+        path.display().to_string(),
+        exec_error_text(error)
+    )))
+}
+
+/// Go's wording (runc and containerd show Go errors).
+fn exec_error_text(errno: nix::errno::Errno) -> String {
+    match errno {
+        nix::errno::Errno::EACCES => "permission denied".into(),
+        nix::errno::Errno::ENOENT => "no such file or directory".into(),
+        nix::errno::Errno::ENOEXEC => "exec format error".into(),
+        other => other.desc().to_lowercase(),
+    }
+}
+
+fn cstring(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{:?} contains a NUL byte", String::from_utf8_lossy(bytes)),
+        )
+    })
+}
+
+/// `program` itself if it has a '/', else the first regular file with an
+/// execute bit in `$PATH` of the container's env (Go's `exec.LookPath`).
+fn lookup(program: &str, env: &[String]) -> io::Result<PathBuf> {
+    if program.contains('/') {
+        return Ok(PathBuf::from(program));
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find_map(|kv| kv.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH);
+    path.split(':')
+        .map(|dir| Path::new(if dir.is_empty() { "." } else { dir }).join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        })
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("exec: {program:?}: executable file not found in $PATH"),
+            )
+        })
+}
+
+/// Writes oom_score_adj. Lowering it needs CAP_SYS_RESOURCE; without it
+/// the current value is kept (a warning in the monitor's log), as a
+/// container should rather run than fail over its OOM preference.
+fn set_oom_score_adj(score: i32, report: &mut Reporter) -> io::Result<()> {
+    const FILE: &str = "/proc/self/oom_score_adj";
+    match std::fs::write(FILE, score.to_string()) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::PermissionDenied => {
+            let current = std::fs::read_to_string(FILE).unwrap_or_default();
+            report.warn(format!(
+                "oom_score_adj {score} refused ({error}); keeping {}",
+                current.trim()
+            ));
+            Ok(())
+        }
+        Err(error) => Err(io::Error::other(format!(
+            "writing oom_score_adj {score}: {error}"
+        ))),
+    }
+}
+
+fn resource(typ: PosixRlimitType) -> Resource {
+    match typ {
+        PosixRlimitType::RlimitCpu => Resource::RLIMIT_CPU,
+        PosixRlimitType::RlimitFsize => Resource::RLIMIT_FSIZE,
+        PosixRlimitType::RlimitData => Resource::RLIMIT_DATA,
+        PosixRlimitType::RlimitStack => Resource::RLIMIT_STACK,
+        PosixRlimitType::RlimitCore => Resource::RLIMIT_CORE,
+        PosixRlimitType::RlimitRss => Resource::RLIMIT_RSS,
+        PosixRlimitType::RlimitNproc => Resource::RLIMIT_NPROC,
+        PosixRlimitType::RlimitNofile => Resource::RLIMIT_NOFILE,
+        PosixRlimitType::RlimitMemlock => Resource::RLIMIT_MEMLOCK,
+        PosixRlimitType::RlimitAs => Resource::RLIMIT_AS,
+        PosixRlimitType::RlimitLocks => Resource::RLIMIT_LOCKS,
+        PosixRlimitType::RlimitSigpending => Resource::RLIMIT_SIGPENDING,
+        PosixRlimitType::RlimitMsgqueue => Resource::RLIMIT_MSGQUEUE,
+        PosixRlimitType::RlimitNice => Resource::RLIMIT_NICE,
+        PosixRlimitType::RlimitRtprio => Resource::RLIMIT_RTPRIO,
+        PosixRlimitType::RlimitRttime => Resource::RLIMIT_RTTIME,
+    }
+}
+
+/// setgroups, setgid, setuid. With capabilities to set afterwards, they
+/// are kept across the uid change (PR_SET_KEEPCAPS) and trimmed later.
+fn set_user(process: &Process, keep_caps: bool) -> io::Result<()> {
+    let user = process.user();
+    let groups: Vec<Gid> = user
+        .additional_gids()
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(|&gid| Gid::from_raw(gid))
+        .collect();
+    if keep_caps {
+        context(nix::sys::prctl::set_keepcaps(true), || {
+            "PR_SET_KEEPCAPS".into()
+        })?;
+    }
+    // Always: the monitor's own supplementary groups must not leak in.
+    context(setgroups(&groups), || format!("setgroups {groups:?}"))?;
+    context(setgid(Gid::from_raw(user.gid())), || {
+        format!("setgid {}", user.gid())
+    })?;
+    context(setuid(Uid::from_raw(user.uid())), || {
+        format!("setuid {}", user.uid())
+    })?;
+    if keep_caps {
+        context(nix::sys::prctl::set_keepcaps(false), || {
+            "PR_SET_KEEPCAPS".into()
+        })?;
+    }
+    Ok(())
+}
+
+/// The spec's capabilities that this kernel knows; unknown ones (newer
+/// than the kernel or the caps crate) are skipped, as runc does.
+fn cap_set(set: Option<&oci_spec::runtime::Capabilities>) -> CapsHashSet {
+    let supported = caps::runtime::thread_all_supported();
+    set.into_iter()
+        .flatten()
+        .filter_map(|cap| format!("CAP_{cap}").parse::<caps::Capability>().ok())
+        .filter(|cap| supported.contains(cap))
+        .collect()
+}
+
+/// Drops what is not in the bounding set; before setuid, while
+/// CAP_SETPCAP is still effective.
+fn set_bounding(capabilities: &LinuxCapabilities) -> io::Result<()> {
+    let keep = cap_set(capabilities.bounding().as_ref());
+    for cap in caps::runtime::thread_all_supported() {
+        if !keep.contains(&cap) {
+            context(caps::drop(None, CapSet::Bounding, cap), || {
+                format!("dropping {cap} from the bounding set")
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Inheritable and effective first (while permitted is still full), then
+/// permitted, then ambient (which needs both permitted and inheritable).
+fn set_capabilities(capabilities: &LinuxCapabilities) -> io::Result<()> {
+    for (set, wanted) in [
+        (CapSet::Inheritable, capabilities.inheritable()),
+        (CapSet::Effective, capabilities.effective()),
+        (CapSet::Permitted, capabilities.permitted()),
+    ] {
+        let wanted = cap_set(wanted.as_ref());
+        context(caps::set(None, set, &wanted), || {
+            format!("setting the {set:?} capabilities")
+        })?;
+    }
+    context(caps::clear(None, CapSet::Ambient), || {
+        "clearing the ambient capabilities".into()
+    })?;
+    for cap in cap_set(capabilities.ambient().as_ref()) {
+        context(caps::raise(None, CapSet::Ambient, cap), || {
+            format!("raising {cap} in the ambient set")
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_uses_the_container_path_and_says_so_when_missing() {
+        let env = vec!["PATH=/nonexistent:/bin".to_owned()];
+        assert_eq!(
+            lookup("sh", &env).map_err(|e| e.to_string()),
+            Ok(PathBuf::from("/bin/sh"))
+        );
+        assert_eq!(
+            lookup("./x", &env).map_err(|e| e.to_string()),
+            Ok(PathBuf::from("./x"))
+        );
+        let error = lookup("nosuchcmd", &env)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        assert_eq!(
+            error,
+            Err(r#"exec: "nosuchcmd": executable file not found in $PATH"#.to_owned())
+        );
+    }
+
+    #[test]
+    fn oci_capability_names_map_to_the_caps_crate() {
+        let set: oci_spec::runtime::Capabilities = [oci_spec::runtime::Capability::NetBindService]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            cap_set(Some(&set)),
+            [caps::Capability::CAP_NET_BIND_SERVICE]
+                .into_iter()
+                .collect()
+        );
+    }
+}
