@@ -49,6 +49,8 @@ const APPLETS: &[&str] = &[
     "wget",
 ];
 const RPC_TIMEOUT_SECONDS: i64 = 10;
+/// A hung runtime fails the bench instead of hanging it.
+const RPC_DEADLINE: Duration = Duration::from_secs(120);
 /// Upper bounds for daemons to start and stop, not expectations.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -452,9 +454,12 @@ async fn timed<T>(
     call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Result<T> {
     let start = Instant::now();
-    let response = call.await;
+    let response = tokio::time::timeout(RPC_DEADLINE, call).await;
     let elapsed = start.elapsed();
-    let response = response.with_context(|| rpc.to_string())?;
+    let response = response
+        .map_err(|_| anyhow::anyhow!("no answer within {RPC_DEADLINE:?}"))
+        .and_then(|response| response.map_err(anyhow::Error::from))
+        .with_context(|| rpc.to_string())?;
     samples.add(rpc, elapsed);
     Ok(response.into_inner())
 }
