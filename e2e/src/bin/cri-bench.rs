@@ -582,7 +582,12 @@ fn pod_config(uid: &str, run: usize, network: Network, log_dir: &Path) -> cri::P
             namespace: "cri-bench".into(),
             attempt: 0,
         }),
-        hostname: name.clone(),
+        // As kubelet: a host-network pod has the node's UTS namespace, and
+        // runc refuses to set a hostname there.
+        hostname: match network {
+            Network::Pod => name.clone(),
+            Network::Node => String::new(),
+        },
         log_directory: log_dir.to_string_lossy().into_owned(),
         dns_config: Some(cri::DnsConfig {
             servers: vec!["10.96.0.10".into()],
