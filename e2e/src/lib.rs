@@ -54,15 +54,12 @@ pub fn find_crid_binary() -> Result<PathBuf> {
     }
     let binary = profile_dir.join("crid");
     if !binary.is_file() {
-        let release = if profile_dir.ends_with("release") {
-            "--release "
+        let how = if profile_dir.ends_with("release") {
+            "`cargo build --release --workspace --bins`"
         } else {
-            ""
+            "`cargo build --workspace --bins` (the test script does)"
         };
-        bail!(
-            "{} is missing: build it first with `cargo build {release}--workspace --bins` (the test script does)",
-            binary.display()
-        );
+        bail!("{} is missing: build it first with {how}", binary.display());
     }
     Ok(binary)
 }
