@@ -29,22 +29,39 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The `crid` binary under test: `$CRID_BIN`, else the one cargo built next
 /// to this test executable (target/<profile>/crid).
 pub fn crid_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("CRID_BIN") {
-        return PathBuf::from(path);
+    match find_crid_binary() {
+        Ok(binary) => binary,
+        Err(error) => panic!("{error:#}"),
     }
-    let exe = std::env::current_exe().expect("current test executable");
-    // target/<profile>/deps/<test> -> target/<profile>/crid
-    let profile_dir = exe
+}
+
+/// [`crid_binary`] as a `Result`, for binaries (cri-bench) that report
+/// rather than panic.
+pub fn find_crid_binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("CRID_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().context("current executable")?;
+    // Tests run from target/<profile>/deps/, binaries such as cri-bench from
+    // target/<profile>/; crid is in target/<profile>/ either way.
+    let mut profile_dir = exe
         .parent()
-        .and_then(Path::parent)
-        .expect("test executable lives in target/<profile>/deps");
+        .context("the executable lives in target/<profile>")?;
+    if profile_dir.ends_with("deps") {
+        profile_dir = profile_dir
+            .parent()
+            .context("test executable lives in target/<profile>/deps")?;
+    }
     let binary = profile_dir.join("crid");
-    assert!(
-        binary.is_file(),
-        "{} is missing: build it first with `cargo build --workspace --bins` (the test script does)",
-        binary.display()
-    );
-    binary
+    if !binary.is_file() {
+        let how = if profile_dir.ends_with("release") {
+            "`cargo build --release --workspace --bins`"
+        } else {
+            "`cargo build --workspace --bins` (the test script does)"
+        };
+        bail!("{} is missing: build it first with {how}", binary.display());
+    }
+    Ok(binary)
 }
 
 /// A private world for one test.
@@ -130,7 +147,13 @@ impl TestEnv {
 
     /// Starts crid with this env's config and waits until it answers CRI.
     pub async fn start(&self) -> Crid {
-        self.start_with(self.command(&["--log-level", "debug"]), self.socket())
+        self.start_at_log_level("debug").await
+    }
+
+    /// [`TestEnv::start`] at another log level: benchmarks use `info`, as
+    /// debug logging costs time on every RPC.
+    pub async fn start_at_log_level(&self, level: &str) -> Crid {
+        self.start_with(self.command(&["--log-level", level]), self.socket())
             .await
     }
 
@@ -389,7 +412,8 @@ pub async fn connect_unix(socket: &Path) -> Result<Channel> {
         .with_context(|| "connect to crid's socket")
 }
 
-fn process_command_line(pid: i32) -> String {
+/// The command line of process `pid`, arguments joined by spaces (empty if gone).
+pub fn process_command_line(pid: i32) -> String {
     fs::read(format!("/proc/{pid}/cmdline"))
         .map(|bytes| {
             String::from_utf8_lossy(&bytes)
@@ -402,7 +426,7 @@ fn process_command_line(pid: i32) -> String {
 
 /// Processes (other than this test process) whose command line, working
 /// directory or root mentions `needle`.
-fn processes_mentioning(needle: &str) -> Vec<i32> {
+pub fn processes_mentioning(needle: &str) -> Vec<i32> {
     let me = std::process::id();
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
