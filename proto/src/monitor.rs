@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 /// File names inside a pod's state dir that both sides use.
 pub const CONFIG_FILE: &str = "monitor.json";
 pub const SOCKET_FILE: &str = "monitor.sock";
-/// Largest frame either side accepts.
-pub const MAX_FRAME_BYTES: u32 = 1024 * 1024;
+/// Largest frame either side accepts (exec output travels in one).
+pub const MAX_FRAME_BYTES: u32 = 64 * 1024 * 1024;
 
 /// Namespaces the pod's pause process creates (the others are the host's).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,7 +12,7 @@ use crate::wire::{read_frame_async, short_path, write_frame_async};
 
 /// Bounds, not expectations: a monitor that takes longer is broken.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum MonitorError {
@@ -123,16 +123,26 @@ impl MonitorClient {
     }
 
     pub async fn request(&self, request: &MonitorRequest) -> Result<MonitorResponse, MonitorError> {
+        self.request_within(request, REQUEST_TIMEOUT).await
+    }
+
+    /// A request the monitor answers later (Wait, Exec): `timeout` bounds
+    /// the whole exchange.
+    pub async fn request_within(
+        &self,
+        request: &MonitorRequest,
+        timeout: Duration,
+    ) -> Result<MonitorResponse, MonitorError> {
         let exchange = async {
             let (_dir, socket) = short_path(&self.pod_dir, SOCKET_FILE)?;
             let mut stream = UnixStream::connect(socket).await?;
             write_frame_async(&mut stream, request).await?;
             read_frame_async::<MonitorResponse>(&mut stream).await
         };
-        match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+        match tokio::time::timeout(timeout, exchange).await {
             Err(_) => Err(MonitorError::Timeout {
                 pod_dir: self.pod_dir.clone(),
-                timeout: REQUEST_TIMEOUT,
+                timeout,
             }),
             Ok(Err(source)) => Err(MonitorError::Unreachable {
                 pod_dir: self.pod_dir.clone(),

@@ -8,6 +8,7 @@
 
 pub mod cgroup;
 pub mod client;
+pub mod container;
 pub mod crilog;
 pub mod monitor;
 pub mod spec;

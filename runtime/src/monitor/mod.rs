@@ -4,6 +4,7 @@
 //! sub-reaper of everything it starts, starts the pod's pause process in the
 //! pod's new namespaces, and then answers crid on `<pod dir>/monitor.sock`.
 
+mod containers;
 pub mod init;
 mod loopback;
 mod pause;
@@ -15,7 +16,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
@@ -27,6 +28,7 @@ use proto::monitor::{
     SOCKET_FILE,
 };
 
+use self::containers::{Containers, OutputOwner, Reply};
 use crate::sys::{Forked, exit_child, fork_single_threaded};
 use crate::wire::{read_frame, short_path, write_frame};
 
@@ -121,6 +123,7 @@ struct Monitor {
     pause: Pid,
     pause_exit: Option<ExitStatus>,
     signals: SignalFd,
+    containers: Containers,
 }
 
 impl Monitor {
@@ -157,20 +160,37 @@ impl Monitor {
                 pause,
                 pause_exit: None,
                 signals,
+                containers: Containers::default(),
             },
             listener,
         ))
     }
 
-    /// Answers crid until told to shut down; returns the exit code.
+    /// Answers crid and copies container output until told to shut down;
+    /// returns the exit code.
     fn serve(mut self, listener: UnixListener) -> i32 {
         loop {
-            let (signal_ready, client_ready) = {
-                let mut fds = [
+            let timeout = match self.containers.next_deadline() {
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    // Rounded up so a wake-up never comes before the deadline.
+                    let millis = left.as_millis().saturating_add(1);
+                    PollTimeout::try_from(millis.min(60_000) as i32).unwrap_or(PollTimeout::MAX)
+                }
+                None => PollTimeout::NONE,
+            };
+            let (signal_ready, client_ready, ready_outputs) = {
+                let outputs = self.containers.outputs();
+                let mut fds = vec![
                     PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
                     PollFd::new(listener.as_fd(), PollFlags::POLLIN),
                 ];
-                match poll(&mut fds, PollTimeout::NONE) {
+                fds.extend(
+                    outputs
+                        .iter()
+                        .map(|(_, fd)| PollFd::new(*fd, PollFlags::POLLIN)),
+                );
+                match poll(&mut fds, timeout) {
                     Ok(_) => {}
                     Err(nix::errno::Errno::EINTR) => continue,
                     Err(error) => {
@@ -178,15 +198,27 @@ impl Monitor {
                         return 1;
                     }
                 }
+                // A hung-up pipe is readable too: the read sees EOF.
                 let readable = |fd: &PollFd| {
-                    fd.revents()
-                        .is_some_and(|r| r.intersects(PollFlags::POLLIN))
+                    fd.revents().is_some_and(|r| {
+                        r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+                    })
                 };
-                (readable(&fds[0]), readable(&fds[1]))
+                let ready_outputs: Vec<OutputOwner> = outputs
+                    .iter()
+                    .zip(&fds[2..])
+                    .filter(|(_, fd)| readable(fd))
+                    .map(|((owner, _), _)| owner.clone())
+                    .collect();
+                (readable(&fds[0]), readable(&fds[1]), ready_outputs)
             };
+            for owner in &ready_outputs {
+                self.containers.drain(owner);
+            }
             if signal_ready && self.handle_signals() {
                 return self.shut_down();
             }
+            self.containers.expire();
             if client_ready && let Ok((stream, _)) = listener.accept() {
                 match self.handle_client(stream) {
                     Ok(true) => return self.shut_down(),
@@ -225,6 +257,9 @@ impl Monitor {
     }
 
     fn record_exit(&mut self, pid: Pid, status: ExitStatus) {
+        if self.containers.exited(pid, status) {
+            return;
+        }
         if pid == self.pause {
             eprintln!("crid-monitor: pause {pid} ended: {status:?}");
             self.pause_exit = Some(status);
@@ -237,30 +272,43 @@ impl Monitor {
         stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
         let request: MonitorRequest = read_frame(&mut stream)?;
         self.reap();
-        let (response, shutting_down) = match request {
-            MonitorRequest::Status => (
-                MonitorResponse::Status {
-                    pause_pid: self.pause.as_raw(),
-                    pause_exit: self.pause_exit,
-                },
-                false,
-            ),
+        let millis = Duration::from_millis;
+        let reply = match request {
+            MonitorRequest::Status => Reply::Now(MonitorResponse::Status {
+                pause_pid: self.pause.as_raw(),
+                pause_exit: self.pause_exit,
+            }),
             MonitorRequest::Shutdown => {
                 self.kill_pause();
-                (MonitorResponse::ShuttingDown, true)
+                write_frame(&mut stream, &MonitorResponse::ShuttingDown)?;
+                return Ok(true);
             }
-            other => (
-                MonitorResponse::Error {
-                    message: format!("{other:?} is not implemented by crid-monitor yet"),
-                },
-                false,
-            ),
+            MonitorRequest::CreateContainer(create) => self.containers.create(create),
+            MonitorRequest::StartContainer { id } => self.containers.start(&id),
+            MonitorRequest::Signal { id, signal } => self.containers.signal(&id, signal),
+            MonitorRequest::Wait { id, timeout_ms } => {
+                self.containers.wait(&id, millis(timeout_ms), &stream)
+            }
+            MonitorRequest::RemoveContainer { id } => self.containers.remove(&id),
+            MonitorRequest::Containers => self.containers.states(),
+            MonitorRequest::ReopenLog { id } => self.containers.reopen_log(&id),
+            MonitorRequest::Exec {
+                id,
+                args,
+                timeout_ms,
+            } => self
+                .containers
+                .exec(&id, &args, millis(timeout_ms), &stream),
         };
-        write_frame(&mut stream, &response)?;
-        Ok(shutting_down)
+        if let Reply::Now(response) = reply {
+            write_frame(&mut stream, &response)?;
+        }
+        Ok(false)
     }
 
+    /// Ends the pod: its containers first (their exits recorded), then pause.
     fn kill_pause(&mut self) {
+        self.containers.kill_all();
         if self.pause_exit.is_none() {
             let _ = kill(self.pause, Signal::SIGKILL);
             match waitpid(self.pause, None) {

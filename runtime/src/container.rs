@@ -1,0 +1,257 @@
+//! crid's side of a container's files. The bundle (`<state>/containers/<id>`)
+//! holds `config.json`, the `rootfs/` mount point and the exit record the
+//! monitor writes; the writable layer (`<root>/containers/<id>/{upper,work}`)
+//! lives on disk with the image layers, so a container's writes do not fill
+//! the tmpfs under `/run` and overlayfs finds upper and work on one fs.
+//! All calls block (filesystem and mount syscalls): run them off async workers.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use oci_spec::runtime::Spec;
+use proto::monitor::{ContainerExit, EXIT_FILE};
+
+use crate::spec::{ContainerSpec, SpecError, to_config_json};
+
+/// A page: the kernel's limit on mount options (overlay's lowerdir list).
+const MAX_MOUNT_OPTIONS: usize = 4095;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("rootfs mount {path}: {source}")]
+    Mount {
+        path: PathBuf,
+        source: nix::errno::Errno,
+    },
+    #[error("{field} {path}: {reason}")]
+    HostPath {
+        field: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("the image has too many layers for one overlay mount ({0} bytes of options)")]
+    TooManyLayers(usize),
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ContainerError {
+    let path = path.to_path_buf();
+    move |source| ContainerError::Io { what, path, source }
+}
+
+/// Where one container's files are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerDirs {
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    /// Parent of the overlay's `upper` and `work`.
+    pub layer: PathBuf,
+}
+
+impl ContainerDirs {
+    pub fn new(state_dir: &Path, root_dir: &Path, id: &str) -> ContainerDirs {
+        let bundle = state_dir.join("containers").join(id);
+        ContainerDirs {
+            rootfs: bundle.join("rootfs"),
+            bundle,
+            layer: root_dir.join("containers").join(id),
+        }
+    }
+
+    /// Makes the dirs and mounts the overlay of `lower_dirs` (bottom layer
+    /// first, as images list them) with the container's own upper layer.
+    pub fn mount_rootfs(&self, lower_dirs: &[PathBuf]) -> Result<(), ContainerError> {
+        let (upper, work) = (self.layer.join("upper"), self.layer.join("work"));
+        for dir in [&self.rootfs, &upper, &work] {
+            fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
+        }
+        // overlayfs lists the top layer first.
+        let lower: Vec<String> = lower_dirs
+            .iter()
+            .rev()
+            .map(|dir| escape_overlay_path(dir))
+            .collect();
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.join(":"),
+            escape_overlay_path(&upper),
+            escape_overlay_path(&work)
+        );
+        if options.len() > MAX_MOUNT_OPTIONS {
+            return Err(ContainerError::TooManyLayers(options.len()));
+        }
+        mount(
+            Some("overlay"),
+            &self.rootfs,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(options.as_str()),
+        )
+        .map_err(|source| ContainerError::Mount {
+            path: self.rootfs.clone(),
+            source,
+        })
+    }
+
+    /// Writes the bundle's `config.json`.
+    pub fn write_spec(&self, spec: &Spec) -> Result<(), ContainerError> {
+        let path = self.bundle.join("config.json");
+        fs::write(&path, to_config_json(spec)?).map_err(io("cannot write", &path))
+    }
+
+    /// The bundle's `config.json`, if it is there and readable.
+    pub fn read_spec(&self) -> Option<Spec> {
+        let bytes = fs::read(self.bundle.join("config.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The exit the monitor recorded, if the container has ended.
+    pub fn read_exit(&self) -> Option<ContainerExit> {
+        let bytes = fs::read(self.bundle.join(EXIT_FILE)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Unmounts the rootfs and deletes the bundle and the writable layer.
+    /// Idempotent; never deletes through a mount that is still there.
+    pub fn remove(&self) -> Result<(), ContainerError> {
+        if is_mount_point(&self.rootfs) {
+            // The container's own mount namespace is gone or holds its own
+            // copy; a busy mount here is crid's (a concurrent reader): detach.
+            if umount2(&self.rootfs, MntFlags::empty()).is_err() {
+                umount2(&self.rootfs, MntFlags::MNT_DETACH).map_err(|source| {
+                    ContainerError::Mount {
+                        path: self.rootfs.clone(),
+                        source,
+                    }
+                })?;
+            }
+        }
+        for dir in [&self.bundle, &self.layer] {
+            match fs::remove_dir_all(dir) {
+                Err(error) if error.kind() != ErrorKind::NotFound => {
+                    return Err(io("cannot remove", dir)(error));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// overlayfs splits its options at ',' and lower dirs at ':'.
+fn escape_overlay_path(path: &Path) -> String {
+    path.display()
+        .to_string()
+        .replace('\\', "\\\\")
+        .replace(':', "\\:")
+        .replace(',', "\\,")
+}
+
+fn is_mount_point(path: &Path) -> bool {
+    let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .any(|mount_point| Path::new(mount_point) == path)
+}
+
+/// Makes every CRI mount's host path exist and names it by its resolved
+/// path: a missing one becomes a directory (as containerd and Docker do;
+/// kubelet checks hostPath types itself), symlinks are resolved so the bind
+/// mounts what the link names now, not what it might name at start.
+pub fn prepare_host_paths(spec: &mut ContainerSpec) -> Result<(), ContainerError> {
+    for (index, mount) in spec.mounts.iter_mut().enumerate() {
+        let field = format!("config.mounts[{index}].host_path");
+        let path = mount.host_path.clone();
+        match fs::symlink_metadata(&path) {
+            Ok(_) => {}
+            Err(error) if error.kind() == ErrorKind::NotFound => {
+                fs::create_dir_all(&path).map_err(|error| ContainerError::HostPath {
+                    field: field.clone(),
+                    path: path.clone(),
+                    reason: format!("does not exist and cannot be created: {error}"),
+                })?;
+            }
+            Err(error) => {
+                return Err(ContainerError::HostPath {
+                    field,
+                    path,
+                    reason: error.to_string(),
+                });
+            }
+        }
+        mount.host_path = fs::canonicalize(&path).map_err(|error| ContainerError::HostPath {
+            field,
+            path: path.clone(),
+            reason: format!("cannot be resolved: {error}"),
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::MountSpec;
+
+    #[test]
+    fn overlay_paths_are_escaped() {
+        assert_eq!(escape_overlay_path(Path::new("/a:b,c")), "/a\\:b\\,c");
+    }
+
+    #[test]
+    fn host_paths_are_created_and_resolved() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let real = dir.path().join("real");
+        fs::create_dir(&real).expect("mkdir");
+        std::os::unix::fs::symlink(&real, dir.path().join("link")).expect("symlink");
+        let mut spec = ContainerSpec {
+            mounts: vec![
+                MountSpec {
+                    container_path: "/a".into(),
+                    host_path: dir.path().join("missing/deep"),
+                    ..MountSpec::default()
+                },
+                MountSpec {
+                    container_path: "/b".into(),
+                    host_path: dir.path().join("link"),
+                    ..MountSpec::default()
+                },
+            ],
+            ..ContainerSpec::default()
+        };
+        prepare_host_paths(&mut spec).expect("prepare");
+        assert!(dir.path().join("missing/deep").is_dir());
+        assert_eq!(
+            spec.mounts[1].host_path,
+            fs::canonicalize(&real).expect("canonicalize")
+        );
+        // A path below a regular file can never be created: named in the error.
+        let file = dir.path().join("file");
+        fs::write(&file, b"x").expect("write");
+        let mut bad = ContainerSpec {
+            mounts: vec![MountSpec {
+                container_path: "/c".into(),
+                host_path: file.join("sub"),
+                ..MountSpec::default()
+            }],
+            ..ContainerSpec::default()
+        };
+        let error = prepare_host_paths(&mut bad).expect_err("cannot create");
+        assert!(
+            error.to_string().contains("config.mounts[0].host_path"),
+            "{error}"
+        );
+    }
+}

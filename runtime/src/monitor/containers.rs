@@ -1,0 +1,591 @@
+//! The monitor's containers: their inits, their output (copied into the CRI
+//! log), their exits (written durably into the bundle), crid's waiters, and
+//! exec sessions. Everything here runs on the monitor's one thread, driven
+//! by its poll loop: no call blocks except on a process SIGKILLed just before.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::Pid;
+use oci_spec::runtime::Spec;
+use proto::monitor::{
+    ContainerCreate, ContainerExit, ContainerState, EXIT_FILE, ExitStatus, MonitorResponse,
+};
+
+use super::init::{self, ChildStdio, CreatedInit};
+use crate::crilog::{CriLog, Stream};
+use crate::wire::write_frame;
+
+/// Output an exec session keeps per stream; the rest is read and dropped.
+const MAX_EXEC_OUTPUT: usize = 4 * 1024 * 1024;
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Where a readable descriptor belongs (poll bookkeeping).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputOwner {
+    Container(String),
+    Exec(Pid),
+}
+
+/// What a request handler does with the client's connection.
+pub enum Reply {
+    Now(MonitorResponse),
+    /// Kept; answered when the container exits or the exec ends.
+    Later,
+}
+
+struct Output {
+    stream: Stream,
+    file: File,
+}
+
+struct Waiter {
+    client: UnixStream,
+    deadline: Instant,
+}
+
+struct Container {
+    create: ContainerCreate,
+    spec: Spec,
+    pid: Pid,
+    /// Until started.
+    init: Option<CreatedInit>,
+    started_at: i64,
+    exit: Option<ContainerExit>,
+    oom_baseline: u64,
+    outputs: Vec<Output>,
+    log: Option<CriLog>,
+    /// The write end of the container's stdin, held for attach.
+    _stdin: Option<OwnedFd>,
+    waiters: Vec<Waiter>,
+}
+
+struct ExecSession {
+    pid: Pid,
+    outputs: Vec<Output>,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    client: UnixStream,
+    deadline: Option<Instant>,
+    timed_out: bool,
+}
+
+#[derive(Default)]
+pub struct Containers {
+    table: BTreeMap<String, Container>,
+    execs: Vec<ExecSession>,
+}
+
+pub fn now_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn error(message: impl Into<String>) -> Reply {
+    Reply::Now(MonitorResponse::Error {
+        message: message.into(),
+    })
+}
+
+impl Containers {
+    /// Every descriptor the poll loop should watch, with its owner.
+    pub fn outputs(&self) -> Vec<(OutputOwner, BorrowedFd<'_>)> {
+        let containers = self.table.iter().flat_map(|(id, c)| {
+            c.outputs
+                .iter()
+                .map(move |o| (OutputOwner::Container(id.clone()), o.file.as_fd()))
+        });
+        let execs = self.execs.iter().flat_map(|e| {
+            e.outputs
+                .iter()
+                .map(move |o| (OutputOwner::Exec(e.pid), o.file.as_fd()))
+        });
+        containers.chain(execs).collect()
+    }
+
+    /// How long the poll loop may sleep before a deadline passes.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let waits = self
+            .table
+            .values()
+            .flat_map(|c| c.waiters.iter().map(|w| w.deadline));
+        let execs = self.execs.iter().filter_map(|e| e.deadline);
+        waits.chain(execs).min()
+    }
+
+    pub fn create(&mut self, create: ContainerCreate) -> Reply {
+        if self.table.contains_key(&create.id) {
+            return error(format!("container {} exists already", create.id));
+        }
+        match self.try_create(create) {
+            Ok(pid) => Reply::Now(MonitorResponse::Created { pid: pid.as_raw() }),
+            Err(e) => error(e.to_string()),
+        }
+    }
+
+    fn try_create(&mut self, create: ContainerCreate) -> io::Result<Pid> {
+        let config_path = create.bundle.join("config.json");
+        let spec: Spec = serde_json::from_slice(&fs::read(&config_path)?).map_err(|e| {
+            io::Error::new(
+                ErrorKind::InvalidData,
+                format!("{}: {e}", config_path.display()),
+            )
+        })?;
+        let log = match &create.log_path {
+            Some(path) => {
+                if let Some(parent) = path.parent() {
+                    fs::create_dir_all(parent).map_err(|e| {
+                        io::Error::new(e.kind(), format!("log dir {}: {e}", parent.display()))
+                    })?;
+                }
+                Some(CriLog::open(path).map_err(|e| {
+                    io::Error::new(e.kind(), format!("log file {}: {e}", path.display()))
+                })?)
+            }
+            None => None,
+        };
+        let (stdio, outputs, stdin) = container_stdio(&create)?;
+        let oom_baseline = create
+            .oom_events
+            .as_deref()
+            .map(oom_kills)
+            .unwrap_or_default();
+        let init = init::create(&create, &spec, stdio)?;
+        let pid = init.pid;
+        self.table.insert(
+            create.id.clone(),
+            Container {
+                create,
+                spec,
+                pid,
+                init: Some(init),
+                started_at: 0,
+                exit: None,
+                oom_baseline,
+                outputs,
+                log,
+                _stdin: stdin,
+                waiters: Vec::new(),
+            },
+        );
+        Ok(pid)
+    }
+
+    pub fn start(&mut self, id: &str) -> Reply {
+        let Some(container) = self.table.get_mut(id) else {
+            return error(format!("container {id} not found"));
+        };
+        if container.exit.is_some() {
+            return error(format!("container {id} has exited"));
+        }
+        let Some(init) = container.init.take() else {
+            return error(format!("container {id} was started already"));
+        };
+        match init.start() {
+            Ok(()) => {
+                container.started_at = now_nanos();
+                Reply::Now(MonitorResponse::Started {
+                    started_at: container.started_at,
+                })
+            }
+            Err(e) => error(e.to_string()),
+        }
+    }
+
+    pub fn signal(&mut self, id: &str, signal: i32) -> Reply {
+        let Some(container) = self.table.get(id) else {
+            return error(format!("container {id} not found"));
+        };
+        let signal = match Signal::try_from(signal) {
+            Ok(signal) => signal,
+            Err(_) => return error(format!("{signal} is not a signal")),
+        };
+        if container.exit.is_none()
+            && let Err(e) = kill(container.pid, signal)
+        {
+            return error(format!("signalling {id}: {e}"));
+        }
+        Reply::Now(MonitorResponse::Done)
+    }
+
+    pub fn wait(&mut self, id: &str, timeout: Duration, client: &UnixStream) -> Reply {
+        let Some(container) = self.table.get_mut(id) else {
+            return error(format!("container {id} not found"));
+        };
+        if let Some(exit) = container.exit {
+            return Reply::Now(MonitorResponse::Exited(exit));
+        }
+        if timeout.is_zero() {
+            return Reply::Now(MonitorResponse::StillRunning);
+        }
+        match client.try_clone() {
+            Ok(client) => {
+                container.waiters.push(Waiter {
+                    client,
+                    deadline: Instant::now() + timeout,
+                });
+                Reply::Later
+            }
+            Err(e) => error(e.to_string()),
+        }
+    }
+
+    pub fn remove(&mut self, id: &str) -> Reply {
+        if self.table.contains_key(id) {
+            self.kill_and_reap(id);
+            self.table.remove(id);
+        }
+        Reply::Now(MonitorResponse::Done)
+    }
+
+    pub fn states(&self) -> Reply {
+        Reply::Now(MonitorResponse::Containers(
+            self.table
+                .iter()
+                .map(|(id, c)| ContainerState {
+                    id: id.clone(),
+                    pid: c.pid.as_raw(),
+                    started_at: c.started_at,
+                    exit: c.exit,
+                })
+                .collect(),
+        ))
+    }
+
+    pub fn reopen_log(&mut self, id: &str) -> Reply {
+        let Some(container) = self.table.get_mut(id) else {
+            return error(format!("container {id} not found"));
+        };
+        if container.exit.is_some() {
+            return error(format!("container {id} is not running"));
+        }
+        match container.log.as_mut().map(CriLog::reopen) {
+            Some(Err(e)) => error(format!("reopening the log of {id}: {e}")),
+            _ => Reply::Now(MonitorResponse::Done),
+        }
+    }
+
+    pub fn exec(
+        &mut self,
+        id: &str,
+        args: &[String],
+        timeout: Duration,
+        client: &UnixStream,
+    ) -> Reply {
+        let Some(container) = self.table.get(id) else {
+            return error(format!("container {id} not found"));
+        };
+        if container.exit.is_some() || container.init.is_some() {
+            return error(format!("container {id} is not running"));
+        }
+        if args.is_empty() {
+            return error("exec needs a command");
+        }
+        let session = (|| {
+            let (stdout_read, stdout_write) = pipe_nonblocking_read()?;
+            let (stderr_read, stderr_write) = pipe_nonblocking_read()?;
+            let stdin = OwnedFd::from(File::open("/dev/null")?);
+            let stdio = ChildStdio {
+                stdin,
+                stdout: stdout_write,
+                stderr: stderr_write,
+            };
+            let pid = init::exec(
+                container.pid,
+                &container.spec,
+                args,
+                &container.create.cgroup_procs,
+                stdio,
+            )?;
+            Ok::<_, io::Error>(ExecSession {
+                pid,
+                outputs: vec![
+                    Output {
+                        stream: Stream::Stdout,
+                        file: File::from(stdout_read),
+                    },
+                    Output {
+                        stream: Stream::Stderr,
+                        file: File::from(stderr_read),
+                    },
+                ],
+                stdout: Vec::new(),
+                stderr: Vec::new(),
+                client: client.try_clone()?,
+                deadline: (!timeout.is_zero()).then(|| Instant::now() + timeout),
+                timed_out: false,
+            })
+        })();
+        match session {
+            Ok(session) => {
+                self.execs.push(session);
+                Reply::Later
+            }
+            Err(e) => error(format!("exec in {id}: {e}")),
+        }
+    }
+
+    /// Copies what is readable on `owner`'s descriptors.
+    pub fn drain(&mut self, owner: &OutputOwner) {
+        match owner {
+            OutputOwner::Container(id) => {
+                if let Some(c) = self.table.get_mut(id) {
+                    let log = &mut c.log;
+                    c.outputs.retain_mut(|o| {
+                        copy_available(o, |stream, data| {
+                            if let Some(log) = log.as_mut()
+                                && let Err(e) = log.write(stream, data, SystemTime::now())
+                            {
+                                eprintln!("crid-monitor: log of {id}: {e}");
+                            }
+                        })
+                        .is_open()
+                    });
+                    // Streams at EOF end their pending partial line.
+                    for stream in [Stream::Stdout, Stream::Stderr] {
+                        if !c.outputs.iter().any(|o| o.stream == stream)
+                            && let Some(log) = c.log.as_mut()
+                        {
+                            let _ = log.finish(stream, SystemTime::now());
+                        }
+                    }
+                }
+            }
+            OutputOwner::Exec(pid) => {
+                if let Some(e) = self.execs.iter_mut().find(|e| e.pid == *pid) {
+                    let (stdout, stderr) = (&mut e.stdout, &mut e.stderr);
+                    e.outputs.retain_mut(|o| {
+                        copy_available(o, |stream, data| {
+                            let buffer = match stream {
+                                Stream::Stdout => &mut *stdout,
+                                Stream::Stderr => &mut *stderr,
+                            };
+                            let room = MAX_EXEC_OUTPUT.saturating_sub(buffer.len());
+                            buffer.extend_from_slice(&data[..data.len().min(room)]);
+                        })
+                        .is_open()
+                    });
+                }
+            }
+        }
+    }
+
+    /// Acts on passed deadlines: waiters get `StillRunning`, execs are killed.
+    pub fn expire(&mut self) {
+        let now = Instant::now();
+        for c in self.table.values_mut() {
+            let (due, waiting): (Vec<Waiter>, Vec<Waiter>) =
+                c.waiters.drain(..).partition(|w| w.deadline <= now);
+            c.waiters = waiting;
+            for mut w in due {
+                let _ = write_frame(&mut w.client, &MonitorResponse::StillRunning);
+            }
+        }
+        for e in &mut self.execs {
+            if !e.timed_out && e.deadline.is_some_and(|d| d <= now) {
+                e.timed_out = true;
+                // The exec leads its own session: its children go with it.
+                let _ = nix::sys::signal::killpg(e.pid, Signal::SIGKILL);
+                let _ = kill(e.pid, Signal::SIGKILL);
+            }
+        }
+    }
+
+    /// A reaped child: true if it was one of ours.
+    pub fn exited(&mut self, pid: Pid, status: ExitStatus) -> bool {
+        if let Some(id) = self
+            .table
+            .iter()
+            .find(|(_, c)| c.pid == pid && c.exit.is_none())
+            .map(|(id, _)| id.clone())
+        {
+            self.record_exit(&id, status);
+            return true;
+        }
+        if self.execs.iter().any(|e| e.pid == pid) {
+            self.drain(&OutputOwner::Exec(pid));
+        }
+        if let Some(index) = self.execs.iter().position(|e| e.pid == pid) {
+            let mut session = self.execs.swap_remove(index);
+            let response = MonitorResponse::ExecResult {
+                stdout: std::mem::take(&mut session.stdout),
+                stderr: std::mem::take(&mut session.stderr),
+                exit: (!session.timed_out).then_some(status),
+            };
+            if let Err(e) = write_frame(&mut session.client, &response) {
+                eprintln!("crid-monitor: answering exec {pid}: {e}");
+            }
+            return true;
+        }
+        false
+    }
+
+    fn record_exit(&mut self, id: &str, status: ExitStatus) {
+        // Output written just before the exit belongs in the log first.
+        self.drain(&OutputOwner::Container(id.to_string()));
+        let Some(c) = self.table.get_mut(id) else {
+            return;
+        };
+        let oom_killed = c
+            .create
+            .oom_events
+            .as_deref()
+            .is_some_and(|file| oom_kills(file) > c.oom_baseline);
+        let exit = ContainerExit {
+            status,
+            finished_at: now_nanos(),
+            oom_killed,
+        };
+        c.exit = Some(exit);
+        c.init = None;
+        if let Err(e) = write_exit_file(&c.create.bundle, &exit) {
+            eprintln!("crid-monitor: recording the exit of {id}: {e}");
+        }
+        for mut w in c.waiters.drain(..) {
+            let _ = write_frame(&mut w.client, &MonitorResponse::Exited(exit));
+        }
+    }
+
+    fn kill_and_reap(&mut self, id: &str) {
+        let Some(c) = self.table.get(id) else {
+            return;
+        };
+        if c.exit.is_some() {
+            return;
+        }
+        let pid = c.pid;
+        let _ = kill(pid, Signal::SIGKILL);
+        let status = match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => ExitStatus::Exited(code),
+            Ok(WaitStatus::Signaled(_, signal, _)) => ExitStatus::Signaled(signal as i32),
+            _ => ExitStatus::Signaled(Signal::SIGKILL as i32),
+        };
+        self.record_exit(id, status);
+    }
+
+    /// The pod goes away: every container is killed and its exit recorded.
+    pub fn kill_all(&mut self) {
+        let ids: Vec<String> = self.table.keys().cloned().collect();
+        for id in ids {
+            self.kill_and_reap(&id);
+        }
+    }
+}
+
+/// The container's stdio: pipes (or a pty) whose child ends go to the init,
+/// whose read ends the monitor watches.
+fn container_stdio(
+    create: &ContainerCreate,
+) -> io::Result<(ChildStdio, Vec<Output>, Option<OwnedFd>)> {
+    if create.tty {
+        let pty = nix::pty::openpty(None, None)?;
+        set_nonblocking_cloexec(&pty.master)?;
+        let slave = pty.slave;
+        let stdio = ChildStdio {
+            stdin: slave.try_clone()?,
+            stdout: slave.try_clone()?,
+            stderr: slave,
+        };
+        let outputs = vec![Output {
+            stream: Stream::Stdout,
+            file: File::from(pty.master),
+        }];
+        return Ok((stdio, outputs, None));
+    }
+    let (stdin_child, stdin_keep) = if create.stdin {
+        let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        (read, Some(write))
+    } else {
+        (OwnedFd::from(File::open("/dev/null")?), None)
+    };
+    let (stdout_read, stdout_write) = pipe_nonblocking_read()?;
+    let (stderr_read, stderr_write) = pipe_nonblocking_read()?;
+    Ok((
+        ChildStdio {
+            stdin: stdin_child,
+            stdout: stdout_write,
+            stderr: stderr_write,
+        },
+        vec![
+            Output {
+                stream: Stream::Stdout,
+                file: File::from(stdout_read),
+            },
+            Output {
+                stream: Stream::Stderr,
+                file: File::from(stderr_read),
+            },
+        ],
+        stdin_keep,
+    ))
+}
+
+fn pipe_nonblocking_read() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    set_nonblocking_cloexec(&read)?;
+    Ok((read, write))
+}
+
+fn set_nonblocking_cloexec(fd: &OwnedFd) -> io::Result<()> {
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    fcntl(fd, FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
+    Ok(())
+}
+
+enum Copied {
+    Open,
+    Eof,
+}
+
+impl Copied {
+    fn is_open(&self) -> bool {
+        matches!(self, Copied::Open)
+    }
+}
+
+/// Reads until the pipe is empty; EOF (or an error) closes it.
+fn copy_available(output: &mut Output, mut sink: impl FnMut(Stream, &[u8])) -> Copied {
+    let mut buffer = vec![0u8; READ_CHUNK];
+    loop {
+        match output.file.read(&mut buffer) {
+            Ok(0) => return Copied::Eof,
+            Ok(n) => sink(output.stream, &buffer[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Copied::Open,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            // EIO: a pty whose last slave closed.
+            Err(_) => return Copied::Eof,
+        }
+    }
+}
+
+/// The kernel's OOM-kill count in the file (0 when unreadable: no memory
+/// controller means no OOM kill to report).
+fn oom_kills(file: &Path) -> u64 {
+    crate::cgroup::oom_kills(file).unwrap_or(0)
+}
+
+/// The exit record, durably: temp file, fsync, rename, fsync of the dir.
+fn write_exit_file(bundle: &Path, exit: &ContainerExit) -> io::Result<()> {
+    let json = serde_json::to_vec(exit).map_err(io::Error::other)?;
+    let temp = bundle.join(format!("{EXIT_FILE}.tmp"));
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temp)?;
+    file.write_all(&json)?;
+    file.sync_all()?;
+    fs::rename(&temp, bundle.join(EXIT_FILE))?;
+    File::open(bundle)?.sync_all()
+}
