@@ -234,24 +234,24 @@ fn namespaces(
 ) -> Result<PodNamespaces, CridError> {
     let field = format!("{SECURITY}.namespace_options.pid");
     let pid = match cri::NamespaceMode::try_from(options.pid) {
-        Ok(cri::NamespaceMode::Pod) => {
-            // Without a pod PID namespace, pause's would be the node's.
-            if pod.spec.pid != NamespaceMode::Pod {
-                return Err(CridError::FailedPrecondition(format!(
-                    "{field}: POD, but the pod has no shared PID namespace (its mode is {:?})",
-                    pod.spec.pid
-                )));
+        // POD is also what an unset option reads as (crictl's configs often
+        // have none): it follows the pod. A pod without a PID namespace of
+        // its own gives each container one; a node-PID pod, the node's.
+        Ok(cri::NamespaceMode::Pod) => match pod.spec.pid {
+            NamespaceMode::Container => PidMode::Container,
+            NamespaceMode::Node => PidMode::Node,
+            NamespaceMode::Pod => {
+                if pod.sandbox.pause_pid <= 0 {
+                    return Err(CridError::FailedPrecondition(format!(
+                        "{field}: POD, but the pod has no running pause process"
+                    )));
+                }
+                PidMode::Pod(PathBuf::from(format!(
+                    "/proc/{}/ns/pid",
+                    pod.sandbox.pause_pid
+                )))
             }
-            if pod.sandbox.pause_pid <= 0 {
-                return Err(CridError::FailedPrecondition(format!(
-                    "{field}: POD, but the pod has no running pause process"
-                )));
-            }
-            PidMode::Pod(PathBuf::from(format!(
-                "/proc/{}/ns/pid",
-                pod.sandbox.pause_pid
-            )))
-        }
+        },
         Ok(cri::NamespaceMode::Container) => PidMode::Container,
         Ok(cri::NamespaceMode::Node) => PidMode::Node,
         Ok(cri::NamespaceMode::Target) => match target_pid_ns {
@@ -924,17 +924,23 @@ mod tests {
             "config.linux.security_context.namespace_options.target_id",
         );
         assert!(status.message().contains("c2"));
-        // POD, but the pod's pause is not in a PID namespace of its own.
-        for pod_pid in [NamespaceMode::Container, NamespaceMode::Node] {
+        // POD follows a pod without a PID namespace of its own.
+        for (pod_pid, expected) in [
+            (NamespaceMode::Container, PidMode::Container),
+            (NamespaceMode::Node, PidMode::Node),
+        ] {
             let p = pod_with(
                 pod_spec(NamespaceMode::Pod, NamespaceMode::Pod, pod_pid),
                 false,
             );
-            assert_refused(
-                &err_with(&with_pid(cri::NamespaceMode::Pod, ""), &p, None),
-                Code::FailedPrecondition,
-                "namespace_options.pid",
-            );
+            let spec = translate(
+                &with_pid(cri::NamespaceMode::Pod, ""),
+                &p,
+                Path::new("/pod"),
+                None,
+            )
+            .expect("POD follows the pod");
+            assert_eq!(spec.namespaces.pid, expected);
         }
         let mut p = pod_with(
             pod_spec(NamespaceMode::Pod, NamespaceMode::Pod, NamespaceMode::Pod),

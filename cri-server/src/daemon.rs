@@ -146,6 +146,7 @@ impl Started {
         } = self;
         // Before serving: kubelet must never see a half-made pod.
         crate::pods::recover(&daemon).await;
+        crate::containers::recover(&daemon).await;
         // Layers of pulls a crash interrupted go now; serving need not wait.
         let collector = daemon.clone();
         tokio::spawn(async move {

@@ -30,7 +30,15 @@ pub enum CridError {
     #[error(transparent)]
     Pod(#[from] pod_sandbox::PodError),
     #[error(transparent)]
+    Container(#[from] runtime::container::ContainerError),
+    #[error(transparent)]
     Spec(#[from] runtime::spec::SpecError),
+    #[error(transparent)]
+    Monitor(#[from] runtime::MonitorError),
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl CridError {
@@ -56,7 +64,13 @@ impl CridError {
             CridError::FailedPrecondition(_) => Code::FailedPrecondition,
             CridError::Image(error) => image_code(error),
             CridError::Pod(error) => pod_code(error),
+            CridError::Container(error) => container_code(error),
             CridError::Spec(error) => spec_code(error),
+            // The monitor's own refusals (an exec that failed, a container
+            // that is not running) are the container's state, not crid's.
+            CridError::Monitor(runtime::MonitorError::Failed { .. }) => Code::FailedPrecondition,
+            CridError::Monitor(_) | CridError::Internal(_) => Code::Internal,
+            CridError::DeadlineExceeded(_) => Code::DeadlineExceeded,
         }
     }
 }
@@ -100,6 +114,15 @@ fn spec_code(error: &runtime::spec::SpecError) -> Code {
         // The request names a user or group the image does not have.
         E::UnknownUser(_) | E::UnknownGroup(_) => Code::FailedPrecondition,
         E::Io { .. } | E::Oci(_) => Code::Internal,
+    }
+}
+
+fn container_code(error: &runtime::container::ContainerError) -> Code {
+    use runtime::container::ContainerError as E;
+    match error {
+        E::HostPath { .. } | E::TooManyLayers(_) => Code::FailedPrecondition,
+        E::Spec(error) => spec_code(error),
+        E::Io { .. } | E::Mount { .. } => Code::Internal,
     }
 }
 

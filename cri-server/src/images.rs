@@ -453,9 +453,12 @@ pub fn keep_sets(daemon: &Daemon) -> Result<KeepSets, CridError> {
         keep.blobs.extend(record.image.blob_digests());
         keep.blobs.extend(record.blobs.iter().cloned());
     }
-    // containers keep their image's layers too: when containers exist, add
-    // the chain ids (and config blob) of every container's image here, so
-    // that removing an image a container still uses keeps its layers.
+    // A container keeps its rootfs layers and image config even when its
+    // image was removed.
+    for record in crate::containers::load_records(daemon)? {
+        keep.chain_ids.extend(record.layers);
+        keep.blobs.insert(record.image_id);
+    }
     Ok(keep)
 }
 

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod container_config;
+pub mod containers;
 pub mod daemon;
 pub mod error;
 pub mod image_service;

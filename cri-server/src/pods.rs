@@ -74,7 +74,10 @@ async fn forget(daemon: &std::sync::Arc<Daemon>, record: &PodRecord) -> Result<(
 }
 
 /// Resolves a full id or a unique prefix of one (crictl passes prefixes).
-async fn find(daemon: &std::sync::Arc<Daemon>, id: &str) -> Result<Option<PodRecord>, CridError> {
+pub async fn find(
+    daemon: &std::sync::Arc<Daemon>,
+    id: &str,
+) -> Result<Option<PodRecord>, CridError> {
     if id.is_empty() {
         return Err(CridError::invalid("pod_sandbox_id", id, "is required"));
     }
@@ -195,6 +198,7 @@ pub async fn stop(daemon: std::sync::Arc<Daemon>, id: &str) -> Result<(), CridEr
     let Some(mut record) = load(&daemon, &record.id).await? else {
         return Ok(());
     };
+    crate::containers::stop_all_in_pod(&daemon, &record.id).await?;
     daemon.pods.stop(&record.spec, &record.sandbox).await?;
     if record.phase != PodPhase::Stopped {
         record.phase = PodPhase::Stopped;
@@ -212,6 +216,8 @@ pub async fn remove(daemon: std::sync::Arc<Daemon>, id: &str) -> Result<(), Crid
     let Some(record) = load(&daemon, &record.id).await? else {
         return Ok(());
     };
+    crate::containers::stop_all_in_pod(&daemon, &record.id).await?;
+    crate::containers::remove_all_in_pod(&daemon, &record.id).await?;
     daemon.pods.remove(&record.spec, &record.sandbox).await?;
     forget(&daemon, &record).await?;
     tracing::info!(pod_id = %record.id, "pod removed");

@@ -9,6 +9,7 @@ use proto::cri::runtime_service_server::RuntimeService;
 use proto::cri::*;
 use tonic::{Request, Response, Status};
 
+use crate::containers;
 use crate::daemon::Daemon;
 use crate::error::CridError;
 use crate::pods;
@@ -163,50 +164,80 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<CreateContainerRequest>,
     ) -> RpcResult<CreateContainerResponse> {
-        traced("CreateContainer", request, |_| not_built("CreateContainer")).await
+        let daemon = self.daemon.clone();
+        traced("CreateContainer", request, |request| async move {
+            let container_id = containers::create(daemon, request).await?;
+            Ok(CreateContainerResponse { container_id })
+        })
+        .await
     }
 
     async fn start_container(
         &self,
         request: Request<StartContainerRequest>,
     ) -> RpcResult<StartContainerResponse> {
-        traced("StartContainer", request, |_| not_built("StartContainer")).await
+        let daemon = self.daemon.clone();
+        traced("StartContainer", request, |request| async move {
+            containers::start(daemon, &request.container_id).await?;
+            Ok(StartContainerResponse {})
+        })
+        .await
     }
 
     async fn stop_container(
         &self,
         request: Request<StopContainerRequest>,
     ) -> RpcResult<StopContainerResponse> {
-        traced("StopContainer", request, |_| not_built("StopContainer")).await
+        let daemon = self.daemon.clone();
+        traced("StopContainer", request, |request| async move {
+            containers::stop(daemon, &request.container_id, request.timeout).await?;
+            Ok(StopContainerResponse {})
+        })
+        .await
     }
 
     async fn remove_container(
         &self,
         request: Request<RemoveContainerRequest>,
     ) -> RpcResult<RemoveContainerResponse> {
-        traced("RemoveContainer", request, |_| not_built("RemoveContainer")).await
+        let daemon = self.daemon.clone();
+        traced("RemoveContainer", request, |request| async move {
+            containers::remove(daemon, &request.container_id).await?;
+            Ok(RemoveContainerResponse {})
+        })
+        .await
     }
 
     async fn list_containers(
         &self,
         request: Request<ListContainersRequest>,
     ) -> RpcResult<ListContainersResponse> {
-        traced("ListContainers", request, |_| not_built("ListContainers")).await
+        let daemon = self.daemon.clone();
+        traced("ListContainers", request, |request| async move {
+            containers::list(daemon, request).await
+        })
+        .await
     }
 
     async fn container_status(
         &self,
         request: Request<ContainerStatusRequest>,
     ) -> RpcResult<ContainerStatusResponse> {
-        traced("ContainerStatus", request, |_| not_built("ContainerStatus")).await
+        let daemon = self.daemon.clone();
+        traced("ContainerStatus", request, |request| async move {
+            containers::status(daemon, request).await
+        })
+        .await
     }
 
     async fn update_container_resources(
         &self,
         request: Request<UpdateContainerResourcesRequest>,
     ) -> RpcResult<UpdateContainerResourcesResponse> {
-        traced("UpdateContainerResources", request, |_| {
-            not_built("UpdateContainerResources")
+        let daemon = self.daemon.clone();
+        traced("UpdateContainerResources", request, |request| async move {
+            containers::update_resources(daemon, request).await?;
+            Ok(UpdateContainerResourcesResponse {})
         })
         .await
     }
@@ -215,14 +246,20 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<ReopenContainerLogRequest>,
     ) -> RpcResult<ReopenContainerLogResponse> {
-        traced("ReopenContainerLog", request, |_| {
-            not_built("ReopenContainerLog")
+        let daemon = self.daemon.clone();
+        traced("ReopenContainerLog", request, |request| async move {
+            containers::reopen_log(daemon, &request.container_id).await?;
+            Ok(ReopenContainerLogResponse {})
         })
         .await
     }
 
     async fn exec_sync(&self, request: Request<ExecSyncRequest>) -> RpcResult<ExecSyncResponse> {
-        traced("ExecSync", request, |_| not_built("ExecSync")).await
+        let daemon = self.daemon.clone();
+        traced("ExecSync", request, |request| async move {
+            containers::exec_sync(daemon, request).await
+        })
+        .await
     }
 
     async fn exec(&self, request: Request<ExecRequest>) -> RpcResult<ExecResponse> {

@@ -231,12 +231,21 @@ impl TestEnv {
                 .flatten()
                 .filter(|entry| entry.file_name() != "crid.lock")
             {
-                // The `pods` dir may stay, empty; anything else is a leak.
+                // The `pods` and `containers` dirs may stay, empty; anything
+                // else is a leak.
                 let empty_dir =
                     fs::read_dir(entry.path()).is_ok_and(|mut dir| dir.next().is_none());
-                if !(entry.file_name() == "pods" && empty_dir) {
+                if !(empty_dir
+                    && ["pods", "containers"].contains(&&*entry.file_name().to_string_lossy()))
+                {
                     leaks.push(format!("state file left: {}", entry.path().display()));
                 }
+            }
+        }
+        // A container's writable layer lives under the root dir.
+        if let Ok(entries) = fs::read_dir(self.root().join("containers")) {
+            for entry in entries.flatten() {
+                leaks.push(format!("container layer left: {}", entry.path().display()));
             }
         }
         leaks
@@ -249,6 +258,62 @@ impl Default for TestEnv {
     }
 }
 
+impl TestEnv {
+    /// After a failed test: container processes (which do not mention this
+    /// env's dir) die with their pod's cgroup, and mounts under the dir go.
+    fn sweep_failed_pods(&self) {
+        let pods: Vec<std::ffi::OsString> = fs::read_dir(self.state().join("pods"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        let hierarchies: Vec<PathBuf> = fs::read_dir("/sys/fs/cgroup")
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        for pod in &pods {
+            for hierarchy in &hierarchies {
+                kill_cgroup_tree(&hierarchy.join("crid").join(pod));
+            }
+        }
+        let dir = self.path().to_string_lossy().into_owned();
+        let mut mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .filter(|mount_point| mount_point.starts_with(dir.as_str()))
+            .map(str::to_string)
+            .collect();
+        // Deepest first.
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for mount_point in mounts {
+            let _ = nix::mount::umount2(mount_point.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// Kills every process in a cgroup and below, then removes the cgroups.
+fn kill_cgroup_tree(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten().filter(|e| e.path().is_dir()) {
+        kill_cgroup_tree(&entry.path());
+    }
+    for _ in 0..200 {
+        let pids: Vec<i32> = fs::read_to_string(dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        if pids.is_empty() {
+            break;
+        }
+        for pid in pids {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = fs::remove_dir(dir);
+}
+
 impl Drop for TestEnv {
     fn drop(&mut self) {
         let leaks = self.leaks();
@@ -256,6 +321,7 @@ impl Drop for TestEnv {
         for pid in processes_mentioning(&self.path().to_string_lossy()) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
+        self.sweep_failed_pods();
         for bridge in self
             .bridges
             .lock()

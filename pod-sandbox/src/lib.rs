@@ -23,10 +23,10 @@ use serde_json::{Map, Value, json};
 
 pub use cgroup::{Hierarchy, Placement};
 pub use error::PodError;
+pub use mounts::{namespace_path, shm_path};
 /// Pod cgroups live in `runtime` beside the containers' (one implementation);
 /// re-exported so the pod's callers keep one import path.
 pub use runtime::cgroup;
-pub use mounts::{namespace_path, shm_path};
 pub use spec::{DnsConfig, NamespaceMode, PodSpec, PortMapping, SandboxState};
 
 const POD_IFNAME: &str = "eth0";

@@ -1,0 +1,897 @@
+//! Container RPCs: validate and translate CRI requests, keep the container
+//! records (name reserved per pod, phase persisted around every change), and
+//! drive `runtime` (the container's files) and the pod's monitor (its
+//! processes). The monitor is the truth about what runs; the exit record it
+//! writes into the bundle is the truth once the monitor is gone.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::cri;
+use proto::monitor::{
+    ContainerCreate, ContainerExit, ContainerState, ExitStatus, MonitorRequest, MonitorResponse,
+};
+use runtime::MonitorClient;
+use runtime::container::ContainerDirs;
+use runtime::spec::{ContainerSpec, ImageConfigView, ResolvedUser};
+use serde::{Deserialize, Serialize};
+
+use crate::container_config;
+use crate::daemon::Daemon;
+use crate::error::CridError;
+use crate::images::{self, ImageRecord};
+use crate::pods::{self, PodPhase, PodRecord};
+use crate::rpc::{blocking, now_nanos};
+use crate::store::Table;
+
+/// Exit code and reason when a container's end was never observed (its
+/// pod's monitor is gone: crash, reboot), as containerd reports it.
+const UNKNOWN_EXIT_CODE: i32 = 255;
+/// After SIGKILL, how long to wait for the exit before giving up.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerPhase {
+    /// CreateContainer in progress; a restart finding it rolls it back.
+    Creating,
+    Created,
+    /// StartContainer succeeded (whether it still runs is the monitor's word).
+    Started,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub pod_id: String,
+    pub reserved_name: String,
+    pub config: cri::ContainerConfig,
+    pub spec: ContainerSpec,
+    /// The image as the request named it.
+    pub image_ref: String,
+    /// The image id (config digest) PullImage returned.
+    pub image_id: String,
+    /// A repo digest of the image, if it has one (CRI `image_ref`).
+    pub image_digest: Option<String>,
+    /// Chain ids of the rootfs layers (image GC keeps them).
+    pub layers: Vec<String>,
+    pub stop_signal: Option<String>,
+    pub phase: ContainerPhase,
+    pub created_at: i64,
+    pub started_at: i64,
+    pub log_path: Option<PathBuf>,
+    pub cgroup: String,
+    pub user: Option<ResolvedUser>,
+    pub pid: i32,
+}
+
+async fn load(daemon: &Arc<Daemon>, id: &str) -> Result<Option<ContainerRecord>, CridError> {
+    let (daemon, id) = (daemon.clone(), id.to_string());
+    blocking(move || Ok(daemon.store.get(Table::Containers, &id)?)).await
+}
+
+async fn save(daemon: &Arc<Daemon>, record: &ContainerRecord) -> Result<(), CridError> {
+    let (daemon, record) = (daemon.clone(), record.clone());
+    blocking(move || Ok(daemon.store.put(Table::Containers, &record.id, &record)?)).await
+}
+
+async fn forget(daemon: &Arc<Daemon>, record: &ContainerRecord) -> Result<(), CridError> {
+    let (daemon, record) = (daemon.clone(), record.clone());
+    blocking(move || {
+        daemon.store.remove(Table::Containers, &record.id)?;
+        daemon
+            .store
+            .release_name(&record.reserved_name, &record.id)?;
+        Ok(())
+    })
+    .await
+}
+
+pub fn load_records(daemon: &Daemon) -> Result<Vec<ContainerRecord>, CridError> {
+    Ok(daemon
+        .store
+        .list::<ContainerRecord>(Table::Containers)?
+        .into_iter()
+        .map(|(_, record)| record)
+        .collect())
+}
+
+async fn list_records(daemon: &Arc<Daemon>) -> Result<Vec<ContainerRecord>, CridError> {
+    let daemon = daemon.clone();
+    blocking(move || load_records(&daemon)).await
+}
+
+/// A full id or a unique prefix of one (crictl passes prefixes).
+async fn find(daemon: &Arc<Daemon>, id: &str) -> Result<Option<ContainerRecord>, CridError> {
+    if id.is_empty() {
+        return Err(CridError::invalid("container_id", id, "is required"));
+    }
+    if let Some(record) = load(daemon, id).await? {
+        return Ok(Some(record));
+    }
+    let mut matches: Vec<ContainerRecord> = list_records(daemon)
+        .await?
+        .into_iter()
+        .filter(|r| r.id.starts_with(id))
+        .collect();
+    match matches.len() {
+        0 => Ok(None),
+        1 => Ok(matches.pop()),
+        _ => Err(CridError::invalid(
+            "container_id",
+            id,
+            "prefix matches more than one container",
+        )),
+    }
+}
+
+async fn find_existing(daemon: &Arc<Daemon>, id: &str) -> Result<ContainerRecord, CridError> {
+    find(daemon, id)
+        .await?
+        .ok_or_else(|| CridError::NotFound(format!("container {id:?} not found")))
+}
+
+fn dirs(daemon: &Daemon, id: &str) -> ContainerDirs {
+    ContainerDirs::new(&daemon.config.state, &daemon.config.root, id)
+}
+
+fn monitor(daemon: &Daemon, record: &ContainerRecord) -> MonitorClient {
+    MonitorClient::new(&daemon.pods.pod_dir(&record.pod_id))
+}
+
+pub async fn create(
+    daemon: Arc<Daemon>,
+    request: cri::CreateContainerRequest,
+) -> Result<String, CridError> {
+    let config = request
+        .config
+        .ok_or_else(|| CridError::invalid("config", "<unset>", "is required"))?;
+    let pod = pods::find(&daemon, &request.pod_sandbox_id)
+        .await?
+        .ok_or_else(|| {
+            CridError::NotFound(format!(
+                "pod sandbox {:?} not found",
+                request.pod_sandbox_id
+            ))
+        })?;
+    if pod.phase != PodPhase::Ready {
+        return Err(CridError::FailedPrecondition(format!(
+            "pod sandbox {} is not ready",
+            pod.id
+        )));
+    }
+    let image_name = config
+        .image
+        .as_ref()
+        .map(|image| image.image.clone())
+        .unwrap_or_default();
+    if image_name.is_empty() {
+        return Err(CridError::invalid("config.image.image", "", "is required"));
+    }
+    let image = images::find(&daemon, &image_name).await?.ok_or_else(|| {
+        CridError::NotFound(format!(
+            "image {image_name:?} not found: pull it before creating a container"
+        ))
+    })?;
+    let target_pid_ns = target_pid_namespace(&daemon, &pod, &config).await?;
+    let pod_dir = daemon.pods.pod_dir(&pod.id);
+    let mut spec = container_config::translate(&config, &pod, &pod_dir, target_pid_ns)?;
+    let id = pods::new_id()?;
+    let placement = pod.sandbox.cgroup.clone().unwrap_or_else(|| {
+        pod_sandbox::cgroup::placement(&pod.id, pod.spec.cgroup_parent.as_deref())
+    });
+    let cgroup = runtime::cgroup::container_cgroup(&placement, &id);
+    spec.cgroups_path = Some(cgroup.clone());
+
+    let metadata = config.metadata.clone().unwrap_or_default();
+    let pod_metadata = pod.config.metadata.clone().unwrap_or_default();
+    let reserved_name = format!(
+        "{}_{}_{}_{}_{}",
+        metadata.name,
+        pod_metadata.name,
+        pod_metadata.namespace,
+        pod_metadata.uid,
+        metadata.attempt
+    );
+    let log_path = (!pod.config.log_directory.is_empty() && !config.log_path.is_empty())
+        .then(|| PathBuf::from(&pod.config.log_directory).join(&config.log_path));
+    let mut record = ContainerRecord {
+        id: id.clone(),
+        pod_id: pod.id.clone(),
+        reserved_name,
+        image_ref: image_name,
+        image_id: image.id.clone(),
+        image_digest: image.repo_digests.iter().next().cloned(),
+        layers: image.image.chain_ids(),
+        stop_signal: image.image.config.stop_signal.clone(),
+        config,
+        spec,
+        phase: ContainerPhase::Creating,
+        created_at: now_nanos(),
+        started_at: 0,
+        log_path,
+        cgroup,
+        user: None,
+        pid: 0,
+    };
+    // Name reserved and record written before the host is touched: a crash
+    // from here on is found and rolled back at the next start.
+    {
+        let (daemon, record) = (daemon.clone(), record.clone());
+        blocking(move || {
+            daemon
+                .store
+                .reserve_name(&record.reserved_name, &record.id)?;
+            if let Err(error) = daemon.store.put(Table::Containers, &record.id, &record) {
+                daemon
+                    .store
+                    .release_name(&record.reserved_name, &record.id)?;
+                return Err(error.into());
+            }
+            Ok(())
+        })
+        .await?;
+    }
+    let _guard = daemon.pod_locks.lock(&id).await;
+    pod_sandbox::fault::point("container.recorded");
+    match build(&daemon, &record, &image).await {
+        Ok((pid, user)) => {
+            pod_sandbox::fault::point("container.built");
+            record.pid = pid;
+            record.user = Some(user);
+            record.phase = ContainerPhase::Created;
+            save(&daemon, &record).await?;
+            tracing::info!(container_id = %id, pod_id = %record.pod_id, name = %record.reserved_name, "container created");
+            Ok(id)
+        }
+        Err(error) => {
+            tracing::warn!(container_id = %id, %error, "container create failed; rolling back");
+            if let Err(rollback) = teardown(&daemon, &record).await {
+                tracing::error!(container_id = %id, error = %rollback, "rollback incomplete");
+            }
+            forget(&daemon, &record).await?;
+            Err(error)
+        }
+    }
+}
+
+/// The PID namespace of the target container (CRI `TARGET`), if asked for.
+async fn target_pid_namespace(
+    daemon: &Arc<Daemon>,
+    pod: &PodRecord,
+    config: &cri::ContainerConfig,
+) -> Result<Option<PathBuf>, CridError> {
+    let target_id = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref())
+        .filter(|n| n.pid == i32::from(cri::NamespaceMode::Target))
+        .map(|n| n.target_id.clone());
+    let Some(target_id) = target_id else {
+        return Ok(None);
+    };
+    let field = "config.linux.security_context.namespace_options.target_id";
+    let target = find(daemon, &target_id)
+        .await?
+        .filter(|t| t.pod_id == pod.id)
+        .ok_or_else(|| CridError::invalid(field, &target_id, "no such container in this pod"))?;
+    let state = observe_one(daemon, &target).await;
+    if state.state != cri::ContainerState::ContainerRunning {
+        return Err(CridError::invalid(
+            field,
+            &target_id,
+            "the target container is not running",
+        ));
+    }
+    Ok(Some(PathBuf::from(format!("/proc/{}/ns/pid", target.pid))))
+}
+
+/// The Linux side of CreateContainer; returns the init's pid and the user.
+async fn build(
+    daemon: &Arc<Daemon>,
+    record: &ContainerRecord,
+    image: &ImageRecord,
+) -> Result<(i32, ResolvedUser), CridError> {
+    let dirs = dirs(daemon, &record.id);
+    let lower = record
+        .layers
+        .iter()
+        .map(|chain_id| daemon.images.layer_dir(chain_id))
+        .collect::<Result<Vec<_>, _>>()?;
+    let config = &image.image.config;
+    let view = ImageConfigView {
+        user: image.image.user.clone(),
+        env: config.env.clone(),
+        entrypoint: config.entrypoint.clone(),
+        cmd: config.cmd.clone(),
+        working_dir: config.working_dir.clone(),
+    };
+    let cgroups = daemon.pods.cgroups().clone();
+    let (spec, cgroup) = (record.spec.clone(), record.cgroup.clone());
+    let prepared = blocking(move || {
+        dirs.mount_rootfs(&lower)?;
+        let mut spec = spec;
+        runtime::container::prepare_host_paths(&mut spec)?;
+        let user = runtime::spec::resolve_user(&spec, &view.user, &dirs.rootfs)?;
+        let oci = runtime::spec::build_spec(&spec, &view, &dirs.rootfs, &user)?;
+        dirs.write_spec(&oci)?;
+        cgroups.create_leaf(&cgroup)?;
+        cgroups.apply(&cgroup, &spec.resources)?;
+        Ok((
+            user,
+            dirs.bundle,
+            cgroups.procs_files(&cgroup),
+            cgroups.oom_events_file(&cgroup),
+            cgroups.view(&cgroup),
+        ))
+    })
+    .await?;
+    let (user, bundle, cgroup_procs, oom_events, cgroup_view) = prepared;
+    pod_sandbox::fault::point("container.prepared");
+    let create = ContainerCreate {
+        id: record.id.clone(),
+        bundle,
+        cgroup_procs,
+        oom_events,
+        cgroup_view,
+        log_path: record.log_path.clone(),
+        stdin: record.spec.stdin,
+        stdin_once: record.spec.stdin_once,
+        tty: record.spec.tty,
+    };
+    match monitor(daemon, record)
+        .request(&MonitorRequest::CreateContainer(create))
+        .await?
+    {
+        MonitorResponse::Created { pid } => Ok((pid, user)),
+        other => Err(unexpected("CreateContainer", &other)),
+    }
+}
+
+fn unexpected(request: &str, response: &MonitorResponse) -> CridError {
+    CridError::Internal(format!("crid-monitor answered {request} with {response:?}"))
+}
+
+/// Undoes everything of a container: its processes, cgroup, rootfs mount,
+/// bundle and writable layer. Idempotent; the record stays.
+async fn teardown(daemon: &Arc<Daemon>, record: &ContainerRecord) -> Result<(), CridError> {
+    let remove = MonitorRequest::RemoveContainer {
+        id: record.id.clone(),
+    };
+    if let Err(error) = monitor(daemon, record).request(&remove).await {
+        // The pod's monitor is gone (pod stopped, crash): the cgroup kill ends it.
+        tracing::debug!(container_id = %record.id, %error, "monitor did not take RemoveContainer");
+    }
+    let (cgroups, cgroup, dirs) = (
+        daemon.pods.cgroups().clone(),
+        record.cgroup.clone(),
+        dirs(daemon, &record.id),
+    );
+    blocking(move || {
+        cgroups.kill_and_remove(&cgroup)?;
+        dirs.remove()?;
+        Ok(())
+    })
+    .await
+}
+
+pub async fn start(daemon: Arc<Daemon>, id: &str) -> Result<(), CridError> {
+    let record = find_existing(&daemon, id).await?;
+    let _guard = daemon.pod_locks.lock(&record.id).await;
+    let mut record = find_existing(&daemon, &record.id).await?;
+    match record.phase {
+        ContainerPhase::Creating => {
+            return Err(CridError::FailedPrecondition(format!(
+                "container {} is still being created",
+                record.id
+            )));
+        }
+        ContainerPhase::Started => {
+            return Err(CridError::FailedPrecondition(format!(
+                "container {} was started already",
+                record.id
+            )));
+        }
+        ContainerPhase::Created => {}
+    }
+    let start = MonitorRequest::StartContainer {
+        id: record.id.clone(),
+    };
+    match monitor(&daemon, &record).request(&start).await? {
+        MonitorResponse::Started { started_at } => {
+            pod_sandbox::fault::point("container.started");
+            record.phase = ContainerPhase::Started;
+            record.started_at = started_at;
+            save(&daemon, &record).await?;
+            tracing::info!(container_id = %record.id, pid = record.pid, "container started");
+            Ok(())
+        }
+        other => Err(unexpected("StartContainer", &other)),
+    }
+}
+
+pub async fn stop(daemon: Arc<Daemon>, id: &str, timeout_seconds: i64) -> Result<(), CridError> {
+    // Stopping what is gone succeeds, as kubelet retries.
+    let Some(record) = find(&daemon, id).await? else {
+        return Ok(());
+    };
+    let _guard = daemon.pod_locks.lock(&record.id).await;
+    let Some(record) = load(&daemon, &record.id).await? else {
+        return Ok(());
+    };
+    if record.phase == ContainerPhase::Creating {
+        return Ok(());
+    }
+    // A container that never started waits for its start with every signal
+    // blocked: only SIGKILL ends it, so there is no grace to give.
+    let grace = match record.phase {
+        ContainerPhase::Started => Duration::from_secs(u64::try_from(timeout_seconds).unwrap_or(0)),
+        _ => Duration::ZERO,
+    };
+    stop_record(&daemon, &record, grace).await
+}
+
+/// The image's stop signal (or SIGTERM), then SIGKILL after `grace`.
+async fn stop_record(
+    daemon: &Arc<Daemon>,
+    record: &ContainerRecord,
+    grace: Duration,
+) -> Result<(), CridError> {
+    let client = monitor(daemon, record);
+    let id = record.id.clone();
+    let wait = |timeout: Duration| MonitorRequest::Wait {
+        id: id.clone(),
+        timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+    };
+    match client.request(&wait(Duration::ZERO)).await {
+        Ok(MonitorResponse::StillRunning) => {}
+        // Exited, unknown to the monitor, or the monitor is gone: nothing runs.
+        _ => return Ok(()),
+    }
+    if !grace.is_zero() {
+        let signal = stop_signal(record.stop_signal.as_deref());
+        let request = MonitorRequest::Signal {
+            id: id.clone(),
+            signal: signal as i32,
+        };
+        client.request(&request).await?;
+        let margin = runtime::client::REQUEST_TIMEOUT;
+        if let MonitorResponse::Exited(_) =
+            client.request_within(&wait(grace), grace + margin).await?
+        {
+            return Ok(());
+        }
+        tracing::info!(container_id = %id, ?grace, "container outlived its grace period; killing it");
+    }
+    let kill = MonitorRequest::Signal {
+        id: id.clone(),
+        signal: nix::sys::signal::Signal::SIGKILL as i32,
+    };
+    client.request(&kill).await?;
+    match client
+        .request_within(
+            &wait(KILL_WAIT),
+            KILL_WAIT + runtime::client::REQUEST_TIMEOUT,
+        )
+        .await?
+    {
+        MonitorResponse::Exited(_) => Ok(()),
+        other => Err(CridError::Internal(format!(
+            "container {id} survived SIGKILL: {other:?}"
+        ))),
+    }
+}
+
+/// An image's `StopSignal` (`SIGQUIT`, `QUIT` or `3`), else SIGTERM.
+fn stop_signal(name: Option<&str>) -> nix::sys::signal::Signal {
+    use nix::sys::signal::Signal;
+    let Some(name) = name.map(str::trim).filter(|n| !n.is_empty()) else {
+        return Signal::SIGTERM;
+    };
+    if let Ok(number) = name.parse::<i32>() {
+        return Signal::try_from(number).unwrap_or(Signal::SIGTERM);
+    }
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    full.parse().unwrap_or(Signal::SIGTERM)
+}
+
+pub async fn remove(daemon: Arc<Daemon>, id: &str) -> Result<(), CridError> {
+    let Some(record) = find(&daemon, id).await? else {
+        return Ok(());
+    };
+    let _guard = daemon.pod_locks.lock(&record.id).await;
+    let Some(record) = load(&daemon, &record.id).await? else {
+        return Ok(());
+    };
+    teardown(&daemon, &record).await?;
+    forget(&daemon, &record).await?;
+    tracing::info!(container_id = %record.id, "container removed");
+    Ok(())
+}
+
+/// What a container is doing now.
+#[derive(Debug, Clone)]
+struct Observed {
+    state: cri::ContainerState,
+    started_at: i64,
+    finished_at: i64,
+    exit_code: i32,
+    reason: String,
+    message: String,
+}
+
+fn observed(
+    record: &ContainerRecord,
+    live: Option<&ContainerState>,
+    exit_file: Option<ContainerExit>,
+) -> Observed {
+    let started_at = live
+        .map(|s| s.started_at)
+        .filter(|&t| t > 0)
+        .unwrap_or(record.started_at);
+    let exit = live.and_then(|s| s.exit).or(exit_file);
+    let mut observed = Observed {
+        state: cri::ContainerState::ContainerCreated,
+        started_at,
+        finished_at: 0,
+        exit_code: 0,
+        reason: String::new(),
+        message: String::new(),
+    };
+    match (exit, live) {
+        (Some(exit), _) => {
+            observed.state = cri::ContainerState::ContainerExited;
+            observed.finished_at = exit.finished_at;
+            observed.exit_code = match exit.status {
+                ExitStatus::Exited(code) => code,
+                ExitStatus::Signaled(signal) => 128 + signal,
+            };
+            observed.reason = if exit.oom_killed {
+                "OOMKilled"
+            } else if observed.exit_code == 0 {
+                "Completed"
+            } else {
+                "Error"
+            }
+            .to_string();
+        }
+        (None, Some(_)) if started_at > 0 => observed.state = cri::ContainerState::ContainerRunning,
+        (None, Some(_)) => {}
+        (None, None) if record.phase == ContainerPhase::Creating => {
+            observed.state = cri::ContainerState::ContainerUnknown;
+        }
+        // Neither the monitor nor an exit record knows it: it ended unseen.
+        (None, None) => {
+            observed.state = cri::ContainerState::ContainerExited;
+            observed.exit_code = UNKNOWN_EXIT_CODE;
+            observed.reason = "Unknown".to_string();
+            observed.message =
+                "the container's end was not observed (its pod's monitor is gone)".to_string();
+        }
+    }
+    observed
+}
+
+/// The live states of a pod's containers, or None when its monitor is gone.
+async fn live_states(daemon: &Daemon, pod_id: &str) -> Option<Vec<ContainerState>> {
+    match MonitorClient::new(&daemon.pods.pod_dir(pod_id))
+        .request(&MonitorRequest::Containers)
+        .await
+    {
+        Ok(MonitorResponse::Containers(states)) => Some(states),
+        _ => None,
+    }
+}
+
+async fn observe_one(daemon: &Arc<Daemon>, record: &ContainerRecord) -> Observed {
+    let live = live_states(daemon, &record.pod_id).await;
+    observe(daemon, record, live.as_deref()).await
+}
+
+async fn observe(
+    daemon: &Arc<Daemon>,
+    record: &ContainerRecord,
+    live: Option<&[ContainerState]>,
+) -> Observed {
+    let state = live.and_then(|states| states.iter().find(|s| s.id == record.id));
+    let exit_file = if state.and_then(|s| s.exit).is_some() {
+        None
+    } else {
+        let dirs = dirs(daemon, &record.id);
+        blocking(move || Ok(dirs.read_exit())).await.ok().flatten()
+    };
+    observed(record, state, exit_file)
+}
+
+pub async fn status(
+    daemon: Arc<Daemon>,
+    request: cri::ContainerStatusRequest,
+) -> Result<cri::ContainerStatusResponse, CridError> {
+    let record = find_existing(&daemon, &request.container_id).await?;
+    let observed = observe_one(&daemon, &record).await;
+    let mut info = HashMap::new();
+    if request.verbose {
+        let dirs = dirs(&daemon, &record.id);
+        let spec = {
+            let dirs = dirs.clone();
+            blocking(move || Ok(dirs.read_spec())).await?
+        };
+        let details = serde_json::json!({
+            "pid": record.pid,
+            "sandboxID": record.pod_id,
+            "bundle": dirs.bundle,
+            "cgroup": record.cgroup,
+            "runtimeSpec": spec,
+            "user": record.user.as_ref().map(|u| serde_json::json!({
+                "uid": u.uid, "gid": u.gid, "additionalGids": u.additional_gids, "username": u.username,
+            })),
+        });
+        info.insert("info".to_string(), details.to_string());
+    }
+    Ok(cri::ContainerStatusResponse {
+        status: Some(container_status(&record, &observed)),
+        info,
+    })
+}
+
+fn container_status(record: &ContainerRecord, observed: &Observed) -> cri::ContainerStatus {
+    let user = record.user.as_ref().map(|u| cri::ContainerUser {
+        linux: Some(cri::LinuxContainerUser {
+            uid: i64::from(u.uid),
+            gid: i64::from(u.gid),
+            supplemental_groups: u.additional_gids.iter().map(|&g| i64::from(g)).collect(),
+        }),
+    });
+    cri::ContainerStatus {
+        id: record.id.clone(),
+        metadata: record.config.metadata.clone(),
+        state: observed.state.into(),
+        created_at: record.created_at,
+        started_at: observed.started_at,
+        finished_at: observed.finished_at,
+        exit_code: observed.exit_code,
+        image: Some(cri::ImageSpec {
+            image: record.image_ref.clone(),
+            ..Default::default()
+        }),
+        image_ref: record
+            .image_digest
+            .clone()
+            .unwrap_or_else(|| record.image_id.clone()),
+        image_id: record.image_id.clone(),
+        reason: observed.reason.clone(),
+        message: observed.message.clone(),
+        labels: record.config.labels.clone(),
+        annotations: record.config.annotations.clone(),
+        mounts: record.config.mounts.clone(),
+        log_path: record
+            .log_path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        resources: Some(cri::ContainerResources {
+            linux: Some(container_config::to_cri_resources(&record.spec.resources)),
+            windows: None,
+        }),
+        user,
+    }
+}
+
+pub async fn list(
+    daemon: Arc<Daemon>,
+    request: cri::ListContainersRequest,
+) -> Result<cri::ListContainersResponse, CridError> {
+    let filter = request.filter.unwrap_or_default();
+    let records: Vec<ContainerRecord> = list_records(&daemon)
+        .await?
+        .into_iter()
+        .filter(|r| {
+            r.phase != ContainerPhase::Creating
+                && (filter.id.is_empty() || r.id.starts_with(&filter.id))
+                && (filter.pod_sandbox_id.is_empty()
+                    || r.pod_id.starts_with(&filter.pod_sandbox_id))
+                && filter
+                    .label_selector
+                    .iter()
+                    .all(|(k, v)| r.config.labels.get(k) == Some(v))
+        })
+        .collect();
+    // One round trip per pod, not per container.
+    let mut live: HashMap<String, Option<Vec<ContainerState>>> = HashMap::new();
+    let mut containers = Vec::new();
+    for record in records {
+        if !live.contains_key(&record.pod_id) {
+            let states = live_states(&daemon, &record.pod_id).await;
+            live.insert(record.pod_id.clone(), states);
+        }
+        let states = live.get(&record.pod_id).and_then(|s| s.as_deref());
+        let observed = observe(&daemon, &record, states).await;
+        if filter
+            .state
+            .as_ref()
+            .is_some_and(|wanted| wanted.state != i32::from(observed.state))
+        {
+            continue;
+        }
+        containers.push(cri::Container {
+            id: record.id.clone(),
+            pod_sandbox_id: record.pod_id.clone(),
+            metadata: record.config.metadata.clone(),
+            image: Some(cri::ImageSpec {
+                image: record.image_ref.clone(),
+                ..Default::default()
+            }),
+            image_ref: record.image_id.clone(),
+            state: observed.state.into(),
+            created_at: record.created_at,
+            labels: record.config.labels.clone(),
+            annotations: record.config.annotations.clone(),
+            image_id: record.image_id.clone(),
+        });
+    }
+    Ok(cri::ListContainersResponse { containers })
+}
+
+pub async fn update_resources(
+    daemon: Arc<Daemon>,
+    request: cri::UpdateContainerResourcesRequest,
+) -> Result<(), CridError> {
+    let record = find_existing(&daemon, &request.container_id).await?;
+    let _guard = daemon.pod_locks.lock(&record.id).await;
+    let mut record = find_existing(&daemon, &record.id).await?;
+    let Some(linux) = request.linux.as_ref() else {
+        return Ok(());
+    };
+    let resources = container_config::resources(linux)?;
+    let (cgroups, cgroup, applied) = (
+        daemon.pods.cgroups().clone(),
+        record.cgroup.clone(),
+        resources.clone(),
+    );
+    blocking(move || Ok(cgroups.apply(&cgroup, &applied)?)).await?;
+    record.spec.resources = resources;
+    save(&daemon, &record).await?;
+    tracing::info!(container_id = %record.id, "container resources updated");
+    Ok(())
+}
+
+pub async fn reopen_log(daemon: Arc<Daemon>, id: &str) -> Result<(), CridError> {
+    let record = find_existing(&daemon, id).await?;
+    let request = MonitorRequest::ReopenLog {
+        id: record.id.clone(),
+    };
+    match monitor(&daemon, &record).request(&request).await? {
+        MonitorResponse::Done => Ok(()),
+        other => Err(unexpected("ReopenLog", &other)),
+    }
+}
+
+pub async fn exec_sync(
+    daemon: Arc<Daemon>,
+    request: cri::ExecSyncRequest,
+) -> Result<cri::ExecSyncResponse, CridError> {
+    let record = find_existing(&daemon, &request.container_id).await?;
+    if request.cmd.is_empty() {
+        return Err(CridError::invalid("cmd", "[]", "a command is required"));
+    }
+    let timeout = Duration::from_secs(u64::try_from(request.timeout).unwrap_or(0));
+    let exec = MonitorRequest::Exec {
+        id: record.id.clone(),
+        args: request.cmd.clone(),
+        timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+    };
+    // No timeout asked: the exec may run as long as it likes.
+    let bound = if timeout.is_zero() {
+        Duration::from_secs(u64::from(u32::MAX))
+    } else {
+        timeout + runtime::client::REQUEST_TIMEOUT
+    };
+    match monitor(&daemon, &record)
+        .request_within(&exec, bound)
+        .await?
+    {
+        MonitorResponse::ExecResult {
+            stdout,
+            stderr,
+            exit: Some(exit),
+        } => Ok(cri::ExecSyncResponse {
+            stdout,
+            stderr,
+            exit_code: match exit {
+                ExitStatus::Exited(code) => code,
+                ExitStatus::Signaled(signal) => 128 + signal,
+            },
+        }),
+        MonitorResponse::ExecResult { exit: None, .. } => {
+            Err(CridError::DeadlineExceeded(format!(
+                "command {:?} timed out after {}s and was killed",
+                request.cmd, request.timeout
+            )))
+        }
+        other => Err(unexpected("Exec", &other)),
+    }
+}
+
+/// StopPodSandbox: every container of the pod is killed (its exit recorded
+/// by the monitor) and its cgroup removed, so the pod cgroup can go.
+pub async fn stop_all_in_pod(daemon: &Arc<Daemon>, pod_id: &str) -> Result<(), CridError> {
+    for record in list_records(daemon)
+        .await?
+        .into_iter()
+        .filter(|r| r.pod_id == pod_id)
+    {
+        let _guard = daemon.pod_locks.lock(&record.id).await;
+        if let Err(error) = stop_record(daemon, &record, Duration::ZERO).await {
+            tracing::warn!(container_id = %record.id, %error, "cannot stop the container with its pod");
+        }
+        let (cgroups, cgroup) = (daemon.pods.cgroups().clone(), record.cgroup.clone());
+        blocking(move || Ok(cgroups.kill_and_remove(&cgroup)?)).await?;
+    }
+    Ok(())
+}
+
+/// RemovePodSandbox: every container of the pod is removed.
+pub async fn remove_all_in_pod(daemon: &Arc<Daemon>, pod_id: &str) -> Result<(), CridError> {
+    for record in list_records(daemon)
+        .await?
+        .into_iter()
+        .filter(|r| r.pod_id == pod_id)
+    {
+        let _guard = daemon.pod_locks.lock(&record.id).await;
+        teardown(daemon, &record).await?;
+        forget(daemon, &record).await?;
+        tracing::info!(container_id = %record.id, pod_id, "container removed with its pod");
+    }
+    Ok(())
+}
+
+/// At start: containers whose create a crash interrupted, and containers
+/// whose pod record is gone, are rolled back.
+pub async fn recover(daemon: &Arc<Daemon>) {
+    let records = match list_records(daemon).await {
+        Ok(records) => records,
+        Err(error) => {
+            tracing::error!(%error, "cannot read container records");
+            return;
+        }
+    };
+    for record in records {
+        let orphan = matches!(pods::find(daemon, &record.pod_id).await, Ok(None));
+        if record.phase != ContainerPhase::Creating && !orphan {
+            continue;
+        }
+        tracing::warn!(container_id = %record.id, orphan, "rolling back a container whose create was interrupted");
+        match teardown(daemon, &record).await {
+            Ok(()) => {
+                if let Err(error) = forget(daemon, &record).await {
+                    tracing::error!(container_id = %record.id, %error, "cannot forget a rolled-back container");
+                }
+            }
+            Err(error) => {
+                tracing::error!(container_id = %record.id, %error, "rollback failed; will retry at next start")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_signals_parse_like_dockers() {
+        use nix::sys::signal::Signal;
+        assert_eq!(stop_signal(None), Signal::SIGTERM);
+        assert_eq!(stop_signal(Some("SIGQUIT")), Signal::SIGQUIT);
+        assert_eq!(stop_signal(Some("quit")), Signal::SIGQUIT);
+        assert_eq!(stop_signal(Some("9")), Signal::SIGKILL);
+        assert_eq!(stop_signal(Some("bogus")), Signal::SIGTERM);
+    }
+}

@@ -1,0 +1,959 @@
+//! Containers for real: busybox images from a local registry, run in real
+//! pods by crid's own runtime through the pod's crid-monitor. Logs, exit
+//! codes and reasons, OOM, stop with grace, ExecSync, user/env/cwd,
+//! read-only root and binds, cgroup limits and their updates, log rotation,
+//! a shared PID namespace, crashes and restarts. Every test ends with no
+//! mount, cgroup, process or file of its own left.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use e2e::registry::{Layer, Registry, busybox_layer};
+use e2e::{Crid, TestEnv};
+use nix::sys::signal::Signal;
+use proto::cri;
+use tonic::Code;
+
+type Runtime = cri::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>;
+
+/// busybox with the applets the tests call, running as root.
+async fn push_image(registry: &Registry) -> String {
+    let mut applets = Layer::new();
+    applets.dir("bin/");
+    for applet in [
+        "cat", "echo", "env", "head", "id", "ls", "mkdir", "ps", "pwd", "sleep", "tail", "touch",
+        "tr", "true", "false", "seq",
+    ] {
+        applets.symlink(&format!("bin/{applet}"), "busybox");
+    }
+    let config = serde_json::json!({
+        "User": "",
+        "Env": ["PATH=/bin", "FROM_IMAGE=image", "OVERRIDDEN=image"],
+        "Cmd": ["/bin/sh"],
+        "WorkingDir": "/",
+    });
+    registry
+        .pusher()
+        .image_with(
+            "e2e/ctr",
+            "1",
+            &config,
+            &[busybox_layer(), applets.gzip()],
+            e2e::registry::Schema::Oci,
+        )
+        .await
+        .reference
+}
+
+struct World {
+    env: TestEnv,
+    _registry: Registry,
+    crid: Crid,
+    image: String,
+    logs: tempfile::TempDir,
+}
+
+impl World {
+    async fn new() -> World {
+        let registry = Registry::start();
+        let image = push_image(&registry).await;
+        let mut env = TestEnv::new();
+        env.extra_config = registry.crid_config();
+        let crid = env.start().await;
+        let mut images = crid.images().await.expect("image client");
+        images
+            .pull_image(cri::PullImageRequest {
+                image: Some(image_spec(&image)),
+                ..Default::default()
+            })
+            .await
+            .expect("pull");
+        let logs = tempfile::Builder::new()
+            .prefix("crid-e2e-logs-")
+            .tempdir()
+            .expect("log dir");
+        World {
+            env,
+            _registry: registry,
+            crid,
+            image,
+            logs,
+        }
+    }
+
+    async fn rt(&self) -> Runtime {
+        self.crid.runtime().await.expect("runtime client")
+    }
+
+    fn pod_config(&self, name: &str, pid: cri::NamespaceMode) -> cri::PodSandboxConfig {
+        cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: name.into(),
+                uid: format!("{name}-uid"),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            hostname: name.into(),
+            log_directory: self.logs.path().join(name).display().to_string(),
+            linux: Some(cri::LinuxPodSandboxConfig {
+                security_context: Some(cri::LinuxSandboxSecurityContext {
+                    namespace_options: Some(cri::NamespaceOption {
+                        // The node's network keeps these tests free of CNI.
+                        network: cri::NamespaceMode::Node.into(),
+                        pid: pid.into(),
+                        ipc: cri::NamespaceMode::Pod.into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    async fn pod(&self, name: &str) -> String {
+        self.pod_with(name, cri::NamespaceMode::Container).await
+    }
+
+    async fn pod_with(&self, name: &str, pid: cri::NamespaceMode) -> String {
+        self.rt()
+            .await
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(self.pod_config(name, pid)),
+                runtime_handler: String::new(),
+            })
+            .await
+            .expect("run pod")
+            .into_inner()
+            .pod_sandbox_id
+    }
+
+    fn container_config(&self, name: &str, command: &[&str]) -> cri::ContainerConfig {
+        cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            image: Some(image_spec(&self.image)),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            log_path: format!("{name}.log"),
+            labels: HashMap::from([("ctr".to_string(), name.to_string())]),
+            linux: Some(cri::LinuxContainerConfig::default()),
+            ..Default::default()
+        }
+    }
+
+    async fn create(
+        &self,
+        pod: &str,
+        name: &str,
+        config: cri::ContainerConfig,
+    ) -> Result<String, tonic::Status> {
+        self.rt()
+            .await
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.into(),
+                config: Some(config),
+                sandbox_config: Some(self.pod_config(name, cri::NamespaceMode::Container)),
+            })
+            .await
+            .map(|r| r.into_inner().container_id)
+    }
+
+    async fn start(&self, id: &str) -> Result<(), tonic::Status> {
+        self.rt()
+            .await
+            .start_container(cri::StartContainerRequest {
+                container_id: id.into(),
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Creates and starts `command` in `pod`.
+    async fn run(&self, pod: &str, name: &str, command: &[&str]) -> String {
+        self.run_config(pod, self.container_config(name, command))
+            .await
+    }
+
+    async fn run_config(&self, pod: &str, config: cri::ContainerConfig) -> String {
+        let name = config.metadata.clone().unwrap_or_default().name;
+        let id = self
+            .create(pod, &name, config)
+            .await
+            .unwrap_or_else(|e| panic!("create {name}: {e:?}\n{}", self.crid.log()));
+        self.start(&id)
+            .await
+            .unwrap_or_else(|e| panic!("start {name}: {e:?}"));
+        id
+    }
+
+    async fn status(&self, id: &str) -> (cri::ContainerStatus, serde_json::Value) {
+        let response = self
+            .rt()
+            .await
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: true,
+            })
+            .await
+            .expect("status")
+            .into_inner();
+        let info = serde_json::from_str(&response.info["info"]).expect("verbose info is JSON");
+        (response.status.expect("status"), info)
+    }
+
+    async fn wait_exited(&self, id: &str) -> cri::ContainerStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, _) = self.status(id).await;
+            if status.state == i32::from(cri::ContainerState::ContainerExited) {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "container {id} did not exit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        cmd: &[&str],
+        timeout: i64,
+    ) -> Result<cri::ExecSyncResponse, tonic::Status> {
+        self.rt()
+            .await
+            .exec_sync(cri::ExecSyncRequest {
+                container_id: id.into(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                timeout,
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// stdout of a command that must succeed.
+    async fn sh(&self, id: &str, script: &str) -> String {
+        let out = self
+            .exec(id, &["sh", "-c", script], 10)
+            .await
+            .unwrap_or_else(|e| panic!("exec {script:?}: {e:?}"));
+        assert_eq!(
+            out.exit_code,
+            0,
+            "{script:?}: stderr {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    async fn stop(&self, id: &str, timeout: i64) {
+        self.rt()
+            .await
+            .stop_container(cri::StopContainerRequest {
+                container_id: id.into(),
+                timeout,
+            })
+            .await
+            .expect("stop");
+    }
+
+    fn log_file(&self, pod_name: &str, container_name: &str) -> PathBuf {
+        self.logs
+            .path()
+            .join(pod_name)
+            .join(format!("{container_name}.log"))
+    }
+
+    /// Removes the pods (and so their containers), stops crid, and checks
+    /// nothing is left.
+    async fn finish(mut self, pods: &[&str]) {
+        for pod in pods {
+            let mut rt = self.rt().await;
+            rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: pod.to_string(),
+            })
+            .await
+            .expect("stop pod");
+            rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: pod.to_string(),
+            })
+            .await
+            .expect("remove pod");
+        }
+        let containers = self
+            .rt()
+            .await
+            .list_containers(cri::ListContainersRequest::default())
+            .await
+            .expect("list")
+            .into_inner()
+            .containers;
+        assert!(containers.is_empty(), "containers left: {containers:?}");
+        self.crid.stop().await;
+        assert!(self.env.leaks().is_empty(), "{:?}", self.env.leaks());
+        for pod in pods {
+            assert!(
+                pod_cgroups(pod).is_empty(),
+                "cgroups left: {:?}",
+                pod_cgroups(pod)
+            );
+        }
+    }
+}
+
+fn image_spec(image: &str) -> cri::ImageSpec {
+    cri::ImageSpec {
+        image: image.into(),
+        ..Default::default()
+    }
+}
+
+/// What is left of a pod's cgroup (crid's own, for pods without a parent;
+/// its containers' cgroups live inside it).
+fn pod_cgroups(pod: &str) -> Vec<PathBuf> {
+    ["memory", "pids", "cpu,cpuacct", "cpuset"]
+        .iter()
+        .map(|hierarchy| {
+            Path::new("/sys/fs/cgroup")
+                .join(hierarchy)
+                .join("crid")
+                .join(pod)
+        })
+        .filter(|dir| dir.exists())
+        .collect()
+}
+
+/// The CRI log records (stream, tag, content) of a file.
+fn log_records(path: &Path) -> Vec<(String, String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            let mut parts = line.splitn(4, ' ');
+            let timestamp = parts.next().unwrap_or_default();
+            assert!(
+                timestamp.ends_with('Z') && timestamp.contains('T'),
+                "not an RFC 3339 timestamp: {line:?}"
+            );
+            let stream = parts.next().unwrap_or_default().to_string();
+            let tag = parts.next().unwrap_or_default().to_string();
+            let content = parts.next().unwrap_or_default().to_string();
+            (stream, tag, content)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_container_runs_writes_its_log_and_exits_with_its_code() {
+    let world = World::new().await;
+    let pod = world.pod("logs").await;
+    let ok = world
+        .run(
+            &pod,
+            "ok",
+            &["sh", "-c", "echo hello; echo oops >&2; printf partial"],
+        )
+        .await;
+    let failing = world.run(&pod, "failing", &["sh", "-c", "exit 3"]).await;
+
+    let status = world.wait_exited(&ok).await;
+    assert_eq!((status.exit_code, status.reason.as_str()), (0, "Completed"));
+    assert!(status.started_at > 0 && status.finished_at >= status.started_at);
+    assert_eq!(
+        status.image.as_ref().map(|i| i.image.as_str()),
+        Some(world.image.as_str())
+    );
+    assert!(status.image_id.starts_with("sha256:"), "{status:?}");
+    assert_eq!(status.labels["ctr"], "ok");
+    let records = log_records(&world.log_file("logs", "ok"));
+    for expected in [
+        ("stdout", "F", "hello"),
+        ("stderr", "F", "oops"),
+        ("stdout", "F", "partial"),
+    ] {
+        assert!(
+            records
+                .iter()
+                .any(|(s, t, c)| (s.as_str(), t.as_str(), c.as_str()) == expected),
+            "{expected:?} not in {records:?}"
+        );
+    }
+    let status = world.wait_exited(&failing).await;
+    assert_eq!((status.exit_code, status.reason.as_str()), (3, "Error"));
+
+    // Listing filters by state, pod, id prefix and label.
+    let list = |filter: cri::ContainerFilter| {
+        let world = &world;
+        async move {
+            world
+                .rt()
+                .await
+                .list_containers(cri::ListContainersRequest {
+                    filter: Some(filter),
+                })
+                .await
+                .expect("list")
+                .into_inner()
+                .containers
+        }
+    };
+    let exited = list(cri::ContainerFilter {
+        state: Some(cri::ContainerStateValue {
+            state: cri::ContainerState::ContainerExited.into(),
+        }),
+        pod_sandbox_id: pod.clone(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(exited.len(), 2);
+    let by_label = list(cri::ContainerFilter {
+        label_selector: HashMap::from([("ctr".to_string(), "failing".to_string())]),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(by_label.len(), 1);
+    assert_eq!(by_label[0].id, failing);
+    let by_prefix = list(cri::ContainerFilter {
+        id: ok[..12].to_string(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(by_prefix.len(), 1);
+    let running = list(cri::ContainerFilter {
+        state: Some(cri::ContainerStateValue {
+            state: cri::ContainerState::ContainerRunning.into(),
+        }),
+        ..Default::default()
+    })
+    .await;
+    assert!(running.is_empty());
+
+    // RemoveContainer is idempotent.
+    for _ in 0..2 {
+        world
+            .rt()
+            .await
+            .remove_container(cri::RemoveContainerRequest {
+                container_id: failing.clone(),
+            })
+            .await
+            .expect("remove");
+    }
+    world.finish(&[&pod]).await;
+}
+
+#[tokio::test]
+async fn env_working_dir_user_and_a_missing_command() {
+    let world = World::new().await;
+    let pod = world.pod("identity").await;
+    let mut config = world.container_config("who", &["sleep", "1000"]);
+    config.working_dir = "/tmp".into();
+    config.envs = vec![
+        cri::KeyValue {
+            key: "FROM_REQUEST".into(),
+            value: "request".into(),
+        },
+        cri::KeyValue {
+            key: "OVERRIDDEN".into(),
+            value: "request".into(),
+        },
+    ];
+    if let Some(linux) = config.linux.as_mut() {
+        linux.security_context = Some(cri::LinuxContainerSecurityContext {
+            run_as_user: Some(cri::Int64Value { value: 1234 }),
+            run_as_group: Some(cri::Int64Value { value: 2345 }),
+            supplemental_groups: vec![3456],
+            ..Default::default()
+        });
+    }
+    let id = world.run_config(&pod, config).await;
+    assert_eq!(world.sh(&id, "id -u; id -g").await, "1234\n2345");
+    assert!(world.sh(&id, "id -G").await.contains("3456"));
+    assert_eq!(world.sh(&id, "pwd").await, "/tmp");
+    let env = world.sh(&id, "env").await;
+    for expected in [
+        "FROM_IMAGE=image",
+        "FROM_REQUEST=request",
+        "OVERRIDDEN=request",
+        "PATH=/bin",
+        "HOSTNAME=",
+    ] {
+        assert!(env.contains(expected), "{expected} not in {env}");
+    }
+    let (status, info) = world.status(&id).await;
+    let user = status.user.and_then(|u| u.linux).expect("user reported");
+    assert_eq!((user.uid, user.gid), (1234, 2345));
+    assert_eq!(info["runtimeSpec"]["process"]["cwd"], "/tmp");
+    assert!(info["pid"].as_i64().unwrap_or(0) > 0);
+
+    // An executable the image lacks: StartContainer says so, nothing runs.
+    let missing = world
+        .create(
+            &pod,
+            "missing",
+            world.container_config("missing", &["no-such-cmd"]),
+        )
+        .await
+        .expect("create");
+    let error = world.start(&missing).await.expect_err("start fails");
+    assert!(
+        error.message().contains("no-such-cmd") && error.message().contains("not found"),
+        "{error:?}"
+    );
+    world.finish(&[&pod]).await;
+}
+
+#[tokio::test]
+async fn exec_sync_returns_output_and_code_and_times_out() {
+    let world = World::new().await;
+    let pod = world.pod("exec").await;
+    let id = world.run(&pod, "sleeper", &["sleep", "1000"]).await;
+    let out = world
+        .exec(&id, &["sh", "-c", "echo out; echo err >&2; exit 7"], 10)
+        .await
+        .expect("exec");
+    assert_eq!(out.exit_code, 7);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    // The exec runs in the container's mount namespace: the pod's files
+    // (a node-network pod has the node's hostname).
+    let node = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    assert_eq!(world.sh(&id, "cat /etc/hostname").await, node.trim());
+
+    let error = world
+        .exec(&id, &["sh", "-c", "echo started; sleep 77; true"], 1)
+        .await
+        .expect_err("times out");
+    assert_eq!(error.code(), Code::DeadlineExceeded, "{error:?}");
+    // The timed-out process was killed: only the container's sleep is left.
+    let ps = world.sh(&id, "ps -o args").await;
+    assert!(!ps.contains("sleep 77"), "{ps}");
+    let error = world.exec(&id, &[], 1).await.expect_err("no command");
+    assert_eq!(error.code(), Code::InvalidArgument);
+    world.finish(&[&pod]).await;
+}
+
+#[tokio::test]
+async fn stop_honours_the_grace_period_then_kills() {
+    let world = World::new().await;
+    let pod = world.pod("stopping").await;
+    let polite = world
+        .run(
+            &pod,
+            "polite",
+            &[
+                "sh",
+                "-c",
+                "trap 'echo bye; exit 0' TERM; while true; do sleep 0.1; done",
+            ],
+        )
+        .await;
+    let stubborn = world
+        .run(
+            &pod,
+            "stubborn",
+            &["sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"],
+        )
+        .await;
+    // Give the shells time to install their traps before signalling.
+    world.sh(&polite, "true").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    world.stop(&polite, 30).await;
+    let status = world.wait_exited(&polite).await;
+    assert_eq!((status.exit_code, status.reason.as_str()), (0, "Completed"));
+    assert!(
+        log_records(&world.log_file("stopping", "polite"))
+            .iter()
+            .any(|(_, _, c)| c == "bye")
+    );
+    world.stop(&stubborn, 1).await;
+    let status = world.wait_exited(&stubborn).await;
+    assert_eq!(status.exit_code, 137, "{status:?}");
+    // Stopping again is fine.
+    world.stop(&stubborn, 1).await;
+    world.finish(&[&pod]).await;
+}
+
+#[tokio::test]
+async fn a_process_over_its_memory_limit_is_oom_killed() {
+    let world = World::new().await;
+    let pod = world.pod("oom").await;
+    let mut config = world.container_config("hog", &["tail", "/dev/zero"]);
+    if let Some(linux) = config.linux.as_mut() {
+        linux.resources = Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 8 * 1024 * 1024,
+            ..Default::default()
+        });
+    }
+    let id = world.run_config(&pod, config).await;
+    let status = world.wait_exited(&id).await;
+    assert_eq!(
+        (status.exit_code, status.reason.as_str()),
+        (137, "OOMKilled"),
+        "{status:?}"
+    );
+    world.finish(&[&pod]).await;
+}
+
+#[tokio::test]
+async fn readonly_rootfs_and_a_readonly_bind_mount() {
+    let world = World::new().await;
+    let pod = world.pod("readonly").await;
+    let host = tempfile::tempdir().expect("host dir");
+    std::fs::write(host.path().join("file"), "from the host").expect("write");
+    let missing = host.path().join("created/by/crid");
+    let mut config = world.container_config("ro", &["sleep", "1000"]);
+    config.mounts = vec![
+        cri::Mount {
+            container_path: "/data".into(),
+            host_path: host.path().display().to_string(),
+            readonly: true,
+            ..Default::default()
+        },
+        cri::Mount {
+            container_path: "/scratch".into(),
+            host_path: missing.display().to_string(),
+            ..Default::default()
+        },
+    ];
+    if let Some(linux) = config.linux.as_mut() {
+        linux.security_context = Some(cri::LinuxContainerSecurityContext {
+            readonly_rootfs: true,
+            ..Default::default()
+        });
+    }
+    let id = world.run_config(&pod, config).await;
+    assert_eq!(world.sh(&id, "cat /data/file").await, "from the host");
+    for path in ["/data/new", "/new-in-root"] {
+        let out = world.exec(&id, &["touch", path], 10).await.expect("exec");
+        assert_ne!(out.exit_code, 0, "{path} is writable");
+    }
+    // A missing host path became a writable directory.
+    assert!(missing.is_dir());
+    world.sh(&id, "touch /scratch/x").await;
+    assert!(missing.join("x").exists());
+    world.finish(&[&pod]).await;
+}
+
+/// The memory cgroup file of the container, as the container sees it.
+async fn memory_limit(world: &World, id: &str) -> u64 {
+    world
+        .sh(id, "cat /sys/fs/cgroup/memory/memory.limit_in_bytes")
+        .await
+        .parse()
+        .expect("a number")
+}
+
+#[tokio::test]
+async fn limits_are_in_the_containers_cgroup_and_update_live() {
+    let world = World::new().await;
+    let pod = world.pod("limits").await;
+    let mut config = world.container_config("limited", &["sleep", "1000"]);
+    if let Some(linux) = config.linux.as_mut() {
+        linux.resources = Some(cri::LinuxContainerResources {
+            cpu_shares: 512,
+            cpu_quota: 50_000,
+            cpu_period: 100_000,
+            memory_limit_in_bytes: 64 * 1024 * 1024,
+            ..Default::default()
+        });
+    }
+    let id = world.run_config(&pod, config).await;
+    assert_eq!(memory_limit(&world, &id).await, 64 * 1024 * 1024);
+    assert_eq!(
+        world.sh(&id, "cat /sys/fs/cgroup/cpu/cpu.shares").await,
+        "512"
+    );
+    assert_eq!(
+        world
+            .sh(&id, "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+            .await,
+        "50000"
+    );
+    // The container's view is read-only.
+    let out = world
+        .exec(
+            &id,
+            &["sh", "-c", "echo 1 > /sys/fs/cgroup/cpu/cpu.shares"],
+            10,
+        )
+        .await
+        .expect("exec");
+    assert_ne!(out.exit_code, 0);
+
+    world
+        .rt()
+        .await
+        .update_container_resources(cri::UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(cri::LinuxContainerResources {
+                cpu_shares: 256,
+                memory_limit_in_bytes: 128 * 1024 * 1024,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("update");
+    assert_eq!(memory_limit(&world, &id).await, 128 * 1024 * 1024);
+    assert_eq!(
+        world.sh(&id, "cat /sys/fs/cgroup/cpu/cpu.shares").await,
+        "256"
+    );
+    let (status, _) = world.status(&id).await;
+    let resources = status.resources.and_then(|r| r.linux).expect("resources");
+    assert_eq!(
+        (resources.cpu_shares, resources.memory_limit_in_bytes),
+        (256, 128 * 1024 * 1024)
+    );
+    world.finish(&[&pod]).await;
+}
+
+#[tokio::test]
+async fn log_rotation_by_rename_and_reopen_loses_no_line() {
+    let world = World::new().await;
+    let pod = world.pod("rotate").await;
+    let id = world
+        .run(
+            &pod,
+            "counter",
+            &[
+                "sh",
+                "-c",
+                "i=0; while [ $i -lt 400 ]; do echo line $i; i=$((i+1)); sleep 0.005; done",
+            ],
+        )
+        .await;
+    let log = world.log_file("rotate", "counter");
+    let rotated = log.with_extension("log.1");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::rename(&log, &rotated).expect("rotate");
+    world
+        .rt()
+        .await
+        .reopen_container_log(cri::ReopenContainerLogRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("reopen");
+    let status = world.wait_exited(&id).await;
+    assert_eq!(status.exit_code, 0);
+    let mut lines: Vec<String> = log_records(&rotated)
+        .into_iter()
+        .chain(log_records(&log))
+        .map(|(_, _, content)| content)
+        .collect();
+    assert!(
+        !log_records(&log).is_empty(),
+        "nothing written after reopen"
+    );
+    let expected: Vec<String> = (0..400).map(|i| format!("line {i}")).collect();
+    lines.retain(|l| !l.is_empty());
+    assert_eq!(lines, expected);
+    world.finish(&[&pod]).await;
+}
+
+#[tokio::test]
+async fn containers_of_a_shared_pid_namespace_pod_see_each_other() {
+    let world = World::new().await;
+    let pod = world.pod_with("sharedpid", cri::NamespaceMode::Pod).await;
+    let mut config = world.container_config("first", &["sleep", "4242"]);
+    if let Some(linux) = config.linux.as_mut() {
+        linux.security_context = Some(cri::LinuxContainerSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                pid: cri::NamespaceMode::Pod.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    world.run_config(&pod, config.clone()).await;
+    config.metadata = Some(cri::ContainerMetadata {
+        name: "second".into(),
+        attempt: 0,
+    });
+    config.command = vec!["sleep".into(), "1000".into()];
+    let second = world.run_config(&pod, config).await;
+    let ps = world.sh(&second, "ps -o args").await;
+    assert!(ps.contains("sleep 4242"), "{ps}");
+    // A container of its own PID namespace does not.
+    let mut alone = world.container_config("alone", &["sleep", "1000"]);
+    if let Some(linux) = alone.linux.as_mut() {
+        linux.security_context = Some(cri::LinuxContainerSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                pid: cri::NamespaceMode::Container.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    let alone = world.run_config(&pod, alone).await;
+    let ps = world.sh(&alone, "ps -o pid,args").await;
+    assert!(!ps.contains("sleep 4242"), "{ps}");
+    world.finish(&[&pod]).await;
+}
+
+#[tokio::test]
+async fn a_running_container_survives_a_crid_restart_and_an_exit_while_down_is_seen() {
+    let mut world = World::new().await;
+    let pod = world.pod("restart").await;
+    let id = world.run(&pod, "long", &["sleep", "1000"]).await;
+    let short = world.run(&pod, "short", &["sleep", "1001"]).await;
+    let (status, info) = world.status(&short).await;
+    assert_eq!(
+        status.state,
+        i32::from(cri::ContainerState::ContainerRunning)
+    );
+    let short_pid = info["pid"].as_i64().expect("pid");
+
+    world.crid.stop_with(Signal::SIGKILL).await;
+    // While crid is down, one container ends.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(short_pid).expect("pid")),
+        Signal::SIGKILL,
+    )
+    .expect("kill short");
+    world.crid = world.env.start().await;
+    let (status, _) = world.status(&id).await;
+    assert_eq!(
+        status.state,
+        i32::from(cri::ContainerState::ContainerRunning)
+    );
+    assert_eq!(world.sh(&id, "echo alive").await, "alive");
+    let status = world.wait_exited(&short).await;
+    assert_eq!(status.exit_code, 137);
+    world.finish(&[&pod]).await;
+}
+
+#[tokio::test]
+async fn crid_killed_at_each_step_of_create_and_start_leaves_nothing_wrong() {
+    let mut world = World::new().await;
+    let pod = world.pod("crashy").await;
+    for step in [
+        "container.recorded",
+        "container.prepared",
+        "container.built",
+        "container.started",
+    ] {
+        world.crid.stop().await;
+        let mut command = world.env.command(&["--log-level", "debug"]);
+        command.env("CRID_TEST_CRASH_AT", step);
+        world.crid = world.env.start_with(command, world.env.socket()).await;
+        let config = world.container_config("victim", &["sleep", "1000"]);
+        let created = world.create(&pod, "victim", config).await;
+        let id = match created {
+            Ok(id) => {
+                // Only the start step is left to crash at.
+                world.start(&id).await.expect_err("crid dies in start");
+                Some(id)
+            }
+            Err(_) => None,
+        };
+        let status = world.crid.stop_with(Signal::SIGKILL).await;
+        assert!(!status.success(), "{step}: crid did not crash");
+        world.crid = world.env.start().await;
+        let listed = world
+            .rt()
+            .await
+            .list_containers(cri::ListContainersRequest::default())
+            .await
+            .expect("list")
+            .into_inner()
+            .containers;
+        match step {
+            "container.recorded" | "container.prepared" | "container.built" => {
+                assert!(listed.is_empty(), "{step}: {listed:?}");
+                assert!(
+                    std::fs::read_dir(world.env.state().join("containers"))
+                        .map(|d| d.count() == 0)
+                        .unwrap_or(true),
+                    "{step}: bundle left"
+                );
+            }
+            _ => {
+                // The start happened before the crash: the container runs.
+                let id = id.expect("created before the crash");
+                let (status, _) = world.status(&id).await;
+                assert_eq!(
+                    status.state,
+                    i32::from(cri::ContainerState::ContainerRunning),
+                    "{step}"
+                );
+                world
+                    .rt()
+                    .await
+                    .remove_container(cri::RemoveContainerRequest { container_id: id })
+                    .await
+                    .expect("remove");
+            }
+        }
+        // The name is free again.
+        let again = world.run(&pod, "victim", &["true"]).await;
+        world.wait_exited(&again).await;
+        world
+            .rt()
+            .await
+            .remove_container(cri::RemoveContainerRequest {
+                container_id: again,
+            })
+            .await
+            .expect("remove");
+    }
+    world.finish(&[&pod]).await;
+}
+
+#[tokio::test]
+async fn bad_requests_name_the_field_and_leave_nothing() {
+    let world = World::new().await;
+    let pod = world.pod("bad").await;
+    let mut no_metadata = world.container_config("x", &["true"]);
+    no_metadata.metadata = None;
+    let mut no_image = world.container_config("x", &["true"]);
+    no_image.image = None;
+    let mut relative_mount = world.container_config("x", &["true"]);
+    relative_mount.mounts = vec![cri::Mount {
+        container_path: "data".into(),
+        host_path: "/tmp".into(),
+        ..Default::default()
+    }];
+    for (what, config, code, field) in [
+        ("metadata", no_metadata, Code::InvalidArgument, "metadata"),
+        ("image", no_image, Code::InvalidArgument, "image"),
+        (
+            "mount",
+            relative_mount,
+            Code::InvalidArgument,
+            "container_path",
+        ),
+    ] {
+        let error = world.create(&pod, "x", config).await.expect_err(what);
+        assert_eq!(error.code(), code, "{what}: {error:?}");
+        assert!(error.message().contains(field), "{what}: {error:?}");
+    }
+    let mut unknown_image = world.container_config("x", &["true"]);
+    unknown_image.image = Some(image_spec("127.0.0.1:1/nope:1"));
+    let error = world
+        .create(&pod, "x", unknown_image)
+        .await
+        .expect_err("unknown image");
+    assert_eq!(error.code(), Code::NotFound);
+    let error = world
+        .create("no-such-pod", "x", world.container_config("x", &["true"]))
+        .await
+        .expect_err("unknown pod");
+    assert_eq!(error.code(), Code::NotFound);
+    // The same name twice in one pod: the second is refused.
+    world
+        .create(&pod, "twice", world.container_config("twice", &["true"]))
+        .await
+        .expect("first");
+    let error = world
+        .create(&pod, "twice", world.container_config("twice", &["true"]))
+        .await
+        .expect_err("second");
+    assert_eq!(error.code(), Code::AlreadyExists);
+    world.finish(&[&pod]).await;
+}
