@@ -234,10 +234,11 @@ pub async fn create(
         .await?;
     }
     let _guard = daemon.pod_locks.lock(&id).await;
-    pod_sandbox::fault::point("container.recorded");
-    match build(&daemon, &record, &image).await {
+    let mut progress = pod_sandbox::Progress::new("container", &id);
+    progress.step("container.recorded");
+    match build(&daemon, &record, &image, &mut progress).await {
         Ok((pid, user)) => {
-            pod_sandbox::fault::point("container.built");
+            progress.step("container.built");
             record.pid = pid;
             record.user = Some(user);
             record.phase = ContainerPhase::Created;
@@ -293,6 +294,7 @@ async fn build(
     daemon: &Arc<Daemon>,
     record: &ContainerRecord,
     image: &ImageRecord,
+    progress: &mut pod_sandbox::Progress,
 ) -> Result<(i32, ResolvedUser), CridError> {
     let dirs = dirs(daemon, &record.id);
     let lower = record
@@ -329,7 +331,7 @@ async fn build(
     })
     .await?;
     let (user, bundle, cgroup_procs, oom_events, cgroup_view) = prepared;
-    pod_sandbox::fault::point("container.prepared");
+    progress.step("container.prepared");
     let create = ContainerCreate {
         id: record.id.clone(),
         bundle,
@@ -345,7 +347,10 @@ async fn build(
         .request(&MonitorRequest::CreateContainer(create))
         .await?
     {
-        MonitorResponse::Created { pid } => Ok((pid, user)),
+        MonitorResponse::Created { pid } => {
+            progress.step("container.init_created");
+            Ok((pid, user))
+        }
         other => Err(unexpected("CreateContainer", &other)),
     }
 }

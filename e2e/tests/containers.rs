@@ -835,6 +835,7 @@ async fn crid_killed_at_each_step_of_create_and_start_leaves_nothing_wrong() {
     for step in [
         "container.recorded",
         "container.prepared",
+        "container.init_created",
         "container.built",
         "container.started",
     ] {
@@ -864,7 +865,10 @@ async fn crid_killed_at_each_step_of_create_and_start_leaves_nothing_wrong() {
             .into_inner()
             .containers;
         match step {
-            "container.recorded" | "container.prepared" | "container.built" => {
+            "container.recorded"
+            | "container.prepared"
+            | "container.init_created"
+            | "container.built" => {
                 assert!(listed.is_empty(), "{step}: {listed:?}");
                 assert!(
                     std::fs::read_dir(world.env.state().join("containers"))

@@ -10,6 +10,7 @@
 
 mod error;
 pub mod fault;
+pub use fault::Progress;
 pub mod files;
 mod mounts;
 pub mod spec;
@@ -112,7 +113,7 @@ impl PodManager {
         network: Option<&cni::NetworkConfigList>,
         state: &mut SandboxState,
     ) -> Result<(), PodError> {
-        let mut progress = Progress::new(&spec.id);
+        let mut progress = Progress::new("pod", &spec.id);
         let pod_dir = self.pod_dir(&spec.id);
         let (dns, host_resolv_conf) = (spec.dns.clone(), self.host_resolv_conf.clone());
         let hostname = spec.hostname.clone();
@@ -305,30 +306,6 @@ impl PodManager {
                 ..
             })
         )
-    }
-}
-
-/// A step of building a pod is done: log how long it took (debug) and give
-/// the crash tests their chance to kill crid right here.
-struct Progress {
-    pod_id: String,
-    last: std::time::Instant,
-}
-
-impl Progress {
-    fn new(pod_id: &str) -> Progress {
-        Progress {
-            pod_id: pod_id.to_string(),
-            last: std::time::Instant::now(),
-        }
-    }
-
-    fn step(&mut self, step: &str) {
-        let now = std::time::Instant::now();
-        let elapsed_ms = (now - self.last).as_secs_f64() * 1000.0;
-        tracing::debug!(pod_id = %self.pod_id, step, elapsed_ms, "pod step done");
-        self.last = now;
-        fault::point(step);
     }
 }
 

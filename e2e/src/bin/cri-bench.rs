@@ -73,6 +73,10 @@ struct Args {
     /// The pods' network namespace: their own with a CNI bridge, or the node's.
     #[arg(long, value_enum, default_value_t = Network::Pod)]
     network: Network,
+    /// Run crid at debug level and print the medians of its pod and
+    /// container steps (`<kind> step done`); slows every RPC a little.
+    #[arg(long)]
+    crid_steps: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -311,7 +315,8 @@ async fn bench_crid(args: &Args, registry: &Registry, images: &Images) -> Result
         env.bridge_network(CRID_BRIDGE.0, CRID_BRIDGE.1);
     }
     // Debug logging costs time on every RPC; info is what a node runs.
-    let mut daemon = env.start_at_log_level("info").await;
+    let level = if args.crid_steps { "debug" } else { "info" };
+    let mut daemon = env.start_at_log_level(level).await;
     let channel = connect_unix(&env.socket()).await?;
     let result = bench(Runtime::Crid, channel.clone(), args, images, env.path()).await;
     let cleanup = remove_everything(channel).await;
@@ -320,6 +325,9 @@ async fn bench_crid(args: &Args, registry: &Registry, images: &Images) -> Result
     // (and panics naming them if one is).
     let report = result?;
     cleanup?;
+    if args.crid_steps {
+        print_step_medians(&daemon.log());
+    }
     ensure!(
         status.success(),
         "crid exited with {status} after SIGTERM; its log:\n{}",
@@ -1086,5 +1094,34 @@ fn print_comparison(crid: &Report, containerd: &Report) {
                 b.median / a.median
             );
         }
+    }
+}
+
+/// Medians of crid's `step done` debug lines, per step, in log order.
+fn print_step_medians(log: &str) {
+    let mut steps: Vec<(String, Vec<f64>)> = Vec::new();
+    for line in log.lines().filter(|l| l.contains("step done")) {
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|word| word.strip_prefix(name))
+                .map(|v| v.trim_matches('"').to_string())
+        };
+        let (Some(step), Some(ms)) = (field("step="), field("elapsed_ms=")) else {
+            continue;
+        };
+        let Ok(ms) = ms.parse::<f64>() else { continue };
+        match steps.iter_mut().find(|(name, _)| *name == step) {
+            Some((_, samples)) => samples.push(ms),
+            None => steps.push((step, vec![ms])),
+        }
+    }
+    println!("\ncrid steps (debug log), median ms");
+    for (step, mut samples) in steps {
+        samples.sort_by(f64::total_cmp);
+        println!(
+            "  {step:28} {:8.2}  n={}",
+            samples[samples.len() / 2],
+            samples.len()
+        );
     }
 }
