@@ -961,3 +961,28 @@ async fn bad_requests_name_the_field_and_leave_nothing() {
     assert_eq!(error.code(), Code::AlreadyExists);
     world.finish(&[&pod]).await;
 }
+
+#[tokio::test]
+async fn a_tty_container_writes_its_terminal_output_to_the_log() {
+    let world = World::new().await;
+    let pod = world.pod("tty").await;
+    let mut config = world.container_config(
+        "term",
+        &["sh", "-c", "[ -t 0 ] && [ -t 1 ] && echo on a terminal"],
+    );
+    config.tty = true;
+    config.stdin = true;
+    let id = world.run_config(&pod, config).await;
+    let status = world.wait_exited(&id).await;
+    assert_eq!(status.exit_code, 0, "{status:?}");
+    let records = log_records(&world.log_file("tty", "term"));
+    assert!(
+        records
+            .iter()
+            .any(|(stream, tag, content)| stream == "stdout"
+                && tag == "F"
+                && content == "on a terminal"),
+        "{records:?}"
+    );
+    world.finish(&[&pod]).await;
+}
