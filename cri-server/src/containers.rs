@@ -23,7 +23,7 @@ use crate::daemon::Daemon;
 use crate::error::CridError;
 use crate::images::{self, ImageRecord};
 use crate::pods::{self, PodPhase, PodRecord};
-use crate::rpc::{blocking, now_nanos};
+use crate::rpc::{blocking, find_by_id_or_prefix, now_nanos};
 use crate::store::Table;
 
 /// Exit code and reason when a container's end was never observed (its
@@ -102,28 +102,9 @@ async fn list_records(daemon: &Arc<Daemon>) -> Result<Vec<ContainerRecord>, Crid
     blocking(move || load_records(&daemon)).await
 }
 
-/// A full id or a unique prefix of one (crictl passes prefixes).
+/// A full id or a unique prefix of one.
 async fn find(daemon: &Arc<Daemon>, id: &str) -> Result<Option<ContainerRecord>, CridError> {
-    if id.is_empty() {
-        return Err(CridError::invalid("container_id", id, "is required"));
-    }
-    if let Some(record) = load(daemon, id).await? {
-        return Ok(Some(record));
-    }
-    let mut matches: Vec<ContainerRecord> = list_records(daemon)
-        .await?
-        .into_iter()
-        .filter(|r| r.id.starts_with(id))
-        .collect();
-    match matches.len() {
-        0 => Ok(None),
-        1 => Ok(matches.pop()),
-        _ => Err(CridError::invalid(
-            "container_id",
-            id,
-            "prefix matches more than one container",
-        )),
-    }
+    find_by_id_or_prefix(daemon, Table::Containers, "container_id", id).await
 }
 
 async fn find_existing(daemon: &Arc<Daemon>, id: &str) -> Result<ContainerRecord, CridError> {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::daemon::Daemon;
 use crate::error::CridError;
-use crate::rpc::{blocking, now_nanos};
+use crate::rpc::{blocking, find_by_id_or_prefix, now_nanos};
 use crate::store::Table;
 
 /// Where a pod is in its life.
@@ -73,31 +73,12 @@ async fn forget(daemon: &std::sync::Arc<Daemon>, record: &PodRecord) -> Result<(
     .await
 }
 
-/// Resolves a full id or a unique prefix of one (crictl passes prefixes).
+/// A full id or a unique prefix of one.
 pub async fn find(
     daemon: &std::sync::Arc<Daemon>,
     id: &str,
 ) -> Result<Option<PodRecord>, CridError> {
-    if id.is_empty() {
-        return Err(CridError::invalid("pod_sandbox_id", id, "is required"));
-    }
-    if let Some(record) = load(daemon, id).await? {
-        return Ok(Some(record));
-    }
-    let mut matches: Vec<PodRecord> = list_records(daemon)
-        .await?
-        .into_iter()
-        .filter(|r| r.id.starts_with(id))
-        .collect();
-    match matches.len() {
-        0 => Ok(None),
-        1 => Ok(matches.pop()),
-        _ => Err(CridError::invalid(
-            "pod_sandbox_id",
-            id,
-            "prefix matches more than one pod",
-        )),
-    }
+    find_by_id_or_prefix(daemon, Table::Pods, "pod_sandbox_id", id).await
 }
 
 async fn list_records(daemon: &std::sync::Arc<Daemon>) -> Result<Vec<PodRecord>, CridError> {

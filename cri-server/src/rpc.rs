@@ -107,3 +107,41 @@ pub fn now_nanos() -> i64 {
 pub async fn not_built<T>(method: &'static str) -> Result<T, CridError> {
     Err(CridError::NotImplemented(method))
 }
+
+/// The record named by a full id or a unique prefix of one (crictl passes
+/// prefixes); `field` names the request field in errors.
+pub async fn find_by_id_or_prefix<T>(
+    daemon: &std::sync::Arc<crate::daemon::Daemon>,
+    table: crate::store::Table,
+    field: &'static str,
+    id: &str,
+) -> Result<Option<T>, CridError>
+where
+    T: serde::de::DeserializeOwned + Send + 'static,
+{
+    if id.is_empty() {
+        return Err(CridError::invalid(field, id, "is required"));
+    }
+    let (daemon, id) = (daemon.clone(), id.to_string());
+    blocking(move || {
+        if let Some(record) = daemon.store.get(table, &id)? {
+            return Ok(Some(record));
+        }
+        let mut matches: Vec<T> = daemon
+            .store
+            .list::<T>(table)?
+            .into_iter()
+            .filter(|(key, _)| key.starts_with(&id))
+            .map(|(_, record)| record)
+            .collect();
+        match matches.len() {
+            0 | 1 => Ok(matches.pop()),
+            _ => Err(CridError::invalid(
+                field,
+                id,
+                "prefix matches more than one record",
+            )),
+        }
+    })
+    .await
+}

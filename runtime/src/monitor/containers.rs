@@ -292,14 +292,8 @@ impl Containers {
             return error("exec needs a command");
         }
         let session = (|| {
-            let (stdout_read, stdout_write) = pipe_nonblocking_read()?;
-            let (stderr_read, stderr_write) = pipe_nonblocking_read()?;
             let stdin = OwnedFd::from(File::open("/dev/null")?);
-            let stdio = ChildStdio {
-                stdin,
-                stdout: stdout_write,
-                stderr: stderr_write,
-            };
+            let (stdio, outputs) = output_pipes(stdin)?;
             let pid = init::exec(
                 container.pid,
                 &container.spec,
@@ -309,16 +303,7 @@ impl Containers {
             )?;
             Ok::<_, io::Error>(ExecSession {
                 pid,
-                outputs: vec![
-                    Output {
-                        stream: Stream::Stdout,
-                        file: File::from(stdout_read),
-                    },
-                    Output {
-                        stream: Stream::Stderr,
-                        file: File::from(stderr_read),
-                    },
-                ],
+                outputs,
                 stdout: Vec::new(),
                 stderr: Vec::new(),
                 client: client.try_clone()?,
@@ -508,11 +493,18 @@ fn container_stdio(
     } else {
         (OwnedFd::from(File::open("/dev/null")?), None)
     };
+    let (stdio, outputs) = output_pipes(stdin_child)?;
+    Ok((stdio, outputs, stdin_keep))
+}
+
+/// A stdout and a stderr pipe: the write ends (with `stdin`) for the child,
+/// the read ends for the monitor's poll loop.
+fn output_pipes(stdin: OwnedFd) -> io::Result<(ChildStdio, Vec<Output>)> {
     let (stdout_read, stdout_write) = pipe_nonblocking_read()?;
     let (stderr_read, stderr_write) = pipe_nonblocking_read()?;
     Ok((
         ChildStdio {
-            stdin: stdin_child,
+            stdin,
             stdout: stdout_write,
             stderr: stderr_write,
         },
@@ -526,7 +518,6 @@ fn container_stdio(
                 file: File::from(stderr_read),
             },
         ],
-        stdin_keep,
     ))
 }
 
