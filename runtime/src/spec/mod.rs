@@ -47,8 +47,14 @@
 //! * **Security**: masked and read-only paths are containerd's defaults
 //!   unless privileged; `noNewPrivileges` only when asked; the root is
 //!   read-only when asked. No rlimits (inherited, as CRI does).
+//! * **Seccomp** ([`SeccompProfile`]): none when unconfined (CRI's unset
+//!   or empty profile, as containerd does without a configured default) or
+//!   privileged (kubelet expects privileged containers unfiltered); else
+//!   [`seccomp::runtime_default`] or a [`seccomp::localhost`] file, both
+//!   for the container's capability set.
 //! * `ociVersion` is [`OCI_VERSION`].
 
+pub mod seccomp;
 mod user;
 
 use std::collections::{BTreeMap, HashSet};
@@ -57,8 +63,8 @@ use std::path::{Component, Path, PathBuf};
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilities, LinuxCpuBuilder, LinuxHugepageLimitBuilder,
     LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
-    LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder,
-    RootBuilder, Spec, SpecBuilder, UserBuilder,
+    LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder, LinuxSeccomp, Mount, MountBuilder,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use serde::{Deserialize, Serialize};
 
@@ -307,6 +313,20 @@ impl Resources {
     }
 }
 
+/// The container's seccomp profile (CRI `security_context.seccomp`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SeccompProfile {
+    /// No filter. CRI's unset or empty profile means this (containerd's
+    /// behaviour without a configured default); so do records written
+    /// before crid had seccomp, which ran unfiltered.
+    #[default]
+    Unconfined,
+    /// [`seccomp::runtime_default`].
+    RuntimeDefault,
+    /// The profile file at this absolute path on the node.
+    Localhost(PathBuf),
+}
+
 /// A validated, translated CRI `ContainerConfig` plus the pod context it
 /// needs. Built by cri-server; kept with the container's record.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -342,6 +362,8 @@ pub struct ContainerSpec {
     /// CRI capability names (or `ALL`) dropped from the set.
     #[serde(default)]
     pub drop_capabilities: Vec<String>,
+    #[serde(default)]
+    pub seccomp: SeccompProfile,
     /// Not part of the OCI spec; kept for status and filtering.
     pub labels: BTreeMap<String, String>,
     pub resources: Resources,
@@ -518,8 +540,7 @@ pub fn capabilities(c: &ContainerSpec) -> Result<HashSet<Capability>, SpecError>
     Ok(caps)
 }
 
-fn linux_capabilities(c: &ContainerSpec) -> Result<LinuxCapabilities, SpecError> {
-    let caps = capabilities(c)?;
+fn linux_capabilities(caps: HashSet<Capability>) -> LinuxCapabilities {
     // Not the builder: its defaults are oci-spec's example set, ambient
     // and inheritable included.
     let mut out = LinuxCapabilities::default();
@@ -528,7 +549,22 @@ fn linux_capabilities(c: &ContainerSpec) -> Result<LinuxCapabilities, SpecError>
         .set_permitted(Some(caps))
         .set_inheritable(None)
         .set_ambient(None);
-    Ok(out)
+    out
+}
+
+/// `linux.seccomp` for the container (see the module docs).
+fn linux_seccomp(
+    c: &ContainerSpec,
+    caps: &HashSet<Capability>,
+) -> Result<Option<LinuxSeccomp>, SpecError> {
+    if c.privileged {
+        return Ok(None);
+    }
+    Ok(match &c.seccomp {
+        SeccompProfile::Unconfined => None,
+        SeccompProfile::RuntimeDefault => Some(seccomp::runtime_default(caps)?),
+        SeccompProfile::Localhost(path) => Some(seccomp::localhost(path, caps)?),
+    })
 }
 
 fn ns(typ: LinuxNamespaceType, path: Option<&Path>) -> Result<LinuxNamespace, SpecError> {
@@ -818,6 +854,8 @@ pub fn build_spec(
     let args = process_args(container, image)?;
     let env = process_env(container, image, resolved_user)?;
     let cwd = working_dir(container, image)?;
+    let caps = capabilities(container)?;
+    let seccomp = linux_seccomp(container, &caps)?;
 
     // oci-spec's builders fill every unset field from the struct's own
     // `Default`, which is youki's example config (hostname "youki",
@@ -844,7 +882,7 @@ pub fn build_spec(
         .set_oom_score_adj(container.resources.oom_score_adj)
         // No rlimits: inherited from crid, as containerd's CRI does.
         .set_rlimits(None)
-        .set_capabilities(Some(linux_capabilities(container)?))
+        .set_capabilities(Some(linux_capabilities(caps)))
         .set_apparmor_profile(None)
         .set_selinux_label(None);
 
@@ -877,7 +915,7 @@ pub fn build_spec(
         .set_uid_mappings(None)
         .set_gid_mappings(None)
         .set_sysctl(None)
-        .set_seccomp(None);
+        .set_seccomp(seccomp);
 
     let hostname = (matches!(container.namespaces.uts, SharedNamespace::Pod(_))
         && !container.hostname.is_empty())

@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
+use oci_spec::runtime::LinuxSeccompAction;
 
 fn v(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
@@ -795,4 +796,52 @@ fn old_container_records_without_capability_fields_still_load() {
     obj.remove("drop_capabilities").unwrap();
     let back: ContainerSpec = serde_json::from_value(j).unwrap();
     assert_eq!(back, c);
+}
+
+fn seccomp_of(spec: &Spec) -> Option<LinuxSeccomp> {
+    spec.linux().as_ref().unwrap().seccomp().clone()
+}
+
+#[test]
+fn seccomp_follows_the_profile_and_the_capabilities() {
+    let mut c = pod_container();
+    assert_eq!(seccomp_of(&build(&c)), None, "unset is unconfined");
+
+    c.seccomp = SeccompProfile::RuntimeDefault;
+    let caps = capabilities(&c).unwrap();
+    assert_eq!(
+        seccomp_of(&build(&c)),
+        Some(seccomp::runtime_default(&caps).unwrap())
+    );
+    // Added capabilities reach the profile: with SYS_ADMIN, mount is allowed.
+    c.add_capabilities = v(&["SYS_ADMIN"]);
+    let with_admin = seccomp_of(&build(&c)).unwrap();
+    assert!(with_admin.syscalls().iter().flatten().any(|r| {
+        r.names().iter().any(|n| n == "mount") && r.action() == LinuxSeccompAction::ScmpActAllow
+    }));
+
+    c.privileged = true;
+    assert_eq!(seccomp_of(&build(&c)), None, "privileged: no filter");
+}
+
+#[test]
+fn a_missing_localhost_profile_fails_the_build_naming_it() {
+    let mut c = pod_container();
+    c.seccomp = SeccompProfile::Localhost("/nonexistent/profile.json".into());
+    let e = build_spec(
+        &c,
+        &ImageConfigView::default(),
+        Path::new("/rootfs"),
+        &ResolvedUser::default(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("/nonexistent/profile.json"), "{e}");
+}
+
+#[test]
+fn records_without_seccomp_read_as_unconfined() {
+    let mut json = serde_json::to_value(pod_container()).unwrap();
+    json.as_object_mut().unwrap().remove("seccomp");
+    let back: ContainerSpec = serde_json::from_value(json).unwrap();
+    assert_eq!(back.seccomp, SeccompProfile::Unconfined);
 }
