@@ -19,6 +19,7 @@
 
 mod process;
 mod rootfs;
+mod seccomp;
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};

@@ -2,6 +2,17 @@
 //! signals, oom_score_adj, rlimits, bounding set, user and groups (keeping
 //! capabilities across setuid), cwd, the other capability sets,
 //! no_new_privs, umask, and execve with a `$PATH` lookup.
+//!
+//! The seccomp filter is built first and loaded as late as it can be, so
+//! it filters as little of this setup as possible: with no_new_privs,
+//! right before execve; without it, loading a filter needs CAP_SYS_ADMIN,
+//! which a container process running as a non-root user (or without that
+//! capability) no longer has after setuid and the capability sets, so the
+//! filter is loaded just before them (after the bounding set, which leaves
+//! the effective set alone), as runc does. The setup after it (setgroups,
+//! setgid, setuid, capset, prctl, chdir, umask, stat, close_range, execve)
+//! is all in the default profile's allow-list; a custom profile that
+//! denies one of them fails the start, as with runc.
 
 use std::convert::Infallible;
 use std::ffi::CString;
@@ -16,7 +27,7 @@ use nix::sys::stat::{Mode, umask};
 use nix::unistd::{Gid, Uid, execve, setgid, setgroups, setuid};
 use oci_spec::runtime::{LinuxCapabilities, PosixRlimitType, Process, Spec};
 
-use super::{Reporter, context};
+use super::{Reporter, context, seccomp};
 use crate::spec::DEFAULT_PATH;
 
 /// Applies `spec.process` to this process and execs `args`. Returns only
@@ -34,6 +45,13 @@ pub(super) fn finish_and_exec(
         .first()
         .ok_or_else(|| io::Error::other("the spec's process has no args"))?;
     let env = process.env().as_deref().unwrap_or_default();
+    let filter = spec
+        .linux()
+        .as_ref()
+        .and_then(|linux| linux.seccomp().as_ref())
+        .map(seccomp::filter)
+        .transpose()?;
+    let no_new_privs = process.no_new_privileges().unwrap_or(false);
 
     // Blocked or ignored signals survive execve; the container starts
     // with neither.
@@ -63,6 +81,9 @@ pub(super) fn finish_and_exec(
     if let Some(capabilities) = capabilities {
         set_bounding(capabilities)?;
     }
+    if let Some(filter) = filter.as_ref().filter(|_| !no_new_privs) {
+        seccomp::load(filter)?;
+    }
     set_user(process, capabilities.is_some())?;
     let cwd = process.cwd();
     context(nix::unistd::chdir(cwd), || {
@@ -74,7 +95,7 @@ pub(super) fn finish_and_exec(
     if let Some(capabilities) = capabilities {
         set_capabilities(capabilities)?;
     }
-    if process.no_new_privileges().unwrap_or(false) {
+    if no_new_privs {
         context(nix::sys::prctl::set_no_new_privs(), || {
             "setting no_new_privs".into()
         })?;
@@ -95,6 +116,9 @@ pub(super) fn finish_and_exec(
     // Nothing of the monitor's may reach the container; the report pipe is
     // O_CLOEXEC, so its closing at exec tells the monitor it worked.
     crate::sys::close_inherited_fds(&[report.raw_fd()])?;
+    if let Some(filter) = filter.as_ref().filter(|_| no_new_privs) {
+        seccomp::load(filter)?;
+    }
     let error = match execve(&c_path, &c_args, &c_env) {
         Err(errno) => errno,
         Ok(never) => match never {},
