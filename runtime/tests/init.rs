@@ -22,11 +22,12 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use oci_spec::runtime::{
-    Capability, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, MountBuilder,
-    PosixRlimitBuilder, PosixRlimitType, Spec,
+    Capability, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxSeccomp,
+    MountBuilder, PosixRlimitBuilder, PosixRlimitType, Spec,
 };
 use proto::monitor::{CgroupV1Mount, CgroupView, ContainerCreate};
 use runtime::monitor::init::{self, ChildStdio};
+use runtime::spec::seccomp::{localhost, runtime_default};
 use runtime::spec::{
     ContainerSpec, ImageConfigView, MountSpec, PodFiles, PodNamespaces, ResolvedUser, build_spec,
 };
@@ -95,6 +96,8 @@ fn scenarios(fixture: &Fixture) -> Result {
     exec_result?;
     println!("start of a missing command");
     missing_command_fails_at_start(fixture)?;
+    println!("seccomp: runtime default and a localhost profile, init and exec");
+    seccomp_filters_init_and_exec(fixture)?;
     println!("create errors leave nothing");
     bad_mount_fails_create_and_leaves_nothing(fixture)?;
     Ok(())
@@ -121,7 +124,7 @@ impl Fixture {
         std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).map_err(|e| io("busybox", e))?;
         for applet in [
             "sh", "cat", "ls", "id", "echo", "pwd", "touch", "hostname", "readlink", "grep", "wc",
-            "sleep", "stat", "tr", "cut",
+            "sleep", "stat", "tr", "cut", "unshare", "mkdir",
         ] {
             symlink("busybox", rootfs.join("bin").join(applet)).map_err(|e| io(applet, e))?;
         }
@@ -544,6 +547,112 @@ fn bad_mount_fails_create_and_leaves_nothing(fixture: &Fixture) -> Result {
         format!("processes left in the cgroup: {procs:?}")
     })?;
     reap_all()
+}
+
+/// Runs `script` in a container with `seccomp` and no_new_privs as given;
+/// its output and how it ended.
+fn run_filtered(
+    fixture: &Fixture,
+    script: &str,
+    seccomp: Option<&LinuxSeccomp>,
+    no_new_privs: bool,
+) -> Result<(String, WaitStatus)> {
+    let (create, mut spec) = fixture.create(&["sh", "-c", script])?;
+    set_seccomp(&mut spec, seccomp, no_new_privs)?;
+    let (child_stdio, output) = stdio()?;
+    let created = init::create(&create, &spec, child_stdio).map_err(|e| format!("create: {e}"))?;
+    let pid = created.pid;
+    let started = created.start().map_err(|e| format!("start: {e}"));
+    let text = started.and_then(|()| output.read_all());
+    let status = waitpid(pid, None).map_err(|e| format!("waiting for {pid}: {e}"))?;
+    Ok((text?, status))
+}
+
+fn set_seccomp(spec: &mut Spec, seccomp: Option<&LinuxSeccomp>, no_new_privs: bool) -> Result {
+    spec.linux_mut()
+        .as_mut()
+        .ok_or("spec without linux")?
+        .set_seccomp(seccomp.cloned());
+    spec.process_mut()
+        .as_mut()
+        .ok_or("spec without process")?
+        .set_no_new_privileges(Some(no_new_privs));
+    Ok(())
+}
+
+/// A user namespace needs no capability, so only a filter can refuse
+/// `unshare -U` to uid 1000: the unconfined run shows the kernel allows it.
+const USERNS: &str = "unshare -U true 2>&1 && echo userns=ok || echo userns=refused";
+const MKDIR: &str = "mkdir /dev/shm/d 2>&1 && echo mkdir=ok || echo mkdir=refused";
+
+fn seccomp_filters_init_and_exec(fixture: &Fixture) -> Result {
+    let caps = [
+        Capability::Chown,
+        Capability::Kill,
+        Capability::NetBindService,
+    ]
+    .into_iter()
+    .collect();
+    let default = runtime_default(&caps).map_err(|e| format!("runtime_default: {e}"))?;
+    let script = format!("{USERNS}; {MKDIR}; grep Seccomp: /proc/self/status");
+
+    let (text, status) = run_filtered(fixture, &script, None, true)?;
+    check(
+        status.pid().is_some() && matches!(status, WaitStatus::Exited(_, 0)),
+        || format!("unconfined run ended {status:?}:\n{text}"),
+    )?;
+    expect_line(&text, "userns=ok")?;
+    expect_line(&text, "Seccomp:\t0")?;
+
+    // Both load points: before setuid (no no_new_privs, so the filter
+    // needs the init's CAP_SYS_ADMIN) and right before execve.
+    for no_new_privs in [false, true] {
+        let (text, status) = run_filtered(fixture, &script, Some(&default), no_new_privs)?;
+        let context =
+            || format!("runtime default, no_new_privs {no_new_privs}: {status:?}\n{text}");
+        check(matches!(status, WaitStatus::Exited(_, 0)), context)?;
+        for line in ["userns=refused", "mkdir=ok", "Seccomp:\t2"] {
+            expect_line(&text, line).map_err(|e| format!("{e}\n({})", context()))?;
+        }
+        check(text.contains("Operation not permitted"), context)?;
+    }
+
+    let profile = fixture.dir.path().join("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW",
+            "archMap":[{"architecture":"SCMP_ARCH_X86_64","subArchitectures":["SCMP_ARCH_X86","SCMP_ARCH_X32"]}],
+            "syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#,
+    )
+    .map_err(|e| format!("writing {}: {e}", profile.display()))?;
+    let no_mkdir = localhost(&profile, &caps).map_err(|e| format!("localhost: {e}"))?;
+    let (text, _) = run_filtered(fixture, MKDIR, Some(&no_mkdir), true)?;
+    expect_line(&text, "mkdir=refused")?;
+    check(text.contains("Operation not permitted"), || {
+        format!("mkdir under the localhost profile:\n{text}")
+    })?;
+
+    // An exec into a filtered container gets the same filter.
+    let (create, mut spec) = fixture.create(&["sleep", "1000"])?;
+    set_seccomp(&mut spec, Some(&default), true)?;
+    let (child_stdio, _output) = stdio()?;
+    let created = init::create(&create, &spec, child_stdio).map_err(|e| format!("create: {e}"))?;
+    let init_pid = created.pid;
+    let checked = created
+        .start()
+        .map_err(|e| format!("start: {e}"))
+        .and_then(|()| {
+            let args: Vec<String> = ["sh", "-c", USERNS].map(str::to_owned).to_vec();
+            let (child_stdio, output) = stdio()?;
+            let pid = init::exec(init_pid, &spec, &args, &create.cgroup_procs, child_stdio)
+                .map_err(|e| format!("exec: {e}"))?;
+            let text = output.read_all();
+            waitpid(pid, None).map_err(|e| format!("waiting for exec {pid}: {e}"))?;
+            expect_line(&text?, "userns=refused")
+        });
+    let _ = kill(init_pid, Signal::SIGKILL);
+    let _ = waitpid(init_pid, None);
+    checked
 }
 
 /// Kills and reaps every child still there; an error names them.
