@@ -113,6 +113,8 @@ fn spec_code(error: &runtime::spec::SpecError) -> Code {
         E::NoCommand | E::Invalid { .. } => Code::InvalidArgument,
         // The request names a user or group the image does not have.
         E::UnknownUser(_) | E::UnknownGroup(_) => Code::FailedPrecondition,
+        // The node's profile file is missing or broken, not the request.
+        E::SeccompProfile { .. } => Code::FailedPrecondition,
         E::Io { .. } | E::Oci(_) => Code::Internal,
     }
 }

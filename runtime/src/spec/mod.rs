@@ -187,6 +187,8 @@ pub enum SpecError {
         #[source]
         source: std::io::Error,
     },
+    #[error("seccomp profile {path}: {reason}")]
+    SeccompProfile { path: PathBuf, reason: String },
     #[error("building the OCI spec: {0}")]
     Oci(String),
 }

@@ -694,9 +694,8 @@ struct Condition {
 }
 
 fn profile_error(path: &Path, reason: impl Into<String>) -> SpecError {
-    SpecError::Invalid {
-        field: "seccomp profile",
-        value: path.display().to_string(),
+    SpecError::SeccompProfile {
+        path: path.to_owned(),
         reason: reason.into(),
     }
 }
@@ -708,10 +707,7 @@ pub fn localhost(
     path: &Path,
     capabilities: &HashSet<Capability>,
 ) -> Result<LinuxSeccomp, SpecError> {
-    let bytes = std::fs::read(path).map_err(|source| SpecError::Io {
-        path: format!("seccomp profile {}", path.display()),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(|e| profile_error(path, e.to_string()))?;
     let file: ProfileFile = serde_json::from_slice(&bytes)
         .map_err(|e| profile_error(path, format!("not a seccomp profile: {e}")))?;
     from_file(file, capabilities, &kernel_release()).map_err(|reason| profile_error(path, reason))
