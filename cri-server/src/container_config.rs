@@ -13,7 +13,7 @@ use pod_sandbox::NamespaceMode;
 use proto::cri;
 use runtime::spec::{
     ContainerSpec, MountSpec, PidMode, PodFiles, PodNamespaces, Propagation, Resources,
-    SharedNamespace, SupplementalGroupsPolicy,
+    SeccompProfile, SharedNamespace, SupplementalGroupsPolicy,
 };
 
 use crate::error::CridError;
@@ -153,6 +153,7 @@ pub fn translate(
                 ));
             }
         };
+    let seccomp = seccomp(&security)?;
     let namespace_options = security.namespace_options.clone().unwrap_or_default();
     let namespaces = namespaces(&namespace_options, pod, pod_dir, target_pid_ns)?;
 
@@ -205,9 +206,59 @@ pub fn translate(
         annotations: sorted(&config.annotations),
         add_capabilities: capabilities.add_capabilities,
         drop_capabilities: capabilities.drop_capabilities,
+        seccomp,
         labels: sorted(&config.labels),
         resources,
     })
+}
+
+/// `seccomp`, else the deprecated `seccomp_profile_path`, as containerd
+/// reads them (with no default profile configured): an unset or empty
+/// profile is unconfined; an explicit `seccomp` message of type
+/// RuntimeDefault (proto's 0) is the runtime default.
+fn seccomp(security: &cri::LinuxContainerSecurityContext) -> Result<SeccompProfile, CridError> {
+    use cri::security_profile::ProfileType;
+    let absolute = |field: String, path: &str| -> Result<SeccompProfile, CridError> {
+        if runtime::spec::is_clean_absolute(Path::new(path)) {
+            Ok(SeccompProfile::Localhost(path.into()))
+        } else {
+            Err(CridError::invalid(
+                field,
+                path,
+                "must be an absolute path without '..' to a profile on the node",
+            ))
+        }
+    };
+    if let Some(profile) = &security.seccomp {
+        return match ProfileType::try_from(profile.profile_type) {
+            Ok(ProfileType::RuntimeDefault) => Ok(SeccompProfile::RuntimeDefault),
+            Ok(ProfileType::Unconfined) => Ok(SeccompProfile::Unconfined),
+            Ok(ProfileType::Localhost) => absolute(
+                format!("{SECURITY}.seccomp.localhost_ref"),
+                &profile.localhost_ref,
+            ),
+            Err(_) => Err(CridError::invalid(
+                format!("{SECURITY}.seccomp.profile_type"),
+                profile.profile_type.to_string(),
+                "not RuntimeDefault (0), Unconfined (1) or Localhost (2)",
+            )),
+        };
+    }
+    #[allow(deprecated)] // still sent by older kubelets
+    let path = security.seccomp_profile_path.as_str();
+    let field = || format!("{SECURITY}.seccomp_profile_path");
+    match path {
+        "" | "unconfined" => Ok(SeccompProfile::Unconfined),
+        "runtime/default" | "docker/default" => Ok(SeccompProfile::RuntimeDefault),
+        _ => match path.strip_prefix("localhost/") {
+            Some(file) => absolute(field(), file),
+            None => Err(CridError::invalid(
+                field(),
+                path,
+                "not runtime/default, docker/default, unconfined or localhost/<absolute path>",
+            )),
+        },
+    }
 }
 
 /// A pod namespace the container shares: the pinned one or the node's.
@@ -807,6 +858,79 @@ mod tests {
             let mut c = config();
             set(security(&mut c));
             assert_refused(&err(&c), Code::InvalidArgument, &format!("{prefix}{field}"));
+        }
+    }
+
+    #[test]
+    #[allow(deprecated)] // seccomp_profile_path is what older kubelets send
+    fn seccomp_profiles_translate() {
+        use cri::security_profile::ProfileType;
+        assert_eq!(ok(&config()).seccomp, SeccompProfile::Unconfined);
+        let profile = |typ: ProfileType, path: &str| cri::SecurityProfile {
+            profile_type: typ.into(),
+            localhost_ref: path.into(),
+        };
+        for (message, expected) in [
+            (
+                profile(ProfileType::RuntimeDefault, ""),
+                SeccompProfile::RuntimeDefault,
+            ),
+            (
+                profile(ProfileType::Unconfined, ""),
+                SeccompProfile::Unconfined,
+            ),
+            (
+                profile(ProfileType::Localhost, "/var/lib/kubelet/seccomp/p.json"),
+                SeccompProfile::Localhost("/var/lib/kubelet/seccomp/p.json".into()),
+            ),
+        ] {
+            let mut c = config();
+            security(&mut c).seccomp = Some(message);
+            // The message wins over the deprecated path.
+            security(&mut c).seccomp_profile_path = "unconfined".into();
+            assert_eq!(ok(&c).seccomp, expected);
+        }
+        for (path, expected) in [
+            ("", SeccompProfile::Unconfined),
+            ("unconfined", SeccompProfile::Unconfined),
+            ("runtime/default", SeccompProfile::RuntimeDefault),
+            ("docker/default", SeccompProfile::RuntimeDefault),
+            (
+                "localhost//p.json",
+                SeccompProfile::Localhost("/p.json".into()),
+            ),
+        ] {
+            let mut c = config();
+            security(&mut c).seccomp_profile_path = path.into();
+            assert_eq!(ok(&c).seccomp, expected, "{path}");
+        }
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn bad_seccomp_profiles_name_the_field() {
+        let prefix = "config.linux.security_context.";
+        for (typ, path, field) in [
+            (2, "relative.json", "seccomp.localhost_ref"),
+            (2, "", "seccomp.localhost_ref"),
+            (2, "/a/../b.json", "seccomp.localhost_ref"),
+            (7, "", "seccomp.profile_type"),
+        ] {
+            let mut c = config();
+            security(&mut c).seccomp = Some(cri::SecurityProfile {
+                profile_type: typ,
+                localhost_ref: path.into(),
+            });
+            assert_refused(&err(&c), Code::InvalidArgument, &format!("{prefix}{field}"));
+        }
+        for path in ["localhost/rel.json", "default", "Unconfined"] {
+            let mut c = config();
+            security(&mut c).seccomp_profile_path = path.into();
+            assert_refused(
+                &err(&c),
+                Code::InvalidArgument,
+                &format!("{prefix}seccomp_profile_path"),
+            );
         }
     }
 
