@@ -298,7 +298,10 @@ async fn build(
         let mut spec = spec;
         runtime::container::prepare_host_paths(&mut spec)?;
         let user = runtime::spec::resolve_user(&spec, &view.user, &dirs.rootfs)?;
-        let oci = runtime::spec::build_spec(&spec, &view, &dirs.rootfs, &user)?;
+        let mut oci = runtime::spec::build_spec(&spec, &view, &dirs.rootfs, &user)?;
+        // TODO(issue 7): belongs in spec::build_spec (being changed on the
+        // seccomp branch); here until both have landed.
+        runtime::host::fit_to_host(&mut oci, &spec)?;
         dirs.write_spec(&oci)?;
         cgroups.create_leaf(&cgroup)?;
         cgroups.apply(&cgroup, &spec.resources)?;

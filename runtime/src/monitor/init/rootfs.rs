@@ -8,13 +8,16 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
+use nix::fcntl::AtFlags;
 use nix::fcntl::OFlag;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use nix::sys::stat::{FchmodatFlags, Mode, SFlag, fchmodat, fstat, makedev, mknodat, umask};
+use nix::sys::stat::{
+    FchmodatFlags, Mode, SFlag, fchmodat, fstat, fstatat, makedev, mknodat, umask,
+};
 use nix::sys::statfs::{PROC_SUPER_MAGIC, SYSFS_MAGIC, fstatfs};
 use nix::sys::statvfs::{FsFlags, statvfs};
-use nix::unistd::{UnlinkatFlags, chdir, pivot_root, symlinkat, unlinkat};
-use oci_spec::runtime::{Mount, Spec};
+use nix::unistd::{Gid, Uid, UnlinkatFlags, chdir, fchownat, pivot_root, symlinkat, unlinkat};
+use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount, Spec};
 use pathrs::flags::OpenFlags;
 use pathrs::{Handle, Root};
 use proto::monitor::{CgroupV1Mount, CgroupView};
@@ -99,6 +102,12 @@ pub(super) fn prepare(bundle: &Path, spec: &Spec, view: &CgroupView) -> io::Resu
         .any(|m| clean(m.destination()) == Path::new("/dev") && !parse_options(options(m)).bind);
     if own_dev {
         populate_dev(&root)?;
+        for device in linux
+            .and_then(|l| l.devices().as_deref())
+            .unwrap_or_default()
+        {
+            create_device(&root, device)?;
+        }
     }
     if let Some(linux) = linux {
         let masked = linux.masked_paths().as_deref().unwrap_or_default();
@@ -436,6 +445,54 @@ fn populate_dev(root: &Root) -> io::Result<()> {
         })?;
     }
     Ok(())
+}
+
+/// A `linux.devices` node (a privileged container's host devices), made
+/// in the container's own `/dev` tmpfs. One that is already there (the
+/// defaults of [`populate_dev`], with the same fixed numbers) is kept.
+fn create_device(root: &Root, device: &LinuxDevice) -> io::Result<()> {
+    let path = device.path();
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(invalid(format!("device path {}", path.display())));
+    };
+    if !path.starts_with("/dev") || path.components().any(|c| c == Component::ParentDir) {
+        return Err(invalid(format!(
+            "device path {} is not under /dev",
+            path.display()
+        )));
+    }
+    let dir = mkdir_in(root, parent)?;
+    match fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(_) => return Ok(()),
+        Err(nix::errno::Errno::ENOENT) => {}
+        Err(error) => return Err(io::Error::other(format!("{}: {error}", path.display()))),
+    }
+    let kind = match device.typ() {
+        LinuxDeviceType::C | LinuxDeviceType::U => SFlag::S_IFCHR,
+        LinuxDeviceType::B => SFlag::S_IFBLK,
+        LinuxDeviceType::P => SFlag::S_IFIFO,
+        LinuxDeviceType::A => {
+            return Err(invalid(format!("device {} of type a", path.display())));
+        }
+    };
+    let number = |n: i64| {
+        u64::try_from(n).map_err(|_| invalid(format!("device {} number {n}", path.display())))
+    };
+    let mode = Mode::from_bits_truncate(device.file_mode().unwrap_or(0o666) as libc::mode_t);
+    let dev = makedev(number(device.major())?, number(device.minor())?);
+    context(mknodat(dir.as_fd(), name, kind, mode, dev), || {
+        format!("creating device {}", path.display())
+    })?;
+    context(
+        fchownat(
+            dir.as_fd(),
+            name,
+            device.uid().map(Uid::from_raw),
+            device.gid().map(Gid::from_raw),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        ),
+        || format!("chown device {}", path.display()),
+    )
 }
 
 /// The host's `/dev/null` (this is before pivot_root), opened without
