@@ -933,4 +933,42 @@ mod tests {
         assert_eq!(stop_signal(Some("9")), Signal::SIGKILL);
         assert_eq!(stop_signal(Some("bogus")), Signal::SIGTERM);
     }
+
+    #[test]
+    fn security_info_is_read_from_the_spec() {
+        let spec = serde_json::json!({
+            "process": {
+                "capabilities": {"effective": ["CAP_CHOWN"], "bounding": ["CAP_CHOWN", "CAP_KILL"]},
+                "noNewPrivileges": true,
+            },
+            "root": {"path": "rootfs", "readonly": true},
+            "linux": {
+                "maskedPaths": ["/proc/kcore"],
+                "readonlyPaths": ["/proc/sys"],
+                "seccomp": {"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64"],
+                            "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]},
+            },
+        });
+        let info = security_info(&spec, false, "none: test");
+        assert_eq!(
+            info,
+            serde_json::json!({
+                "privileged": false,
+                "capabilities": {"effective": ["CAP_CHOWN"], "bounding": ["CAP_CHOWN", "CAP_KILL"]},
+                "noNewPrivileges": true,
+                "maskedPaths": ["/proc/kcore"],
+                "readonlyPaths": ["/proc/sys"],
+                "readonlyRootfs": true,
+                "seccomp": {"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64"], "syscallRules": 1},
+                "lsm": "none: test",
+            })
+        );
+        // A privileged container's spec: no lists, no profile.
+        let bare = serde_json::json!({"process": {}, "root": {"path": "rootfs"}, "linux": {}});
+        let info = security_info(&bare, true, "none: test");
+        assert_eq!(info["seccomp"], "unconfined");
+        assert_eq!(info["maskedPaths"], serde_json::json!([]));
+        assert_eq!(info["noNewPrivileges"], false);
+        assert_eq!(info["privileged"], true);
+    }
 }
