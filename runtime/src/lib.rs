@@ -10,6 +10,7 @@ pub mod cgroup;
 pub mod client;
 pub mod container;
 pub mod crilog;
+pub mod host;
 pub mod monitor;
 pub mod spec;
 mod sys;

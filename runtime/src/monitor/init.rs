@@ -469,6 +469,14 @@ fn enter(
     cgroup_procs: &[PathBuf],
     joins: &Joins,
 ) -> io::Result<Forked> {
+    // Set once for the whole monitor (see monitor::launch); checked here,
+    // before any container namespace is joined, because a dumpable fork in
+    // there is the CVE-2019-5736 hole.
+    if context(nix::sys::prctl::get_dumpable(), || "PR_GET_DUMPABLE".into())? {
+        return Err(io::Error::other(
+            "refusing to enter a container while dumpable",
+        ));
+    }
     let mut keep = keep.to_vec();
     keep.extend([&stdio.stdin, &stdio.stdout, &stdio.stderr].map(|fd| fd.as_raw_fd()));
     close_inherited_fds(&keep)?;

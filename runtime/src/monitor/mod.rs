@@ -62,6 +62,15 @@ fn report_to_crid(started: &MonitorStarted) {
 /// pod's start went, so crid can reap the launcher and the monitor is
 /// nobody's child that might go away.
 fn launch(pod_dir: &Path) -> io::Result<ExitCode> {
+    // Until they exec, pause, every container init and every exec process
+    // are forks of this binary, so /proc/<pid>/exe of any of them is
+    // crid-monitor itself (CVE-2019-5736: a container opens it and
+    // overwrites the binary). Non-dumpable, /proc/<pid>/exe and fd/* are
+    // only open to holders of CAP_SYS_PTRACE over the host; every fork
+    // inherits this, and execve makes the container's own program dumpable
+    // again.
+    nix::sys::prctl::set_dumpable(false)
+        .map_err(|e| io::Error::other(format!("prctl(PR_SET_DUMPABLE, 0): {e}")))?;
     let config: MonitorConfig = serde_json::from_slice(&fs::read(pod_dir.join(CONFIG_FILE))?)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{CONFIG_FILE}: {e}")))?;
     for procs in &config.cgroup_procs {

@@ -5,14 +5,19 @@
 //! links, masked and read-only paths, pivot_root, and a read-only `/`.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
+use nix::fcntl::AtFlags;
+use nix::fcntl::OFlag;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use nix::sys::stat::{FchmodatFlags, Mode, SFlag, fchmodat, makedev, mknodat, umask};
+use nix::sys::stat::{
+    FchmodatFlags, Mode, SFlag, fchmodat, fstat, fstatat, makedev, mknodat, umask,
+};
+use nix::sys::statfs::{PROC_SUPER_MAGIC, SYSFS_MAGIC, fstatfs};
 use nix::sys::statvfs::{FsFlags, statvfs};
-use nix::unistd::{UnlinkatFlags, chdir, pivot_root, symlinkat, unlinkat};
-use oci_spec::runtime::{Mount, Spec};
+use nix::unistd::{Gid, Uid, UnlinkatFlags, chdir, fchownat, pivot_root, symlinkat, unlinkat};
+use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount, Spec};
 use pathrs::flags::OpenFlags;
 use pathrs::{Handle, Root};
 use proto::monitor::{CgroupV1Mount, CgroupView};
@@ -97,10 +102,20 @@ pub(super) fn prepare(bundle: &Path, spec: &Spec, view: &CgroupView) -> io::Resu
         .any(|m| clean(m.destination()) == Path::new("/dev") && !parse_options(options(m)).bind);
     if own_dev {
         populate_dev(&root)?;
+        for device in linux
+            .and_then(|l| l.devices().as_deref())
+            .unwrap_or_default()
+        {
+            create_device(&root, device)?;
+        }
     }
     if let Some(linux) = linux {
-        for path in linux.masked_paths().as_deref().unwrap_or_default() {
-            mask(&root, Path::new(path))?;
+        let masked = linux.masked_paths().as_deref().unwrap_or_default();
+        if !masked.is_empty() {
+            let null = host_dev_null()?;
+            for path in masked {
+                mask(&root, Path::new(path), &null)?;
+            }
         }
         for path in linux.readonly_paths().as_deref().unwrap_or_default() {
             make_read_only(&root, Path::new(path))?;
@@ -432,17 +447,94 @@ fn populate_dev(root: &Root) -> io::Result<()> {
     Ok(())
 }
 
-/// Hides `path`: /dev/null over a file, an empty read-only tmpfs over a
-/// directory. A path the container does not have is skipped.
-fn mask(root: &Root, path: &Path) -> io::Result<()> {
+/// A `linux.devices` node (a privileged container's host devices), made
+/// in the container's own `/dev` tmpfs. One that is already there (the
+/// defaults of [`populate_dev`], with the same fixed numbers) is kept.
+fn create_device(root: &Root, device: &LinuxDevice) -> io::Result<()> {
+    let path = device.path();
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(invalid(format!("device path {}", path.display())));
+    };
+    if !path.starts_with("/dev") || path.components().any(|c| c == Component::ParentDir) {
+        return Err(invalid(format!(
+            "device path {} is not under /dev",
+            path.display()
+        )));
+    }
+    let dir = mkdir_in(root, parent)?;
+    match fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(_) => return Ok(()),
+        Err(nix::errno::Errno::ENOENT) => {}
+        Err(error) => return Err(io::Error::other(format!("{}: {error}", path.display()))),
+    }
+    let kind = match device.typ() {
+        LinuxDeviceType::C | LinuxDeviceType::U => SFlag::S_IFCHR,
+        LinuxDeviceType::B => SFlag::S_IFBLK,
+        LinuxDeviceType::P => SFlag::S_IFIFO,
+        LinuxDeviceType::A => {
+            return Err(invalid(format!("device {} of type a", path.display())));
+        }
+    };
+    let number = |n: i64| {
+        u64::try_from(n).map_err(|_| invalid(format!("device {} number {n}", path.display())))
+    };
+    let mode = Mode::from_bits_truncate(device.file_mode().unwrap_or(0o666) as libc::mode_t);
+    let dev = makedev(number(device.major())?, number(device.minor())?);
+    context(mknodat(dir.as_fd(), name, kind, mode, dev), || {
+        format!("creating device {}", path.display())
+    })?;
+    context(
+        fchownat(
+            dir.as_fd(),
+            name,
+            device.uid().map(Uid::from_raw),
+            device.gid().map(Gid::from_raw),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        ),
+        || format!("chown device {}", path.display()),
+    )
+}
+
+/// The host's `/dev/null` (this is before pivot_root), opened without
+/// following links and checked to be the null device: the source of every
+/// masking bind is this fd, never a path looked up again (the 2025 runc
+/// masked-path CVEs bound whatever a raced `/dev/null` pointed to, such as
+/// a writable /proc file, over the masked path).
+fn host_dev_null() -> io::Result<OwnedFd> {
+    let fd = context(
+        nix::fcntl::open(
+            "/dev/null",
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ),
+        || "opening the host's /dev/null".into(),
+    )?;
+    let stat = context(fstat(&fd), || "fstat /dev/null".into())?;
+    let is_char = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR;
+    if !is_char || stat.st_rdev != makedev(1, 3) {
+        return Err(io::Error::other(
+            "the host's /dev/null is not the null device (char 1:3); refusing to mask with it",
+        ));
+    }
+    Ok(fd)
+}
+
+/// Hides `path`: `null` bound over a file, an empty read-only tmpfs over a
+/// directory. A path the container does not have is skipped. The target is
+/// the fd pathrs resolved inside the root (mount(2) on /proc/self/fd/N
+/// acts on that very inode); under /proc or /sys it must still be on the
+/// container's procfs or sysfs, not on something a racing symlink or
+/// another mount put there.
+fn mask(root: &Root, path: &Path, null: &OwnedFd) -> io::Result<()> {
     let Some(handle) = resolve_if_exists(root, path)? else {
         return Ok(());
     };
+    check_kernel_fs(path, &handle)?;
     let target = fd_path(&handle);
-    let is_dir = context(std::fs::metadata(&target), || {
+    let is_dir = context(fstat(handle.as_fd()), || {
         format!("masking {}", path.display())
-    })?
-    .is_dir();
+    })?;
+    let is_dir = SFlag::from_bits_truncate(is_dir.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
     let result = if is_dir {
         mount(
             Some("tmpfs"),
@@ -452,8 +544,9 @@ fn mask(root: &Root, path: &Path) -> io::Result<()> {
             None::<&str>,
         )
     } else {
+        let source = PathBuf::from(format!("/proc/self/fd/{}", null.as_raw_fd()));
         mount(
-            Some("/dev/null"),
+            Some(&source),
             target.as_path(),
             None::<&str>,
             MsFlags::MS_BIND,
@@ -463,11 +556,35 @@ fn mask(root: &Root, path: &Path) -> io::Result<()> {
     context(result, || format!("masking {}", path.display()))
 }
 
+/// A masked or read-only path under /proc (/sys) must resolve to a file of
+/// procfs (sysfs): those are the kernel interfaces the lists protect.
+fn check_kernel_fs(path: &Path, handle: &Handle) -> io::Result<()> {
+    let expected = if path.starts_with("/proc") {
+        (PROC_SUPER_MAGIC, "procfs")
+    } else if path.starts_with("/sys") {
+        (SYSFS_MAGIC, "sysfs")
+    } else {
+        return Ok(());
+    };
+    let fs = context(fstatfs(handle.as_fd()), || {
+        format!("statfs {}", path.display())
+    })?;
+    if fs.filesystem_type() != expected.0 {
+        return Err(io::Error::other(format!(
+            "{} resolved to a file outside the container's {}; refusing to mount over it",
+            path.display(),
+            expected.1
+        )));
+    }
+    Ok(())
+}
+
 /// Binds `path` onto itself read-only. A missing one is skipped.
 fn make_read_only(root: &Root, path: &Path) -> io::Result<()> {
     let Some(handle) = resolve_if_exists(root, path)? else {
         return Ok(());
     };
+    check_kernel_fs(path, &handle)?;
     let target = fd_path(&handle);
     mount_at(
         &target,

@@ -1,0 +1,528 @@
+//! What a container may not do, checked from inside real containers run by
+//! crid: its capability sets (containerd's defaults, CRI add/drop,
+//! privileged), masked and read-only /proc and /sys paths, no_new_privs,
+//! no inherited file descriptors, a starter that cannot be reached through
+//! /proc, host devices only when privileged, and the verbose status that
+//! reports all of it. Every test ends with nothing of its own left.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+use proto::cri;
+
+/// Capability numbers (linux/capability.h) to the names CRI and the OCI
+/// spec use.
+const CAPABILITIES: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// containerd's default set for a non-privileged container.
+const CONTAINERD_DEFAULT: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FSETID",
+    "FOWNER",
+    "MKNOD",
+    "NET_RAW",
+    "SETGID",
+    "SETUID",
+    "SETFCAP",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+    "KILL",
+    "AUDIT_WRITE",
+];
+
+fn names(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// The capability names of a `/proc/<pid>/status` hex mask.
+fn decode(mask: &str) -> BTreeSet<String> {
+    let bits = u64::from_str_radix(mask.trim(), 16).expect("hex capability mask");
+    (0..64)
+        .filter(|bit| bits & (1u64 << bit) != 0)
+        .map(|bit| {
+            CAPABILITIES
+                .get(bit)
+                .map(|name| name.to_string())
+                .unwrap_or_else(|| format!("unknown capability {bit}"))
+        })
+        .collect()
+}
+
+/// The field `key` (e.g. `CapEff`) of a `/proc/<pid>/status` text.
+fn status_field(status: &str, key: &str) -> String {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{key}:")))
+        .unwrap_or_else(|| panic!("no {key} in {status}"))
+        .trim()
+        .to_string()
+}
+
+/// What a privileged container gets: every capability crid holds, i.e.
+/// the bounding set of this test (its parent), which on some hosts lacks
+/// a few of the kernel's.
+fn held_capabilities() -> BTreeSet<String> {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    decode(&status_field(&status, "CapBnd"))
+}
+
+fn with_security(
+    mut config: cri::ContainerConfig,
+    security: cri::LinuxContainerSecurityContext,
+) -> cri::ContainerConfig {
+    config.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(security),
+        ..Default::default()
+    });
+    config
+}
+
+fn capabilities(add: &[&str], drop: &[&str]) -> cri::LinuxContainerSecurityContext {
+    cri::LinuxContainerSecurityContext {
+        capabilities: Some(cri::Capability {
+            add_capabilities: add.iter().map(|s| s.to_string()).collect(),
+            drop_capabilities: drop.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// CapEff and CapBnd of the container's init (PID 1 of its own PID
+/// namespace) and of an exec in it, which must agree.
+async fn capability_sets(world: &World, id: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let init = world.sh(id, "cat /proc/1/status").await;
+    let exec = world.sh(id, "cat /proc/self/status").await;
+    for key in ["CapEff", "CapBnd", "CapPrm"] {
+        assert_eq!(
+            status_field(&init, key),
+            status_field(&exec, key),
+            "{key}: init and exec differ"
+        );
+    }
+    (
+        decode(&status_field(&init, "CapEff")),
+        decode(&status_field(&init, "CapBnd")),
+    )
+}
+
+#[tokio::test]
+async fn capabilities_are_containerds_defaults_with_cri_add_and_drop() {
+    let world = World::new().await;
+    let pod = world.pod("caps").await;
+    let sleep = ["sleep", "3600"];
+    let default = world.run(&pod, "default", &sleep).await;
+    let cases = [
+        ("add-sys-admin", capabilities(&["SYS_ADMIN"], &[]), {
+            let mut set = names(CONTAINERD_DEFAULT);
+            set.insert("SYS_ADMIN".into());
+            set
+        }),
+        ("drop-net-raw", capabilities(&[], &["NET_RAW"]), {
+            let mut set = names(CONTAINERD_DEFAULT);
+            set.remove("NET_RAW");
+            set
+        }),
+        (
+            "only-chown",
+            capabilities(&["CHOWN"], &["ALL"]),
+            names(&["CHOWN"]),
+        ),
+    ];
+
+    let (effective, bounding) = capability_sets(&world, &default).await;
+    assert_eq!(effective, names(CONTAINERD_DEFAULT));
+    assert_eq!(bounding, names(CONTAINERD_DEFAULT));
+    for (name, security, expected) in cases {
+        let config = with_security(world.container_config(name, &sleep), security);
+        let id = world.run_config(&pod, config).await;
+        let (effective, bounding) = capability_sets(&world, &id).await;
+        assert_eq!(effective, expected, "{name}: CapEff");
+        assert_eq!(bounding, expected, "{name}: CapBnd");
+    }
+
+    // The verbose status says the same, from the spec.
+    let (_, info) = world.status(&default).await;
+    let security = &info["security"];
+    let reported: BTreeSet<String> = security["capabilities"]["effective"]
+        .as_array()
+        .expect("effective capabilities listed")
+        .iter()
+        .filter_map(|cap| cap.as_str()?.strip_prefix("CAP_").map(String::from))
+        .collect();
+    assert_eq!(reported, names(CONTAINERD_DEFAULT), "{security}");
+    assert_eq!(security["privileged"], false, "{security}");
+    assert_eq!(security["noNewPrivileges"], false, "{security}");
+    let masked = security["maskedPaths"].to_string();
+    assert!(masked.contains("/proc/kcore"), "{security}");
+    assert!(
+        security["readonlyPaths"].to_string().contains("/proc/sys"),
+        "{security}"
+    );
+    assert!(
+        security["lsm"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("none")),
+        "{security}"
+    );
+    assert!(!security["seccomp"].is_null(), "{security}");
+    world.finish(&[&pod]).await;
+}
+
+#[tokio::test]
+async fn masked_paths_are_empty_and_readonly_paths_refuse_writes() {
+    let world = World::new().await;
+    let pod = world.pod("masks").await;
+    // SYS_ADMIN, so a refused write is the read-only mount's doing, not a
+    // missing capability's.
+    let config = with_security(
+        world.container_config("masked", &["sleep", "3600"]),
+        capabilities(&["SYS_ADMIN"], &[]),
+    );
+    let id = world.run_config(&pod, config).await;
+
+    for file in ["/proc/kcore", "/proc/keys", "/proc/timer_list"] {
+        // Some kernels have no /proc/kcore (CONFIG_PROC_KCORE off): then
+        // there is nothing to mask, and nothing to see.
+        if !std::path::Path::new(file).exists() {
+            let out = world.exec(&id, &["cat", file], 10).await.expect("exec");
+            assert_ne!(out.exit_code, 0, "{file} readable though the host has none");
+            continue;
+        }
+        let script = format!("grep -c ' {file} ' /proc/self/mountinfo; wc -c < {file}");
+        let out = world.sh(&id, &script).await;
+        let lines: Vec<&str> = out.lines().map(str::trim).collect();
+        assert_eq!(lines, ["1", "0"], "{file}: mounted over once and empty");
+    }
+    let firmware = world
+        .sh(
+            &id,
+            "grep ' /sys/firmware ' /proc/self/mountinfo; ls -A /sys/firmware | wc -l",
+        )
+        .await;
+    assert!(firmware.contains(" - tmpfs "), "{firmware}");
+    assert!(
+        firmware.ends_with('0'),
+        "/sys/firmware not empty: {firmware}"
+    );
+
+    // With SYS_ADMIN in its UTS namespace (the node's here: the pod uses
+    // the node's network), only the read-only mount refuses this write;
+    // it writes the current name back, so even a failure of the check
+    // would change nothing.
+    let out = world
+        .exec(
+            &id,
+            &[
+                "sh",
+                "-c",
+                "name=$(cat /proc/sys/kernel/hostname); echo \"$name\" > /proc/sys/kernel/hostname",
+            ],
+            10,
+        )
+        .await
+        .expect("exec");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.exit_code, 0, "/proc/sys/kernel/hostname was writable");
+    assert!(stderr.contains("Read-only file system"), "{stderr}");
+    let mounts = world
+        .sh(&id, "grep ' /proc/sys ' /proc/self/mountinfo")
+        .await;
+    assert!(
+        mounts
+            .split_whitespace()
+            .nth(5)
+            .is_some_and(|o| o.split(',').any(|f| f == "ro")),
+        "{mounts}"
+    );
+    world.finish(&[&pod]).await;
+}
+
+#[tokio::test]
+async fn no_new_privs_only_when_asked() {
+    let world = World::new().await;
+    let pod = world.pod("nnp").await;
+    let sleep = ["sleep", "3600"];
+    let without = world.run(&pod, "without", &sleep).await;
+    let config = with_security(
+        world.container_config("with", &sleep),
+        cri::LinuxContainerSecurityContext {
+            no_new_privs: true,
+            ..Default::default()
+        },
+    );
+    let with = world.run_config(&pod, config).await;
+    for (id, expected) in [(&without, "0"), (&with, "1")] {
+        let init = world.sh(id, "cat /proc/1/status").await;
+        let exec = world.sh(id, "cat /proc/self/status").await;
+        assert_eq!(status_field(&init, "NoNewPrivs"), expected);
+        assert_eq!(status_field(&exec, "NoNewPrivs"), expected);
+    }
+    let (_, info) = world.status(&with).await;
+    assert_eq!(info["security"]["noNewPrivileges"], true);
+    world.finish(&[&pod]).await;
+}
+
+#[tokio::test]
+async fn no_fd_of_crid_or_the_monitor_and_cwd_inside_the_rootfs() {
+    let world = World::new().await;
+    let pod = world.pod("fds").await;
+    let id = world.run(&pod, "fds", &["sleep", "3600"]).await;
+
+    // The init (sleep, PID 1 here) holds exactly its stdio.
+    let init_fds = world.sh(&id, "ls /proc/1/fd").await;
+    assert_eq!(
+        init_fds.split_whitespace().collect::<Vec<_>>(),
+        ["0", "1", "2"]
+    );
+    // ls itself, exec'd directly: its stdio and the directory it reads.
+    let out = world
+        .exec(&id, &["ls", "/proc/self/fd"], 10)
+        .await
+        .expect("exec ls");
+    let exec_fds = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        exec_fds.split_whitespace().collect::<Vec<_>>(),
+        ["0", "1", "2", "3"],
+        "fds of an exec"
+    );
+    // CVE-2024-21626: a cwd inherited from outside would read as a host
+    // path (or not resolve); both are the container's `/`.
+    for pid in ["1", "self"] {
+        let cwd = world.sh(&id, &format!("readlink /proc/{pid}/cwd")).await;
+        assert_eq!(cwd, "/", "cwd of /proc/{pid}");
+    }
+    world.finish(&[&pod]).await;
+}
+
+/// CVE-2019-5736: until it execs, every process the monitor forks (pause
+/// for good, a created container's init until StartContainer, an exec
+/// until its execve) has the crid-monitor binary as /proc/<pid>/exe. From
+/// a container in a pod sharing one PID namespace, pause and a
+/// created-not-started init are visible; their exe, fds and environ must
+/// be refused, and the container's own exec'd programs must be dumpable
+/// again (non-dumpable, a non-root container process could not even
+/// read its own /proc entries' owner-only files).
+///
+/// What this cannot show deterministically: those two hold every
+/// capability, so the kernel's rule that the prober must hold all of the
+/// target's capabilities already refuses a prober without CAP_SYS_PTRACE
+/// (and one with it passes any check). Non-dumpability is the only guard
+/// in the short window after an init or exec has dropped to the
+/// container's capabilities and before its execve, which no test can hold
+/// open without a hook in the init; `enter` refuses to join a container
+/// while dumpable, so that guard cannot silently go missing.
+#[tokio::test]
+async fn the_monitors_forks_cannot_be_reached_through_proc() {
+    let world = World::new().await;
+    let pod = world.pod_with("starter", cri::NamespaceMode::Pod).await;
+    let sleep = ["sleep", "3600"];
+    let prober = world.run(&pod, "prober", &sleep).await;
+    let created = world
+        .create(&pod, "created", world.container_config("created", &sleep))
+        .await
+        .expect("create");
+    // The monitor's forks in the pod: their argv is crid-monitor's.
+    let processes = world.sh(&prober, "ps -o pid,args").await;
+    let forks: Vec<&str> = processes
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let pid = fields.next()?;
+            // busybox ps shows `{comm}` first where it differs from argv[0].
+            fields
+                .take(2)
+                .any(|word| word.ends_with("crid-monitor"))
+                .then_some(pid)
+        })
+        .collect();
+    assert!(forks.len() >= 2, "pause and the created init: {processes}");
+    for pid in &forks {
+        for probe in [
+            format!("readlink /proc/{pid}/exe"),
+            format!("readlink /proc/{pid}/fd/0"),
+            format!("cat /proc/{pid}/exe > /dev/null"),
+            format!("echo x >> /proc/{pid}/exe"),
+            format!("cat /proc/{pid}/environ"),
+        ] {
+            let out = world
+                .exec(&prober, &["sh", "-c", &probe], 10)
+                .await
+                .expect("exec");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_ne!(
+                out.exit_code,
+                0,
+                "{probe:?} worked: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            // busybox readlink fails without a word.
+            assert!(
+                stderr.contains("Permission denied") || probe.starts_with("readlink"),
+                "{probe}: {stderr}"
+            );
+            assert!(out.stdout.is_empty(), "{probe}: {:?}", out.stdout);
+        }
+    }
+    // The container's own programs, once exec'd, are dumpable again.
+    assert_eq!(
+        world.sh(&prober, "readlink /proc/self/exe").await,
+        "/bin/busybox"
+    );
+    // A non-root container's process owns its /proc files only when
+    // dumpable (the kernel gives a non-dumpable one's to root).
+    let user = world
+        .run_config(
+            &pod,
+            with_security(
+                world.container_config("user", &sleep),
+                cri::LinuxContainerSecurityContext {
+                    run_as_user: Some(cri::Int64Value { value: 1000 }),
+                    ..Default::default()
+                },
+            ),
+        )
+        .await;
+    let processes = world.sh(&user, "ps -o pid,user,args").await;
+    let init = processes
+        .lines()
+        .find(|line| {
+            line.split_whitespace().skip(1).collect::<Vec<_>>() == ["1000", "sleep", "3600"]
+        })
+        .and_then(|line| line.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the uid 1000 init in {processes}"));
+    for script in [
+        "ls -ln /proc/self/environ".to_string(),
+        format!("ls -ln /proc/{init}/environ"),
+    ] {
+        let script = script.as_str();
+        let listed = world.sh(&user, script).await;
+        assert_eq!(
+            listed.split_whitespace().nth(2),
+            Some("1000"),
+            "{script}: {listed}"
+        );
+    }
+    world.start(&created).await.expect("start the created one");
+    // Root's, as the prober (uid 1000's would need CAP_SYS_PTRACE).
+    let inits = world.sh(&prober, "ps -o pid,user,args").await;
+    let root_sleeps: Vec<&str> = inits
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(1..) == Some(&["root", "sleep", "3600"][..])).then(|| fields[0])
+        })
+        .collect();
+    assert_eq!(root_sleeps.len(), 2, "prober and created: {inits}");
+    for pid in root_sleeps {
+        assert_eq!(
+            world
+                .sh(&prober, &format!("readlink /proc/{pid}/exe"))
+                .await,
+            "/bin/busybox"
+        );
+    }
+    world.finish(&[&pod]).await;
+}
+
+#[tokio::test]
+async fn a_privileged_container_gets_every_capability_and_the_host_devices() {
+    let world = World::new().await;
+    let mut pod_config = world.pod_config("privileged", cri::NamespaceMode::Container);
+    if let Some(security) = pod_config
+        .linux
+        .as_mut()
+        .and_then(|linux| linux.security_context.as_mut())
+    {
+        security.privileged = true;
+    }
+    let pod = world
+        .rt()
+        .await
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("run privileged pod")
+        .into_inner()
+        .pod_sandbox_id;
+    let sleep = ["sleep", "3600"];
+    let config = with_security(
+        world.container_config("privileged", &sleep),
+        cri::LinuxContainerSecurityContext {
+            privileged: true,
+            ..Default::default()
+        },
+    );
+    let privileged = world.run_config(&pod, config).await;
+    let plain = world.run(&pod, "plain", &sleep).await;
+
+    let (effective, bounding) = capability_sets(&world, &privileged).await;
+    assert_eq!(effective, held_capabilities());
+    assert_eq!(bounding, held_capabilities());
+    let devices = ["/dev/kmsg", "/dev/loop-control"];
+    for device in devices {
+        assert!(
+            std::path::Path::new(device).exists(),
+            "the host has no {device} to compare with"
+        );
+        let listed = world.sh(&privileged, &format!("ls {device}")).await;
+        assert_eq!(listed, device);
+        let out = world
+            .exec(&plain, &["ls", device], 10)
+            .await
+            .expect("exec ls");
+        assert_ne!(out.exit_code, 0, "{device} in a non-privileged container");
+    }
+    let (_, info) = world.status(&privileged).await;
+    assert_eq!(info["security"]["privileged"], true);
+    assert_eq!(info["security"]["maskedPaths"], serde_json::json!([]));
+    world.finish(&[&pod]).await;
+}
