@@ -299,8 +299,8 @@ async fn build(
         runtime::container::prepare_host_paths(&mut spec)?;
         let user = runtime::spec::resolve_user(&spec, &view.user, &dirs.rootfs)?;
         let mut oci = runtime::spec::build_spec(&spec, &view, &dirs.rootfs, &user)?;
-        // TODO(issue 7): belongs in spec::build_spec (being changed on the
-        // seccomp branch); here until both have landed.
+        // build_spec is pure (unit-tested on any machine); what only this
+        // host can say (its devices, the capabilities crid holds) comes after.
         runtime::host::fit_to_host(&mut oci, &spec)?;
         dirs.write_spec(&oci)?;
         cgroups.create_leaf(&cgroup)?;

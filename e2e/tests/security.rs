@@ -526,3 +526,78 @@ async fn a_privileged_container_gets_every_capability_and_the_host_devices() {
     assert_eq!(info["security"]["maskedPaths"], serde_json::json!([]));
     world.finish(&[&pod]).await;
 }
+
+fn seccomp(
+    profile_type: cri::security_profile::ProfileType,
+    localhost: &str,
+) -> cri::LinuxContainerSecurityContext {
+    cri::LinuxContainerSecurityContext {
+        seccomp: Some(cri::SecurityProfile {
+            profile_type: profile_type.into(),
+            localhost_ref: localhost.into(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// RuntimeDefault forbids what moby's default profile forbids (a new user
+/// namespace needs no capability, so only the filter can refuse it);
+/// Unconfined allows it; a Localhost profile denying mkdir is loaded.
+#[tokio::test]
+async fn seccomp_runtime_default_unconfined_and_localhost() {
+    use cri::security_profile::ProfileType;
+    let world = World::new().await;
+    let pod = world.pod("seccomp").await;
+    let sleep = ["sleep", "3600"];
+    let profile_dir = tempfile::tempdir().expect("profile dir");
+    let no_mkdir = profile_dir.path().join("no-mkdir.json");
+    std::fs::write(
+        &no_mkdir,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}"#,
+    )
+    .expect("write profile");
+    let mut ids = Vec::new();
+    for (name, context) in [
+        ("default", seccomp(ProfileType::RuntimeDefault, "")),
+        ("unconfined", seccomp(ProfileType::Unconfined, "")),
+        (
+            "local",
+            seccomp(ProfileType::Localhost, &no_mkdir.display().to_string()),
+        ),
+    ] {
+        let config = with_security(world.container_config(name, &sleep), context);
+        ids.push(world.run_config(&pod, config).await);
+    }
+    let exit_of = |out: cri::ExecSyncResponse| out.exit_code;
+    let unshare = ["unshare", "-U", "true"];
+    let default = world.exec(&ids[0], &unshare, 10).await.expect("exec");
+    assert_ne!(exit_of(default), 0, "RuntimeDefault allowed unshare");
+    assert_eq!(
+        world.sh(&ids[0], "grep Seccomp: /proc/1/status").await,
+        "Seccomp:\t2"
+    );
+    let unconfined = world.exec(&ids[1], &unshare, 10).await.expect("exec");
+    assert_eq!(exit_of(unconfined), 0, "Unconfined refused unshare");
+    let mkdir = world
+        .exec(&ids[2], &["mkdir", "/tmp/x"], 10)
+        .await
+        .expect("exec");
+    assert_ne!(mkdir.exit_code, 0, "the Localhost profile allowed mkdir");
+    assert!(
+        String::from_utf8_lossy(&mkdir.stderr).contains("not permitted"),
+        "{mkdir:?}"
+    );
+    // A profile that is not there: the create fails naming it.
+    let missing = profile_dir.path().join("missing.json");
+    let config = with_security(
+        world.container_config("missing", &sleep),
+        seccomp(ProfileType::Localhost, &missing.display().to_string()),
+    );
+    let error = world
+        .create(&pod, "missing", config)
+        .await
+        .expect_err("missing profile");
+    assert!(error.message().contains("missing.json"), "{error:?}");
+    world.finish(&[&pod]).await;
+}

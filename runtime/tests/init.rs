@@ -35,6 +35,12 @@ use runtime::spec::{
 type Result<T = ()> = std::result::Result<T, String>;
 
 fn main() {
+    // This process stands in for crid-monitor, which is non-dumpable from
+    // its launch on (init refuses to join a container otherwise).
+    if let Err(error) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!("init tests FAILED: prctl(PR_SET_DUMPABLE, 0): {error}");
+        std::process::exit(1);
+    }
     let outcome = run();
     // Whatever happened: nothing of ours may be left running.
     let leftover = reap_all();

@@ -21,7 +21,7 @@ pub async fn push_image(registry: &Registry) -> String {
     applets.dir("bin/");
     for applet in [
         "cat", "echo", "env", "head", "id", "ls", "mkdir", "ps", "pwd", "sleep", "tail", "touch",
-        "tr", "true", "false", "seq", "grep", "readlink", "wc",
+        "tr", "true", "false", "seq", "grep", "readlink", "wc", "unshare",
     ] {
         applets.symlink(&format!("bin/{applet}"), "busybox");
     }
