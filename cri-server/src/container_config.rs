@@ -96,6 +96,10 @@ pub fn translate(
     for (list, names) in [
         ("add_capabilities", &capabilities.add_capabilities),
         ("drop_capabilities", &capabilities.drop_capabilities),
+        (
+            "add_ambient_capabilities",
+            &capabilities.add_ambient_capabilities,
+        ),
     ] {
         if let Some((i, name)) = names
             .iter()
@@ -108,12 +112,6 @@ pub fn translate(
                 runtime::spec::CAPABILITY_REASON,
             ));
         }
-    }
-    if !capabilities.add_ambient_capabilities.is_empty() {
-        return Err(unsupported(
-            &format!("{SECURITY}.capabilities.add_ambient_capabilities"),
-            "ambient capabilities are",
-        ));
     }
     let id = |field: &str, value: i64| -> Result<i64, CridError> {
         // u32::MAX is (uid_t)-1, "no change" to the kernel: not an id.
@@ -206,6 +204,7 @@ pub fn translate(
         annotations: sorted(&config.annotations),
         add_capabilities: capabilities.add_capabilities,
         drop_capabilities: capabilities.drop_capabilities,
+        add_ambient_capabilities: capabilities.add_ambient_capabilities,
         seccomp,
         labels: sorted(&config.labels),
         resources,
@@ -973,10 +972,15 @@ mod tests {
             add_ambient_capabilities: vec!["NET_BIND_SERVICE".into()],
             ..Default::default()
         });
+        assert_eq!(ok(&c).add_ambient_capabilities, vec!["NET_BIND_SERVICE"]);
+        security(&mut c).capabilities = Some(cri::Capability {
+            add_ambient_capabilities: vec!["NET_BIND_SERVIC".into()],
+            ..Default::default()
+        });
         assert_refused(
             &err(&c),
-            Code::FailedPrecondition,
-            "capabilities.add_ambient_capabilities",
+            Code::InvalidArgument,
+            "capabilities.add_ambient_capabilities[0]",
         );
     }
 

@@ -601,3 +601,40 @@ async fn seccomp_runtime_default_unconfined_and_localhost() {
     assert!(error.message().contains("missing.json"), "{error:?}");
     world.finish(&[&pod]).await;
 }
+
+/// A non-root user keeps only its ambient capabilities across exec: none
+/// by default, NET_BIND_SERVICE when CRI asks for it as ambient.
+#[tokio::test]
+async fn ambient_capabilities_reach_a_non_root_user() {
+    let world = World::new().await;
+    let pod = world.pod("ambient").await;
+    let sleep = ["sleep", "3600"];
+    let as_user = |ambient: &[&str]| cri::LinuxContainerSecurityContext {
+        run_as_user: Some(cri::Int64Value { value: 1000 }),
+        capabilities: Some(cri::Capability {
+            add_ambient_capabilities: ambient.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let plain = world
+        .run_config(
+            &pod,
+            with_security(world.container_config("plain", &sleep), as_user(&[])),
+        )
+        .await;
+    let ambient = world
+        .run_config(
+            &pod,
+            with_security(
+                world.container_config("ambient", &sleep),
+                as_user(&["NET_BIND_SERVICE"]),
+            ),
+        )
+        .await;
+    let (effective, _) = capability_sets(&world, &plain).await;
+    assert!(effective.is_empty(), "{effective:?}");
+    let (effective, _) = capability_sets(&world, &ambient).await;
+    assert_eq!(effective, names(&["NET_BIND_SERVICE"]));
+    world.finish(&[&pod]).await;
+}

@@ -364,6 +364,10 @@ pub struct ContainerSpec {
     /// CRI capability names (or `ALL`) dropped from the set.
     #[serde(default)]
     pub drop_capabilities: Vec<String>,
+    /// CRI `add_ambient_capabilities`: kept across exec by a non-root user
+    /// (also added to the other sets, as the kernel requires).
+    #[serde(default)]
+    pub add_ambient_capabilities: Vec<String>,
     #[serde(default)]
     pub seccomp: SeccompProfile,
     /// Not part of the OCI spec; kept for status and filtering.
@@ -539,18 +543,32 @@ pub fn capabilities(c: &ContainerSpec) -> Result<HashSet<Capability>, SpecError>
     for cap in drop {
         caps.remove(&cap);
     }
+    // An ambient capability must also be permitted and inheritable.
+    caps.extend(ambient_capabilities(c)?);
     Ok(caps)
 }
 
-fn linux_capabilities(caps: HashSet<Capability>) -> LinuxCapabilities {
+/// The ambient (and so inheritable) set: CRI `add_ambient_capabilities`.
+pub fn ambient_capabilities(c: &ContainerSpec) -> Result<HashSet<Capability>, SpecError> {
+    c.add_ambient_capabilities
+        .iter()
+        .map(|n| checked_capability("capabilities.add_ambient_capabilities", n))
+        .collect()
+}
+
+fn linux_capabilities(
+    caps: HashSet<Capability>,
+    ambient: HashSet<Capability>,
+) -> LinuxCapabilities {
     // Not the builder: its defaults are oci-spec's example set, ambient
     // and inheritable included.
     let mut out = LinuxCapabilities::default();
+    let ambient = (!ambient.is_empty()).then_some(ambient);
     out.set_bounding(Some(caps.clone()))
         .set_effective(Some(caps.clone()))
         .set_permitted(Some(caps))
-        .set_inheritable(None)
-        .set_ambient(None);
+        .set_inheritable(ambient.clone())
+        .set_ambient(ambient);
     out
 }
 
@@ -857,6 +875,7 @@ pub fn build_spec(
     let env = process_env(container, image, resolved_user)?;
     let cwd = working_dir(container, image)?;
     let caps = capabilities(container)?;
+    let ambient = ambient_capabilities(container)?;
     let seccomp = linux_seccomp(container, &caps)?;
 
     // oci-spec's builders fill every unset field from the struct's own
@@ -884,7 +903,7 @@ pub fn build_spec(
         .set_oom_score_adj(container.resources.oom_score_adj)
         // No rlimits: inherited from crid, as containerd's CRI does.
         .set_rlimits(None)
-        .set_capabilities(Some(linux_capabilities(caps)))
+        .set_capabilities(Some(linux_capabilities(caps, ambient)))
         .set_apparmor_profile(None)
         .set_selinux_label(None);
 

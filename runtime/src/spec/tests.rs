@@ -845,3 +845,36 @@ fn records_without_seccomp_read_as_unconfined() {
     let back: ContainerSpec = serde_json::from_value(json).unwrap();
     assert_eq!(back.seccomp, SeccompProfile::Unconfined);
 }
+
+#[test]
+fn ambient_capabilities_are_also_inheritable_and_in_every_other_set() {
+    let mut c = pod_container();
+    c.add_ambient_capabilities = vec!["NET_ADMIN".into()];
+    let spec = build(&c);
+    let caps = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.capabilities().clone())
+        .expect("capabilities");
+    let has = |set: &Option<std::collections::HashSet<Capability>>| {
+        set.as_ref()
+            .is_some_and(|s| s.contains(&Capability::NetAdmin))
+    };
+    for set in [
+        caps.ambient(),
+        caps.inheritable(),
+        caps.permitted(),
+        caps.effective(),
+        caps.bounding(),
+    ] {
+        assert!(has(set), "{caps:?}");
+    }
+    // Without any, neither ambient nor inheritable is set.
+    let plain = build(&pod_container());
+    let plain = plain
+        .process()
+        .as_ref()
+        .and_then(|p| p.capabilities().clone())
+        .expect("capabilities");
+    assert!(plain.ambient().is_none() && plain.inheritable().is_none());
+}
