@@ -205,10 +205,26 @@ pub fn translate(
         add_capabilities: capabilities.add_capabilities,
         drop_capabilities: capabilities.drop_capabilities,
         add_ambient_capabilities: capabilities.add_ambient_capabilities,
+        masked_paths: paths("masked_paths", &security.masked_paths)?,
+        readonly_paths: paths("readonly_paths", &security.readonly_paths)?,
         seccomp,
         labels: sorted(&config.labels),
         resources,
     })
+}
+
+/// A masked or read-only path list: absolute paths inside the container.
+fn paths(list: &str, paths: &[String]) -> Result<Vec<String>, CridError> {
+    for (i, path) in paths.iter().enumerate() {
+        if !runtime::spec::is_clean_absolute(Path::new(path)) {
+            return Err(CridError::invalid(
+                format!("{SECURITY}.{list}[{i}]"),
+                path,
+                "must be an absolute path without '..'",
+            ));
+        }
+    }
+    Ok(paths.to_vec())
 }
 
 /// `seccomp`, else the deprecated `seccomp_profile_path`, as containerd
@@ -973,6 +989,13 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(ok(&c).add_ambient_capabilities, vec!["NET_BIND_SERVICE"]);
+        let mut paths = config();
+        security(&mut paths).masked_paths = vec!["/proc/version".into(), "proc/x".into()];
+        assert_refused(
+            &err(&paths),
+            Code::InvalidArgument,
+            "security_context.masked_paths[1]",
+        );
         security(&mut c).capabilities = Some(cri::Capability {
             add_ambient_capabilities: vec!["NET_BIND_SERVIC".into()],
             ..Default::default()

@@ -638,3 +638,33 @@ async fn ambient_capabilities_reach_a_non_root_user() {
     assert_eq!(effective, names(&["NET_BIND_SERVICE"]));
     world.finish(&[&pod]).await;
 }
+
+/// The request's masked path list replaces the defaults (kubelet sends the
+/// defaults itself, or none for procMount: Unmasked).
+#[tokio::test]
+async fn the_requests_masked_paths_replace_the_defaults() {
+    let world = World::new().await;
+    let pod = world.pod("masks").await;
+    let config = with_security(
+        world.container_config("custom", &["sleep", "3600"]),
+        cri::LinuxContainerSecurityContext {
+            masked_paths: vec!["/proc/version".into()],
+            ..Default::default()
+        },
+    );
+    let id = world.run_config(&pod, config).await;
+    assert_eq!(world.sh(&id, "cat /proc/version").await, "");
+    // /proc/timer_list is masked by default, not here.
+    assert!(
+        !world
+            .sh(&id, "head -c 100 /proc/timer_list")
+            .await
+            .is_empty()
+    );
+    let (_, info) = world.status(&id).await;
+    assert_eq!(
+        info["security"]["maskedPaths"],
+        serde_json::json!(["/proc/version"])
+    );
+    world.finish(&[&pod]).await;
+}

@@ -368,6 +368,13 @@ pub struct ContainerSpec {
     /// (also added to the other sets, as the kernel requires).
     #[serde(default)]
     pub add_ambient_capabilities: Vec<String>,
+    /// CRI `masked_paths` / `readonly_paths`: when non-empty they replace
+    /// the defaults (as containerd; kubelet sends the defaults itself, or
+    /// none for `procMount: Unmasked`).
+    #[serde(default)]
+    pub masked_paths: Vec<String>,
+    #[serde(default)]
+    pub readonly_paths: Vec<String>,
     #[serde(default)]
     pub seccomp: SeccompProfile,
     /// Not part of the OCI spec; kept for status and filtering.
@@ -910,12 +917,19 @@ pub fn build_spec(
     let (mounts, rootfs_propagation) = mounts(container)?;
 
     let mut linux = LinuxBuilder::default().build()?;
+    let requested_or = |requested: &[String], defaults: &[&str]| -> Vec<String> {
+        if requested.is_empty() {
+            defaults.iter().map(|s| (*s).to_owned()).collect()
+        } else {
+            requested.to_vec()
+        }
+    };
     let (masked, readonly) = if container.privileged {
         (None, None)
     } else {
         (
-            Some(MASKED_PATHS.iter().map(|s| (*s).to_owned()).collect()),
-            Some(READONLY_PATHS.iter().map(|s| (*s).to_owned()).collect()),
+            Some(requested_or(&container.masked_paths, MASKED_PATHS)),
+            Some(requested_or(&container.readonly_paths, READONLY_PATHS)),
         )
     };
     linux

@@ -878,3 +878,26 @@ fn ambient_capabilities_are_also_inheritable_and_in_every_other_set() {
         .expect("capabilities");
     assert!(plain.ambient().is_none() && plain.inheritable().is_none());
 }
+
+#[test]
+fn requested_masked_and_readonly_paths_replace_the_defaults() {
+    let mut c = pod_container();
+    c.masked_paths = vec!["/proc/version".into()];
+    c.readonly_paths = vec!["/proc/bus".into()];
+    let spec = build(&c);
+    let linux = spec.linux().as_ref().expect("linux");
+    assert_eq!(
+        linux.masked_paths().as_deref(),
+        Some(&["/proc/version".to_string()][..])
+    );
+    assert_eq!(
+        linux.readonly_paths().as_deref(),
+        Some(&["/proc/bus".to_string()][..])
+    );
+    let defaults = build(&pod_container());
+    let linux = defaults.linux().as_ref().expect("linux");
+    assert_eq!(
+        linux.masked_paths().as_ref().map(Vec::len),
+        Some(MASKED_PATHS.len())
+    );
+}
