@@ -79,11 +79,9 @@ async fn save(daemon: &Arc<Daemon>, record: &ContainerRecord) -> Result<(), Crid
 async fn forget(daemon: &Arc<Daemon>, record: &ContainerRecord) -> Result<(), CridError> {
     let (daemon, record) = (daemon.clone(), record.clone());
     blocking(move || {
-        daemon.store.remove(Table::Containers, &record.id)?;
-        daemon
+        Ok(daemon
             .store
-            .release_name(&record.reserved_name, &record.id)?;
-        Ok(())
+            .remove_releasing(Table::Containers, &record.reserved_name, &record.id)?)
     })
     .await
 }
@@ -201,16 +199,12 @@ pub async fn create(
     {
         let (daemon, record) = (daemon.clone(), record.clone());
         blocking(move || {
-            daemon
-                .store
-                .reserve_name(&record.reserved_name, &record.id)?;
-            if let Err(error) = daemon.store.put(Table::Containers, &record.id, &record) {
-                daemon
-                    .store
-                    .release_name(&record.reserved_name, &record.id)?;
-                return Err(error.into());
-            }
-            Ok(())
+            Ok(daemon.store.insert_reserving(
+                Table::Containers,
+                &record.reserved_name,
+                &record.id,
+                &record,
+            )?)
         })
         .await?;
     }

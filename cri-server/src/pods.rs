@@ -64,11 +64,9 @@ async fn save(daemon: &std::sync::Arc<Daemon>, record: &PodRecord) -> Result<(),
 async fn forget(daemon: &std::sync::Arc<Daemon>, record: &PodRecord) -> Result<(), CridError> {
     let (daemon, record) = (daemon.clone(), record.clone());
     blocking(move || {
-        daemon.store.remove(Table::Pods, &record.id)?;
-        daemon
+        Ok(daemon
             .store
-            .release_name(&record.reserved_name, &record.id)?;
-        Ok(())
+            .remove_releasing(Table::Pods, &record.reserved_name, &record.id)?)
     })
     .await
 }
@@ -139,16 +137,12 @@ pub async fn run(
     {
         let (daemon, record) = (daemon.clone(), record.clone());
         blocking(move || {
-            daemon
-                .store
-                .reserve_name(&record.reserved_name, &record.id)?;
-            if let Err(error) = daemon.store.put(Table::Pods, &record.id, &record) {
-                daemon
-                    .store
-                    .release_name(&record.reserved_name, &record.id)?;
-                return Err(error.into());
-            }
-            Ok(())
+            Ok(daemon.store.insert_reserving(
+                Table::Pods,
+                &record.reserved_name,
+                &record.id,
+                &record,
+            )?)
         })
         .await?;
     }

@@ -203,41 +203,44 @@ impl MetadataStore {
     /// id succeeds.
     pub fn reserve_name(&self, name: &str, id: &str) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(db_error)?;
-        {
-            let mut names = txn.open_table(NAME_RESERVATIONS).map_err(db_error)?;
-            let holder = names
-                .get(name)
-                .map_err(db_error)?
-                .map(|held| held.value().to_string());
-            match holder {
-                Some(holder) if holder != id => {
-                    return Err(StoreError::NameReserved {
-                        name: name.into(),
-                        holder,
-                    });
-                }
-                Some(_) => {}
-                None => {
-                    names.insert(name, id).map_err(db_error)?;
-                }
-            }
-        }
+        reserve_in(&txn, name, id)?;
         txn.commit().map_err(db_error)
     }
 
     /// Releases `name` if `id` holds it; releasing what is not held is a no-op.
     pub fn release_name(&self, name: &str, id: &str) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(db_error)?;
-        {
-            let mut names = txn.open_table(NAME_RESERVATIONS).map_err(db_error)?;
-            let held_by_id = names
-                .get(name)
-                .map_err(db_error)?
-                .is_some_and(|held| held.value() == id);
-            if held_by_id {
-                names.remove(name).map_err(db_error)?;
-            }
-        }
+        release_in(&txn, name, id)?;
+        txn.commit().map_err(db_error)
+    }
+
+    /// Reserves `name` for `id` and stores `value` under `id`, in one
+    /// transaction: both happen or neither does.
+    pub fn insert_reserving<T: Serialize>(
+        &self,
+        table: Table,
+        name: &str,
+        id: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let bytes = encode(id, value)?;
+        let txn = self.db.begin_write().map_err(db_error)?;
+        reserve_in(&txn, name, id)?;
+        txn.open_table(table.definition())
+            .map_err(db_error)?
+            .insert(id, bytes.as_slice())
+            .map_err(db_error)?;
+        txn.commit().map_err(db_error)
+    }
+
+    /// Removes `id` and releases the `name` it holds, in one transaction.
+    pub fn remove_releasing(&self, table: Table, name: &str, id: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db_error)?;
+        txn.open_table(table.definition())
+            .map_err(db_error)?
+            .remove(id)
+            .map_err(db_error)?;
+        release_in(&txn, name, id)?;
         txn.commit().map_err(db_error)
     }
 
@@ -273,6 +276,39 @@ fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError
         what: what.to_string(),
         source,
     })
+}
+
+/// The reservation half of [`MetadataStore::reserve_name`], inside `txn`.
+fn reserve_in(txn: &redb::WriteTransaction, name: &str, id: &str) -> Result<(), StoreError> {
+    let mut names = txn.open_table(NAME_RESERVATIONS).map_err(db_error)?;
+    let holder = names
+        .get(name)
+        .map_err(db_error)?
+        .map(|held| held.value().to_string());
+    match holder {
+        Some(holder) if holder != id => Err(StoreError::NameReserved {
+            name: name.into(),
+            holder,
+        }),
+        Some(_) => Ok(()),
+        None => {
+            names.insert(name, id).map_err(db_error)?;
+            Ok(())
+        }
+    }
+}
+
+/// Releases `name` inside `txn` if `id` holds it.
+fn release_in(txn: &redb::WriteTransaction, name: &str, id: &str) -> Result<(), StoreError> {
+    let mut names = txn.open_table(NAME_RESERVATIONS).map_err(db_error)?;
+    let held_by_id = names
+        .get(name)
+        .map_err(db_error)?
+        .is_some_and(|held| held.value() == id);
+    if held_by_id {
+        names.remove(name).map_err(db_error)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -360,6 +396,34 @@ mod tests {
         store
             .reserve_name("pod_a_ns_uid_0", "id2")
             .expect("free again");
+    }
+
+    #[test]
+    fn a_record_and_its_name_are_written_and_removed_together() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let store = MetadataStore::open(root.path()).expect("create");
+        store
+            .insert_reserving(Table::Containers, "c_pod_ns_uid_0", "id1", &"one")
+            .expect("insert");
+        let error = store
+            .insert_reserving(Table::Containers, "c_pod_ns_uid_0", "id2", &"two")
+            .expect_err("name taken");
+        assert!(matches!(error, StoreError::NameReserved { .. }), "{error}");
+        // The refused insert wrote nothing.
+        assert_eq!(
+            store.get::<String>(Table::Containers, "id2").expect("get"),
+            None
+        );
+        store
+            .remove_releasing(Table::Containers, "c_pod_ns_uid_0", "id1")
+            .expect("remove");
+        assert_eq!(
+            store.get::<String>(Table::Containers, "id1").expect("get"),
+            None
+        );
+        store
+            .insert_reserving(Table::Containers, "c_pod_ns_uid_0", "id2", &"two")
+            .expect("the name is free again");
     }
 
     #[test]
