@@ -191,7 +191,6 @@ pub async fn remove(daemon: std::sync::Arc<Daemon>, id: &str) -> Result<(), Crid
     let Some(record) = load(&daemon, &record.id).await? else {
         return Ok(());
     };
-    crate::containers::stop_all_in_pod(&daemon, &record.id).await?;
     crate::containers::remove_all_in_pod(&daemon, &record.id).await?;
     daemon.pods.remove(&record.spec, &record.sandbox).await?;
     forget(&daemon, &record).await?;
