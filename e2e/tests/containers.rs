@@ -54,21 +54,7 @@ async fn a_container_runs_writes_its_log_and_exits_with_its_code() {
     assert_eq!((status.exit_code, status.reason.as_str()), (3, "Error"));
 
     // Listing filters by state, pod, id prefix and label.
-    let list = |filter: cri::ContainerFilter| {
-        let world = &world;
-        async move {
-            world
-                .rt()
-                .await
-                .list_containers(cri::ListContainersRequest {
-                    filter: Some(filter),
-                })
-                .await
-                .expect("list")
-                .into_inner()
-                .containers
-        }
-    };
+    let list = |filter: cri::ContainerFilter| world.list(Some(filter));
     let exited = list(cri::ContainerFilter {
         state: Some(cri::ContainerStateValue {
             state: cri::ContainerState::ContainerExited.into(),
@@ -525,14 +511,7 @@ async fn crid_killed_at_each_step_of_create_and_start_leaves_nothing_wrong() {
         let status = world.crid.stop_with(Signal::SIGKILL).await;
         assert!(!status.success(), "{step}: crid did not crash");
         world.crid = world.env.start().await;
-        let listed = world
-            .rt()
-            .await
-            .list_containers(cri::ListContainersRequest::default())
-            .await
-            .expect("list")
-            .into_inner()
-            .containers;
+        let listed = world.list(None).await;
         match step {
             "container.recorded"
             | "container.prepared"

@@ -265,6 +265,17 @@ impl World {
             .join(format!("{container_name}.log"))
     }
 
+    /// ListContainers with `filter`.
+    pub async fn list(&self, filter: Option<cri::ContainerFilter>) -> Vec<cri::Container> {
+        self.rt()
+            .await
+            .list_containers(cri::ListContainersRequest { filter })
+            .await
+            .expect("list")
+            .into_inner()
+            .containers
+    }
+
     /// Removes the pods (and so their containers), stops crid, and checks
     /// nothing is left.
     pub async fn finish(mut self, pods: &[&str]) {
@@ -281,14 +292,7 @@ impl World {
             .await
             .expect("remove pod");
         }
-        let containers = self
-            .rt()
-            .await
-            .list_containers(cri::ListContainersRequest::default())
-            .await
-            .expect("list")
-            .into_inner()
-            .containers;
+        let containers = self.list(None).await;
         assert!(containers.is_empty(), "containers left: {containers:?}");
         self.crid.stop().await;
         assert!(self.env.leaks().is_empty(), "{:?}", self.env.leaks());
