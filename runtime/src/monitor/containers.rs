@@ -327,23 +327,19 @@ impl Containers {
                 if let Some(c) = self.table.get_mut(id) {
                     let log = &mut c.log;
                     c.outputs.retain_mut(|o| {
-                        copy_available(o, |stream, data| {
+                        let open = copy_available(o, |stream, data| {
                             if let Some(log) = log.as_mut()
                                 && let Err(e) = log.write(stream, data, SystemTime::now())
                             {
                                 eprintln!("crid-monitor: log of {id}: {e}");
                             }
-                        })
-                        .is_open()
-                    });
-                    // Streams at EOF end their pending partial line.
-                    for stream in [Stream::Stdout, Stream::Stderr] {
-                        if !c.outputs.iter().any(|o| o.stream == stream)
-                            && let Some(log) = c.log.as_mut()
-                        {
-                            let _ = log.finish(stream, SystemTime::now());
+                        });
+                        // A stream at EOF ends its pending partial line.
+                        if !open && let Some(log) = log.as_mut() {
+                            let _ = log.finish(o.stream, SystemTime::now());
                         }
-                    }
+                        open
+                    });
                 }
             }
             OutputOwner::Exec(pid) => {
@@ -358,7 +354,6 @@ impl Containers {
                             let room = MAX_EXEC_OUTPUT.saturating_sub(buffer.len());
                             buffer.extend_from_slice(&data[..data.len().min(room)]);
                         })
-                        .is_open()
                     });
                 }
             }
@@ -534,28 +529,17 @@ fn set_nonblocking_cloexec(fd: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
-enum Copied {
-    Open,
-    Eof,
-}
-
-impl Copied {
-    fn is_open(&self) -> bool {
-        matches!(self, Copied::Open)
-    }
-}
-
-/// Reads until the pipe is empty; EOF (or an error) closes it.
-fn copy_available(output: &mut Output, mut sink: impl FnMut(Stream, &[u8])) -> Copied {
+/// Reads until the pipe is empty; false once it is at EOF (or broken).
+fn copy_available(output: &mut Output, mut sink: impl FnMut(Stream, &[u8])) -> bool {
     let mut buffer = vec![0u8; READ_CHUNK];
     loop {
         match output.file.read(&mut buffer) {
-            Ok(0) => return Copied::Eof,
+            Ok(0) => return false,
             Ok(n) => sink(output.stream, &buffer[..n]),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Copied::Open,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             // EIO: a pty whose last slave closed.
-            Err(_) => return Copied::Eof,
+            Err(_) => return false,
         }
     }
 }
