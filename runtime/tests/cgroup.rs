@@ -69,6 +69,7 @@ fn container_leaf_limits_updates_and_removal_on_v1() {
         pod: format!("{parent}/pod"),
         sandbox: format!("{parent}/pod/sandbox"),
         owns_pod: true,
+        systemd: false,
     };
     let container = container_cgroup(&placement, "c1");
     assert_eq!(container, format!("{parent}/pod/c1"));

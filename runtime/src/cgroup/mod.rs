@@ -18,7 +18,11 @@ use serde::{Deserialize, Serialize};
 use crate::spec::Resources;
 use limits::{apply_v1, apply_v2};
 
+mod driver;
 mod limits;
+pub mod systemd;
+
+pub use driver::{Cgroups, Driver};
 
 /// What can go wrong with cgroups.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +41,8 @@ pub enum CgroupError {
     },
     #[error("cgroup {path}: {reason}")]
     Cgroup { path: String, reason: String },
+    #[error("{what}: {reason}")]
+    Systemd { what: String, reason: String },
     #[error("{field}: {reason} (got {value:?})")]
     Invalid {
         field: String,
@@ -94,6 +100,10 @@ pub struct Placement {
     pub sandbox: String,
     /// Whether crid made the pod cgroup (and so removes it).
     pub owns_pod: bool,
+    /// Made by the systemd driver: the pod cgroup is a slice, the sandbox's
+    /// and the containers' are scopes (see [`systemd`]).
+    #[serde(default)]
+    pub systemd: bool,
 }
 
 /// One cgroup v1 hierarchy crid uses.
@@ -237,6 +247,12 @@ impl Hierarchy {
     /// SIGKILLs everything in `cgroup` until it is empty (bounded), then
     /// removes it everywhere. Idempotent.
     pub fn kill_and_remove(&self, cgroup: &str) -> Result<(), CgroupError> {
+        self.kill(cgroup)?;
+        self.remove(cgroup)
+    }
+
+    /// SIGKILLs everything in `cgroup` until it is empty (bounded).
+    pub fn kill(&self, cgroup: &str) -> Result<(), CgroupError> {
         let deadline = Instant::now() + EMPTY_TIMEOUT;
         loop {
             let pids = self.processes(cgroup);
@@ -257,7 +273,7 @@ impl Hierarchy {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        self.remove(cgroup)
+        Ok(())
     }
 
     /// Removes an empty cgroup everywhere; a missing one is fine.
@@ -400,6 +416,7 @@ pub fn placement(sandbox_id: &str, cgroup_parent: Option<&str>) -> Placement {
                 sandbox: format!("{pod}/{sandbox_id}"),
                 pod,
                 owns_pod: false,
+                systemd: false,
             }
         }
         None => {
@@ -408,6 +425,7 @@ pub fn placement(sandbox_id: &str, cgroup_parent: Option<&str>) -> Placement {
                 sandbox: format!("{pod}/sandbox"),
                 pod,
                 owns_pod: true,
+                systemd: false,
             }
         }
     }
@@ -428,9 +446,14 @@ pub fn validate_parent(parent: &str) -> Result<(), CgroupError> {
     }
 }
 
-/// A container's cgroup: a leaf in the pod cgroup beside the sandbox's.
+/// A container's cgroup: a leaf in the pod cgroup beside the sandbox's
+/// (with the systemd driver, a scope).
 pub fn container_cgroup(placement: &Placement, container_id: &str) -> String {
-    format!("{}/{container_id}", placement.pod)
+    if placement.systemd {
+        format!("{}/{}", placement.pod, systemd::scope_name(container_id))
+    } else {
+        format!("{}/{container_id}", placement.pod)
+    }
 }
 
 /// The OOM kills counted in a [`Hierarchy::oom_events_file`]: its

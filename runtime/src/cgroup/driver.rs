@@ -1,0 +1,276 @@
+//! The cgroup driver crid runs with, in one place: which cgroups a pod and
+//! its containers get, who makes and removes them (crid itself, or systemd)
+//! and how their processes get in. The files under them are written by
+//! [`Hierarchy`] either way.
+
+use std::path::PathBuf;
+
+use super::systemd::{self, Systemd};
+use super::{CgroupError, Hierarchy, Placement};
+use crate::spec::Resources;
+
+/// `[runtime] cgroup_driver`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    /// crid makes the cgroup dirs itself.
+    Cgroupfs,
+    /// systemd makes slices and scopes for crid ([`systemd`]).
+    Systemd,
+}
+
+/// The host's cgroups as the configured driver manages them.
+#[derive(Debug, Clone)]
+pub struct Cgroups {
+    hierarchy: Hierarchy,
+    /// Connected when the driver is systemd.
+    systemd: Option<Systemd>,
+}
+
+/// Runs blocking cgroup file work off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, CgroupError> + Send + 'static,
+) -> Result<T, CgroupError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| CgroupError::Cgroup {
+            path: String::new(),
+            reason: format!("internal task failed: {error}"),
+        })?
+}
+
+impl Cgroups {
+    /// Reads the host's layout and, for the systemd driver, connects to
+    /// systemd (refusing a host whose init is not systemd).
+    pub async fn new(driver: Driver) -> Result<Cgroups, CgroupError> {
+        let hierarchy = blocking(Hierarchy::detect).await?;
+        let systemd = match driver {
+            Driver::Cgroupfs => None,
+            Driver::Systemd => Some(Systemd::connect().await?),
+        };
+        Ok(Cgroups { hierarchy, systemd })
+    }
+
+    /// The cgroupfs driver on a given layout.
+    pub fn cgroupfs(hierarchy: Hierarchy) -> Cgroups {
+        Cgroups {
+            hierarchy,
+            systemd: None,
+        }
+    }
+
+    pub fn hierarchy(&self) -> &Hierarchy {
+        &self.hierarchy
+    }
+
+    pub fn driver(&self) -> Driver {
+        if self.systemd.is_some() {
+            Driver::Systemd
+        } else {
+            Driver::Cgroupfs
+        }
+    }
+
+    fn v2(&self) -> bool {
+        matches!(self.hierarchy, Hierarchy::V2 { .. })
+    }
+
+    /// Checks a pod's `cgroup_parent` for this driver.
+    pub fn validate_parent(&self, parent: &str) -> Result<(), CgroupError> {
+        match self.driver() {
+            Driver::Cgroupfs => super::validate_parent(parent),
+            Driver::Systemd => systemd::validate_slice(parent),
+        }
+    }
+
+    /// Where a new pod goes.
+    pub fn placement(
+        &self,
+        sandbox_id: &str,
+        cgroup_parent: Option<&str>,
+    ) -> Result<Placement, CgroupError> {
+        match self.driver() {
+            Driver::Cgroupfs => Ok(super::placement(sandbox_id, cgroup_parent)),
+            Driver::Systemd => systemd::placement(sandbox_id, cgroup_parent),
+        }
+    }
+
+    /// Before the pod's monitor starts (blocking): the cgroupfs driver
+    /// makes the sandbox's leaf and returns the `cgroup.procs` files the
+    /// monitor joins before it forks pause. systemd makes a scope only with
+    /// pids in it ([`Cgroups::adopt_sandbox`]), so there is none yet.
+    pub fn prepare_sandbox(&self, placement: &Placement) -> Result<Vec<PathBuf>, CgroupError> {
+        if placement.systemd {
+            return Ok(Vec::new());
+        }
+        self.hierarchy.create(placement)?;
+        Ok(self.hierarchy.procs_files(&placement.sandbox))
+    }
+
+    /// Once the monitor and pause run (`pids`): with systemd, the sandbox's
+    /// scope is started with them in it. Nothing of the pod forks before
+    /// crid asks for a container, so nothing is born outside the scope.
+    pub async fn adopt_sandbox(
+        &self,
+        placement: &Placement,
+        pids: &[i32],
+    ) -> Result<(), CgroupError> {
+        if !placement.systemd {
+            return Ok(());
+        }
+        let pids = pids
+            .iter()
+            .map(|&pid| u32::try_from(pid))
+            .collect::<Result<Vec<u32>, _>>()
+            .map_err(|_| CgroupError::Cgroup {
+                path: placement.sandbox.clone(),
+                reason: format!("bad pids {pids:?}"),
+            })?;
+        self.start_scope(placement, &placement.sandbox, &pids, &Resources::default())
+            .await?;
+        // v1: into the hierarchies systemd does not manage (cpuset, …) too.
+        let (hierarchy, sandbox) = (self.hierarchy.clone(), placement.sandbox.clone());
+        blocking(move || {
+            for file in hierarchy.procs_files(&sandbox) {
+                for pid in &pids {
+                    std::fs::write(&file, pid.to_string())
+                        .map_err(CgroupError::io("cannot write", &file))?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The scope of `cgroup` with `pids` in it and `resources` as its
+    /// properties, then whatever systemd left out filled in as the cgroupfs
+    /// driver would (v1 hierarchies it does not manage, v2 controllers it
+    /// does not enable).
+    async fn start_scope(
+        &self,
+        placement: &Placement,
+        cgroup: &str,
+        pids: &[u32],
+        resources: &Resources,
+    ) -> Result<(), CgroupError> {
+        let systemd = self.connected(cgroup)?;
+        let unit = unit(cgroup)?;
+        let properties =
+            systemd::scope_properties(systemd::pod_slice(placement), pids, resources, self.v2())?;
+        systemd.start_scope(unit, &properties).await?;
+        let (hierarchy, cgroup) = (self.hierarchy.clone(), cgroup.to_owned());
+        blocking(move || hierarchy.create_leaf(&cgroup)).await
+    }
+
+    fn connected(&self, cgroup: &str) -> Result<&Systemd, CgroupError> {
+        self.systemd.as_ref().ok_or_else(|| CgroupError::Cgroup {
+            path: cgroup.to_owned(),
+            reason: "made by the systemd cgroup driver, but crid runs with cgroupfs now".into(),
+        })
+    }
+
+    /// Kills what is left in the pod's sandbox cgroup and removes it, and
+    /// the pod cgroup when crid made that. Idempotent.
+    pub async fn remove_sandbox(&self, placement: &Placement) -> Result<(), CgroupError> {
+        self.kill_and_remove(&placement.sandbox).await?;
+        if !placement.owns_pod {
+            return Ok(());
+        }
+        if placement.systemd {
+            if let Some(systemd) = &self.systemd {
+                systemd.stop(systemd::pod_slice(placement)).await?;
+            }
+            let (hierarchy, pod) = (self.hierarchy.clone(), placement.pod.clone());
+            blocking(move || hierarchy.remove(&pod)).await
+        } else {
+            let (hierarchy, pod) = (self.hierarchy.clone(), placement.pod.clone());
+            blocking(move || hierarchy.remove_owned(&pod)).await
+        }
+    }
+
+    /// Before a container's init is forked (blocking): the cgroupfs driver
+    /// makes its leaf and writes its limits. A systemd scope is made once
+    /// the init exists ([`Cgroups::place_container`]).
+    pub fn prepare_container(
+        &self,
+        cgroup: &str,
+        resources: &Resources,
+    ) -> Result<(), CgroupError> {
+        if systemd::unit_of(cgroup).is_some() {
+            return Ok(());
+        }
+        self.hierarchy.create_leaf(cgroup)?;
+        self.hierarchy.apply(cgroup, resources)
+    }
+
+    /// Whether a container in `placement` is placed by crid after its fork
+    /// (the monitor holds the init back until [`Cgroups::place_container`]).
+    pub fn places_after_fork(placement: &Placement) -> bool {
+        placement.systemd
+    }
+
+    /// With systemd: the container's scope, started with its freshly forked
+    /// init (`pid`) and the limits systemd can express, then every limit
+    /// written to the files (exact quotas, hugetlb, `unified`). On error the
+    /// scope may exist: [`Cgroups::kill_and_remove`] ends it.
+    pub async fn place_container(
+        &self,
+        placement: &Placement,
+        cgroup: &str,
+        pid: i32,
+        resources: &Resources,
+    ) -> Result<(), CgroupError> {
+        let pid = u32::try_from(pid).map_err(|_| CgroupError::Cgroup {
+            path: cgroup.to_owned(),
+            reason: format!("bad pid {pid}"),
+        })?;
+        self.start_scope(placement, cgroup, &[pid], resources)
+            .await?;
+        let (hierarchy, cgroup, resources) =
+            (self.hierarchy.clone(), cgroup.to_owned(), resources.clone());
+        blocking(move || hierarchy.apply(&cgroup, &resources)).await
+    }
+
+    /// New limits for a container (UpdateContainerResources): with systemd
+    /// as unit properties first, so systemd's view stays the same as the
+    /// files. A container whose scope has ended (it exited) has none to change.
+    pub async fn update(&self, cgroup: &str, resources: &Resources) -> Result<(), CgroupError> {
+        if let Some(unit) = systemd::unit_of(cgroup) {
+            let properties = systemd::limit_properties(resources, self.v2())?;
+            if !self
+                .connected(cgroup)?
+                .set_properties(unit, &properties)
+                .await?
+            {
+                return Ok(());
+            }
+        }
+        let (hierarchy, cgroup, resources) =
+            (self.hierarchy.clone(), cgroup.to_owned(), resources.clone());
+        blocking(move || hierarchy.apply(&cgroup, &resources)).await
+    }
+
+    /// SIGKILLs everything in `cgroup`, stops its unit (systemd) and
+    /// removes it everywhere. Idempotent.
+    pub async fn kill_and_remove(&self, cgroup: &str) -> Result<(), CgroupError> {
+        let (hierarchy, owned) = (self.hierarchy.clone(), cgroup.to_owned());
+        blocking(move || hierarchy.kill(&owned)).await?;
+        if let Some(unit) = systemd::unit_of(cgroup) {
+            match &self.systemd {
+                Some(systemd) => systemd.stop(unit).await?,
+                None => tracing::warn!(
+                    unit,
+                    "a systemd unit, but crid runs with cgroupfs now: removing only its cgroup"
+                ),
+            }
+        }
+        let (hierarchy, owned) = (self.hierarchy.clone(), cgroup.to_owned());
+        blocking(move || hierarchy.remove(&owned)).await
+    }
+}
+
+fn unit(cgroup: &str) -> Result<&str, CgroupError> {
+    systemd::unit_of(cgroup).ok_or_else(|| CgroupError::Cgroup {
+        path: cgroup.to_owned(),
+        reason: "not a systemd scope crid made".into(),
+    })
+}
