@@ -157,9 +157,13 @@ pub async fn create(
     let pod_dir = daemon.pods.pod_dir(&pod.id);
     let mut spec = container_config::translate(&config, &pod, &pod_dir, target_pid_ns)?;
     let id = pods::new_id()?;
-    let placement = pod.sandbox.cgroup.clone().unwrap_or_else(|| {
-        pod_sandbox::cgroup::placement(&pod.id, pod.spec.cgroup_parent.as_deref())
-    });
+    let placement = match &pod.sandbox.cgroup {
+        Some(placement) => placement.clone(),
+        None => daemon
+            .pods
+            .cgroups()
+            .placement(&pod.id, pod.spec.cgroup_parent.as_deref())?,
+    };
     let cgroup = runtime::cgroup::container_cgroup(&placement, &id);
     spec.cgroups_path = Some(cgroup.clone());
 
@@ -211,7 +215,7 @@ pub async fn create(
     let _guard = daemon.pod_locks.lock(&id).await;
     let mut progress = pod_sandbox::Progress::new("container", &id);
     progress.step("container.recorded");
-    match build(&daemon, &record, &image, &mut progress).await {
+    match build(&daemon, &record, &placement, &image, &mut progress).await {
         Ok((pid, user)) => {
             progress.step("container.built");
             record.pid = pid;
@@ -268,6 +272,7 @@ async fn target_pid_namespace(
 async fn build(
     daemon: &Arc<Daemon>,
     record: &ContainerRecord,
+    placement: &pod_sandbox::Placement,
     image: &ImageRecord,
     progress: &mut pod_sandbox::Progress,
 ) -> Result<(i32, ResolvedUser), CridError> {
@@ -288,6 +293,7 @@ async fn build(
     let cgroups = daemon.pods.cgroups().clone();
     let (spec, cgroup) = (record.spec.clone(), record.cgroup.clone());
     let prepared = blocking(move || {
+        let hierarchy = cgroups.hierarchy();
         dirs.mount_rootfs(&lower)?;
         let mut spec = spec;
         runtime::container::prepare_host_paths(&mut spec)?;
@@ -297,14 +303,13 @@ async fn build(
         // host can say (its devices, the capabilities crid holds) comes after.
         runtime::host::fit_to_host(&mut oci, &spec)?;
         dirs.write_spec(&oci)?;
-        cgroups.create_leaf(&cgroup)?;
-        cgroups.apply(&cgroup, &spec.resources)?;
+        cgroups.prepare_container(&cgroup, &spec.resources)?;
         Ok((
             user,
             dirs.bundle,
-            cgroups.procs_files(&cgroup),
-            cgroups.oom_events_file(&cgroup),
-            cgroups.view(&cgroup),
+            hierarchy.procs_files(&cgroup),
+            hierarchy.oom_events_file(&cgroup),
+            hierarchy.view(&cgroup),
         ))
     })
     .await?;
@@ -314,6 +319,7 @@ async fn build(
         id: record.id.clone(),
         bundle,
         cgroup_procs,
+        placed_by_crid: runtime::cgroup::Cgroups::places_after_fork(placement),
         oom_events,
         cgroup_view,
         log_path: record.log_path.clone(),
@@ -321,9 +327,15 @@ async fn build(
         stdin_once: record.spec.stdin_once,
         tty: record.spec.tty,
     };
+    let cgroups = daemon.pods.cgroups();
+    let place = async |pid| {
+        cgroups
+            .place_container(placement, &record.cgroup, pid, &record.spec.resources)
+            .await
+    };
     match monitor(daemon, record)
-        .request(&MonitorRequest::CreateContainer(create))
-        .await?
+        .request_placing(&MonitorRequest::CreateContainer(create), place)
+        .await??
     {
         MonitorResponse::Created { pid } => {
             progress.step("container.init_created");
@@ -347,17 +359,13 @@ async fn teardown(daemon: &Arc<Daemon>, record: &ContainerRecord) -> Result<(), 
         // The pod's monitor is gone (pod stopped, crash): the cgroup kill ends it.
         tracing::debug!(container_id = %record.id, %error, "monitor did not take RemoveContainer");
     }
-    let (cgroups, cgroup, dirs) = (
-        daemon.pods.cgroups().clone(),
-        record.cgroup.clone(),
-        dirs(daemon, &record.id),
-    );
-    blocking(move || {
-        cgroups.kill_and_remove(&cgroup)?;
-        dirs.remove()?;
-        Ok(())
-    })
-    .await
+    daemon
+        .pods
+        .cgroups()
+        .kill_and_remove(&record.cgroup)
+        .await?;
+    let dirs = dirs(daemon, &record.id);
+    blocking(move || Ok(dirs.remove()?)).await
 }
 
 pub async fn start(daemon: Arc<Daemon>, id: &str) -> Result<(), CridError> {
@@ -783,12 +791,11 @@ pub async fn update_resources(
         return Ok(());
     };
     let resources = container_config::resources(linux)?;
-    let (cgroups, cgroup, applied) = (
-        daemon.pods.cgroups().clone(),
-        record.cgroup.clone(),
-        resources.clone(),
-    );
-    blocking(move || Ok(cgroups.apply(&cgroup, &applied)?)).await?;
+    daemon
+        .pods
+        .cgroups()
+        .update(&record.cgroup, &resources)
+        .await?;
     record.spec.resources = resources;
     save(&daemon, &record).await?;
     tracing::info!(container_id = %record.id, "container resources updated");
@@ -864,8 +871,11 @@ pub async fn stop_all_in_pod(daemon: &Arc<Daemon>, pod_id: &str) -> Result<(), C
         if let Err(error) = stop_record(daemon, &record, Duration::ZERO).await {
             tracing::warn!(container_id = %record.id, %error, "cannot stop the container with its pod");
         }
-        let (cgroups, cgroup) = (daemon.pods.cgroups().clone(), record.cgroup.clone());
-        blocking(move || Ok(cgroups.kill_and_remove(&cgroup)?)).await?;
+        daemon
+            .pods
+            .cgroups()
+            .kill_and_remove(&record.cgroup)
+            .await?;
     }
     Ok(())
 }

@@ -77,9 +77,10 @@ pub struct Started {
     _locks: Vec<DirLock>,
 }
 
-/// Claims root, state and socket (refusing if another crid has them) and
-/// opens the store. Blocking; runs once at start.
-pub fn start(config: Config) -> Result<Started, DaemonError> {
+/// Claims root, state and socket (refusing if another crid has them),
+/// opens the store and reaches the cgroup driver (systemd, if configured).
+/// Mostly blocking; runs once at start.
+pub async fn start(config: Config) -> Result<Started, DaemonError> {
     ensure_dir(&config.root, 0o700)?;
     ensure_dir(&config.state, 0o711)?;
     let mut locks = vec![DirLock::acquire(&config.root)?];
@@ -99,7 +100,16 @@ pub fn start(config: Config) -> Result<Started, DaemonError> {
         conf_dir: config.cni.conf_dir.clone(),
         runner: cni::CniRunner::new(config.cni.bin_dirs.clone(), config.root.join("cni-cache")),
     };
-    let pods = pod_sandbox::PodManager::new(&config.state, monitor_binary()?, network)?;
+    let driver = match config.runtime.cgroup_driver {
+        crate::config::CgroupDriver::Cgroupfs => runtime::cgroup::Driver::Cgroupfs,
+        crate::config::CgroupDriver::Systemd => runtime::cgroup::Driver::Systemd,
+    };
+    // A driver that cannot work here stops crid at once, with the reason,
+    // rather than failing every pod later.
+    let cgroups = runtime::cgroup::Cgroups::new(driver)
+        .await
+        .map_err(|error| DaemonError::Setup(format!("[runtime] cgroup_driver: {error}")))?;
+    let pods = pod_sandbox::PodManager::new(&config.state, monitor_binary()?, network, cgroups)?;
     let socket = BoundSocket::bind(&config.listen)?;
     let daemon = Arc::new(Daemon {
         config,

@@ -95,7 +95,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // crid before it can remove what it created.
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let started = cri_server::daemon::start(config)?;
+    let started = cri_server::daemon::start(config).await?;
     let shutdown = async move {
         tokio::select! {
             _ = terminate.recv() => "SIGTERM",

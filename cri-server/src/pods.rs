@@ -106,16 +106,11 @@ pub async fn run(
             "crid has only the default handler \"\"",
         ));
     }
-    if daemon.config.runtime.cgroup_driver == crate::config::CgroupDriver::Systemd {
-        return Err(CridError::FailedPrecondition(
-            "the systemd cgroup driver is not implemented yet; use cgroupfs".into(),
-        ));
-    }
     let id = new_id()?;
     // Validation reads /proc/sys: off the async workers.
     let spec = {
-        let (id, config) = (id.clone(), config.clone());
-        blocking(move || translate(&id, &config)).await?
+        let (id, config, cgroups) = (id.clone(), config.clone(), daemon.pods.cgroups().clone());
+        blocking(move || translate(&id, &config, &cgroups)).await?
     };
     let metadata = config.metadata.clone().unwrap_or_default();
     let reserved_name = format!(
@@ -336,8 +331,13 @@ pub async fn recover(daemon: &std::sync::Arc<Daemon>) {
     }
 }
 
-/// CRI's pod config → a validated [`PodSpec`].
-pub fn translate(id: &str, config: &cri::PodSandboxConfig) -> Result<PodSpec, CridError> {
+/// CRI's pod config → a validated [`PodSpec`]; `cgroups` says what a
+/// `cgroup_parent` must look like (a path or a systemd slice).
+pub fn translate(
+    id: &str,
+    config: &cri::PodSandboxConfig,
+    cgroups: &pod_sandbox::Cgroups,
+) -> Result<PodSpec, CridError> {
     let metadata = config
         .metadata
         .as_ref()
@@ -493,7 +493,7 @@ pub fn translate(id: &str, config: &cri::PodSandboxConfig) -> Result<PodSpec, Cr
 
     let cgroup_parent = Some(linux.cgroup_parent.clone()).filter(|parent| !parent.is_empty());
     if let Some(parent) = &cgroup_parent {
-        pod_sandbox::cgroup::validate_parent(parent)?;
+        cgroups.validate_parent(parent)?;
     }
 
     Ok(PodSpec {

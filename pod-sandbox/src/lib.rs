@@ -22,7 +22,7 @@ use proto::monitor::{MonitorConfig, MonitorRequest, MonitorResponse, NewNamespac
 use runtime::MonitorClient;
 use serde_json::{Map, Value, json};
 
-pub use cgroup::{Hierarchy, Placement};
+pub use cgroup::{Cgroups, Hierarchy, Placement};
 pub use error::PodError;
 pub use mounts::{namespace_path, shm_path};
 /// Pod cgroups live in `runtime` beside the containers' (one implementation);
@@ -45,7 +45,7 @@ pub struct PodManager {
     pods_dir: PathBuf,
     monitor_binary: PathBuf,
     network: NetworkSetup,
-    cgroups: Hierarchy,
+    cgroups: Cgroups,
     host_resolv_conf: PathBuf,
 }
 
@@ -62,6 +62,7 @@ impl PodManager {
         state_dir: &Path,
         monitor_binary: PathBuf,
         network: NetworkSetup,
+        cgroups: Cgroups,
     ) -> Result<PodManager, PodError> {
         let pods_dir = state_dir.join("pods");
         std::fs::create_dir_all(&pods_dir).map_err(PodError::io("cannot create", &pods_dir))?;
@@ -69,7 +70,7 @@ impl PodManager {
             pods_dir,
             monitor_binary,
             network,
-            cgroups: Hierarchy::detect()?,
+            cgroups,
             host_resolv_conf: PathBuf::from("/etc/resolv.conf"),
         })
     }
@@ -78,8 +79,8 @@ impl PodManager {
         self.pods_dir.join(id)
     }
 
-    /// The host's cgroup layout crid works with.
-    pub fn cgroups(&self) -> &Hierarchy {
+    /// The host's cgroups, as crid's cgroup driver manages them.
+    pub fn cgroups(&self) -> &Cgroups {
         &self.cgroups
     }
 
@@ -118,11 +119,12 @@ impl PodManager {
         let (dns, host_resolv_conf) = (spec.dns.clone(), self.host_resolv_conf.clone());
         let hostname = spec.hostname.clone();
         let shm = (spec.ipc == NamespaceMode::Pod).then_some(spec.shm_size_bytes);
-        let placement = cgroup::placement(&spec.id, spec.cgroup_parent.as_deref());
+        let placement = self
+            .cgroups
+            .placement(&spec.id, spec.cgroup_parent.as_deref())?;
         state.cgroup = Some(placement.clone());
-        let cgroup_procs = self.cgroups.procs_files(&placement.sandbox);
-        let cgroups = self.cgroups.clone();
-        blocking(move || {
+        let (cgroups, sandbox) = (self.cgroups.clone(), placement.clone());
+        let cgroup_procs = blocking(move || {
             files::write_file(&pod_dir, files::HOSTNAME_FILE, &format!("{hostname}\n"))?;
             let resolv = files::resolv_conf(dns.as_ref(), &host_resolv_conf)?;
             files::write_file(&pod_dir, files::RESOLV_FILE, &resolv)?;
@@ -130,7 +132,7 @@ impl PodManager {
             if let Some(size) = shm {
                 mounts::mount_shm(&pod_dir, size)?;
             }
-            Ok(cgroups.create(&placement)?)
+            Ok(cgroups.prepare_sandbox(&sandbox)?)
         })
         .await?;
         progress.step("pod.prepared");
@@ -159,6 +161,9 @@ impl PodManager {
         state.monitor_pid = started.monitor_pid;
         state.pause_pid = started.pause_pid;
         progress.step("pod.monitor_started");
+        self.cgroups
+            .adopt_sandbox(&placement, &[started.monitor_pid, started.pause_pid])
+            .await?;
 
         let pod_dir = self.pod_dir(&spec.id);
         let pinned_netns = blocking(move || {
@@ -278,21 +283,17 @@ impl PodManager {
             tracing::debug!(pod_id = %spec.id, %error, "monitor did not take Shutdown");
         }
         // A crash before the placement was recorded: it follows from the spec.
-        let placement = state
-            .cgroup
-            .clone()
-            .unwrap_or_else(|| cgroup::placement(&spec.id, spec.cgroup_parent.as_deref()));
-        let (cgroups, placement) = (self.cgroups.clone(), Some(placement));
-        blocking(move || {
-            if let Some(placement) = placement {
-                cgroups.kill_and_remove(&placement.sandbox)?;
-                if placement.owns_pod {
-                    cgroups.remove_owned(&placement.pod)?;
-                }
-            }
-            mounts::unmount_all(&pod_dir)
-        })
-        .await
+        let placement = match &state.cgroup {
+            Some(placement) => Some(placement.clone()),
+            None => self
+                .cgroups
+                .placement(&spec.id, spec.cgroup_parent.as_deref())
+                .ok(),
+        };
+        if let Some(placement) = placement {
+            self.cgroups.remove_sandbox(&placement).await?;
+        }
+        blocking(move || mounts::unmount_all(&pod_dir)).await
     }
 
     /// True while the pod's pause process runs.

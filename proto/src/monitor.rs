@@ -56,8 +56,12 @@ pub enum MonitorRequest {
     /// Kill pause (and everything else of the pod), reap, and exit.
     Shutdown,
     /// Set up a container's init (namespaces, cgroup, rootfs, pivot_root)
-    /// and leave it waiting for `StartContainer`. Answered by `Created`.
+    /// and leave it waiting for `StartContainer`. Answered by `Created`;
+    /// with `placed_by_crid`, first by `Place`, on the same connection.
     CreateContainer(ContainerCreate),
+    /// crid's answer to `Place`: the init is in its cgroup now. Anything
+    /// else (or a closed connection) ends the create with an error.
+    Placed,
     /// Let a created container's init exec its command. Answered by
     /// `Started`, or `Error` with why the exec failed.
     StartContainer { id: String },
@@ -92,6 +96,12 @@ pub struct ContainerCreate {
     pub bundle: PathBuf,
     /// `cgroup.procs` files of the container's cgroup, one per hierarchy.
     pub cgroup_procs: Vec<PathBuf>,
+    /// crid puts the init into its cgroup (the systemd driver: a scope can
+    /// only be made with a process in it). The monitor then answers `Place`
+    /// with the init's pid as soon as it is forked, and the init waits, before
+    /// it joins any cgroup or namespace, until crid says `Placed`.
+    #[serde(default)]
+    pub placed_by_crid: bool,
     /// The file whose `oom_kill` counter says the kernel OOM-killed in the
     /// container's cgroup (v1 `memory.oom_control`, v2 `memory.events`).
     pub oom_events: Option<PathBuf>,
@@ -163,6 +173,11 @@ pub enum MonitorResponse {
         message: String,
     },
     Created {
+        pid: i32,
+    },
+    /// Put this freshly forked init into the container's cgroup, then
+    /// answer `Placed` (see `ContainerCreate::placed_by_crid`).
+    Place {
         pid: i32,
     },
     Started {

@@ -122,6 +122,52 @@ impl MonitorClient {
         }
     }
 
+    /// A request the monitor may answer with `Place` first (a
+    /// CreateContainer with `placed_by_crid`): `place` gets the pid to put
+    /// into the container's cgroup. Its error is returned inside once the
+    /// monitor has ended that create (it reaps the unplaced init).
+    pub async fn request_placing<E>(
+        &self,
+        request: &MonitorRequest,
+        place: impl AsyncFnOnce(i32) -> Result<(), E>,
+    ) -> Result<Result<MonitorResponse, E>, MonitorError> {
+        let exchange = async {
+            let (_dir, socket) = short_path(&self.pod_dir, SOCKET_FILE)?;
+            let mut stream = UnixStream::connect(socket).await?;
+            write_frame_async(&mut stream, request).await?;
+            let response = read_frame_async::<MonitorResponse>(&mut stream).await?;
+            let MonitorResponse::Place { pid } = response else {
+                return Ok(Ok(response));
+            };
+            match place(pid).await {
+                Ok(()) => {
+                    write_frame_async(&mut stream, &MonitorRequest::Placed).await?;
+                    read_frame_async::<MonitorResponse>(&mut stream)
+                        .await
+                        .map(Ok)
+                }
+                Err(error) => {
+                    // EOF instead of Placed; its answer says the init is gone.
+                    tokio::io::AsyncWriteExt::shutdown(&mut stream).await?;
+                    let _ = read_frame_async::<MonitorResponse>(&mut stream).await;
+                    Ok(Err(error))
+                }
+            }
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+            Err(_) => Err(MonitorError::Timeout {
+                pod_dir: self.pod_dir.clone(),
+                timeout: REQUEST_TIMEOUT,
+            }),
+            Ok(Err(source)) => Err(MonitorError::Unreachable {
+                pod_dir: self.pod_dir.clone(),
+                source,
+            }),
+            Ok(Ok(Ok(MonitorResponse::Error { message }))) => Err(self.failed(message)),
+            Ok(Ok(result)) => Ok(result),
+        }
+    }
+
     pub async fn request(&self, request: &MonitorRequest) -> Result<MonitorResponse, MonitorError> {
         self.request_within(request, REQUEST_TIMEOUT).await
     }

@@ -260,6 +260,7 @@ impl Fixture {
             id: "init-test".into(),
             bundle: self.bundle.clone(),
             cgroup_procs: vec![self.cgroup.join("cgroup.procs")],
+            placed_by_crid: false,
             oom_events: None,
             cgroup_view: CgroupView::V1 {
                 hierarchies: vec![
@@ -374,7 +375,8 @@ exec sleep 1000
 fn init_sees_its_world(fixture: &Fixture) -> Result<Pid> {
     let (create, spec) = fixture.create(&["sh", "-c", INIT_SCRIPT])?;
     let (child_stdio, output) = stdio()?;
-    let created = init::create(&create, &spec, child_stdio).map_err(|e| format!("create: {e}"))?;
+    let created = init::create(&create, &spec, child_stdio, |_| Ok(()))
+        .map_err(|e| format!("create: {e}"))?;
     let pid = created.pid;
     // Born in the container's cgroup, before it runs anything.
     let procs = std::fs::read_to_string(fixture.cgroup.join("cgroup.procs")).unwrap_or_default();
@@ -513,8 +515,8 @@ fn missing_command_fails_at_start(fixture: &Fixture) -> Result {
     ] {
         let (create, spec) = fixture.create(&args)?;
         let (child_stdio, _output) = stdio()?;
-        let created =
-            init::create(&create, &spec, child_stdio).map_err(|e| format!("create: {e}"))?;
+        let created = init::create(&create, &spec, child_stdio, |_| Ok(()))
+            .map_err(|e| format!("create: {e}"))?;
         let pid = created.pid;
         let message = created.start().err().map(|e| e.to_string());
         let status = waitpid(pid, None).map_err(|e| format!("waiting for {pid}: {e}"))?;
@@ -541,7 +543,7 @@ fn bad_mount_fails_create_and_leaves_nothing(fixture: &Fixture) -> Result {
     );
     spec.set_mounts(Some(mounts));
     let (child_stdio, _output) = stdio()?;
-    let message = init::create(&create, &spec, child_stdio)
+    let message = init::create(&create, &spec, child_stdio, |_| Ok(()))
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
@@ -566,7 +568,8 @@ fn run_filtered(
     let (create, mut spec) = fixture.create(&["sh", "-c", script])?;
     set_seccomp(&mut spec, seccomp, no_new_privs)?;
     let (child_stdio, output) = stdio()?;
-    let created = init::create(&create, &spec, child_stdio).map_err(|e| format!("create: {e}"))?;
+    let created = init::create(&create, &spec, child_stdio, |_| Ok(()))
+        .map_err(|e| format!("create: {e}"))?;
     let pid = created.pid;
     let started = created.start().map_err(|e| format!("start: {e}"));
     let text = started.and_then(|()| output.read_all());
@@ -642,7 +645,8 @@ fn seccomp_filters_init_and_exec(fixture: &Fixture) -> Result {
     let (create, mut spec) = fixture.create(&["sleep", "1000"])?;
     set_seccomp(&mut spec, Some(&default), true)?;
     let (child_stdio, _output) = stdio()?;
-    let created = init::create(&create, &spec, child_stdio).map_err(|e| format!("create: {e}"))?;
+    let created = init::create(&create, &spec, child_stdio, |_| Ok(()))
+        .map_err(|e| format!("create: {e}"))?;
     let init_pid = created.pid;
     let checked = created
         .start()

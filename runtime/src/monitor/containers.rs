@@ -17,12 +17,13 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
 use proto::monitor::{
-    ContainerCreate, ContainerExit, ContainerState, EXIT_FILE, ExitStatus, MonitorResponse,
+    ContainerCreate, ContainerExit, ContainerState, EXIT_FILE, ExitStatus, MonitorRequest,
+    MonitorResponse,
 };
 
 use super::init::{self, ChildStdio, CreatedInit};
 use crate::crilog::{CriLog, Stream};
-use crate::wire::write_frame;
+use crate::wire::{read_frame, write_frame};
 
 /// Output an exec session keeps per stream; the rest is read and dropped.
 const MAX_EXEC_OUTPUT: usize = 4 * 1024 * 1024;
@@ -123,17 +124,19 @@ impl Containers {
         waits.chain(execs).min()
     }
 
-    pub fn create(&mut self, create: ContainerCreate) -> Reply {
+    /// `client`: crid's connection, on which a create that crid places
+    /// (`placed_by_crid`) asks for that.
+    pub fn create(&mut self, create: ContainerCreate, client: &mut UnixStream) -> Reply {
         if self.table.contains_key(&create.id) {
             return error(format!("container {} exists already", create.id));
         }
-        match self.try_create(create) {
+        match self.try_create(create, client) {
             Ok(pid) => Reply::Now(MonitorResponse::Created { pid: pid.as_raw() }),
             Err(e) => error(e.to_string()),
         }
     }
 
-    fn try_create(&mut self, create: ContainerCreate) -> io::Result<Pid> {
+    fn try_create(&mut self, create: ContainerCreate, client: &mut UnixStream) -> io::Result<Pid> {
         let config_path = create.bundle.join("config.json");
         let spec: Spec = serde_json::from_slice(&fs::read(&config_path)?).map_err(|e| {
             io::Error::new(
@@ -160,7 +163,7 @@ impl Containers {
             .as_deref()
             .map(oom_kills)
             .unwrap_or_default();
-        let init = init::create(&create, &spec, stdio)?;
+        let init = init::create(&create, &spec, stdio, |pid| place(client, pid))?;
         let pid = init.pid;
         self.table.insert(
             create.id.clone(),
@@ -541,6 +544,18 @@ fn copy_available(output: &mut Output, mut sink: impl FnMut(Stream, &[u8])) -> b
             // EIO: a pty whose last slave closed.
             Err(_) => return false,
         }
+    }
+}
+
+/// Asks crid to put the forked init `pid` into its cgroup and waits for
+/// its `Placed` (bounded by the connection's timeouts).
+fn place(client: &mut UnixStream, pid: Pid) -> io::Result<()> {
+    write_frame(client, &MonitorResponse::Place { pid: pid.as_raw() })?;
+    match read_frame::<MonitorRequest>(client)? {
+        MonitorRequest::Placed => Ok(()),
+        other => Err(io::Error::other(format!(
+            "crid answered Place with {other:?}"
+        ))),
     }
 }
 

@@ -80,16 +80,36 @@ pub(super) fn context<T, E: std::fmt::Display>(
 /// container's cgroup, sets up and pivots into the rootfs, and leaves it
 /// waiting for [`CreatedInit::start`]. Returns once the init is ready, or
 /// the child's error; on error no process of it is left (all reaped).
-pub fn create(create: &ContainerCreate, spec: &Spec, stdio: ChildStdio) -> io::Result<CreatedInit> {
+///
+/// With `create.placed_by_crid` the child first waits until `place` (given
+/// its pid) has returned, so everything it does and forks happens in the
+/// cgroup crid put it in; if `place` fails, the child exits untouched.
+pub fn create(
+    create: &ContainerCreate,
+    spec: &Spec,
+    stdio: ChildStdio,
+    place: impl FnOnce(Pid) -> io::Result<()>,
+) -> io::Result<CreatedInit> {
     let joins = Joins::for_create(spec, &create.cgroup_view)?;
     let (report_read, report_write) = pipe2(OFlag::O_CLOEXEC)?;
     let (start_read, start_write) = pipe2(OFlag::O_CLOEXEC)?;
+    let gate = match create.placed_by_crid {
+        true => Some(pipe2(OFlag::O_CLOEXEC)?),
+        false => None,
+    };
     let child = match fork_single_threaded()? {
         Forked::Child => {
             drop((report_read, start_write));
-            let mut keep = joins.fds();
-            keep.extend([report_write.as_raw_fd(), start_read.as_raw_fd()]);
             let mut report = Reporter(File::from(report_write));
+            if let Some((gate_read, gate_write)) = gate {
+                drop(gate_write);
+                let mut byte = [0u8; 1];
+                if !matches!(File::from(gate_read).read(&mut byte), Ok(1)) {
+                    report.fail(&io::Error::other("crid did not place the init"));
+                }
+            }
+            let mut keep = joins.fds();
+            keep.extend([report.raw_fd(), start_read.as_raw_fd()]);
             let entered = enter(&keep, stdio, &create.cgroup_procs, &joins);
             drop(joins);
             match entered {
@@ -105,6 +125,14 @@ pub fn create(create: &ContainerCreate, spec: &Spec, stdio: ChildStdio) -> io::R
     };
     drop((report_write, start_read));
     let mut spawned = Spawned::new(child, joins.fork, report_read);
+    if let Some((gate_read, gate_write)) = gate {
+        drop(gate_read);
+        // A failed placement closes the gate unopened: the child exits.
+        let placed = place(child).and_then(|()| File::from(gate_write).write_all(b"p"));
+        if let Err(error) = placed {
+            return Err(spawned.reap(error, false));
+        }
+    }
     let mut ready = false;
     while !(ready && spawned.pid.is_some()) {
         match spawned.reports.next() {

@@ -292,7 +292,10 @@ impl Monitor {
                 write_frame(&mut stream, &MonitorResponse::ShuttingDown)?;
                 return Ok(true);
             }
-            MonitorRequest::CreateContainer(create) => self.containers.create(create),
+            MonitorRequest::CreateContainer(create) => self.containers.create(create, &mut stream),
+            MonitorRequest::Placed => Reply::Now(MonitorResponse::Error {
+                message: "Placed without a container waiting for it".into(),
+            }),
             MonitorRequest::StartContainer { id } => self.containers.start(&id),
             MonitorRequest::Signal { id, signal } => self.containers.signal(&id, signal),
             MonitorRequest::Wait { id, timeout_ms } => {
