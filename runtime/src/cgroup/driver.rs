@@ -168,23 +168,16 @@ impl Cgroups {
         })
     }
 
-    /// Kills what is left in the pod's sandbox cgroup and removes it, and
-    /// the pod cgroup when crid made that. Idempotent.
+    /// Kills what is left in the pod's sandbox cgroup and removes it (its
+    /// scope, with systemd), and the pod cgroup when crid made that (never
+    /// with systemd: the slice is kubelet's or `system.slice`). Idempotent.
     pub async fn remove_sandbox(&self, placement: &Placement) -> Result<(), CgroupError> {
         self.kill_and_remove(&placement.sandbox).await?;
         if !placement.owns_pod {
             return Ok(());
         }
-        if placement.systemd {
-            if let Some(systemd) = &self.systemd {
-                systemd.stop(systemd::pod_slice(placement)).await?;
-            }
-            let (hierarchy, pod) = (self.hierarchy.clone(), placement.pod.clone());
-            blocking(move || hierarchy.remove(&pod)).await
-        } else {
-            let (hierarchy, pod) = (self.hierarchy.clone(), placement.pod.clone());
-            blocking(move || hierarchy.remove_owned(&pod)).await
-        }
+        let (hierarchy, pod) = (self.hierarchy.clone(), placement.pod.clone());
+        blocking(move || hierarchy.remove_owned(&pod)).await
     }
 
     /// Before a container's init is forked (blocking): the cgroupfs driver

@@ -9,7 +9,9 @@
 //! `Delegate=yes` (so crid may write the files under them) and carrying the
 //! limits systemd can express as unit properties, which keeps systemd's view
 //! (and what a `daemon-reload` re-applies) in line with the files. A pod
-//! without a `cgroup_parent` gets a slice of its own, `crid-pod<id>.slice`.
+//! without a `cgroup_parent` has its scopes in `system.slice`, as runc puts
+//! such containers: crid then makes no slice that it would have to remove
+//! while another pod may be starting in it.
 //!
 //! A scope cannot exist without a process, so it is started with the pids
 //! that belong in it: the monitor's and pause's once the monitor runs, and a
@@ -37,8 +39,8 @@ const JOB_TIMEOUT: Duration = Duration::from_secs(30);
 /// Where systemd marks itself as the running init (sd_booted(3)).
 const BOOTED_MARKER: &str = "/run/systemd/system";
 
-/// The parent slice of pods that come without a `cgroup_parent`.
-pub const OWN_SLICE: &str = "crid.slice";
+/// The slice of pods that come without a `cgroup_parent`.
+pub const DEFAULT_SLICE: &str = "system.slice";
 
 // ---------------------------------------------------------------- names
 
@@ -110,24 +112,17 @@ pub fn pod_slice(placement: &Placement) -> &str {
     placement.pod.rsplit('/').next().unwrap_or_default()
 }
 
-/// The placement of a new pod: in kubelet's slice, or in a slice of its own
-/// under [`OWN_SLICE`] that crid removes with the pod.
+/// The placement of a new pod: in kubelet's slice, or in [`DEFAULT_SLICE`].
+/// Either way the slice is not crid's: its pods' scopes are.
 pub fn placement(sandbox_id: &str, cgroup_parent: Option<&str>) -> Result<Placement, CgroupError> {
-    let (slice, owns_pod) = match cgroup_parent.filter(|parent| !parent.is_empty()) {
-        Some(parent) => (parent.to_owned(), false),
-        None => (
-            format!(
-                "{}-pod{sandbox_id}.slice",
-                OWN_SLICE.trim_end_matches(".slice")
-            ),
-            true,
-        ),
-    };
-    let pod = slice_path(&slice)?;
+    let slice = cgroup_parent
+        .filter(|parent| !parent.is_empty())
+        .unwrap_or(DEFAULT_SLICE);
+    let pod = slice_path(slice)?;
     Ok(Placement {
         sandbox: format!("{pod}/{}", scope_name(sandbox_id)),
         pod,
-        owns_pod,
+        owns_pod: false,
         systemd: true,
     })
 }
@@ -545,11 +540,11 @@ mod tests {
             }
         );
         assert_eq!(pod_slice(&kubelet), "kubepods-besteffort-pod9.slice");
-        let own = placement("abc", None).expect("valid");
-        assert_eq!(own.pod, "/crid.slice/crid-podabc.slice");
-        assert_eq!(own.sandbox, "/crid.slice/crid-podabc.slice/crid-abc.scope");
-        assert!(own.owns_pod);
-        assert_eq!(pod_slice(&own), "crid-podabc.slice");
+        let default = placement("abc", None).expect("valid");
+        assert_eq!(default.pod, "/system.slice");
+        assert_eq!(default.sandbox, "/system.slice/crid-abc.scope");
+        assert!(!default.owns_pod);
+        assert_eq!(pod_slice(&default), "system.slice");
         assert!(placement("abc", Some("/kubepods/pod1")).is_err());
     }
 
