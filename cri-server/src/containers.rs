@@ -328,9 +328,9 @@ async fn build(
         tty: record.spec.tty,
     };
     let cgroups = daemon.pods.cgroups();
-    let place = async |pid| {
+    let place = async |pids: Vec<i32>| {
         cgroups
-            .place_container(placement, &record.cgroup, pid, &record.spec.resources)
+            .place_container(placement, &record.cgroup, &pids, &record.spec.resources)
             .await
     };
     match monitor(daemon, record)

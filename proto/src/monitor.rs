@@ -175,10 +175,12 @@ pub enum MonitorResponse {
     Created {
         pid: i32,
     },
-    /// Put this freshly forked init into the container's cgroup, then
-    /// answer `Placed` (see `ContainerCreate::placed_by_crid`).
+    /// Put these processes into the container's cgroup, then answer
+    /// `Placed` (see `ContainerCreate::placed_by_crid`): the freshly forked
+    /// init, and a holder that keeps the cgroup populated until the monitor
+    /// has read the container's OOM count after its exit.
     Place {
-        pid: i32,
+        pids: Vec<i32>,
     },
     Started {
         started_at: i64,

@@ -123,23 +123,23 @@ impl MonitorClient {
     }
 
     /// A request the monitor may answer with `Place` first (a
-    /// CreateContainer with `placed_by_crid`): `place` gets the pid to put
+    /// CreateContainer with `placed_by_crid`): `place` gets the pids to put
     /// into the container's cgroup. Its error is returned inside once the
     /// monitor has ended that create (it reaps the unplaced init).
     pub async fn request_placing<E>(
         &self,
         request: &MonitorRequest,
-        place: impl AsyncFnOnce(i32) -> Result<(), E>,
+        place: impl AsyncFnOnce(Vec<i32>) -> Result<(), E>,
     ) -> Result<Result<MonitorResponse, E>, MonitorError> {
         let exchange = async {
             let (_dir, socket) = short_path(&self.pod_dir, SOCKET_FILE)?;
             let mut stream = UnixStream::connect(socket).await?;
             write_frame_async(&mut stream, request).await?;
             let response = read_frame_async::<MonitorResponse>(&mut stream).await?;
-            let MonitorResponse::Place { pid } = response else {
+            let MonitorResponse::Place { pids } = response else {
                 return Ok(Ok(response));
             };
-            match place(pid).await {
+            match place(pids).await {
                 Ok(()) => {
                     write_frame_async(&mut stream, &MonitorRequest::Placed).await?;
                     read_frame_async::<MonitorResponse>(&mut stream)

@@ -375,7 +375,7 @@ exec sleep 1000
 fn init_sees_its_world(fixture: &Fixture) -> Result<Pid> {
     let (create, spec) = fixture.create(&["sh", "-c", INIT_SCRIPT])?;
     let (child_stdio, output) = stdio()?;
-    let created = init::create(&create, &spec, child_stdio, |_| Ok(()))
+    let created = init::create(&create, &spec, child_stdio, |_, _| Ok(()))
         .map_err(|e| format!("create: {e}"))?;
     let pid = created.pid;
     // Born in the container's cgroup, before it runs anything.
@@ -515,7 +515,7 @@ fn missing_command_fails_at_start(fixture: &Fixture) -> Result {
     ] {
         let (create, spec) = fixture.create(&args)?;
         let (child_stdio, _output) = stdio()?;
-        let created = init::create(&create, &spec, child_stdio, |_| Ok(()))
+        let created = init::create(&create, &spec, child_stdio, |_, _| Ok(()))
             .map_err(|e| format!("create: {e}"))?;
         let pid = created.pid;
         let message = created.start().err().map(|e| e.to_string());
@@ -543,7 +543,7 @@ fn bad_mount_fails_create_and_leaves_nothing(fixture: &Fixture) -> Result {
     );
     spec.set_mounts(Some(mounts));
     let (child_stdio, _output) = stdio()?;
-    let message = init::create(&create, &spec, child_stdio, |_| Ok(()))
+    let message = init::create(&create, &spec, child_stdio, |_, _| Ok(()))
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
@@ -568,7 +568,7 @@ fn run_filtered(
     let (create, mut spec) = fixture.create(&["sh", "-c", script])?;
     set_seccomp(&mut spec, seccomp, no_new_privs)?;
     let (child_stdio, output) = stdio()?;
-    let created = init::create(&create, &spec, child_stdio, |_| Ok(()))
+    let created = init::create(&create, &spec, child_stdio, |_, _| Ok(()))
         .map_err(|e| format!("create: {e}"))?;
     let pid = created.pid;
     let started = created.start().map_err(|e| format!("start: {e}"));
@@ -645,7 +645,7 @@ fn seccomp_filters_init_and_exec(fixture: &Fixture) -> Result {
     let (create, mut spec) = fixture.create(&["sleep", "1000"])?;
     set_seccomp(&mut spec, Some(&default), true)?;
     let (child_stdio, _output) = stdio()?;
-    let created = init::create(&create, &spec, child_stdio, |_| Ok(()))
+    let created = init::create(&create, &spec, child_stdio, |_, _| Ok(()))
         .map_err(|e| format!("create: {e}"))?;
     let init_pid = created.pid;
     let checked = created

@@ -117,14 +117,7 @@ impl Cgroups {
         if !placement.systemd {
             return Ok(());
         }
-        let pids = pids
-            .iter()
-            .map(|&pid| u32::try_from(pid))
-            .collect::<Result<Vec<u32>, _>>()
-            .map_err(|_| CgroupError::Cgroup {
-                path: placement.sandbox.clone(),
-                reason: format!("bad pids {pids:?}"),
-            })?;
+        let pids = unit_pids(&placement.sandbox, pids)?;
         self.start_scope(placement, &placement.sandbox, &pids, &Resources::default())
             .await?;
         // v1: into the hierarchies systemd does not manage (cpuset, …) too.
@@ -201,22 +194,20 @@ impl Cgroups {
         placement.systemd
     }
 
-    /// With systemd: the container's scope, started with its freshly forked
-    /// init (`pid`) and the limits systemd can express, then every limit
-    /// written to the files (exact quotas, hugetlb, `unified`). On error the
-    /// scope may exist: [`Cgroups::kill_and_remove`] ends it.
+    /// With systemd: the container's scope, started with `pids` (its
+    /// freshly forked init and the monitor's holder) and the limits systemd
+    /// can express, then every limit written to the files (exact quotas,
+    /// hugetlb, `unified`). On error the scope may exist:
+    /// [`Cgroups::kill_and_remove`] ends it.
     pub async fn place_container(
         &self,
         placement: &Placement,
         cgroup: &str,
-        pid: i32,
+        pids: &[i32],
         resources: &Resources,
     ) -> Result<(), CgroupError> {
-        let pid = u32::try_from(pid).map_err(|_| CgroupError::Cgroup {
-            path: cgroup.to_owned(),
-            reason: format!("bad pid {pid}"),
-        })?;
-        self.start_scope(placement, cgroup, &[pid], resources)
+        let pids = unit_pids(cgroup, pids)?;
+        self.start_scope(placement, cgroup, &pids, resources)
             .await?;
         let (hierarchy, cgroup, resources) =
             (self.hierarchy.clone(), cgroup.to_owned(), resources.clone());
@@ -259,6 +250,17 @@ impl Cgroups {
         let (hierarchy, owned) = (self.hierarchy.clone(), cgroup.to_owned());
         blocking(move || hierarchy.remove(&owned)).await
     }
+}
+
+/// Pids as systemd's `PIDs` property takes them.
+fn unit_pids(cgroup: &str, pids: &[i32]) -> Result<Vec<u32>, CgroupError> {
+    pids.iter()
+        .map(|&pid| u32::try_from(pid))
+        .collect::<Result<Vec<u32>, _>>()
+        .map_err(|_| CgroupError::Cgroup {
+            path: cgroup.to_owned(),
+            reason: format!("bad pids {pids:?}"),
+        })
 }
 
 fn unit(cgroup: &str) -> Result<&str, CgroupError> {

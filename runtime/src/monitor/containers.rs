@@ -59,6 +59,8 @@ struct Container {
     pid: Pid,
     /// Until started.
     init: Option<CreatedInit>,
+    /// Until the exit is recorded (placed containers only).
+    holder: Option<init::Holder>,
     started_at: i64,
     exit: Option<ContainerExit>,
     oom_baseline: u64,
@@ -163,8 +165,11 @@ impl Containers {
             .as_deref()
             .map(oom_kills)
             .unwrap_or_default();
-        let init = init::create(&create, &spec, stdio, |pid| place(client, pid))?;
+        let mut init = init::create(&create, &spec, stdio, |pid, holder| {
+            place(client, pid, holder)
+        })?;
         let pid = init.pid;
+        let holder = init.holder.take();
         self.table.insert(
             create.id.clone(),
             Container {
@@ -172,6 +177,7 @@ impl Containers {
                 spec,
                 pid,
                 init: Some(init),
+                holder,
                 started_at: 0,
                 exit: None,
                 oom_baseline,
@@ -431,6 +437,8 @@ impl Containers {
         };
         c.exit = Some(exit);
         c.init = None;
+        // Its OOM count is read: the cgroup may go now.
+        c.holder = None;
         if let Err(e) = write_exit_file(&c.create.bundle, &exit) {
             eprintln!("crid-monitor: recording the exit of {id}: {e}");
         }
@@ -547,10 +555,12 @@ fn copy_available(output: &mut Output, mut sink: impl FnMut(Stream, &[u8])) -> b
     }
 }
 
-/// Asks crid to put the forked init `pid` into its cgroup and waits for
-/// its `Placed` (bounded by the connection's timeouts).
-fn place(client: &mut UnixStream, pid: Pid) -> io::Result<()> {
-    write_frame(client, &MonitorResponse::Place { pid: pid.as_raw() })?;
+/// Asks crid to put the forked init `pid` and its `holder` into the
+/// container's cgroup and waits for its `Placed` (bounded by the
+/// connection's timeouts).
+fn place(client: &mut UnixStream, pid: Pid, holder: Pid) -> io::Result<()> {
+    let pids = vec![pid.as_raw(), holder.as_raw()];
+    write_frame(client, &MonitorResponse::Place { pids })?;
     match read_frame::<MonitorRequest>(client)? {
         MonitorRequest::Placed => Ok(()),
         other => Err(io::Error::other(format!(

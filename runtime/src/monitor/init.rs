@@ -51,8 +51,54 @@ pub struct ChildStdio {
 /// EOF instead of the start byte); the caller reaps it.
 pub struct CreatedInit {
     pub pid: Pid,
+    /// With `placed_by_crid`: keeps the container's cgroup until taken
+    /// and released (see [`Holder`]).
+    pub holder: Option<Holder>,
     start: File,
     reports: Reports,
+}
+
+/// A process that does nothing but keep a container's cgroup populated, so
+/// the cgroup outlives the container's last process until the monitor has
+/// read its OOM count. systemd removes an empty scope at once, with its
+/// `memory.events`; a cgroup crid makes itself stays anyway, so only placed
+/// containers get one. It counts as one task in the container's cgroup.
+/// Dropping this releases it: it exits, and the monitor's reaper collects it.
+pub struct Holder {
+    pub pid: Pid,
+    _release: File,
+}
+
+/// Forks a [`Holder`]: it keeps no descriptor but its end of the release
+/// pipe, takes signals as any process does (so a stop of its unit ends it),
+/// and exits when the monitor closes the pipe or dies.
+fn fork_holder() -> io::Result<Holder> {
+    let (release_read, release_write) = pipe2(OFlag::O_CLOEXEC)?;
+    match fork_single_threaded()? {
+        Forked::Child => {
+            drop(release_write);
+            let held = close_inherited_fds(&[release_read.as_raw_fd()])
+                .and_then(|()| {
+                    nix::sys::signal::sigprocmask(
+                        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+                        Some(&nix::sys::signal::SigSet::empty()),
+                        None,
+                    )
+                    .map_err(io::Error::from)
+                })
+                .and_then(|()| {
+                    let _ = nix::sys::prctl::set_name(c"crid-holder");
+                    let mut byte = [0u8; 1];
+                    // Nothing is ever written: this returns at EOF.
+                    File::from(release_read).read(&mut byte).map(|_| ())
+                });
+            exit_child(i32::from(held.is_err()))
+        }
+        Forked::Parent(pid) => Ok(Holder {
+            pid,
+            _release: File::from(release_write),
+        }),
+    }
 }
 
 /// One line on a report pipe.
@@ -82,20 +128,21 @@ pub(super) fn context<T, E: std::fmt::Display>(
 /// the child's error; on error no process of it is left (all reaped).
 ///
 /// With `create.placed_by_crid` the child first waits until `place` (given
-/// its pid) has returned, so everything it does and forks happens in the
-/// cgroup crid put it in; if `place` fails, the child exits untouched.
+/// its pid and a [`Holder`]'s) has returned, so everything it does and
+/// forks happens in the cgroup crid put it in; if `place` fails, the child
+/// exits untouched.
 pub fn create(
     create: &ContainerCreate,
     spec: &Spec,
     stdio: ChildStdio,
-    place: impl FnOnce(Pid) -> io::Result<()>,
+    place: impl FnOnce(Pid, Pid) -> io::Result<()>,
 ) -> io::Result<CreatedInit> {
     let joins = Joins::for_create(spec, &create.cgroup_view)?;
     let (report_read, report_write) = pipe2(OFlag::O_CLOEXEC)?;
     let (start_read, start_write) = pipe2(OFlag::O_CLOEXEC)?;
-    let gate = match create.placed_by_crid {
-        true => Some(pipe2(OFlag::O_CLOEXEC)?),
-        false => None,
+    let (gate, holder) = match create.placed_by_crid {
+        true => (Some(pipe2(OFlag::O_CLOEXEC)?), Some(fork_holder()?)),
+        false => (None, None),
     };
     let child = match fork_single_threaded()? {
         Forked::Child => {
@@ -125,10 +172,11 @@ pub fn create(
     };
     drop((report_write, start_read));
     let mut spawned = Spawned::new(child, joins.fork, report_read);
-    if let Some((gate_read, gate_write)) = gate {
+    if let (Some((gate_read, gate_write)), Some(holder)) = (gate, &holder) {
         drop(gate_read);
-        // A failed placement closes the gate unopened: the child exits.
-        let placed = place(child).and_then(|()| File::from(gate_write).write_all(b"p"));
+        // A failed placement closes the gate unopened: the child exits
+        // (and so does the holder, dropped with it).
+        let placed = place(child, holder.pid).and_then(|()| File::from(gate_write).write_all(b"p"));
         if let Err(error) = placed {
             return Err(spawned.reap(error, false));
         }
@@ -152,6 +200,7 @@ pub fn create(
     let pid = spawned.pid.unwrap_or(child);
     Ok(CreatedInit {
         pid,
+        holder,
         start: File::from(start_write),
         reports: spawned.reports,
     })
@@ -166,6 +215,7 @@ impl CreatedInit {
     pub fn start(self) -> io::Result<()> {
         let CreatedInit {
             pid: _,
+            holder: _,
             mut start,
             mut reports,
         } = self;
