@@ -31,9 +31,6 @@ use crate::spec::Resources;
 const SERVICE: &str = "org.freedesktop.systemd1";
 const OBJECT: &str = "/org/freedesktop/systemd1";
 const MANAGER: &str = "org.freedesktop.systemd1.Manager";
-/// systemd's own socket, for hosts whose system bus is not running (yet):
-/// systemctl talks to PID 1 there too when it runs as root.
-const PRIVATE_BUS: &str = "unix:path=/run/systemd/private";
 /// Bound on one systemd job (start or stop of a unit), not an expectation.
 const JOB_TIMEOUT: Duration = Duration::from_secs(30);
 /// Where systemd marks itself as the running init (sd_booted(3)).
@@ -298,9 +295,11 @@ fn variant(value: &Value) -> Variant<'_> {
 // ---------------------------------------------------------------- D-Bus
 
 /// A connection to systemd (PID 1).
+/// A connection to systemd (PID 1), shared by clones.
 #[derive(Debug, Clone)]
 pub struct Systemd {
-    connection: Connection,
+    /// Replaced when it breaks (the bus restarted), for the next call.
+    connection: std::sync::Arc<std::sync::Mutex<Connection>>,
 }
 
 fn systemd_error(what: impl Into<String>, reason: impl std::fmt::Display) -> CgroupError {
@@ -317,8 +316,8 @@ fn is_no_such_unit(error: &zbus::Error) -> bool {
 }
 
 impl Systemd {
-    /// Connects to systemd: over the system bus, or its own socket when no
-    /// bus runs. Refuses a host whose init is not systemd.
+    /// Connects to systemd over the system bus, as kubelet, runc and
+    /// containerd do. Refuses a host whose init is not systemd.
     pub async fn connect() -> Result<Systemd, CgroupError> {
         if !std::path::Path::new(BOOTED_MARKER).is_dir() {
             return Err(systemd_error(
@@ -329,35 +328,70 @@ impl Systemd {
                 ),
             ));
         }
-        let connection = match zbus::connection::Builder::system().build().await {
-            Ok(connection) => connection,
-            Err(bus_error) => zbus::connection::Builder::address(PRIVATE_BUS)
-                .p2p()
-                .build()
-                .await
-                .map_err(|error| {
-                    systemd_error(
-                        "connecting to systemd",
-                        format!("system bus: {bus_error}; {PRIVATE_BUS}: {error}"),
-                    )
-                })?,
-        };
-        let systemd = Systemd { connection };
+        // Not systemd's private socket (/run/systemd/private): there systemd
+        // signs its messages with a well-known name, which zbus refuses as a
+        // sender.
+        let connection = Systemd::open().await?;
+        Ok(Systemd {
+            connection: std::sync::Arc::new(std::sync::Mutex::new(connection)),
+        })
+    }
+
+    async fn open() -> Result<Connection, CgroupError> {
+        let connection = zbus::connection::Builder::system()
+            .build()
+            .await
+            .map_err(|error| {
+                systemd_error(
+                    "connecting to systemd over the system bus (is dbus running?)",
+                    error,
+                )
+            })?;
         // On the system bus systemd signals job ends only to subscribers.
-        systemd
-            .call("Subscribe", &())
+        connection
+            .call_method(Some(SERVICE), OBJECT, Some(MANAGER), "Subscribe", &())
             .await
             .map_err(|error| systemd_error("subscribing to systemd's signals", error))?;
-        Ok(systemd)
+        Ok(connection)
+    }
+
+    fn connection(&self) -> Connection {
+        match self.connection.lock() {
+            Ok(connection) => connection.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// After an I/O error the connection is gone for good (the bus
+    /// restarted): the next call gets a new one.
+    async fn renew_if_broken(&self, error: &zbus::Error) {
+        if !matches!(error, zbus::Error::InputOutput(_)) {
+            return;
+        }
+        match Systemd::open().await {
+            Ok(fresh) => {
+                tracing::warn!(%error, "the connection to systemd broke; reconnected");
+                match self.connection.lock() {
+                    Ok(mut connection) => *connection = fresh,
+                    Err(poisoned) => *poisoned.into_inner() = fresh,
+                }
+            }
+            Err(reconnect) => tracing::warn!(%error, %reconnect, "the connection to systemd broke"),
+        }
     }
 
     async fn call<B>(&self, method: &str, body: &B) -> zbus::Result<zbus::Message>
     where
         B: serde::Serialize + zbus::DynamicType,
     {
-        self.connection
+        let result = self
+            .connection()
             .call_method(Some(SERVICE), OBJECT, Some(MANAGER), method, body)
-            .await
+            .await;
+        if let Err(error) = &result {
+            self.renew_if_broken(error).await;
+        }
+        result
     }
 
     /// Calls a Manager method that returns a job and waits until systemd
@@ -380,9 +414,14 @@ impl Systemd {
             .member("JobRemoved")
             .build()
             .map_err(|error| systemd_error(what(), error))?;
-        let mut removed = MessageStream::for_match_rule(rule, &self.connection, None)
-            .await
-            .map_err(|error| systemd_error(what(), error))?;
+        let mut removed = match MessageStream::for_match_rule(rule, &self.connection(), None).await
+        {
+            Ok(removed) => removed,
+            Err(error) => {
+                self.renew_if_broken(&error).await;
+                return Err(systemd_error(what(), error));
+            }
+        };
         let reply = match self.call(method, body).await {
             Ok(reply) => reply,
             Err(error) if is_no_such_unit(&error) => return Ok(None),
