@@ -54,10 +54,15 @@ pub struct World {
 
 impl World {
     pub async fn new() -> World {
+        World::with_config("").await
+    }
+
+    /// A world whose crid config also has `extra` (TOML tables).
+    pub async fn with_config(extra: &str) -> World {
         let registry = Registry::start();
         let image = push_image(&registry).await;
         let mut env = TestEnv::new();
-        env.extra_config = registry.crid_config();
+        env.extra_config = format!("{}\n{extra}", registry.crid_config());
         let crid = env.start().await;
         let mut images = crid.images().await.expect("image client");
         images
