@@ -106,6 +106,8 @@ fn scenarios(fixture: &Fixture) -> Result {
     seccomp_filters_init_and_exec(fixture)?;
     println!("create errors leave nothing");
     bad_mount_fails_create_and_leaves_nothing(fixture)?;
+    println!("an init placed by crid waits for it, with a holder");
+    placed_init_waits_and_has_a_holder(fixture)?;
     Ok(())
 }
 
@@ -553,6 +555,82 @@ fn bad_mount_fails_create_and_leaves_nothing(fixture: &Fixture) -> Result {
     let procs = std::fs::read_to_string(fixture.cgroup.join("cgroup.procs")).unwrap_or_default();
     check(procs.trim().is_empty(), || {
         format!("processes left in the cgroup: {procs:?}")
+    })?;
+    reap_all()
+}
+
+fn cgroup_pids(fixture: &Fixture) -> Vec<i32> {
+    std::fs::read_to_string(fixture.cgroup.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.trim().parse().ok())
+        .collect()
+}
+
+/// `placed_by_crid` (the systemd driver): the forked init waits, outside
+/// the cgroup, until `place` has put it there (this test plays crid and
+/// writes the pids itself), and a holder keeps the cgroup until released.
+/// A failed placement ends both and leaves nothing.
+fn placed_init_waits_and_has_a_holder(fixture: &Fixture) -> Result {
+    let (mut create, spec) = fixture.create(&["sh"])?;
+    create.placed_by_crid = true;
+    let (child_stdio, _output) = stdio()?;
+    let mut seen = Err("place was not called".to_string());
+    let mut created = init::create(&create, &spec, child_stdio, |child, holder| {
+        let waiting = cgroup_pids(fixture);
+        seen = check(!waiting.contains(&child.as_raw()), || {
+            format!("the init joined before it was placed: {waiting:?}")
+        })
+        .and_then(|()| check(kill(holder, None).is_ok(), || "no holder runs".into()));
+        for pid in [child, holder] {
+            std::fs::write(fixture.cgroup.join("cgroup.procs"), pid.to_string())?;
+        }
+        Ok(())
+    })
+    .map_err(|e| format!("create: {e}"))?;
+    seen?;
+    let pid = created.pid;
+    let holder = created.holder.take().ok_or("a placed init has no holder")?;
+    let holder_pid = holder.pid;
+    let members = cgroup_pids(fixture);
+    let placed = check(
+        members.contains(&pid.as_raw()) && members.contains(&holder_pid.as_raw()),
+        || format!("init {pid} and holder {holder_pid} not both in {members:?}"),
+    );
+    drop(holder);
+    let released = waitpid(holder_pid, None);
+    drop(created);
+    let _ = kill(pid, Signal::SIGKILL);
+    let _ = waitpid(pid, None);
+    placed?;
+    check(released == Ok(WaitStatus::Exited(holder_pid, 0)), || {
+        format!("the released holder ended {released:?}")
+    })?;
+
+    let (create, spec) = {
+        let (mut create, spec) = fixture.create(&["sh"])?;
+        create.placed_by_crid = true;
+        (create, spec)
+    };
+    let (child_stdio, _output) = stdio()?;
+    let mut holder = None;
+    let message = init::create(&create, &spec, child_stdio, |_, pid| {
+        holder = Some(pid);
+        Err(std::io::Error::other("no scope for you"))
+    })
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    check(message == "no scope for you", || {
+        format!("a failed placement said {message:?}")
+    })?;
+    let holder = holder.ok_or("place was not called")?;
+    let ended = waitpid(holder, None);
+    check(ended == Ok(WaitStatus::Exited(holder, 0)), || {
+        format!("the holder of a failed create ended {ended:?}")
+    })?;
+    check(cgroup_pids(fixture).is_empty(), || {
+        format!("processes left in the cgroup: {:?}", cgroup_pids(fixture))
     })?;
     reap_all()
 }
