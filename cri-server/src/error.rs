@@ -162,5 +162,12 @@ mod tests {
         let status = Status::from(CridError::from(parent));
         assert_eq!(status.code(), Code::InvalidArgument);
         assert!(status.message().contains("cgroup_parent"));
+        // The systemd driver's refusal of a path is the same kind of error.
+        let slice = pod_sandbox::cgroup::systemd::validate_slice("/kubepods/pod1")
+            .expect_err("a path, not a slice");
+        let status = Status::from(CridError::from(slice));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains("cgroup_parent"), "{status:?}");
+        assert!(status.message().contains(".slice"), "{status:?}");
     }
 }
