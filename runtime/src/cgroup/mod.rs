@@ -5,7 +5,8 @@
 //! cgroup v2 rule "no processes in inner nodes" holds.
 //!
 //! [`Hierarchy::apply`] writes a container's limits, at create time and for
-//! live updates alike.
+//! live updates alike. With the systemd driver ([`systemd`]) the same layout
+//! is made of a slice and scopes; [`Cgroups`] is where the two differ.
 
 use std::fs;
 use std::io::ErrorKind;
