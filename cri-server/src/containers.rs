@@ -299,6 +299,13 @@ async fn build(
         dirs.write_spec(&oci)?;
         cgroups.create_leaf(&cgroup)?;
         cgroups.apply(&cgroup, &spec.resources)?;
+        let device_rules = oci
+            .linux()
+            .as_ref()
+            .and_then(|linux| linux.resources().as_ref())
+            .and_then(|resources| resources.devices().as_deref())
+            .unwrap_or_default();
+        cgroups.apply_devices(&cgroup, device_rules)?;
         Ok((
             user,
             dirs.bundle,
@@ -654,6 +661,8 @@ fn security_info(spec: &serde_json::Value, privileged: bool, lsm: &str) -> serde
         "readonlyPaths": list(&linux["readonlyPaths"]),
         "readonlyRootfs": spec["root"]["readonly"].as_bool().unwrap_or(false),
         "seccomp": seccomp,
+        "rlimits": list(&process["rlimits"]),
+        "deviceRules": list(&linux["resources"]["devices"]),
         "lsm": lsm,
     })
 }
@@ -934,9 +943,11 @@ mod tests {
             "process": {
                 "capabilities": {"effective": ["CAP_CHOWN"], "bounding": ["CAP_CHOWN", "CAP_KILL"]},
                 "noNewPrivileges": true,
+                "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 4096}],
             },
             "root": {"path": "rootfs", "readonly": true},
             "linux": {
+                "resources": {"devices": [{"allow": false, "type": "a", "access": "rwm"}]},
                 "maskedPaths": ["/proc/kcore"],
                 "readonlyPaths": ["/proc/sys"],
                 "seccomp": {"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64"],
@@ -954,6 +965,8 @@ mod tests {
                 "readonlyPaths": ["/proc/sys"],
                 "readonlyRootfs": true,
                 "seccomp": {"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64"], "syscallRules": 1},
+                "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 4096}],
+                "deviceRules": [{"allow": false, "type": "a", "access": "rwm"}],
                 "lsm": "none: test",
             })
         );

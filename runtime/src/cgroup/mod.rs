@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::spec::Resources;
 use limits::{apply_v1, apply_v2};
 
+mod devices;
 mod limits;
 
 /// What can go wrong with cgroups.
@@ -284,6 +285,34 @@ impl Hierarchy {
             Hierarchy::V1 { mounts } => apply_v1(mounts, cgroup, resources),
             Hierarchy::V2 { root } => {
                 apply_v2(&root.join(cgroup.trim_start_matches('/')), resources)
+            }
+        }
+    }
+
+    /// Writes the device rules of a container's spec into its leaf, before
+    /// anything runs there.
+    pub fn apply_devices(
+        &self,
+        cgroup: &str,
+        rules: &[oci_spec::runtime::LinuxDeviceCgroup],
+    ) -> Result<(), CgroupError> {
+        match self {
+            Hierarchy::V1 { mounts } => match v1_mount(mounts, "devices") {
+                Some(mount) => {
+                    devices::apply_v1(&mount.dir.join(cgroup.trim_start_matches('/')), rules)
+                }
+                None => Err(CgroupError::Cgroup {
+                    path: cgroup.into(),
+                    reason: "no devices controller is mounted: device access cannot be limited"
+                        .into(),
+                }),
+            },
+            // cgroup v2 limits devices with an eBPF program attached to the
+            // cgroup; crid does not load one yet (issue 8), so there only the
+            // container's /dev and capabilities bound its device access.
+            Hierarchy::V2 { .. } => {
+                tracing::warn!(cgroup, "device rules are not enforced on cgroup v2 yet");
+                Ok(())
             }
         }
     }
