@@ -611,7 +611,7 @@ pub async fn status(
         let dirs = dirs(&daemon, &record.id);
         let (spec, lsm) = {
             let dirs = dirs.clone();
-            blocking(move || Ok((dirs.read_spec(), host_lsm()))).await?
+            blocking(move || Ok((dirs.read_spec(), crate::status::host_lsm()))).await?
         };
         let spec = spec.and_then(|spec| serde_json::to_value(spec).ok());
         let security = spec
@@ -665,22 +665,6 @@ fn security_info(spec: &serde_json::Value, privileged: bool, lsm: &str) -> serde
         "deviceRules": list(&linux["resources"]["devices"]),
         "lsm": lsm,
     })
-}
-
-/// crid applies no AppArmor or SELinux profile; this says whether the
-/// host would have one to offer.
-fn host_lsm() -> &'static str {
-    let apparmor = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
-        .is_ok_and(|enabled| enabled.trim() == "Y");
-    let selinux = std::path::Path::new("/sys/fs/selinux/enforce").exists();
-    match (apparmor, selinux) {
-        (false, false) => "none: no AppArmor or SELinux on this host",
-        (true, false) => {
-            "none: crid applies no AppArmor profile (AppArmor is enabled on this host)"
-        }
-        (false, true) => "none: crid applies no SELinux label (SELinux is enabled on this host)",
-        (true, true) => "none: crid applies no AppArmor profile or SELinux label",
-    }
 }
 
 fn container_status(record: &ContainerRecord, observed: &Observed) -> cri::ContainerStatus {
