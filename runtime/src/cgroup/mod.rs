@@ -307,12 +307,8 @@ impl Hierarchy {
                         .into(),
                 }),
             },
-            // cgroup v2 limits devices with an eBPF program attached to the
-            // cgroup; crid does not load one yet (issue 8), so there only the
-            // container's /dev and capabilities bound its device access.
-            Hierarchy::V2 { .. } => {
-                tracing::warn!(cgroup, "device rules are not enforced on cgroup v2 yet");
-                Ok(())
+            Hierarchy::V2 { root } => {
+                devices::apply_v2(&root.join(cgroup.trim_start_matches('/')), rules)
             }
         }
     }

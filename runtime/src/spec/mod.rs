@@ -867,7 +867,8 @@ const DEVICE_RULES: &[DeviceRule] = &[
     (true, LinuxDeviceType::C, Some(136), None, "rwm"),  // pts/*
 ];
 
-fn device_rules(privileged: bool) -> Result<Vec<LinuxDeviceCgroup>, SpecError> {
+/// The device cgroup rules of a container, privileged or not.
+pub fn device_rules(privileged: bool) -> Result<Vec<LinuxDeviceCgroup>, SpecError> {
     let all = [(true, LinuxDeviceType::A, None, None, "rwm")];
     let rules = if privileged { &all[..] } else { DEVICE_RULES };
     rules
