@@ -303,17 +303,24 @@ async fn build(
         // host can say (its devices, the capabilities crid holds) comes after.
         runtime::host::fit_to_host(&mut oci, &spec)?;
         dirs.write_spec(&oci)?;
-        cgroups.prepare_container(&cgroup, &spec.resources)?;
+        let device_rules = oci
+            .linux()
+            .as_ref()
+            .and_then(|linux| linux.resources().as_ref())
+            .and_then(|resources| resources.devices().clone())
+            .unwrap_or_default();
+        cgroups.prepare_container(&cgroup, &spec.resources, &device_rules)?;
         Ok((
             user,
             dirs.bundle,
             hierarchy.procs_files(&cgroup),
             hierarchy.oom_events_file(&cgroup),
             hierarchy.view(&cgroup),
+            device_rules,
         ))
     })
     .await?;
-    let (user, bundle, cgroup_procs, oom_events, cgroup_view) = prepared;
+    let (user, bundle, cgroup_procs, oom_events, cgroup_view, device_rules) = prepared;
     progress.step("container.prepared");
     let create = ContainerCreate {
         id: record.id.clone(),
@@ -329,8 +336,9 @@ async fn build(
     };
     let cgroups = daemon.pods.cgroups();
     let place = async |pids: Vec<i32>| {
+        let resources = &record.spec.resources;
         cgroups
-            .place_container(placement, &record.cgroup, &pids, &record.spec.resources)
+            .place_container(placement, &record.cgroup, &pids, resources, &device_rules)
             .await
     };
     match monitor(daemon, record)
@@ -612,7 +620,7 @@ pub async fn status(
         let dirs = dirs(&daemon, &record.id);
         let (spec, lsm) = {
             let dirs = dirs.clone();
-            blocking(move || Ok((dirs.read_spec(), host_lsm()))).await?
+            blocking(move || Ok((dirs.read_spec(), crate::status::host_lsm()))).await?
         };
         let spec = spec.and_then(|spec| serde_json::to_value(spec).ok());
         let security = spec
@@ -662,24 +670,10 @@ fn security_info(spec: &serde_json::Value, privileged: bool, lsm: &str) -> serde
         "readonlyPaths": list(&linux["readonlyPaths"]),
         "readonlyRootfs": spec["root"]["readonly"].as_bool().unwrap_or(false),
         "seccomp": seccomp,
+        "rlimits": list(&process["rlimits"]),
+        "deviceRules": list(&linux["resources"]["devices"]),
         "lsm": lsm,
     })
-}
-
-/// crid applies no AppArmor or SELinux profile; this says whether the
-/// host would have one to offer.
-fn host_lsm() -> &'static str {
-    let apparmor = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
-        .is_ok_and(|enabled| enabled.trim() == "Y");
-    let selinux = std::path::Path::new("/sys/fs/selinux/enforce").exists();
-    match (apparmor, selinux) {
-        (false, false) => "none: no AppArmor or SELinux on this host",
-        (true, false) => {
-            "none: crid applies no AppArmor profile (AppArmor is enabled on this host)"
-        }
-        (false, true) => "none: crid applies no SELinux label (SELinux is enabled on this host)",
-        (true, true) => "none: crid applies no AppArmor profile or SELinux label",
-    }
 }
 
 fn container_status(record: &ContainerRecord, observed: &Observed) -> cri::ContainerStatus {
@@ -944,9 +938,11 @@ mod tests {
             "process": {
                 "capabilities": {"effective": ["CAP_CHOWN"], "bounding": ["CAP_CHOWN", "CAP_KILL"]},
                 "noNewPrivileges": true,
+                "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 4096}],
             },
             "root": {"path": "rootfs", "readonly": true},
             "linux": {
+                "resources": {"devices": [{"allow": false, "type": "a", "access": "rwm"}]},
                 "maskedPaths": ["/proc/kcore"],
                 "readonlyPaths": ["/proc/sys"],
                 "seccomp": {"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64"],
@@ -964,6 +960,8 @@ mod tests {
                 "readonlyPaths": ["/proc/sys"],
                 "readonlyRootfs": true,
                 "seccomp": {"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64"], "syscallRules": 1},
+                "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 4096}],
+                "deviceRules": [{"allow": false, "type": "a", "access": "rwm"}],
                 "lsm": "none: test",
             })
         );

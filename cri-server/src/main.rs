@@ -83,11 +83,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         listen: cli.listen,
     };
     let config = Config::load(cli.config.as_deref(), &overrides)?;
+    raise_open_file_limit();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
         .block_on(serve(config))
+}
+
+/// Every pod and container holds a few of crid's descriptors (monitor
+/// sockets, log and event files): the soft file limit goes up to the hard
+/// one, as Go does for containerd. Containers do not inherit it: their
+/// spec sets their own (runtime::spec::NOFILE_LIMITS).
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let raised = getrlimit(Resource::RLIMIT_NOFILE)
+        .and_then(|(_, hard)| setrlimit(Resource::RLIMIT_NOFILE, hard, hard));
+    if let Err(error) = raised {
+        tracing::warn!(%error, "cannot raise the open file limit; keeping it");
+    }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -370,6 +370,8 @@ fn daemon_status(daemon: &Daemon, verbose: bool) -> Result<StatusResponse, CridE
             ("config", serde_json::to_value(&daemon.config)),
             ("cniconfig", Ok(cni_info)),
             ("podCIDR", Ok(serde_json::Value::String(daemon.pod_cidr()))),
+            // crid writes no /proc/<pid>/attr: say which LSM it leaves alone.
+            ("lsm", Ok(serde_json::Value::from(status::host_lsm()))),
         ];
         for (key, value) in entries {
             let value = value.map_err(|e| CridError::invalid("verbose", key, e.to_string()))?;

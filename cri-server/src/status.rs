@@ -114,6 +114,22 @@ fn kernel_at_least(release: &str, (major, minor): (u32, u32)) -> bool {
     }
 }
 
+/// crid applies no AppArmor or SELinux profile; this says whether the
+/// host would have one to offer.
+pub fn host_lsm() -> &'static str {
+    let apparmor = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|enabled| enabled.trim() == "Y");
+    let selinux = std::path::Path::new("/sys/fs/selinux/enforce").exists();
+    match (apparmor, selinux) {
+        (false, false) => "none: no AppArmor or SELinux on this host",
+        (true, false) => {
+            "none: crid applies no AppArmor profile (AppArmor is enabled on this host)"
+        }
+        (false, true) => "none: crid applies no SELinux label (SELinux is enabled on this host)",
+        (true, true) => "none: crid applies no AppArmor profile or SELinux label",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

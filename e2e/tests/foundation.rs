@@ -146,6 +146,8 @@ async fn verbose_status_returns_the_effective_config_as_json() {
         env.cni_conf_dir().display().to_string()
     );
     assert_eq!(config["runtime"]["cgroup_driver"], "cgroupfs");
+    let lsm: String = serde_json::from_str(&status.info["lsm"]).expect("lsm is a JSON string");
+    assert!(lsm.starts_with("none: "), "{lsm}");
     assert!(status_without_verbose_has_no_info(&crid).await);
     crid.stop().await;
 }

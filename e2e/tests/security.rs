@@ -1,9 +1,11 @@
 //! What a container may not do, checked from inside real containers run by
 //! crid: its capability sets (containerd's defaults, CRI add/drop,
 //! privileged), masked and read-only /proc and /sys paths, no_new_privs,
-//! no inherited file descriptors, a starter that cannot be reached through
-//! /proc, host devices only when privileged, and the verbose status that
-//! reports all of it. Every test ends with nothing of its own left.
+//! a setuid binary that cannot raise a user under no_new_privs, the file
+//! limit, no inherited file descriptors, a starter that cannot be reached
+//! through /proc, host devices and device access only when privileged, and
+//! the verbose status that reports all of it. Every test ends with nothing
+//! of its own left.
 
 mod common;
 
@@ -309,6 +311,96 @@ async fn no_new_privs_only_when_asked() {
     world.finish(&[&pod]).await;
 }
 
+/// A static program that prints its real and effective uid, built here
+/// with the host's gcc (a busybox applet would drop a setuid root itself).
+fn uid_printer() -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let source = dir.path().join("ids.c");
+    std::fs::write(
+        &source,
+        "#include <stdio.h>\n#include <unistd.h>\n\
+         int main(void) { printf(\"%d %d\\n\", (int)getuid(), (int)geteuid()); return 0; }\n",
+    )
+    .expect("write ids.c");
+    let binary = dir.path().join("ids");
+    let built = std::process::Command::new("gcc")
+        .args(["-static", "-Os", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .output()
+        .expect("run gcc (and libc6-dev for a static libc)");
+    assert!(
+        built.status.success(),
+        "gcc: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    std::fs::read(&binary).expect("read ids")
+}
+
+#[tokio::test]
+async fn a_setuid_root_binary_raises_a_user_only_without_no_new_privs() {
+    let world = World::new().await;
+    let mut setuid = e2e::registry::Layer::new();
+    setuid.dir("bin/").file("bin/ids", 0o4755, &uid_printer());
+    let image = world.push_and_pull("e2e/setuid", vec![setuid.gzip()]).await;
+    let pod = world.pod("setuid").await;
+    let as_user = |name: &str, no_new_privs: bool| {
+        let mut config = with_security(
+            world.container_config(name, &["sleep", "3600"]),
+            cri::LinuxContainerSecurityContext {
+                run_as_user: Some(cri::Int64Value { value: 1000 }),
+                no_new_privs,
+                ..Default::default()
+            },
+        );
+        config.image = Some(image_spec(&image));
+        config
+    };
+    let without = world.run_config(&pod, as_user("without", false)).await;
+    let with = world.run_config(&pod, as_user("with", true)).await;
+    assert_eq!(
+        world.sh(&without, "/bin/ids").await,
+        "1000 0",
+        "setuid works"
+    );
+    assert_eq!(world.sh(&with, "/bin/ids").await, "1000 1000");
+    world.finish(&[&pod]).await;
+}
+
+/// `Max open files` of a /proc/PID/limits: (soft, hard).
+fn open_file_limits(limits: &str) -> (String, String) {
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .unwrap_or_else(|| panic!("no open file limit in {limits}"));
+    let mut words = line["Max open files".len()..].split_whitespace();
+    let mut next = || words.next().unwrap_or_default().to_string();
+    (next(), next())
+}
+
+#[tokio::test]
+async fn containers_get_their_own_open_file_limit_not_crids() {
+    let world = World::new().await;
+    let pod = world.pod("limits").await;
+    let id = world.run(&pod, "limits", &["sleep", "3600"]).await;
+    let (_, own_hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .expect("getrlimit");
+    // systemd's service default, which crid gives every container, capped
+    // by crid's own hard limit (the test's: crid inherits it).
+    let expected = ("1024".to_string(), own_hard.min(524_288).to_string());
+    for limits in [
+        world.sh(&id, "cat /proc/1/limits").await,
+        world.sh(&id, "cat /proc/self/limits").await,
+    ] {
+        assert_eq!(open_file_limits(&limits), expected, "{limits}");
+    }
+    let crids = std::fs::read_to_string(format!("/proc/{}/limits", world.crid.pid()))
+        .expect("crid's limits");
+    let (soft, hard) = open_file_limits(&crids);
+    assert_eq!(soft, hard, "crid raises its own soft limit: {crids}");
+    world.finish(&[&pod]).await;
+}
+
 #[tokio::test]
 async fn no_fd_of_crid_or_the_monitor_and_cwd_inside_the_rootfs() {
     let world = World::new().await;
@@ -472,7 +564,7 @@ async fn the_monitors_forks_cannot_be_reached_through_proc() {
 }
 
 #[tokio::test]
-async fn a_privileged_container_gets_every_capability_and_the_host_devices() {
+async fn a_privileged_container_gets_every_capability_the_host_devices_and_access() {
     let world = World::new().await;
     let mut pod_config = world.pod_config("privileged", cri::NamespaceMode::Container);
     if let Some(security) = pod_config
@@ -521,6 +613,48 @@ async fn a_privileged_container_gets_every_capability_and_the_host_devices() {
             .expect("exec ls");
         assert_ne!(out.exit_code, 0, "{device} in a non-privileged container");
     }
+    // The device cgroup: any container may make a node (CAP_MKNOD), only
+    // a privileged one may open one outside the default /dev.
+    let open_loop0 = "mknod /tmp/loop0 b 7 0 && head -c 1 /tmp/loop0";
+    assert_eq!(world.sh(&privileged, open_loop0).await, "");
+    let out = world
+        .exec(&plain, &["sh", "-c", open_loop0], 10)
+        .await
+        .expect("exec mknod");
+    assert_ne!(out.exit_code, 0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Operation not permitted"), "{stderr}");
+    let listed: BTreeSet<String> = world
+        .sh(&plain, "cat /sys/fs/cgroup/devices/devices.list")
+        .await
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let expected = [
+        "c *:* m",
+        "b *:* m",
+        "c 1:3 rwm",
+        "c 1:5 rwm",
+        "c 1:7 rwm",
+        "c 1:8 rwm",
+        "c 1:9 rwm",
+        "c 5:0 rwm",
+        "c 5:1 rwm",
+        "c 5:2 rwm",
+        "c 136:* rwm",
+    ];
+    assert_eq!(listed, names(&expected));
+    assert_eq!(
+        world
+            .sh(&privileged, "cat /sys/fs/cgroup/devices/devices.list")
+            .await,
+        "a *:* rwm"
+    );
+    let (_, info) = world.status(&plain).await;
+    assert_eq!(
+        info["security"]["deviceRules"].as_array().map(Vec::len),
+        Some(expected.len() + 1)
+    );
     let (_, info) = world.status(&privileged).await;
     assert_eq!(info["security"]["privileged"], true);
     assert_eq!(info["security"]["maskedPaths"], serde_json::json!([]));

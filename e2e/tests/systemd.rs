@@ -148,6 +148,24 @@ async fn pods_and_containers_in_systemd_scopes() {
     let own = world.sh(&ctr, "cat /proc/self/cgroup").await;
     assert_eq!(own.trim(), "0::/", "an exec sees its scope as its root");
 
+    // The device rules hold in the scope: a node outside the default /dev
+    // can be made but not opened.
+    let out = world
+        .exec(
+            &ctr,
+            &[
+                "sh",
+                "-c",
+                "busybox mknod /tmp/loop0 b 7 0 && head -c 1 /tmp/loop0",
+            ],
+            10,
+        )
+        .await
+        .expect("exec mknod");
+    assert_ne!(out.exit_code, 0, "a block device opened in the scope");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Operation not permitted"), "{stderr}");
+
     // UpdateContainerResources moves systemd's view and the file.
     rt.update_container_resources(cri::UpdateContainerResourcesRequest {
         container_id: ctr.clone(),

@@ -4,6 +4,8 @@
 //! creates in the container's own `/dev`; and "every capability" (a
 //! privileged container, CRI's `ALL`) means every one crid itself holds
 //! (containerd's `cap.Current()`), as the kernel refuses to grant more.
+//! Likewise no rlimit of the spec goes above crid's own hard limit, which
+//! only CAP_SYS_RESOURCE could raise.
 
 use std::collections::HashSet;
 use std::fs;
@@ -11,10 +13,13 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
-use oci_spec::runtime::{Capabilities, LinuxDevice, LinuxDeviceBuilder, LinuxDeviceType, Spec};
+use oci_spec::runtime::{
+    Capabilities, LinuxDevice, LinuxDeviceBuilder, LinuxDeviceType, PosixRlimitBuilder, Spec,
+};
 
 use crate::container::ContainerError;
-use crate::spec::{ContainerSpec, parse_capability};
+use crate::spec::{ContainerSpec, parse_capability, rlimit_resource};
+use nix::sys::resource::getrlimit;
 
 /// Fits the spec built for `container` to this host: see the module docs.
 pub fn fit_to_host(spec: &mut Spec, container: &ContainerSpec) -> Result<(), ContainerError> {
@@ -30,6 +35,11 @@ pub fn fit_to_host(spec: &mut Spec, container: &ContainerSpec) -> Result<(), Con
             source,
         })?;
     }
+    limit_rlimits_to_own(spec).map_err(|source| ContainerError::Io {
+        what: "cannot read the resource limits of",
+        path: "/proc/self".into(),
+        source,
+    })?;
     if container.privileged {
         add_host_devices(spec).map_err(|source| ContainerError::Io {
             what: "cannot list the host devices in",
@@ -75,6 +85,29 @@ fn limit_capabilities_to_own(spec: &mut Spec) -> io::Result<()> {
         .set_inheritable(inheritable)
         .set_ambient(ambient);
     process.set_capabilities(Some(sets));
+    spec.set_process(Some(process));
+    Ok(())
+}
+
+/// Lowers each rlimit of the spec to at most this process's hard limit.
+fn limit_rlimits_to_own(spec: &mut Spec) -> io::Result<()> {
+    let Some(mut process) = spec.process().clone() else {
+        return Ok(());
+    };
+    let Some(mut rlimits) = process.rlimits().clone() else {
+        return Ok(());
+    };
+    for rlimit in &mut rlimits {
+        let (_, own_hard) = getrlimit(rlimit_resource(rlimit.typ()))?;
+        let hard = rlimit.hard().min(own_hard);
+        *rlimit = PosixRlimitBuilder::default()
+            .typ(rlimit.typ())
+            .hard(hard)
+            .soft(rlimit.soft().min(hard))
+            .build()
+            .map_err(io::Error::other)?;
+    }
+    process.set_rlimits(Some(rlimits));
     spec.set_process(Some(process));
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! The only place in this crate with `unsafe`: fork for the single-threaded
-//! monitor, and the few syscalls of a container's init that neither nix nor
-//! std wrap safely.
+//! monitor, the few syscalls of a container's init that neither nix nor std
+//! wrap safely, and bpf(2) for cgroup v2 device programs.
 #![allow(unsafe_code)]
 
 use nix::unistd::{ForkResult, Pid};
@@ -134,4 +134,116 @@ pub fn reset_signal_dispositions() {
             );
         }
     }
+}
+
+/// One eBPF instruction as the kernel reads it (struct bpf_insn, little
+/// endian: opcode, dst | src << 4, offset, immediate).
+pub type BpfInstruction = [u8; 8];
+
+/// bpf(2) commands, program and attach types, and flags from linux/bpf.h.
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_ATTACH: libc::c_long = 8;
+const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+const BPF_CGROUP_DEVICE: u32 = 6;
+const BPF_F_ALLOW_MULTI: u32 = 2;
+
+/// The BPF_PROG_LOAD part of union bpf_attr, up to expected_attach_type.
+#[repr(C)]
+#[derive(Default)]
+struct BpfProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+/// The BPF_PROG_ATTACH part of union bpf_attr.
+#[repr(C)]
+struct BpfProgAttachAttr {
+    target_fd: u32,
+    attach_bpf_fd: u32,
+    attach_type: u32,
+    attach_flags: u32,
+    replace_bpf_fd: u32,
+}
+
+fn bpf<T>(command: libc::c_long, attr: &mut T) -> Result<libc::c_long, std::io::Error> {
+    // SAFETY: `attr` is a #[repr(C)] prefix of union bpf_attr for `command`
+    // (the kernel zero-fills the rest), it lives across the call and its
+    // size is passed; pointers inside it are the caller's, valid as well.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            command,
+            attr as *mut T,
+            std::mem::size_of::<T>(),
+        )
+    };
+    if result < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(result)
+}
+
+/// Loads a BPF_PROG_TYPE_CGROUP_DEVICE program. When the verifier refuses
+/// it, the error carries the verifier's log.
+pub fn load_cgroup_device_program(
+    instructions: &[BpfInstruction],
+) -> Result<std::os::fd::OwnedFd, std::io::Error> {
+    use std::os::fd::FromRawFd;
+    let license = c"Apache";
+    let mut attr = BpfProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
+        insn_cnt: u32::try_from(instructions.len())
+            .map_err(|_| std::io::Error::other("program too long"))?,
+        insns: instructions.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        ..Default::default()
+    };
+    let loaded = bpf(BPF_PROG_LOAD, &mut attr).or_else(|error| {
+        // Again, with a log, only to say why.
+        let mut log = vec![0u8; 64 * 1024];
+        attr.log_level = 1;
+        attr.log_size = log.len() as u32;
+        attr.log_buf = log.as_mut_ptr() as u64;
+        let retried = bpf(BPF_PROG_LOAD, &mut attr);
+        let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+        retried.map_err(|_| {
+            std::io::Error::new(
+                error.kind(),
+                format!("{error}: {}", String::from_utf8_lossy(&log[..end]).trim()),
+            )
+        })
+    })?;
+    let fd = i32::try_from(loaded).map_err(|_| std::io::Error::other("bad program fd"))?;
+    // SAFETY: BPF_PROG_LOAD returned a new descriptor that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Attaches a cgroup device program to the cgroup (v2) directory `cgroup`,
+/// beside any others there (all must allow an access).
+pub fn attach_cgroup_device_program(
+    cgroup: std::os::fd::BorrowedFd<'_>,
+    program: std::os::fd::BorrowedFd<'_>,
+) -> Result<(), std::io::Error> {
+    use std::os::fd::AsRawFd;
+    let fd = |fd: std::os::fd::BorrowedFd<'_>| {
+        u32::try_from(fd.as_raw_fd()).map_err(|_| std::io::Error::other("negative fd"))
+    };
+    let mut attr = BpfProgAttachAttr {
+        target_fd: fd(cgroup)?,
+        attach_bpf_fd: fd(program)?,
+        attach_type: BPF_CGROUP_DEVICE,
+        attach_flags: BPF_F_ALLOW_MULTI,
+        replace_bpf_fd: 0,
+    };
+    bpf(BPF_PROG_ATTACH, &mut attr).map(drop)
 }

@@ -143,11 +143,11 @@ async fn pod_and_container_scopes_in_a_kubelet_slice() {
         ..Resources::default()
     };
     cgroups
-        .prepare_container(&cgroup, &resources)
+        .prepare_container(&cgroup, &resources, &[])
         .expect("prepare");
     let init = Sleeper::start();
     cgroups
-        .place_container(&placement, &cgroup, &[init.pid()], &resources)
+        .place_container(&placement, &cgroup, &[init.pid()], &resources, &[])
         .await
         .expect("place");
     assert_eq!(init.cgroup(), cgroup);
@@ -251,7 +251,7 @@ async fn refusals_name_the_field_and_leave_nothing() {
     };
     let init = Sleeper::start();
     let error = cgroups
-        .place_container(&placement, &cgroup, &[init.pid()], &resources)
+        .place_container(&placement, &cgroup, &[init.pid()], &resources, &[])
         .await
         .expect_err("swap below memory");
     assert!(
@@ -267,7 +267,7 @@ async fn refusals_name_the_field_and_leave_nothing() {
         ..Resources::default()
     };
     let error = cgroups
-        .place_container(&placement, &cgroup, &[init.pid()], &resources)
+        .place_container(&placement, &cgroup, &[init.pid()], &resources, &[])
         .await
         .expect_err("backwards range");
     assert!(

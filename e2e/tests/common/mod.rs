@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use e2e::registry::{Layer, Registry, busybox_layer};
+use e2e::registry::{Blob, Layer, Registry, busybox_layer};
 use e2e::{Crid, TestEnv};
 use proto::cri;
 
@@ -17,6 +17,11 @@ pub type Runtime = cri::runtime_service_client::RuntimeServiceClient<tonic::tran
 
 /// busybox with the applets the tests call, running as root.
 pub async fn push_image(registry: &Registry) -> String {
+    push_image_with(registry, "e2e/ctr", Vec::new()).await
+}
+
+/// The busybox image with `extra` layers on top, as `repo`.
+pub async fn push_image_with(registry: &Registry, repo: &str, extra: Vec<Blob>) -> String {
     let mut applets = Layer::new();
     applets.dir("bin/");
     for applet in [
@@ -31,22 +36,18 @@ pub async fn push_image(registry: &Registry) -> String {
         "Cmd": ["/bin/sh"],
         "WorkingDir": "/",
     });
+    let mut layers = vec![busybox_layer(), applets.gzip()];
+    layers.extend(extra);
     registry
         .pusher()
-        .image_with(
-            "e2e/ctr",
-            "1",
-            &config,
-            &[busybox_layer(), applets.gzip()],
-            e2e::registry::Schema::Oci,
-        )
+        .image_with(repo, "1", &config, &layers, e2e::registry::Schema::Oci)
         .await
         .reference
 }
 
 pub struct World {
     pub env: TestEnv,
-    pub _registry: Registry,
+    pub registry: Registry,
     pub crid: Crid,
     pub image: String,
     pub logs: tempfile::TempDir,
@@ -78,11 +79,27 @@ impl World {
             .expect("log dir");
         World {
             env,
-            _registry: registry,
+            registry,
             crid,
             image,
             logs,
         }
+    }
+
+    /// Pushes the busybox image with `extra` layers as `repo` and pulls it.
+    pub async fn push_and_pull(&self, repo: &str, extra: Vec<Blob>) -> String {
+        let image = push_image_with(&self.registry, repo, extra).await;
+        self.crid
+            .images()
+            .await
+            .expect("image client")
+            .pull_image(cri::PullImageRequest {
+                image: Some(image_spec(&image)),
+                ..Default::default()
+            })
+            .await
+            .expect("pull");
+        image
     }
 
     pub async fn rt(&self) -> Runtime {

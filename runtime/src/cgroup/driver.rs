@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 
+use oci_spec::runtime::LinuxDeviceCgroup;
+
 use super::systemd::{self, Systemd};
 use super::{CgroupError, Hierarchy, Placement};
 use crate::spec::Resources;
@@ -174,18 +176,20 @@ impl Cgroups {
     }
 
     /// Before a container's init is forked (blocking): the cgroupfs driver
-    /// makes its leaf and writes its limits. A systemd scope is made once
-    /// the init exists ([`Cgroups::place_container`]).
+    /// makes its leaf and writes its limits and device rules. A systemd
+    /// scope is made once the init exists ([`Cgroups::place_container`]).
     pub fn prepare_container(
         &self,
         cgroup: &str,
         resources: &Resources,
+        devices: &[LinuxDeviceCgroup],
     ) -> Result<(), CgroupError> {
         if systemd::unit_of(cgroup).is_some() {
             return Ok(());
         }
         self.hierarchy.create_leaf(cgroup)?;
-        self.hierarchy.apply(cgroup, resources)
+        self.hierarchy.apply(cgroup, resources)?;
+        self.hierarchy.apply_devices(cgroup, devices)
     }
 
     /// Whether a container in `placement` is placed by crid after its fork
@@ -197,21 +201,30 @@ impl Cgroups {
     /// With systemd: the container's scope, started with `pids` (its
     /// freshly forked init and the monitor's holder) and the limits systemd
     /// can express, then every limit written to the files (exact quotas,
-    /// hugetlb, `unified`). On error the scope may exist:
-    /// [`Cgroups::kill_and_remove`] ends it.
+    /// hugetlb, `unified`) and the device rules, all before the init goes
+    /// on. On error the scope may exist: [`Cgroups::kill_and_remove`] ends it.
     pub async fn place_container(
         &self,
         placement: &Placement,
         cgroup: &str,
         pids: &[i32],
         resources: &Resources,
+        devices: &[LinuxDeviceCgroup],
     ) -> Result<(), CgroupError> {
         let pids = unit_pids(cgroup, pids)?;
         self.start_scope(placement, cgroup, &pids, resources)
             .await?;
-        let (hierarchy, cgroup, resources) =
-            (self.hierarchy.clone(), cgroup.to_owned(), resources.clone());
-        blocking(move || hierarchy.apply(&cgroup, &resources)).await
+        let (hierarchy, cgroup, resources, devices) = (
+            self.hierarchy.clone(),
+            cgroup.to_owned(),
+            resources.clone(),
+            devices.to_vec(),
+        );
+        blocking(move || {
+            hierarchy.apply(&cgroup, &resources)?;
+            hierarchy.apply_devices(&cgroup, &devices)
+        })
+        .await
     }
 
     /// New limits for a container (UpdateContainerResources): with systemd

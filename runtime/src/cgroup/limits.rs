@@ -8,7 +8,7 @@ use crate::spec::Resources;
 
 /// Writes one control file. No O_CREAT: a file the kernel does not offer
 /// (controller absent or not enabled) is an error naming it, not a new file.
-fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
+pub(super) fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
     use std::io::Write as _;
     fs::OpenOptions::new()
         .write(true)

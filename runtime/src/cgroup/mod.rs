@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::spec::Resources;
 use limits::{apply_v1, apply_v2};
 
+mod devices;
 mod driver;
 mod limits;
 pub mod systemd;
@@ -301,6 +302,30 @@ impl Hierarchy {
             Hierarchy::V1 { mounts } => apply_v1(mounts, cgroup, resources),
             Hierarchy::V2 { root } => {
                 apply_v2(&root.join(cgroup.trim_start_matches('/')), resources)
+            }
+        }
+    }
+
+    /// Writes the device rules of a container's spec into its leaf, before
+    /// anything runs there.
+    pub fn apply_devices(
+        &self,
+        cgroup: &str,
+        rules: &[oci_spec::runtime::LinuxDeviceCgroup],
+    ) -> Result<(), CgroupError> {
+        match self {
+            Hierarchy::V1 { mounts } => match v1_mount(mounts, "devices") {
+                Some(mount) => {
+                    devices::apply_v1(&mount.dir.join(cgroup.trim_start_matches('/')), rules)
+                }
+                None => Err(CgroupError::Cgroup {
+                    path: cgroup.into(),
+                    reason: "no devices controller is mounted: device access cannot be limited"
+                        .into(),
+                }),
+            },
+            Hierarchy::V2 { root } => {
+                devices::apply_v2(&root.join(cgroup.trim_start_matches('/')), rules)
             }
         }
     }

@@ -46,7 +46,11 @@
 //!   add/drop is ignored, as in containerd.
 //! * **Security**: masked and read-only paths are containerd's defaults
 //!   unless privileged; `noNewPrivileges` only when asked; the root is
-//!   read-only when asked. No rlimits (inherited, as CRI does).
+//!   read-only when asked. Every container gets the file limit systemd
+//!   gives a service and containerd 2 its containers ([`NOFILE_LIMITS`]),
+//!   not crid's own raised one; other rlimits are the host's.
+//! * **Device cgroup** ([`DEVICE_RULES`]): runc's defaults, every device
+//!   for privileged containers.
 //! * **Seccomp** ([`SeccompProfile`]): none when unconfined (CRI's unset
 //!   or empty profile, as containerd does without a configured default) or
 //!   privileged (kubelet expects privileged containers unfiltered); else
@@ -60,11 +64,13 @@ mod user;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 
+use nix::sys::resource::Resource;
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilities, LinuxCpuBuilder, LinuxHugepageLimitBuilder,
-    LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
-    LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder, LinuxSeccomp, Mount, MountBuilder,
-    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    Capability, LinuxBuilder, LinuxCapabilities, LinuxCpuBuilder, LinuxDeviceCgroup,
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxHugepageLimitBuilder, LinuxMemoryBuilder,
+    LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResources,
+    LinuxResourcesBuilder, LinuxSeccomp, Mount, MountBuilder, PosixRlimit, PosixRlimitBuilder,
+    PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use serde::{Deserialize, Serialize};
 
@@ -796,16 +802,91 @@ pub fn mounts(c: &ContainerSpec) -> Result<(Vec<Mount>, Option<&'static str>), S
     Ok((out, rootfs_propagation))
 }
 
-fn resources(r: &Resources) -> Result<Option<LinuxResources>, SpecError> {
-    // oom_score_adj belongs to the process, not to the cgroup.
-    let cgroup_part = Resources {
-        oom_score_adj: None,
-        ..r.clone()
-    };
-    if cgroup_part == Resources::default() {
-        return Ok(None);
+/// RLIMIT_NOFILE (soft, hard) of every container's processes: systemd's
+/// default for services since v240 (soft 1024 for select(2)-era programs,
+/// a hard limit programs may raise to). crid raises its own soft limit, and
+/// containerd 1.x containers inheriting such a raise is a known pain point.
+/// host::fit_to_host lowers the hard limit to crid's own where that is less.
+pub const NOFILE_LIMITS: (u64, u64) = (1024, 524_288);
+
+fn nofile_limit() -> Result<PosixRlimit, SpecError> {
+    Ok(PosixRlimitBuilder::default()
+        .typ(PosixRlimitType::RlimitNofile)
+        .soft(NOFILE_LIMITS.0)
+        .hard(NOFILE_LIMITS.1)
+        .build()?)
+}
+
+/// The kernel's name of an OCI rlimit.
+pub(crate) fn rlimit_resource(typ: PosixRlimitType) -> Resource {
+    match typ {
+        PosixRlimitType::RlimitCpu => Resource::RLIMIT_CPU,
+        PosixRlimitType::RlimitFsize => Resource::RLIMIT_FSIZE,
+        PosixRlimitType::RlimitData => Resource::RLIMIT_DATA,
+        PosixRlimitType::RlimitStack => Resource::RLIMIT_STACK,
+        PosixRlimitType::RlimitCore => Resource::RLIMIT_CORE,
+        PosixRlimitType::RlimitRss => Resource::RLIMIT_RSS,
+        PosixRlimitType::RlimitNproc => Resource::RLIMIT_NPROC,
+        PosixRlimitType::RlimitNofile => Resource::RLIMIT_NOFILE,
+        PosixRlimitType::RlimitMemlock => Resource::RLIMIT_MEMLOCK,
+        PosixRlimitType::RlimitAs => Resource::RLIMIT_AS,
+        PosixRlimitType::RlimitLocks => Resource::RLIMIT_LOCKS,
+        PosixRlimitType::RlimitSigpending => Resource::RLIMIT_SIGPENDING,
+        PosixRlimitType::RlimitMsgqueue => Resource::RLIMIT_MSGQUEUE,
+        PosixRlimitType::RlimitNice => Resource::RLIMIT_NICE,
+        PosixRlimitType::RlimitRtprio => Resource::RLIMIT_RTPRIO,
+        PosixRlimitType::RlimitRttime => Resource::RLIMIT_RTTIME,
     }
-    let mut b = LinuxResourcesBuilder::default();
+}
+
+/// (allow, type, major, minor (None: any), access)
+type DeviceRule = (
+    bool,
+    LinuxDeviceType,
+    Option<i64>,
+    Option<i64>,
+    &'static str,
+);
+
+/// The device cgroup rules (runc's defaults, which containerd's spec
+/// relies on): a privileged container may use every device; any other one
+/// none but those of its default `/dev`, though it may `mknod` any node
+/// (CAP_MKNOD is a default capability; the node is useless without access).
+const DEVICE_RULES: &[DeviceRule] = &[
+    (false, LinuxDeviceType::A, None, None, "rwm"),
+    (true, LinuxDeviceType::C, None, None, "m"),
+    (true, LinuxDeviceType::B, None, None, "m"),
+    (true, LinuxDeviceType::C, Some(1), Some(3), "rwm"), // null
+    (true, LinuxDeviceType::C, Some(1), Some(5), "rwm"), // zero
+    (true, LinuxDeviceType::C, Some(1), Some(7), "rwm"), // full
+    (true, LinuxDeviceType::C, Some(1), Some(8), "rwm"), // random
+    (true, LinuxDeviceType::C, Some(1), Some(9), "rwm"), // urandom
+    (true, LinuxDeviceType::C, Some(5), Some(0), "rwm"), // tty
+    (true, LinuxDeviceType::C, Some(5), Some(1), "rwm"), // console
+    (true, LinuxDeviceType::C, Some(5), Some(2), "rwm"), // ptmx
+    (true, LinuxDeviceType::C, Some(136), None, "rwm"),  // pts/*
+];
+
+/// The device cgroup rules of a container, privileged or not.
+pub fn device_rules(privileged: bool) -> Result<Vec<LinuxDeviceCgroup>, SpecError> {
+    let all = [(true, LinuxDeviceType::A, None, None, "rwm")];
+    let rules = if privileged { &all[..] } else { DEVICE_RULES };
+    rules
+        .iter()
+        .map(|&(allow, typ, major, minor, access)| {
+            let mut rule = LinuxDeviceCgroupBuilder::default()
+                .allow(allow)
+                .typ(typ)
+                .access(access)
+                .build()?;
+            rule.set_major(major).set_minor(minor);
+            Ok(rule)
+        })
+        .collect()
+}
+
+fn resources(r: &Resources, privileged: bool) -> Result<LinuxResources, SpecError> {
+    let mut b = LinuxResourcesBuilder::default().devices(device_rules(privileged)?);
     let mut cpu = LinuxCpuBuilder::default();
     let mut cpu_set = false;
     if let Some(v) = r.cpu_shares.filter(|&v| v != 0) {
@@ -865,7 +946,7 @@ fn resources(r: &Resources) -> Result<Option<LinuxResources>, SpecError> {
                 .collect::<std::collections::HashMap<_, _>>(),
         );
     }
-    Ok(Some(b.build()?))
+    Ok(b.build()?)
 }
 
 /// Build the OCI runtime spec of a container.
@@ -908,8 +989,7 @@ pub fn build_spec(
         .set_cwd(cwd)
         .set_no_new_privileges(container.no_new_privileges.then_some(true))
         .set_oom_score_adj(container.resources.oom_score_adj)
-        // No rlimits: inherited from crid, as containerd's CRI does.
-        .set_rlimits(None)
+        .set_rlimits(Some(vec![nofile_limit()?]))
         .set_capabilities(Some(linux_capabilities(caps, ambient)))
         .set_apparmor_profile(None)
         .set_selinux_label(None);
@@ -944,8 +1024,9 @@ pub fn build_spec(
                 .filter(|p| !p.is_empty())
                 .map(PathBuf::from),
         )
-        .set_resources(resources(&container.resources)?)
-        // Devices and the device cgroup: the mounts/cgroup items.
+        .set_resources(Some(resources(&container.resources, container.privileged)?))
+        // Device nodes beyond the default /dev: a privileged container's
+        // host devices, added by host::fit_to_host.
         .set_devices(None)
         .set_uid_mappings(None)
         .set_gid_mappings(None)

@@ -468,6 +468,17 @@ fn masked_and_readonly_paths_absent_when_privileged() {
 }
 
 #[test]
+fn a_privileged_container_may_use_every_device() {
+    let mut c = pod_container();
+    c.privileged = true;
+    let j = serde_json::to_value(build(&c)).unwrap();
+    assert_eq!(
+        j["linux"]["resources"]["devices"],
+        serde_json::json!([{"allow": true, "type": "a", "access": "rwm"}])
+    );
+}
+
+#[test]
 fn process_user_tty_and_flags() {
     let mut c = pod_container();
     c.tty = true;
@@ -488,7 +499,10 @@ fn process_user_tty_and_flags() {
     assert_eq!(p.terminal(), Some(true));
     assert_eq!(p.no_new_privileges(), Some(true));
     assert_eq!(p.oom_score_adj(), Some(500));
-    assert!(spec.linux().as_ref().unwrap().resources().is_none());
+    let resources = spec.linux().as_ref().unwrap().resources().clone().unwrap();
+    assert!(
+        resources.memory().is_none() && resources.cpu().is_none() && resources.pids().is_none()
+    );
     let c = pod_container();
     let spec = build(&c);
     let p = spec.process().as_ref().unwrap();
@@ -612,7 +626,10 @@ fn serialises_to_the_config_json_runc_reads() {
         !text.contains("youki") && !text.contains("TERM=xterm"),
         "{text}"
     );
-    assert!(j["process"].get("rlimits").is_none());
+    assert_eq!(
+        j["process"]["rlimits"],
+        serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 524288}])
+    );
     let mut bounding: Vec<&str> = j["process"]["capabilities"]["bounding"]
         .as_array()
         .unwrap()
@@ -625,7 +642,24 @@ fn serialises_to_the_config_json_runc_reads() {
     assert!(j["process"]["capabilities"].get("inheritable").is_none());
     assert!(j["process"]["capabilities"].get("ambient").is_none());
     assert!(j["process"].get("noNewPrivileges").is_none());
-    assert!(j["linux"].get("resources").is_none());
+    assert_eq!(
+        j["linux"]["resources"],
+        serde_json::json!({"devices": [
+            {"allow": false, "type": "a", "access": "rwm"},
+            {"allow": true, "type": "c", "access": "m"},
+            {"allow": true, "type": "b", "access": "m"},
+            {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 5, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 7, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 8, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 9, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 5, "minor": 0, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 5, "minor": 1, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 5, "minor": 2, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 136, "access": "rwm"},
+        ]}),
+        "no limits: only the device rules, denying all but the default /dev"
+    );
     assert!(j["linux"].get("devices").is_none());
     // And it reads back to the same spec.
     let back: Spec = serde_json::from_slice(&bytes).unwrap();

@@ -21,11 +21,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use caps::{CapSet, CapsHashSet};
-use nix::sys::resource::{Resource, setrlimit};
+use nix::sys::resource::setrlimit;
 use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
 use nix::sys::stat::{Mode, umask};
 use nix::unistd::{Gid, Uid, execve, setgid, setgroups, setuid};
-use oci_spec::runtime::{LinuxCapabilities, PosixRlimitType, Process, Spec};
+use oci_spec::runtime::{LinuxCapabilities, Process, Spec};
 
 use super::{Reporter, context, seccomp};
 use crate::spec::DEFAULT_PATH;
@@ -66,7 +66,11 @@ pub(super) fn finish_and_exec(
     }
     for rlimit in process.rlimits().as_deref().unwrap_or_default() {
         context(
-            setrlimit(resource(rlimit.typ()), rlimit.soft(), rlimit.hard()),
+            setrlimit(
+                crate::spec::rlimit_resource(rlimit.typ()),
+                rlimit.soft(),
+                rlimit.hard(),
+            ),
             || {
                 format!(
                     "setting {} to {}/{}",
@@ -192,27 +196,6 @@ fn set_oom_score_adj(score: i32, report: &mut Reporter) -> io::Result<()> {
         Err(error) => Err(io::Error::other(format!(
             "writing oom_score_adj {score}: {error}"
         ))),
-    }
-}
-
-fn resource(typ: PosixRlimitType) -> Resource {
-    match typ {
-        PosixRlimitType::RlimitCpu => Resource::RLIMIT_CPU,
-        PosixRlimitType::RlimitFsize => Resource::RLIMIT_FSIZE,
-        PosixRlimitType::RlimitData => Resource::RLIMIT_DATA,
-        PosixRlimitType::RlimitStack => Resource::RLIMIT_STACK,
-        PosixRlimitType::RlimitCore => Resource::RLIMIT_CORE,
-        PosixRlimitType::RlimitRss => Resource::RLIMIT_RSS,
-        PosixRlimitType::RlimitNproc => Resource::RLIMIT_NPROC,
-        PosixRlimitType::RlimitNofile => Resource::RLIMIT_NOFILE,
-        PosixRlimitType::RlimitMemlock => Resource::RLIMIT_MEMLOCK,
-        PosixRlimitType::RlimitAs => Resource::RLIMIT_AS,
-        PosixRlimitType::RlimitLocks => Resource::RLIMIT_LOCKS,
-        PosixRlimitType::RlimitSigpending => Resource::RLIMIT_SIGPENDING,
-        PosixRlimitType::RlimitMsgqueue => Resource::RLIMIT_MSGQUEUE,
-        PosixRlimitType::RlimitNice => Resource::RLIMIT_NICE,
-        PosixRlimitType::RlimitRtprio => Resource::RLIMIT_RTPRIO,
-        PosixRlimitType::RlimitRttime => Resource::RLIMIT_RTTIME,
     }
 }
 
