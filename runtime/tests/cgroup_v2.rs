@@ -247,3 +247,57 @@ fn an_oom_kill_is_counted_in_memory_events() {
     hierarchy.remove(&parent).expect("remove parent");
     assert!(!dir(&root, &parent).exists(), "{parent} left behind");
 }
+
+/// Removing a container's cgroup kills everything in it at once (v2's
+/// cgroup.kill), a shell and the children it forked alike.
+#[test]
+fn kill_and_remove_ends_a_process_tree() {
+    let (hierarchy, root) = v2_root();
+    let (parent, placement) = test_pod("kill");
+    let container = container_cgroup(&placement, "tree");
+    let mut cleanup = Cleanup {
+        hierarchy: hierarchy.clone(),
+        levels: vec![container.clone(), placement.pod.clone(), parent.clone()],
+        child: None,
+    };
+    hierarchy.create_leaf(&container).expect("create leaf");
+    let leaf = dir(&root, &container);
+    assert!(
+        leaf.join("cgroup.kill").exists(),
+        "Linux 5.14+ has cgroup.kill"
+    );
+    let procs = leaf.join("cgroup.procs");
+    let shell = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {} || exit 1; sleep 600 & sleep 600 & wait",
+            procs.display()
+        ))
+        .spawn()
+        .expect("spawn the tree");
+    cleanup.child = Some(shell);
+    // The shell, moved in first, then the two sleeps it forks there.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while hierarchy.processes(&container).len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tree never reached the leaf: {:?}",
+            hierarchy.processes(&container)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    hierarchy
+        .kill_and_remove(&container)
+        .expect("kill and remove");
+    assert!(!leaf.exists(), "the leaf is gone");
+    let status = cleanup
+        .child
+        .take()
+        .map(|mut shell| shell.wait().expect("wait for the shell"))
+        .expect("shell");
+    assert_eq!(status.signal(), Some(9), "killed: {status:?}");
+    hierarchy.remove(&placement.pod).expect("remove pod");
+    hierarchy.remove(&parent).expect("remove parent");
+    assert!(!dir(&root, &parent).exists(), "{parent} left behind");
+}
