@@ -265,9 +265,14 @@ impl TestEnv {
         let pods: Vec<std::ffi::OsString> = fs::read_dir(self.state().join("pods"))
             .map(|d| d.flatten().map(|e| e.file_name()).collect())
             .unwrap_or_default();
-        let hierarchies: Vec<PathBuf> = fs::read_dir("/sys/fs/cgroup")
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
+        // v1: every hierarchy; v2: the one tree.
+        let hierarchies: Vec<PathBuf> = if cgroup_v2() {
+            vec![PathBuf::from(CGROUP_ROOT)]
+        } else {
+            fs::read_dir(CGROUP_ROOT)
+                .map(|d| d.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default()
+        };
         for pod in &pods {
             for hierarchy in &hierarchies {
                 kill_cgroup_tree(&hierarchy.join("crid").join(pod));
@@ -286,6 +291,27 @@ impl TestEnv {
         for mount_point in mounts {
             let _ = nix::mount::umount2(mount_point.as_str(), nix::mount::MntFlags::MNT_DETACH);
         }
+    }
+}
+
+/// The node's cgroup mount point.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Whether the node has a pure cgroup v2 hierarchy (cgroup2 on
+/// /sys/fs/cgroup, as scripts/vm-lane's VM has), not v1's per-controller
+/// mounts (or a v1 hybrid, as this project's CI host has).
+pub fn cgroup_v2() -> bool {
+    Path::new(CGROUP_ROOT).join("cgroup.controllers").exists()
+}
+
+/// The dir of `cgroup` (a cgroupfs path such as `/crid/<pod>`): in the v1
+/// hierarchy of `controller`, or in the one v2 tree.
+pub fn cgroup_dir(controller: &str, cgroup: &str) -> PathBuf {
+    let relative = cgroup.trim_start_matches('/');
+    if cgroup_v2() {
+        Path::new(CGROUP_ROOT).join(relative)
+    } else {
+        Path::new(CGROUP_ROOT).join(controller).join(relative)
     }
 }
 

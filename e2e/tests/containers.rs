@@ -293,13 +293,20 @@ async fn readonly_rootfs_and_a_readonly_bind_mount() {
     world.finish(&[&pod]).await;
 }
 
-/// The memory cgroup file of the container, as the container sees it.
-async fn memory_limit(world: &World, id: &str) -> u64 {
-    world
-        .sh(id, "cat /sys/fs/cgroup/memory/memory.limit_in_bytes")
-        .await
-        .parse()
-        .expect("a number")
+/// A control file of the container's cgroup as the container sees it in
+/// its /sys/fs/cgroup: v1's file in its controller's dir, or v2's.
+async fn cgroup_file(world: &World, id: &str, (v1, v2): (&str, &str)) -> String {
+    let file = if e2e::cgroup_v2() { v2 } else { v1 };
+    world.sh(id, &format!("cat /sys/fs/cgroup/{file}")).await
+}
+
+const MEMORY_LIMIT: (&str, &str) = ("memory/memory.limit_in_bytes", "memory.max");
+const CPU_SHARES: (&str, &str) = ("cpu/cpu.shares", "cpu.weight");
+const CPU_QUOTA: (&str, &str) = ("cpu/cpu.cfs_quota_us", "cpu.max");
+
+/// v1's value, or v2's.
+fn per_version<'a>(v1: &'a str, v2: &'a str) -> &'a str {
+    if e2e::cgroup_v2() { v2 } else { v1 }
 }
 
 #[tokio::test]
@@ -317,22 +324,45 @@ async fn limits_are_in_the_containers_cgroup_and_update_live() {
         });
     }
     let id = world.run_config(&pod, config).await;
-    assert_eq!(memory_limit(&world, &id).await, 64 * 1024 * 1024);
+    let mib_64 = (64 * 1024 * 1024).to_string();
+    assert_eq!(cgroup_file(&world, &id, MEMORY_LIMIT).await, mib_64);
+    // v2 weighs CPU as runc and crun convert shares (512 -> 59).
     assert_eq!(
-        world.sh(&id, "cat /sys/fs/cgroup/cpu/cpu.shares").await,
-        "512"
+        cgroup_file(&world, &id, CPU_SHARES).await,
+        per_version("512", "59")
     );
     assert_eq!(
-        world
-            .sh(&id, "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us")
-            .await,
-        "50000"
+        cgroup_file(&world, &id, CPU_QUOTA).await,
+        per_version("50000", "50000 100000")
     );
+    if e2e::cgroup_v2() {
+        // Its own cgroup namespace: its cgroup is the root of its view.
+        assert_eq!(world.sh(&id, "cat /proc/self/cgroup").await, "0::/");
+        // No swap asked: memory+swap = memory, on v2 no swap at all.
+        assert_eq!(
+            world.sh(&id, "cat /sys/fs/cgroup/memory.swap.max").await,
+            "0"
+        );
+        let (_, info) = world.status(&id).await;
+        let cgroup = info["cgroup"].as_str().expect("cgroup in the verbose info");
+        let host_dir = e2e::cgroup_dir("memory", cgroup);
+        let host_limit = std::fs::read_to_string(host_dir.join("memory.max")).expect("memory.max");
+        assert_eq!(
+            host_limit.trim(),
+            mib_64,
+            "the view is the container's own cgroup"
+        );
+    }
     // The container's view is read-only.
+    let shares_file = per_version(CPU_SHARES.0, CPU_SHARES.1);
     let out = world
         .exec(
             &id,
-            &["sh", "-c", "echo 1 > /sys/fs/cgroup/cpu/cpu.shares"],
+            &[
+                "sh",
+                "-c",
+                &format!("echo 2 > /sys/fs/cgroup/{shares_file}"),
+            ],
             10,
         )
         .await
@@ -353,10 +383,13 @@ async fn limits_are_in_the_containers_cgroup_and_update_live() {
         })
         .await
         .expect("update");
-    assert_eq!(memory_limit(&world, &id).await, 128 * 1024 * 1024);
     assert_eq!(
-        world.sh(&id, "cat /sys/fs/cgroup/cpu/cpu.shares").await,
-        "256"
+        cgroup_file(&world, &id, MEMORY_LIMIT).await,
+        (128 * 1024 * 1024).to_string()
+    );
+    assert_eq!(
+        cgroup_file(&world, &id, CPU_SHARES).await,
+        per_version("256", "35")
     );
     let (status, _) = world.status(&id).await;
     let resources = status.resources.and_then(|r| r.linux).expect("resources");

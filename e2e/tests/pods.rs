@@ -194,7 +194,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn memory_cgroup(path: &str) -> PathBuf {
-    PathBuf::from("/sys/fs/cgroup/memory").join(path.trim_start_matches('/'))
+    e2e::cgroup_dir("memory", path)
 }
 
 #[tokio::test]

@@ -1,44 +1,20 @@
 //! Container cgroups on the host's real hierarchy, as root: a leaf under a
 //! test parent, limits written and read back, live updates with a process
-//! inside, and nothing left behind.
+//! inside, and nothing left behind. This one is cgroup v1 (the host's);
+//! tests/cgroup_v2.rs is its v2 twin, run in scripts/vm-lane's VM.
+
+mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::PathBuf;
+use std::process::Command;
 
+use common::{Cleanup, read, require_root};
 use proto::monitor::CgroupView;
 use runtime::cgroup::{Hierarchy, Placement, container_cgroup, oom_kills};
 use runtime::spec::Resources;
 
 const MIB: i64 = 1024 * 1024;
-
-/// The test's cgroups and process; on drop (also after a failed assert)
-/// kills the process and removes every level the test made.
-struct Cleanup {
-    hierarchy: Hierarchy,
-    levels: Vec<String>,
-    child: Option<Child>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        for level in &self.levels {
-            let _ = self.hierarchy.kill_and_remove(level);
-        }
-    }
-}
-
-fn read(dir: &Path, file: &str) -> String {
-    let path = dir.join(file);
-    fs::read_to_string(&path)
-        .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
-        .trim()
-        .to_owned()
-}
 
 /// The container's dir in the v1 hierarchy of `name` (as `view` names it).
 fn dir_of(view: &CgroupView, name: &str) -> PathBuf {
@@ -55,10 +31,7 @@ fn dir_of(view: &CgroupView, name: &str) -> PathBuf {
 
 #[test]
 fn container_leaf_limits_updates_and_removal_on_v1() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "this test writes real cgroups: run it as root"
-    );
+    require_root();
     let hierarchy = Hierarchy::detect().expect("detect");
     assert!(
         matches!(hierarchy, Hierarchy::V1 { .. }),

@@ -5,7 +5,7 @@
 // Each test file uses its own subset of these helpers.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -338,15 +338,14 @@ pub fn image_spec(image: &str) -> cri::ImageSpec {
 /// What is left of a pod's cgroup (crid's own, for pods without a parent;
 /// its containers' cgroups live inside it).
 pub fn pod_cgroups(pod: &str) -> Vec<PathBuf> {
+    let cgroup = format!("/crid/{pod}");
     ["memory", "pids", "cpu,cpuacct", "cpuset"]
         .iter()
-        .map(|hierarchy| {
-            Path::new("/sys/fs/cgroup")
-                .join(hierarchy)
-                .join("crid")
-                .join(pod)
-        })
+        .map(|controller| e2e::cgroup_dir(controller, &cgroup))
         .filter(|dir| dir.exists())
+        // v2: one dir for all.
+        .collect::<BTreeSet<PathBuf>>()
+        .into_iter()
         .collect()
 }
 

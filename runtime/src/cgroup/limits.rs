@@ -219,10 +219,24 @@ pub(super) fn apply_v2(dir: &Path, r: &Resources) -> Result<(), CgroupError> {
     Ok(())
 }
 
-/// v1 `cpu.shares` [2, 262144] onto v2 `cpu.weight` [1, 10000], linearly,
-/// as runc maps them (so a pod's shares mean the same under either).
+/// v1 `cpu.shares` [2, 262144] onto v2 `cpu.weight` [1, 10000] as runc
+/// (since 1.3.2) and crun (since 1.23) map them: a log-quadratic curve
+/// through (2, 1), (1024, 100) and (262144, 10000), so v1's default share
+/// lands on v2's default weight and a 1-CPU container weighs as much as
+/// the pod's sandbox leaf (the old linear map gave it 39).
 pub(super) fn cpu_weight(shares: u64) -> u64 {
-    1 + ((shares.clamp(2, 262_144) - 2) * 9999) / 262_142
+    if shares <= 2 {
+        return 1;
+    }
+    if shares >= 262_144 {
+        return 10_000;
+    }
+    // Exact in f64 (shares < 2^18).
+    let l = (shares as f64).log2();
+    let exponent = (l * l + 125.0 * l) / 612.0 - 7.0 / 34.0;
+    // Positive and at most 10000 by the bounds above.
+    let weight = 10f64.powf(exponent).ceil() as u64;
+    weight.clamp(1, 10_000)
 }
 
 /// A negative limit is "no limit".

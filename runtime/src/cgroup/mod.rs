@@ -256,16 +256,35 @@ impl Hierarchy {
     /// SIGKILLs everything in `cgroup` until it is empty (bounded).
     pub fn kill(&self, cgroup: &str) -> Result<(), CgroupError> {
         let deadline = Instant::now() + EMPTY_TIMEOUT;
+        // v2 (Linux 5.14+): the kernel kills the whole cgroup at once, forks
+        // in flight included, which a pid list read first cannot.
+        let kill_file = match self {
+            Hierarchy::V2 { root } => {
+                let file = root
+                    .join(cgroup.trim_start_matches('/'))
+                    .join("cgroup.kill");
+                file.exists().then_some(file)
+            }
+            Hierarchy::V1 { .. } => None,
+        };
         loop {
             let pids = self.processes(cgroup);
             if pids.is_empty() {
                 break;
             }
-            for pid in pids {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+            match &kill_file {
+                // Gone meanwhile: the next read finds it empty.
+                Some(file) => {
+                    let _ = fs::write(file, "1");
+                }
+                None => {
+                    for pid in pids {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
             }
             if Instant::now() > deadline {
                 return Err(CgroupError::Cgroup {

@@ -366,7 +366,7 @@ fn v2_apply_writes_every_limit() {
         ..realistic()
     };
     hierarchy.apply(cgroup, &resources).expect("apply");
-    assert_eq!(read(&leaf.join("cpu.weight")), "20");
+    assert_eq!(read(&leaf.join("cpu.weight")), "59");
     assert_eq!(read(&leaf.join("cpu.max")), "50000 100000");
     assert_eq!(read(&leaf.join("cpuset.cpus")), "0-1");
     assert_eq!(read(&leaf.join("cpuset.mems")), "0");
@@ -388,7 +388,7 @@ fn v2_apply_writes_every_limit() {
     assert_eq!(read(&leaf.join("memory.swap.max")), (32 * MIB).to_string());
     assert_eq!(read(&leaf.join("pids.max")), "max");
     assert_eq!(read(&leaf.join("hugetlb.2MB.max")), "max");
-    assert_eq!(read(&leaf.join("cpu.weight")), "20", "unset stays");
+    assert_eq!(read(&leaf.join("cpu.weight")), "59", "unset stays");
 
     let unlimited_swap = Resources {
         memory_limit: Some(64 * MIB),
@@ -476,8 +476,14 @@ fn cpu_shares_map_onto_cpu_weight() {
     for (shares, weight) in [
         (1, 1),
         (2, 1),
-        (512, 20),
-        (1024, 39),
+        (3, 2),
+        (102, 17),
+        (256, 35),
+        (512, 59),
+        (1024, 100),
+        (2048, 174),
+        (100_000, 4340),
+        (262_143, 10_000),
         (262_144, 10_000),
         (1_000_000, 10_000),
     ] {
