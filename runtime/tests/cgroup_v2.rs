@@ -41,6 +41,7 @@ fn test_pod(name: &str) -> (String, Placement) {
         pod: format!("{parent}/pod"),
         sandbox: format!("{parent}/pod/sandbox"),
         owns_pod: true,
+        systemd: false,
     };
     (parent, placement)
 }
