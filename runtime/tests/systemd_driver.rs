@@ -155,14 +155,14 @@ async fn pod_and_container_scopes_in_a_kubelet_slice() {
     // systemd's view…
     assert_eq!(show(&container_unit, "MemoryMax"), (64 * MIB).to_string());
     assert_eq!(show(&container_unit, "TasksMax"), "20");
-    assert_eq!(show(&container_unit, "CPUWeight"), "20");
+    assert_eq!(show(&container_unit, "CPUWeight"), "59");
     assert_eq!(show(&container_unit, "CPUQuotaPerSecUSec"), "130ms");
     assert_eq!(show(&container_unit, "AllowedCPUs"), "0");
     // …and the files, with the exact quota crid wrote after systemd.
     let dir = root.join(cgroup.trim_start_matches('/'));
     assert_eq!(read(&dir, "memory.max"), (64 * MIB).to_string());
     assert_eq!(read(&dir, "pids.max"), "20");
-    assert_eq!(read(&dir, "cpu.weight"), "20");
+    assert_eq!(read(&dir, "cpu.weight"), "59");
     assert_eq!(read(&dir, "cpu.max"), "12345 100000");
     assert_eq!(read(&dir, "cpuset.cpus"), "0");
 

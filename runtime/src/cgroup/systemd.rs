@@ -615,7 +615,7 @@ mod tests {
         assert_eq!(
             limit_properties(&r, true).expect("valid"),
             vec![
-                ("CPUWeight", Value::U64(39)),
+                ("CPUWeight", Value::U64(100)),
                 ("CPUQuotaPeriodUSec", Value::U64(100_000)),
                 ("CPUQuotaPerSecUSec", Value::U64(500_000)),
                 ("AllowedCPUs", Value::Mask(vec![0b0000_0111, 0b0000_0010])),
