@@ -290,10 +290,15 @@ impl PodManager {
                 .placement(&spec.id, spec.cgroup_parent.as_deref())
                 .ok(),
         };
-        if let Some(placement) = placement {
-            self.cgroups.remove_sandbox(&placement).await?;
-        }
-        blocking(move || mounts::unmount_all(&pod_dir)).await
+        // The mounts go also when the cgroup cannot (systemd unreachable):
+        // the next teardown then has only the cgroup left to retry.
+        let removed = match placement {
+            Some(placement) => self.cgroups.remove_sandbox(&placement).await,
+            None => Ok(()),
+        };
+        let unmounted = blocking(move || mounts::unmount_all(&pod_dir)).await;
+        removed?;
+        unmounted
     }
 
     /// True while the pod's pause process runs.

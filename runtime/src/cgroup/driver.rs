@@ -8,8 +8,12 @@ use std::path::PathBuf;
 use oci_spec::runtime::LinuxDeviceCgroup;
 
 use super::systemd::{self, Systemd};
-use super::{CgroupError, Hierarchy, Placement};
+use super::{CgroupError, Hierarchy, Placement, limits};
 use crate::spec::Resources;
+
+/// Bound on placing a container in its systemd scope: below the 10 s the
+/// monitor waits for crid's answer while it holds the container's init.
+const PLACE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(8);
 
 /// `[runtime] cgroup_driver`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +51,21 @@ impl Cgroups {
         let hierarchy = blocking(Hierarchy::detect).await?;
         let systemd = match driver {
             Driver::Cgroupfs => None,
-            Driver::Systemd => Some(Systemd::connect().await?),
+            Driver::Systemd => {
+                let systemd = Systemd::connect().await?;
+                // On v1, systemd rewrites a scope's device cgroup on every
+                // daemon-reload from its own DevicePolicy, undoing crid's
+                // rules; v1 with the systemd driver is legacy: refused.
+                if !matches!(hierarchy, Hierarchy::V2 { .. }) {
+                    return Err(CgroupError::Cgroup {
+                        path: "/sys/fs/cgroup".into(),
+                        reason: "the systemd cgroup driver needs cgroup v2 (a unified \
+                                 hierarchy); set [runtime] cgroup_driver = \"cgroupfs\""
+                            .into(),
+                    });
+                }
+                Some(systemd)
+            }
         };
         Ok(Cgroups { hierarchy, systemd })
     }
@@ -211,9 +229,19 @@ impl Cgroups {
         resources: &Resources,
         devices: &[LinuxDeviceCgroup],
     ) -> Result<(), CgroupError> {
+        limits::check(resources)?;
         let pids = unit_pids(cgroup, pids)?;
-        self.start_scope(placement, cgroup, &pids, resources)
-            .await?;
+        // The monitor holds the init for at most its client timeout (10 s)
+        // waiting for Placed: give up before it does.
+        tokio::time::timeout(
+            PLACE_TIMEOUT,
+            self.start_scope(placement, cgroup, &pids, resources),
+        )
+        .await
+        .map_err(|_| CgroupError::Cgroup {
+            path: cgroup.into(),
+            reason: format!("systemd did not start its scope within {PLACE_TIMEOUT:?}"),
+        })??;
         let (hierarchy, cgroup, resources, devices) = (
             self.hierarchy.clone(),
             cgroup.to_owned(),
@@ -231,6 +259,8 @@ impl Cgroups {
     /// as unit properties first, so systemd's view stays the same as the
     /// files. A container whose scope has ended (it exited) has none to change.
     pub async fn update(&self, cgroup: &str, resources: &Resources) -> Result<(), CgroupError> {
+        // Refused before systemd applies any of it.
+        limits::check(resources)?;
         if let Some(unit) = systemd::unit_of(cgroup) {
             let properties = systemd::limit_properties(resources, self.v2())?;
             if !self

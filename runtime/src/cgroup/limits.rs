@@ -51,6 +51,16 @@ fn check_page_size(size: &str) -> Result<(), CgroupError> {
     }
 }
 
+/// The checks of `resources` that need no cgroup, for callers that act on
+/// them elsewhere first (systemd's unit properties).
+pub(super) fn check(resources: &Resources) -> Result<(), CgroupError> {
+    memory_limits(resources)?;
+    for (size, _) in &resources.hugepage_limits {
+        check_page_size(size)?;
+    }
+    Ok(())
+}
+
 /// v1 limits, each in the hierarchy of its controller (the file name's
 /// first word).
 pub(super) fn apply_v1(mounts: &[V1Mount], cgroup: &str, r: &Resources) -> Result<(), CgroupError> {

@@ -294,7 +294,6 @@ fn variant(value: &Value) -> Variant<'_> {
 
 // ---------------------------------------------------------------- D-Bus
 
-/// A connection to systemd (PID 1).
 /// A connection to systemd (PID 1), shared by clones.
 #[derive(Debug, Clone)]
 pub struct Systemd {
@@ -408,10 +407,16 @@ impl Systemd {
     {
         let what = || format!("{method} {unit}");
         // Listening before the call: the job may end before its reply is read.
+        // Only systemd's signals about this unit: signals of other jobs would
+        // queue unread here, and a full queue stops zbus reading the socket
+        // (replies included); and another bus client could fake them.
         let rule = MatchRule::builder()
             .msg_type(MessageType::Signal)
+            .sender(SERVICE)
+            .path(OBJECT)
             .interface(MANAGER)
             .member("JobRemoved")
+            .arg(2, unit)
             .build()
             .map_err(|error| systemd_error(what(), error))?;
         let mut removed = match MessageStream::for_match_rule(rule, &self.connection(), None).await
@@ -422,7 +427,10 @@ impl Systemd {
                 return Err(systemd_error(what(), error));
             }
         };
-        let reply = match self.call(method, body).await {
+        let reply = tokio::time::timeout(JOB_TIMEOUT, self.call(method, body))
+            .await
+            .map_err(|_| systemd_error(what(), format!("no reply within {JOB_TIMEOUT:?}")))?;
+        let reply = match reply {
             Ok(reply) => reply,
             Err(error) if is_no_such_unit(&error) => return Ok(None),
             Err(error) => return Err(systemd_error(what(), error)),

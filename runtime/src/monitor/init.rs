@@ -88,6 +88,10 @@ fn fork_holder() -> io::Result<Holder> {
                 })
                 .and_then(|()| {
                     let _ = nix::sys::prctl::set_name(c"crid-holder");
+                    // The OOM killer must never pick the holder over the
+                    // container: a kill of it would count as the container's
+                    // OOM kill. Best effort: it needs CAP_SYS_RESOURCE.
+                    let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
                     let mut byte = [0u8; 1];
                     // Nothing is ever written: this returns at EOF.
                     File::from(release_read).read(&mut byte).map(|_| ())
