@@ -41,12 +41,43 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-struct Cleanup {
+/// A v2 cgroup of the test's own holding a container's device rules;
+/// on drop (also after a failed assert) its processes die and it goes.
+struct TestCgroup {
     hierarchy: Hierarchy,
     cgroup: String,
+    dir: PathBuf,
 }
 
-impl Drop for Cleanup {
+impl TestCgroup {
+    fn with_rules_of(name: &str, privileged: bool) -> TestCgroup {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test loads eBPF into a real cgroup: run it as root"
+        );
+        let root = cgroup2_mount();
+        let hierarchy = Hierarchy::V2 { root: root.clone() };
+        let cgroup = format!("/crid-devices-{name}-{}", std::process::id());
+        hierarchy.create_leaf(&cgroup).expect("create cgroup");
+        let test_cgroup = TestCgroup {
+            hierarchy,
+            dir: root.join(cgroup.trim_start_matches('/')),
+            cgroup,
+        };
+        let rules = device_rules(privileged).expect("rules");
+        test_cgroup
+            .hierarchy
+            .apply_devices(&test_cgroup.cgroup, &rules)
+            .expect("load and attach the device program");
+        test_cgroup
+    }
+
+    fn procs(&self) -> PathBuf {
+        self.dir.join("cgroup.procs")
+    }
+}
+
+impl Drop for TestCgroup {
     fn drop(&mut self) {
         let _ = self.hierarchy.kill_and_remove(&self.cgroup);
     }
@@ -54,25 +85,8 @@ impl Drop for Cleanup {
 
 #[test]
 fn a_v2_device_program_allows_the_default_devices_and_mknod_only() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "this test loads eBPF into a real cgroup: run it as root"
-    );
-    let root = cgroup2_mount();
-    let hierarchy = Hierarchy::V2 { root: root.clone() };
-    let cgroup = format!("/crid-devices-test-{}", std::process::id());
-    hierarchy.create_leaf(&cgroup).expect("create cgroup");
-    let cleanup = Cleanup {
-        hierarchy: hierarchy.clone(),
-        cgroup: cgroup.clone(),
-    };
-    let rules = device_rules(false).expect("rules");
-    hierarchy
-        .apply_devices(&cgroup, &rules)
-        .expect("load and attach the device program");
-    let procs = root
-        .join(cgroup.trim_start_matches('/'))
-        .join("cgroup.procs");
+    let test_cgroup = TestCgroup::with_rules_of("test", false);
+    let procs = test_cgroup.procs();
     let nodes = tempfile::tempdir().expect("temp dir");
     let node = nodes.path().join("loop0");
     let node = node.display();
@@ -97,32 +111,19 @@ fn a_v2_device_program_allows_the_default_devices_and_mknod_only() {
         stderr(&outside)
     );
 
-    drop(cleanup);
-    assert!(!root.join(cgroup.trim_start_matches('/')).exists());
+    let dir = test_cgroup.dir.clone();
+    drop(test_cgroup);
+    assert!(!dir.exists());
 }
 
 #[test]
 fn a_privileged_containers_rules_need_no_program() {
-    assert!(nix::unistd::geteuid().is_root(), "run as root");
-    let root = cgroup2_mount();
-    let hierarchy = Hierarchy::V2 { root: root.clone() };
-    let cgroup = format!("/crid-devices-privileged-{}", std::process::id());
-    hierarchy.create_leaf(&cgroup).expect("create cgroup");
-    let _cleanup = Cleanup {
-        hierarchy: hierarchy.clone(),
-        cgroup: cgroup.clone(),
-    };
-    hierarchy
-        .apply_devices(&cgroup, &device_rules(true).expect("rules"))
-        .expect("apply");
-    let procs = root
-        .join(cgroup.trim_start_matches('/'))
-        .join("cgroup.procs");
+    let test_cgroup = TestCgroup::with_rules_of("privileged", true);
     let nodes = tempfile::tempdir().expect("temp dir");
     let node = nodes.path().join("loop0");
     let node = node.display();
     let open = run(
-        Some(&procs),
+        Some(&test_cgroup.procs()),
         &format!("mknod {node} b 7 0 && head -c 1 {node}"),
     );
     assert!(
