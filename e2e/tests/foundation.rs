@@ -156,20 +156,21 @@ async fn status_without_verbose_has_no_info(crid: &e2e::Crid) -> bool {
     status(crid, false).await.info.is_empty()
 }
 
-#[tokio::test]
-async fn runtime_config_reports_the_configured_cgroup_driver() {
-    let env = TestEnv::new();
-    let mut crid = env.start().await;
+async fn cgroup_driver(crid: &e2e::Crid) -> cri::CgroupDriver {
     let mut client = crid.runtime().await.expect("client");
     let response = client
         .runtime_config(cri::RuntimeConfigRequest {})
         .await
         .expect("RuntimeConfig")
         .into_inner();
-    assert_eq!(
-        response.linux.expect("linux").cgroup_driver(),
-        cri::CgroupDriver::Cgroupfs
-    );
+    response.linux.expect("linux").cgroup_driver()
+}
+
+#[tokio::test]
+async fn runtime_config_reports_the_configured_cgroup_driver() {
+    let env = TestEnv::new();
+    let mut crid = env.start().await;
+    assert_eq!(cgroup_driver(&crid).await, cri::CgroupDriver::Cgroupfs);
     crid.stop().await;
 
     let mut env = env;
@@ -178,16 +179,7 @@ async fn runtime_config_reports_the_configured_cgroup_driver() {
         // systemd is this host's init: crid uses it (tests/systemd.rs, in
         // the VM lane, goes further).
         let mut crid = env.start().await;
-        let mut client = crid.runtime().await.expect("client");
-        let response = client
-            .runtime_config(cri::RuntimeConfigRequest {})
-            .await
-            .expect("RuntimeConfig")
-            .into_inner();
-        assert_eq!(
-            response.linux.expect("linux").cgroup_driver(),
-            cri::CgroupDriver::Systemd
-        );
+        assert_eq!(cgroup_driver(&crid).await, cri::CgroupDriver::Systemd);
         crid.stop().await;
     } else {
         // Anywhere else crid stops at once, saying why and what to set,
