@@ -23,7 +23,9 @@ use crate::daemon::Daemon;
 use crate::error::CridError;
 use crate::images::{self, ImageRecord};
 use crate::pods::{self, PodPhase, PodRecord};
-use crate::rpc::{blocking, find_by_id_or_prefix, now_nanos};
+use crate::rpc::{
+    Record, blocking, find_by_id_or_prefix, forget, insert_reserving, now_nanos, save,
+};
 use crate::store::Table;
 
 /// Exit code and reason when a container's end was never observed (its
@@ -66,24 +68,19 @@ pub struct ContainerRecord {
     pub pid: i32,
 }
 
+impl Record for ContainerRecord {
+    const TABLE: Table = Table::Containers;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn reserved_name(&self) -> &str {
+        &self.reserved_name
+    }
+}
+
 async fn load(daemon: &Arc<Daemon>, id: &str) -> Result<Option<ContainerRecord>, CridError> {
     let (daemon, id) = (daemon.clone(), id.to_string());
     blocking(move || Ok(daemon.store.get(Table::Containers, &id)?)).await
-}
-
-async fn save(daemon: &Arc<Daemon>, record: &ContainerRecord) -> Result<(), CridError> {
-    let (daemon, record) = (daemon.clone(), record.clone());
-    blocking(move || Ok(daemon.store.put(Table::Containers, &record.id, &record)?)).await
-}
-
-async fn forget(daemon: &Arc<Daemon>, record: &ContainerRecord) -> Result<(), CridError> {
-    let (daemon, record) = (daemon.clone(), record.clone());
-    blocking(move || {
-        Ok(daemon
-            .store
-            .remove_releasing(Table::Containers, &record.reserved_name, &record.id)?)
-    })
-    .await
 }
 
 pub fn load_records(daemon: &Daemon) -> Result<Vec<ContainerRecord>, CridError> {
@@ -200,18 +197,7 @@ pub async fn create(
     };
     // Name reserved and record written before the host is touched: a crash
     // from here on is found and rolled back at the next start.
-    {
-        let (daemon, record) = (daemon.clone(), record.clone());
-        blocking(move || {
-            Ok(daemon.store.insert_reserving(
-                Table::Containers,
-                &record.reserved_name,
-                &record.id,
-                &record,
-            )?)
-        })
-        .await?;
-    }
+    insert_reserving(&daemon, &record).await?;
     let _guard = daemon.pod_locks.lock(&id).await;
     let mut progress = pod_sandbox::Progress::new("container", &id);
     progress.step("container.recorded");

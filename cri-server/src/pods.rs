@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::daemon::Daemon;
 use crate::error::CridError;
-use crate::rpc::{blocking, find_by_id_or_prefix, now_nanos};
+use crate::rpc::{
+    Record, blocking, find_by_id_or_prefix, forget, insert_reserving, now_nanos, save,
+};
 use crate::store::Table;
 
 /// Where a pod is in its life.
@@ -36,6 +38,16 @@ pub struct PodRecord {
     pub sandbox: SandboxState,
 }
 
+impl Record for PodRecord {
+    const TABLE: Table = Table::Pods;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn reserved_name(&self) -> &str {
+        &self.reserved_name
+    }
+}
+
 /// A 64-hex-digit id, as containerd's and CRI-O's.
 pub fn new_id() -> Result<String, CridError> {
     let mut bytes = [0u8; 32];
@@ -54,21 +66,6 @@ fn random_error(error: std::io::Error) -> CridError {
 async fn load(daemon: &std::sync::Arc<Daemon>, id: &str) -> Result<Option<PodRecord>, CridError> {
     let (daemon, id) = (daemon.clone(), id.to_string());
     blocking(move || Ok(daemon.store.get(Table::Pods, &id)?)).await
-}
-
-async fn save(daemon: &std::sync::Arc<Daemon>, record: &PodRecord) -> Result<(), CridError> {
-    let (daemon, record) = (daemon.clone(), record.clone());
-    blocking(move || Ok(daemon.store.put(Table::Pods, &record.id, &record)?)).await
-}
-
-async fn forget(daemon: &std::sync::Arc<Daemon>, record: &PodRecord) -> Result<(), CridError> {
-    let (daemon, record) = (daemon.clone(), record.clone());
-    blocking(move || {
-        Ok(daemon
-            .store
-            .remove_releasing(Table::Pods, &record.reserved_name, &record.id)?)
-    })
-    .await
 }
 
 /// A full id or a unique prefix of one.
@@ -129,18 +126,7 @@ pub async fn run(
     };
     // Reserve the name and record the pod before touching the host, so a
     // crash from here on is found and rolled back at the next start.
-    {
-        let (daemon, record) = (daemon.clone(), record.clone());
-        blocking(move || {
-            Ok(daemon.store.insert_reserving(
-                Table::Pods,
-                &record.reserved_name,
-                &record.id,
-                &record,
-            )?)
-        })
-        .await?;
-    }
+    insert_reserving(&daemon, &record).await?;
     let _guard = daemon.pod_locks.lock(&id).await;
     pod_sandbox::fault::point("pod.recorded");
     match daemon.pods.run(&record.spec).await {

@@ -145,3 +145,48 @@ where
     })
     .await
 }
+
+/// A pod's or a container's metadata record: kept in its own table under
+/// its id, with the name it reserves.
+pub trait Record: serde::Serialize + Clone + Send + Sync + 'static {
+    const TABLE: crate::store::Table;
+    fn id(&self) -> &str;
+    fn reserved_name(&self) -> &str;
+}
+
+/// Reserves the record's name and writes the record, in one transaction.
+pub async fn insert_reserving<R: Record>(
+    daemon: &std::sync::Arc<crate::daemon::Daemon>,
+    record: &R,
+) -> Result<(), CridError> {
+    let (daemon, record) = (daemon.clone(), record.clone());
+    blocking(move || {
+        Ok(daemon
+            .store
+            .insert_reserving(R::TABLE, record.reserved_name(), record.id(), &record)?)
+    })
+    .await
+}
+
+/// Writes the record over its previous version.
+pub async fn save<R: Record>(
+    daemon: &std::sync::Arc<crate::daemon::Daemon>,
+    record: &R,
+) -> Result<(), CridError> {
+    let (daemon, record) = (daemon.clone(), record.clone());
+    blocking(move || Ok(daemon.store.put(R::TABLE, record.id(), &record)?)).await
+}
+
+/// Removes the record and releases its name, in one transaction.
+pub async fn forget<R: Record>(
+    daemon: &std::sync::Arc<crate::daemon::Daemon>,
+    record: &R,
+) -> Result<(), CridError> {
+    let (daemon, record) = (daemon.clone(), record.clone());
+    blocking(move || {
+        Ok(daemon
+            .store
+            .remove_releasing(R::TABLE, record.reserved_name(), record.id())?)
+    })
+    .await
+}
