@@ -78,6 +78,10 @@ impl MonitorClient {
             })?;
         let launcher = tokio::process::Command::new(binary)
             .arg(&self.pod_dir)
+            // Nothing of crid's environment is the monitor's business, and
+            // pause, a fork that never execs, shows the monitor's
+            // environment in /proc/<pid>/environ to its pod.
+            .env_clear()
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())

@@ -33,12 +33,22 @@ pub fn fork_single_threaded() -> Result<Forked, std::io::Error> {
 /// signalfd, other containers' stdio).
 /// Only for a child that never returns into code owning those descriptors.
 pub fn close_inherited_fds(keep: &[std::os::fd::RawFd]) -> Result<(), std::io::Error> {
+    close_fds_from(3, keep)
+}
+
+/// As [`close_inherited_fds`], stdin, stdout and stderr included: for a
+/// child that never writes anywhere again.
+pub fn close_all_fds(keep: &[std::os::fd::RawFd]) -> Result<(), std::io::Error> {
+    close_fds_from(0, keep)
+}
+
+fn close_fds_from(first: u32, keep: &[std::os::fd::RawFd]) -> Result<(), std::io::Error> {
     let mut keep = keep
         .iter()
         .map(|&fd| u32::try_from(fd).map_err(|_| std::io::Error::other("negative fd")))
         .collect::<Result<Vec<u32>, _>>()?;
     keep.sort_unstable();
-    let mut first = 3;
+    let mut first = first;
     for kept in keep {
         if kept > first {
             close_range(first, kept - 1)?;

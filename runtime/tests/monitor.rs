@@ -157,11 +157,46 @@ async fn pause_runs_in_new_namespaces_as_pid_1_under_a_detached_monitor() {
             "{ns} namespace not new"
         );
     }
-    assert_eq!(
+    // Confined: a mount namespace of its own with an empty read-only
+    // root, nothing held, no privilege, nothing of crid's environment.
+    assert_ne!(
         ns_link(&pause.to_string(), "mnt"),
         ns_link("self", "mnt"),
-        "mount namespace should be the host's"
+        "pause is in the host's mount namespace"
     );
+    let root = format!("/proc/{pause}/root");
+    let entries: Vec<_> = std::fs::read_dir(&root)
+        .expect("pause's root")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(entries.is_empty(), "pause's root is not empty: {entries:?}");
+    let written = std::fs::write(format!("{root}/x"), "x").expect_err("pause's root is writable");
+    assert_eq!(written.raw_os_error(), Some(libc::EROFS), "{written}");
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pause}/cwd")).expect("cwd"),
+        std::path::Path::new("/")
+    );
+    assert_eq!(proc_text(pause, "environ"), "", "pause has an environment");
+    let status = proc_text(pause, "status");
+    for (key, wanted) in [
+        ("CapInh", "0000000000000000"),
+        ("CapPrm", "0000000000000000"),
+        ("CapEff", "0000000000000000"),
+        ("CapBnd", "0000000000000000"),
+        ("CapAmb", "0000000000000000"),
+        ("NoNewPrivs", "1"),
+        ("Seccomp", "2"),
+        ("Uid", "65535\t65535\t65535\t65535"),
+        ("Gid", "65535\t65535\t65535\t65535"),
+        ("Groups", ""),
+    ] {
+        let line = status
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{key}:")))
+            .unwrap_or_else(|| panic!("no {key} in {status}"));
+        assert_eq!(line.trim(), wanted, "pause's {key}");
+    }
     let nspid = proc_text(pause, "status")
         .lines()
         .find(|l| l.starts_with("NSpid:"))
@@ -177,7 +212,7 @@ async fn pause_runs_in_new_namespaces_as_pid_1_under_a_detached_monitor() {
         .flatten()
         .map(|e| e.file_name())
         .collect();
-    assert_eq!(fds.len(), 3, "pause holds more than stdio: {fds:?}");
+    assert!(fds.is_empty(), "pause holds descriptors: {fds:?}");
 
     assert_eq!(nsenter(pause, "-u", &["hostname"]), "crid-test-host");
     // lo is up without any CNI plugin.

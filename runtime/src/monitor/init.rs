@@ -21,6 +21,8 @@ mod process;
 mod rootfs;
 mod seccomp;
 
+pub(super) use rootfs::pivot_into;
+
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};

@@ -4,6 +4,7 @@
 //! sub-reaper of everything it starts, starts the pod's pause process in the
 //! pod's new namespaces, and then answers crid on `<pod dir>/monitor.sock`.
 
+mod confine;
 mod containers;
 pub mod init;
 mod loopback;
@@ -162,7 +163,7 @@ impl Monitor {
         let (_dir, short_socket_path) = short_path(pod_dir, SOCKET_FILE)?;
         let listener = UnixListener::bind(short_socket_path)?;
 
-        let pause = pause::start(config)?;
+        let pause = pause::start(config, pod_dir)?;
         Ok((
             Monitor {
                 pod_dir: pod_dir.to_path_buf(),

@@ -1,13 +1,15 @@
 //! The built-in pause: a fork of the monitor that never execs, so it costs
 //! only the pages it dirties. It creates the pod's namespaces, applies the
 //! pod's hostname and namespaced sysctls inside them, and then waits for
-//! signals; as PID 1 of a pod PID namespace it reaps zombies.
+//! signals; as PID 1 of a pod PID namespace it reaps zombies. Before it
+//! waits it is confined: a container sharing its PID namespace finds
+//! nothing of the host or of crid in it.
 
 use std::ffi::CStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
@@ -15,10 +17,17 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use proto::monitor::MonitorConfig;
 
+use super::confine::confine;
 use crate::sys::{Forked, close_inherited_fds, exit_child, fork_single_threaded};
 
-/// Starts pause and returns its pid once its namespaces are set up.
-pub fn start(config: &MonitorConfig) -> io::Result<Pid> {
+/// What pause calls once confined: sigwait, waitpid, and the close of its
+/// report pipe (std checks a descriptor with fcntl before it closes it).
+const PAUSE_SYSCALLS: [&str; 4] = ["rt_sigtimedwait", "wait4", "close", "fcntl"];
+
+/// Starts pause and returns its pid once its namespaces are set up and it
+/// is confined (see [`confine`]); its empty root is mounted over
+/// `pod_dir`, in its own mount namespace only.
+pub fn start(config: &MonitorConfig, pod_dir: &Path) -> io::Result<Pid> {
     let (report_read, report_write) = nix::unistd::pipe()?;
     let child = match fork_single_threaded()? {
         Forked::Child => {
@@ -27,19 +36,31 @@ pub fn start(config: &MonitorConfig) -> io::Result<Pid> {
             let mut report = File::from(report_write);
             match kept.and_then(|()| enter_namespaces(config)) {
                 Ok(Forked::Child) => {
-                    // The pod's PID 1 (or pause in shared host PID): report
-                    // done by closing the pipe, then wait forever.
-                    drop(report);
-                    run()
+                    // The pod's PID 1 (or pause in shared host PID):
+                    // confined, it reports done by closing the pipe, then
+                    // waits forever.
+                    let signals = waited_signals();
+                    let ready = block(&signals)
+                        .and_then(|()| confine(pod_dir, &[report.as_raw_fd()], &PAUSE_SYSCALLS));
+                    match ready {
+                        Ok(()) => {
+                            drop(report);
+                            run(&signals)
+                        }
+                        Err(error) => {
+                            let _ = writeln!(report, "error {error}");
+                            exit_child(1)
+                        }
+                    }
                 }
                 Ok(Forked::Parent(pause)) => {
                     // The intermediate of a new PID namespace: its child is
                     // pause; tell the monitor which pid that is.
-                    let _ = write!(report, "pid {}", pause.as_raw());
+                    let _ = writeln!(report, "pid {}", pause.as_raw());
                     exit_child(0)
                 }
                 Err(error) => {
-                    let _ = write!(report, "error {error}");
+                    let _ = writeln!(report, "error {error}");
                     exit_child(1)
                 }
             }
@@ -49,21 +70,33 @@ pub fn start(config: &MonitorConfig) -> io::Result<Pid> {
     drop(report_write);
     let mut report = String::new();
     File::from(report_read).read_to_string(&mut report)?;
-    if let Some(message) = report.strip_prefix("error ") {
-        let _ = waitpid(child, None);
-        return Err(io::Error::other(format!("pause: {message}")));
-    }
-    match report.strip_prefix("pid ") {
-        // A new PID namespace: the child was the intermediate; reap it.
-        Some(pid) => {
-            let _ = waitpid(child, None);
-            pid.trim()
-                .parse()
-                .map(Pid::from_raw)
-                .map_err(|_| io::Error::other(format!("pause reported {report:?}")))
+    // Lines from the intermediate (its pid) and from pause (its error).
+    let mut pause = None;
+    let mut failure = None;
+    for line in report.lines() {
+        match (line.strip_prefix("pid "), line.strip_prefix("error ")) {
+            (Some(pid), _) => match pid.trim().parse() {
+                Ok(pid) => pause = Some(Pid::from_raw(pid)),
+                Err(_) => failure = Some(format!("pause reported {line:?}")),
+            },
+            (None, Some(message)) => failure = Some(message.to_string()),
+            (None, None) => failure = Some(format!("pause reported {line:?}")),
         }
-        None if report.is_empty() => Ok(child),
-        None => Err(io::Error::other(format!("pause reported {report:?}"))),
+    }
+    // The child has exited unless it is pause itself and well.
+    if pause.is_some() || failure.is_some() {
+        let _ = waitpid(child, None);
+    }
+    match (failure, pause) {
+        (None, pause) => Ok(pause.unwrap_or(child)),
+        (Some(message), pause) => {
+            // A failed pause in a new PID namespace exits on its own; the
+            // monitor, its sub-reaper, reaps it.
+            if let Some(pause) = pause {
+                let _ = waitpid(pause, None);
+            }
+            Err(io::Error::other(format!("pause: {message}")))
+        }
     }
 }
 
@@ -106,16 +139,26 @@ fn enter_namespaces(config: &MonitorConfig) -> io::Result<Forked> {
     }
 }
 
-/// Pause proper: sleeps in sigwait. SIGTERM/SIGINT end it; SIGCHLD reaps
-/// (only PID 1 of a pod PID namespace gets orphans to reap).
-fn run() -> ! {
-    let name: &CStr = c"pause";
-    let _ = nix::sys::prctl::set_name(name);
+fn waited_signals() -> SigSet {
     let mut signals = SigSet::empty();
     for signal in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {
         signals.add(signal);
     }
-    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), None);
+    signals
+}
+
+/// Blocked, so that sigwait takes them; named "pause" for ps. Both before
+/// the seccomp filter, which allows neither.
+fn block(signals: &SigSet) -> io::Result<()> {
+    let name: &CStr = c"pause";
+    let _ = nix::sys::prctl::set_name(name);
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(signals), None).map_err(io::Error::from)
+}
+
+/// Pause proper: sleeps in sigwait. SIGTERM/SIGINT end it; SIGCHLD reaps
+/// (only PID 1 of a pod PID namespace gets orphans to reap). Only
+/// [`PAUSE_SYSCALLS`] may be made here.
+fn run(signals: &SigSet) -> ! {
     loop {
         match signals.wait() {
             Ok(Signal::SIGCHLD) => {
