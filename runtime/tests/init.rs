@@ -596,7 +596,8 @@ fn placed_init_waits_and_has_a_holder(fixture: &Fixture) -> Result {
     let placed = check(
         members.contains(&pid.as_raw()) && members.contains(&holder_pid.as_raw()),
         || format!("init {pid} and holder {holder_pid} not both in {members:?}"),
-    );
+    )
+    .and_then(|()| holder_is_confined(holder_pid));
     drop(holder);
     let released = waitpid(holder_pid, None);
     drop(created);
@@ -633,6 +634,43 @@ fn placed_init_waits_and_has_a_holder(fixture: &Fixture) -> Result {
         format!("processes left in the cgroup: {:?}", cgroup_pids(fixture))
     })?;
     reap_all()
+}
+
+/// The holder sits in the container's cgroup as pause sits in the pod's:
+/// an empty root of its own, no capability, no privilege, one fd.
+fn holder_is_confined(holder: Pid) -> Result {
+    let proc = format!("/proc/{holder}");
+    let root: Vec<_> = std::fs::read_dir(format!("{proc}/root"))
+        .map_err(|e| format!("the holder's root: {e}"))?
+        .flatten()
+        .map(|entry| entry.file_name())
+        .collect();
+    check(root.is_empty(), || {
+        format!("the holder's root holds {root:?}")
+    })?;
+    let fds = std::fs::read_dir(format!("{proc}/fd"))
+        .map_err(|e| format!("the holder's fds: {e}"))?
+        .count();
+    check(fds == 1, || format!("the holder holds {fds} fds, not 1"))?;
+    let status = std::fs::read_to_string(format!("{proc}/status"))
+        .map_err(|e| format!("the holder's status: {e}"))?;
+    for (key, wanted) in [
+        ("CapPrm", "0000000000000000"),
+        ("CapEff", "0000000000000000"),
+        ("CapBnd", "0000000000000000"),
+        ("NoNewPrivs", "1"),
+        ("Seccomp", "2"),
+        ("Uid", "65535\t65535\t65535\t65535"),
+    ] {
+        let found = status
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{key}:")))
+            .map(str::trim);
+        check(found == Some(wanted), || {
+            format!("the holder's {key} is {found:?}, not {wanted:?}")
+        })?;
+    }
+    Ok(())
 }
 
 /// Runs `script` in a container with `seccomp` and no_new_privs as given;

@@ -23,6 +23,8 @@ mod seccomp;
 
 pub(super) use rootfs::pivot_into;
 
+use super::confine::confine;
+
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -71,15 +73,26 @@ pub struct Holder {
     _release: File,
 }
 
-/// Forks a [`Holder`]: it keeps no descriptor but its end of the release
-/// pipe, takes signals as any process does (so a stop of its unit ends it),
-/// and exits when the monitor closes the pipe or dies.
-fn fork_holder() -> io::Result<Holder> {
+/// What a holder calls once confined: the read that waits for the
+/// release, the report of its confinement, and the close of both pipes
+/// (std checks a descriptor with fcntl before it closes it).
+const HOLDER_SYSCALLS: [&str; 4] = ["read", "write", "close", "fcntl"];
+
+/// Forks a [`Holder`] and returns once it is confined: it keeps no
+/// descriptor but its end of the release pipe, takes signals as any
+/// process does (so a stop of its unit ends it), and exits when the
+/// monitor closes the pipe or dies. It sits in the container's cgroup, so
+/// it is confined as pause is, its empty root mounted over `mount_point`
+/// in a mount namespace of its own.
+fn fork_holder(mount_point: &Path) -> io::Result<Holder> {
     let (release_read, release_write) = pipe2(OFlag::O_CLOEXEC)?;
+    let (report_read, report_write) = pipe2(OFlag::O_CLOEXEC)?;
     match fork_single_threaded()? {
         Forked::Child => {
-            drop(release_write);
-            let held = close_inherited_fds(&[release_read.as_raw_fd()])
+            drop((release_write, report_read));
+            let mut report = File::from(report_write);
+            let keep = [release_read.as_raw_fd(), report.as_raw_fd()];
+            let confined = close_inherited_fds(&keep)
                 .and_then(|()| {
                     nix::sys::signal::sigprocmask(
                         nix::sys::signal::SigmaskHow::SIG_SETMASK,
@@ -94,16 +107,36 @@ fn fork_holder() -> io::Result<Holder> {
                     // container: a kill of it would count as the container's
                     // OOM kill. Best effort: it needs CAP_SYS_RESOURCE.
                     let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
-                    let mut byte = [0u8; 1];
-                    // Nothing is ever written: this returns at EOF.
-                    File::from(release_read).read(&mut byte).map(|_| ())
+                    confine(mount_point, &keep, &HOLDER_SYSCALLS)
                 });
-            exit_child(i32::from(held.is_err()))
+            if let Err(error) = confined {
+                let _ = report.write_all(error.to_string().as_bytes());
+                exit_child(1)
+            }
+            // Confined: the monitor reads EOF.
+            drop(report);
+            let mut byte = [0u8; 1];
+            // Nothing is ever written: this returns at EOF.
+            let released = File::from(release_read).read(&mut byte);
+            exit_child(i32::from(released.is_err()))
         }
-        Forked::Parent(pid) => Ok(Holder {
-            pid,
-            _release: File::from(release_write),
-        }),
+        Forked::Parent(pid) => {
+            drop(report_write);
+            let mut failure = String::new();
+            let read = File::from(report_read).read_to_string(&mut failure);
+            if read.is_err() || !failure.is_empty() {
+                let _ = kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+                return Err(io::Error::other(format!(
+                    "holder: {}",
+                    read.err().map_or(failure, |e| e.to_string())
+                )));
+            }
+            Ok(Holder {
+                pid,
+                _release: File::from(release_write),
+            })
+        }
     }
 }
 
@@ -147,7 +180,10 @@ pub fn create(
     let (report_read, report_write) = pipe2(OFlag::O_CLOEXEC)?;
     let (start_read, start_write) = pipe2(OFlag::O_CLOEXEC)?;
     let (gate, holder) = match create.placed_by_crid {
-        true => (Some(pipe2(OFlag::O_CLOEXEC)?), Some(fork_holder()?)),
+        true => (
+            Some(pipe2(OFlag::O_CLOEXEC)?),
+            Some(fork_holder(&create.bundle)?),
+        ),
         false => (None, None),
     };
     let child = match fork_single_threaded()? {
