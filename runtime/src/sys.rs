@@ -14,7 +14,23 @@ pub enum Forked {
 /// in a multi-threaded process the child may only call async-signal-safe
 /// functions, which Rust code cannot promise.
 pub fn fork_single_threaded() -> Result<Forked, std::io::Error> {
-    let threads = std::fs::read_dir("/proc/self/task")?.count();
+    fork_single_threaded_counting(&std::fs::File::open("/proc/self/task")?)
+}
+
+/// As [`fork_single_threaded`], the threads counted in `tasks`: this
+/// process's `/proc/<pid>/task`, opened while it was in sight (a process
+/// that has joined another PID namespace's mount namespace is not in that
+/// namespace's /proc).
+pub fn fork_single_threaded_counting(tasks: &std::fs::File) -> Result<Forked, std::io::Error> {
+    let mut dir = nix::dir::Dir::from_fd(tasks.try_clone()?.into())?;
+    let threads = dir
+        .iter()
+        .filter(|entry| {
+            entry.as_ref().map_or(true, |entry| {
+                ![&b"."[..], b".."].contains(&entry.file_name().to_bytes())
+            })
+        })
+        .count();
     if threads != 1 {
         return Err(std::io::Error::other(format!(
             "refusing to fork with {threads} threads"

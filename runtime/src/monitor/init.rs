@@ -199,7 +199,10 @@ pub fn create(
             }
             let mut keep = joins.fds();
             keep.extend([report.raw_fd(), start_read.as_raw_fd()]);
-            let entered = enter(&keep, stdio, &create.cgroup_procs, &joins);
+            // The mount namespace is new (unshared before the fork); the
+            // rootfs is set up in it by the init itself.
+            let entered = enter(&keep, stdio, &create.cgroup_procs, &joins)
+                .and_then(|()| fork_into_pid_namespace(&joins, None));
             drop(joins);
             match entered {
                 Ok(Forked::Child) => {
@@ -303,21 +306,37 @@ pub fn exec(
     let child = match fork_single_threaded()? {
         Forked::Child => {
             drop(report_read);
-            let mut keep = joins.fds();
-            keep.push(report_write.as_raw_fd());
             let mut report = Reporter(File::from(report_write));
-            let entered = enter(&keep, stdio, cgroup_procs, &joins);
-            drop(joins);
+            // Counted for the fork after the mount join, when this
+            // process's /proc entry is out of sight.
+            let tasks = match File::open("/proc/self/task") {
+                Ok(tasks) => tasks,
+                Err(error) => report.fail(&error),
+            };
+            let mut keep = joins.fds();
+            keep.extend([report.raw_fd(), tasks.as_raw_fd()]);
+            // Everything but the exec happens before the fork into the
+            // container's PID namespace, so the process that appears there
+            // never holds more than the container's credentials, nor the
+            // host's root (see process::finish).
+            let entered = enter(&keep, stdio, cgroup_procs, &joins)
+                .and_then(|()| process::apply_oom_score_adj(spec, &mut report))
+                .and_then(|()| joins.join_mount())
+                .and_then(|()| process::finish(spec))
+                .and_then(|finished| {
+                    fork_into_pid_namespace(&joins, Some(&tasks)).map(|f| (f, finished))
+                });
+            drop((joins, tasks));
             match entered {
-                Ok(Forked::Child) => {
+                Ok((Forked::Child, finished)) => {
                     match become_session_leader()
-                        .and_then(|()| process::finish_and_exec(spec, args, &mut report))
+                        .and_then(|()| process::exec(finished, spec, args, &report))
                     {
                         Err(error) => report.fail(&error),
                         Ok(never) => match never {},
                     }
                 }
-                Ok(Forked::Parent(pid)) => report.intermediate_done(pid),
+                Ok((Forked::Parent(pid), _)) => report.intermediate_done(pid),
                 Err(error) => report.fail(&error),
             }
         }
@@ -568,6 +587,15 @@ impl Joins {
         Ok(())
     }
 
+    /// Joins the mount namespace, if one is to be joined: last, because
+    /// the other namespaces' paths may not resolve from inside it.
+    fn join_mount(&self) -> io::Result<()> {
+        for (file, flag, name) in self.files.iter().filter(|(_, flag, _)| is_mount(flag)) {
+            context(setns(file.as_fd(), *flag), || format!("joining {name}"))?;
+        }
+        Ok(())
+    }
+
     fn fds(&self) -> Vec<RawFd> {
         self.files
             .iter()
@@ -582,13 +610,13 @@ fn unsupported(message: String) -> io::Error {
 
 /// In the forked child: drop every inherited fd but `keep`, take the
 /// container's stdio, join the cgroup (so every later child is born in
-/// it) and the namespaces, and fork once more for a PID namespace.
+/// it) and the namespaces but a mount namespace, and unshare the new ones.
 fn enter(
     keep: &[RawFd],
     stdio: ChildStdio,
     cgroup_procs: &[PathBuf],
     joins: &Joins,
-) -> io::Result<Forked> {
+) -> io::Result<()> {
     // Set once for the whole monitor (see monitor::launch); checked here,
     // before any container namespace is joined, because a dumpable fork in
     // there is the CVE-2019-5736 hole.
@@ -607,27 +635,33 @@ fn enter(
             format!("joining cgroup {}", procs.display())
         })?;
     }
-    let is_mount = |flag: &CloneFlags| *flag == CloneFlags::CLONE_NEWNS;
     for (file, flag, name) in joins.files.iter().filter(|(_, flag, _)| !is_mount(flag)) {
         context(setns(file.as_fd(), *flag), || format!("joining {name}"))?;
     }
     context(unshare(joins.unshare), || {
         format!("unshare({:?})", joins.unshare)
-    })?;
-    let forked = if joins.fork {
-        fork_single_threaded()?
-    } else {
-        Forked::Child
+    })
+}
+
+/// A joined PID namespace holds only children: fork once more, and the
+/// child joins the mount namespace unless that was joined already. Its
+/// /proc belongs to the container's PID namespace, where the intermediate
+/// has no /proc/self, so a fork after the mount join counts this
+/// process's threads in `tasks`, its /proc/self/task opened before.
+fn fork_into_pid_namespace(joins: &Joins, tasks: Option<&File>) -> io::Result<Forked> {
+    let forked = match (joins.fork, tasks) {
+        (false, _) => Forked::Child,
+        (true, None) => fork_single_threaded()?,
+        (true, Some(tasks)) => crate::sys::fork_single_threaded_counting(tasks)?,
     };
-    // A joined mount namespace only after the fork: its /proc belongs to
-    // the container's PID namespace, where the intermediate has no
-    // /proc/self (and fork_single_threaded reads it).
-    if let Forked::Child = forked {
-        for (file, flag, name) in joins.files.iter().filter(|(_, flag, _)| is_mount(flag)) {
-            context(setns(file.as_fd(), *flag), || format!("joining {name}"))?;
-        }
+    if let (Forked::Child, None) = (&forked, tasks) {
+        joins.join_mount()?;
     }
     Ok(forked)
+}
+
+fn is_mount(flag: &CloneFlags) -> bool {
+    *flag == CloneFlags::CLONE_NEWNS
 }
 
 /// dup2s the container's stdio onto 0, 1 and 2. Each is first copied above
@@ -659,9 +693,9 @@ fn become_session_leader() -> io::Result<()> {
     Ok(())
 }
 
-/// The init proper (the only process in its new world): rootfs, then
-/// `Ready`, then wait for the start byte, then exec. Returns only on
-/// failure.
+/// The init proper (the only process in its new world): rootfs and the
+/// container's credentials, then `Ready`, then wait for the start byte,
+/// then exec. Returns only on failure.
 fn init(
     create: &ContainerCreate,
     spec: &Spec,
@@ -671,9 +705,13 @@ fn init(
     let ready = become_session_leader()
         .and_then(|()| rootfs::prepare(&create.bundle, spec, &create.cgroup_view))
         .and_then(|()| set_hostname(spec));
-    if let Err(error) = ready {
-        return error;
-    }
+    let finished = match ready
+        .and_then(|()| process::apply_oom_score_adj(spec, report))
+        .and_then(|()| process::finish(spec))
+    {
+        Ok(finished) => finished,
+        Err(error) => return error,
+    };
     report.send(&Report::Ready);
     let mut byte = [0u8; 1];
     match start.read(&mut byte) {
@@ -687,7 +725,7 @@ fn init(
         .as_ref()
         .and_then(|process| process.args().clone())
         .unwrap_or_default();
-    match process::finish_and_exec(spec, &args, report) {
+    match process::exec(finished, spec, &args, report) {
         Err(error) => error,
         Ok(never) => match never {},
     }

@@ -13,6 +13,12 @@
 //! setgid, setuid, capset, prctl, chdir, umask, stat, close_range, execve)
 //! is all in the default profile's allow-list; a custom profile that
 //! denies one of them fails the start, as with runc.
+//!
+//! A container init does all but the exec ([`finish`]) before it waits
+//! for StartContainer, as runc's init does before its exec fifo: a
+//! created container's init is visible in a pod's shared PID namespace
+//! for as long as the create and start are apart, and must not hold more
+//! than the container would meanwhile.
 
 use std::convert::Infallible;
 use std::ffi::CString;
@@ -21,6 +27,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use caps::{CapSet, CapsHashSet};
+use libseccomp::ScmpFilterContext;
 use nix::sys::resource::setrlimit;
 use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
 use nix::sys::stat::{Mode, umask};
@@ -30,21 +37,22 @@ use oci_spec::runtime::{LinuxCapabilities, Process, Spec};
 use super::{Reporter, context, seccomp};
 use crate::spec::DEFAULT_PATH;
 
-/// Applies `spec.process` to this process and execs `args`. Returns only
-/// on failure.
-pub(super) fn finish_and_exec(
-    spec: &Spec,
-    args: &[String],
-    report: &mut Reporter,
-) -> io::Result<Infallible> {
+/// A process that holds the container's credentials and nothing more,
+/// and only has to exec.
+pub(super) struct Finished {
+    /// With no_new_privs the filter is loaded right before execve.
+    late_filter: Option<ScmpFilterContext>,
+}
+
+/// Everything of `spec.process` but the exec: from here on the process
+/// holds no capability, user or group beyond the container's, so a
+/// container init can wait for its start in a pod's shared PID namespace
+/// without being a way out for a sibling that may ptrace it.
+pub(super) fn finish(spec: &Spec) -> io::Result<Finished> {
     let process = spec
         .process()
         .as_ref()
         .ok_or_else(|| io::Error::other("the spec has no process"))?;
-    let program = args
-        .first()
-        .ok_or_else(|| io::Error::other("the spec's process has no args"))?;
-    let env = process.env().as_deref().unwrap_or_default();
     let filter = spec
         .linux()
         .as_ref()
@@ -61,9 +69,6 @@ pub(super) fn finish_and_exec(
     )?;
     crate::sys::reset_signal_dispositions();
 
-    if let Some(score) = process.oom_score_adj() {
-        set_oom_score_adj(score, report)?;
-    }
     for rlimit in process.rlimits().as_deref().unwrap_or_default() {
         context(
             setrlimit(
@@ -85,9 +90,13 @@ pub(super) fn finish_and_exec(
     if let Some(capabilities) = capabilities {
         set_bounding(capabilities)?;
     }
-    if let Some(filter) = filter.as_ref().filter(|_| !no_new_privs) {
-        seccomp::load(filter)?;
-    }
+    let late_filter = match filter {
+        Some(filter) if !no_new_privs => {
+            seccomp::load(&filter)?;
+            None
+        }
+        filter => filter,
+    };
     set_user(process, capabilities.is_some())?;
     let cwd = process.cwd();
     context(nix::unistd::chdir(cwd), || {
@@ -106,7 +115,25 @@ pub(super) fn finish_and_exec(
     }
     let mask = process.user().umask().unwrap_or(0o022);
     umask(Mode::from_bits_truncate(mask as libc::mode_t));
+    Ok(Finished { late_filter })
+}
 
+/// Execs `args` with the spec's environment (`$PATH` lookup included).
+/// Returns only on failure.
+pub(super) fn exec(
+    finished: Finished,
+    spec: &Spec,
+    args: &[String],
+    report: &Reporter,
+) -> io::Result<Infallible> {
+    let program = args
+        .first()
+        .ok_or_else(|| io::Error::other("the spec's process has no args"))?;
+    let env = spec
+        .process()
+        .as_ref()
+        .and_then(|process| process.env().as_deref())
+        .unwrap_or_default();
     let path = lookup(program, env)?;
     let c_path = cstring(path.as_os_str().as_encoded_bytes())?;
     let c_args = args
@@ -120,7 +147,7 @@ pub(super) fn finish_and_exec(
     // Nothing of the monitor's may reach the container; the report pipe is
     // O_CLOEXEC, so its closing at exec tells the monitor it worked.
     crate::sys::close_inherited_fds(&[report.raw_fd()])?;
-    if let Some(filter) = filter.as_ref().filter(|_| no_new_privs) {
+    if let Some(filter) = &finished.late_filter {
         seccomp::load(filter)?;
     }
     let error = match execve(&c_path, &c_args, &c_env) {
@@ -181,6 +208,16 @@ fn lookup(program: &str, env: &[String]) -> io::Result<PathBuf> {
 /// Writes oom_score_adj. Lowering it needs CAP_SYS_RESOURCE; without it
 /// the current value is kept (a warning in the monitor's log), as a
 /// container should rather run than fail over its OOM preference.
+/// The spec's oom_score_adj, through this process's /proc entry: before
+/// [`finish`], while that is in sight (an exec writes it before it joins
+/// the container's mount namespace).
+pub(super) fn apply_oom_score_adj(spec: &Spec, report: &mut Reporter) -> io::Result<()> {
+    match spec.process().as_ref().and_then(|p| p.oom_score_adj()) {
+        Some(score) => set_oom_score_adj(score, report),
+        None => Ok(()),
+    }
+}
+
 fn set_oom_score_adj(score: i32, report: &mut Reporter) -> io::Result<()> {
     const FILE: &str = "/proc/self/oom_score_adj";
     match std::fs::write(FILE, score.to_string()) {
