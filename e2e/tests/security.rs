@@ -433,6 +433,95 @@ async fn no_fd_of_crid_or_the_monitor_and_cwd_inside_the_rootfs() {
     world.finish(&[&pod]).await;
 }
 
+/// Issue 13's escape: in a pod sharing one PID namespace, a container
+/// with CAP_SYS_PTRACE reached the host's / through pause (/proc/1/root)
+/// and could write there. Now no process of the pod that is not the
+/// prober's own (pause, a created-not-started init, a running container)
+/// shows the host's filesystem or holds a capability the prober lacks;
+/// pause's root is empty and read-only, and it holds no fd and no
+/// environment.
+#[tokio::test]
+async fn a_ptrace_capable_container_finds_no_way_out_through_the_pods_processes() {
+    let world = World::new().await;
+    let marker = world.env.path().join("host-marker");
+    std::fs::write(&marker, "host").expect("marker");
+    let pod = world.pod_with("way-out", cri::NamespaceMode::Pod).await;
+    let sleep = ["sleep", "3600"];
+    let prober = world
+        .run_config(
+            &pod,
+            with_security(
+                world.container_config("prober", &sleep),
+                capabilities(&["SYS_PTRACE"], &[]),
+            ),
+        )
+        .await;
+    world.run(&pod, "running", &sleep).await;
+    world
+        .create(&pod, "created", world.container_config("created", &sleep))
+        .await
+        .expect("create");
+
+    let own = world.sh(&prober, "cat /proc/self/status").await;
+    let allowed = decode(&status_field(&own, "CapEff"));
+    assert!(allowed.contains("SYS_PTRACE"), "the prober: {allowed:?}");
+    // Every process but this exec's own sh and ps: pause, the created
+    // init, the running container and the prober.
+    let processes = world.sh(&prober, "ps -o pid,comm").await;
+    let others: Vec<&str> = processes
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let pid = fields.next()?;
+            (!matches!(fields.next(), Some("sh" | "ps"))).then_some(pid)
+        })
+        .collect();
+    assert!(
+        others.len() >= 4,
+        "pause, two inits, the prober: {processes}"
+    );
+    let marker = marker.display();
+    for pid in others {
+        let status = world.sh(&prober, &format!("cat /proc/{pid}/status")).await;
+        for key in ["CapEff", "CapPrm", "CapBnd", "CapAmb", "CapInh"] {
+            let held = decode(&status_field(&status, key));
+            assert!(
+                held.is_subset(&allowed),
+                "{pid}'s {key} {held:?} exceeds the prober's {allowed:?}"
+            );
+        }
+        let seen = world
+            .exec(
+                &prober,
+                &["sh", "-c", &format!("test -e /proc/{pid}/root{marker}")],
+                10,
+            )
+            .await
+            .expect("exec");
+        assert_ne!(
+            seen.exit_code, 0,
+            "the host's {marker} through /proc/{pid}/root"
+        );
+    }
+    // pause, PID 1: an empty read-only root, no fd, no environment.
+    assert_eq!(world.sh(&prober, "ls -A /proc/1/root/").await, "");
+    let written = world
+        .exec(&prober, &["sh", "-c", "echo x > /proc/1/root/x"], 10)
+        .await
+        .expect("exec");
+    assert_ne!(written.exit_code, 0, "wrote into pause's root");
+    assert!(
+        String::from_utf8_lossy(&written.stderr).contains("Read-only file system"),
+        "{:?}",
+        String::from_utf8_lossy(&written.stderr)
+    );
+    assert_eq!(world.sh(&prober, "ls -A /proc/1/fd/").await, "");
+    assert_eq!(world.sh(&prober, "wc -c < /proc/1/environ").await, "0");
+    assert_eq!(world.sh(&prober, "readlink /proc/1/cwd").await, "/");
+    world.finish(&[&pod]).await;
+}
+
 /// CVE-2019-5736: until it execs, every process the monitor forks (pause
 /// for good, a created container's init until StartContainer, an exec
 /// until its execve) has the crid-monitor binary as /proc/<pid>/exe. From
