@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use pod_sandbox::NamespaceMode;
 use proto::cri;
+use proto::monitor::LogFile;
 use runtime::spec::{
     ContainerSpec, MountSpec, PidMode, PodFiles, PodNamespaces, Propagation, Resources,
     SeccompProfile, SharedNamespace, SupplementalGroupsPolicy,
@@ -415,6 +416,24 @@ fn mount(i: usize, m: &cri::Mount) -> Result<MountSpec, CridError> {
         propagation,
         recursive_read_only: m.recursive_read_only,
     })
+}
+
+/// Where the container's log goes: `config.log_path` beneath the pod's
+/// `log_directory`; none (output dropped) when either is empty. kubelet
+/// sends `<container name>/<restart count>.log`; the monitor resolves it
+/// beneath the directory without following symlinks.
+pub fn log_file(
+    config: &cri::ContainerConfig,
+    pod: &PodRecord,
+) -> Result<Option<LogFile>, CridError> {
+    let path = &config.log_path;
+    let directory = &pod.config.log_directory;
+    Ok(
+        (!directory.is_empty() && !path.is_empty()).then(|| LogFile {
+            directory: PathBuf::from(directory),
+            relative: PathBuf::from(path),
+        }),
+    )
 }
 
 /// CRI's resources → [`Resources`], naming fields as in
