@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use pod_sandbox::NamespaceMode;
 use proto::cri;
+use proto::monitor::LogFile;
 use runtime::spec::{
     ContainerSpec, MountSpec, PidMode, PodFiles, PodNamespaces, Propagation, Resources,
     SeccompProfile, SharedNamespace, SupplementalGroupsPolicy,
@@ -415,6 +416,39 @@ fn mount(i: usize, m: &cri::Mount) -> Result<MountSpec, CridError> {
         propagation,
         recursive_read_only: m.recursive_read_only,
     })
+}
+
+/// Where the container's log goes: `config.log_path` beneath the pod's
+/// `log_directory`; none (output dropped) when either is empty. kubelet
+/// sends `<container name>/<restart count>.log`; anything that could name a
+/// file outside the directory is refused here, and the monitor resolves
+/// the rest beneath the directory without following symlinks.
+pub fn log_file(
+    config: &cri::ContainerConfig,
+    pod: &PodRecord,
+) -> Result<Option<LogFile>, CridError> {
+    let path = &config.log_path;
+    // Checked even without a log directory: the request is wrong either way.
+    if !path.is_empty() && !path.split('/').all(is_plain_name) {
+        return Err(CridError::invalid(
+            "config.log_path",
+            path,
+            "must be a relative path of names without '..', '.', empty names or NUL",
+        ));
+    }
+    let directory = &pod.config.log_directory;
+    Ok(
+        (!directory.is_empty() && !path.is_empty()).then(|| LogFile {
+            directory: PathBuf::from(directory),
+            relative: PathBuf::from(path),
+        }),
+    )
+}
+
+/// A file name that stays in its directory: `/` was split on, so an
+/// absolute path or `a//b` shows up as an empty name.
+fn is_plain_name(name: &str) -> bool {
+    !matches!(name, "" | "." | "..") && !name.contains('\0')
 }
 
 /// CRI's resources → [`Resources`], naming fields as in
@@ -1406,6 +1440,52 @@ mod tests {
         }
         for bad in ["", ",", "a", "-1", "1-", "3-1", "0,,1", "0 1", "1-2-3"] {
             assert!(!is_cpu_list(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn log_path_is_kept_beneath_the_log_directory() {
+        let mut pod = pod();
+        pod.config.log_directory = "/var/log/pods/default_web_u1".into();
+        let mut c = config();
+        c.log_path = "app/0.log".into();
+        let log = log_file(&c, &pod).unwrap().unwrap();
+        assert_eq!(log.directory, Path::new("/var/log/pods/default_web_u1"));
+        assert_eq!(log.relative, Path::new("app/0.log"));
+        assert_eq!(
+            log.path(),
+            Path::new("/var/log/pods/default_web_u1/app/0.log")
+        );
+        c.log_path = "app.log".into();
+        assert!(log_file(&c, &pod).unwrap().is_some());
+
+        // Either side empty: no log.
+        c.log_path = String::new();
+        assert_eq!(log_file(&c, &pod).unwrap(), None);
+        c.log_path = "app/0.log".into();
+        let mut no_dir = pod.clone();
+        no_dir.config.log_directory = String::new();
+        assert_eq!(log_file(&c, &no_dir).unwrap(), None);
+
+        for bad in [
+            "../../../../tmp/x.log",
+            "app/../../x.log",
+            "..",
+            "app/..",
+            "/tmp/x.log",
+            "/",
+            "app//0.log",
+            "app/0.log/",
+            "./app/0.log",
+            "app/./0.log",
+            "app/0\0.log",
+        ] {
+            c.log_path = bad.into();
+            for pod in [&pod, &no_dir] {
+                let status = Status::from(log_file(&c, pod).unwrap_err());
+                assert_refused(&status, Code::InvalidArgument, "config.log_path");
+                assert!(status.message().contains(&format!("{bad:?}")), "{status:?}");
+            }
         }
     }
 }

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use proto::cri;
 use proto::monitor::{
-    ContainerCreate, ContainerExit, ContainerState, ExitStatus, MonitorRequest, MonitorResponse,
+    ContainerCreate, ContainerExit, ContainerState, ExitStatus, LogFile, MonitorRequest,
+    MonitorResponse,
 };
 use runtime::MonitorClient;
 use runtime::container::ContainerDirs;
@@ -174,8 +175,9 @@ pub async fn create(
         pod_metadata.uid,
         metadata.attempt
     );
-    let log_path = (!pod.config.log_directory.is_empty() && !config.log_path.is_empty())
-        .then(|| PathBuf::from(&pod.config.log_directory).join(&config.log_path));
+    let log = container_config::log_file(&config, &pod)?;
+    // ContainerStatus reports the joined path, as containerd does.
+    let log_path = log.as_ref().map(LogFile::path);
     let mut record = ContainerRecord {
         id: id.clone(),
         pod_id: pod.id.clone(),
@@ -201,7 +203,7 @@ pub async fn create(
     let _guard = daemon.pod_locks.lock(&id).await;
     let mut progress = pod_sandbox::Progress::new("container", &id);
     progress.step("container.recorded");
-    match build(&daemon, &record, &placement, &image, &mut progress).await {
+    match build(&daemon, &record, &placement, &image, log, &mut progress).await {
         Ok((pid, user)) => {
             progress.step("container.built");
             record.pid = pid;
@@ -260,6 +262,7 @@ async fn build(
     record: &ContainerRecord,
     placement: &pod_sandbox::Placement,
     image: &ImageRecord,
+    log: Option<LogFile>,
     progress: &mut pod_sandbox::Progress,
 ) -> Result<(i32, ResolvedUser), CridError> {
     let dirs = dirs(daemon, &record.id);
@@ -315,6 +318,8 @@ async fn build(
         placed_by_crid: runtime::cgroup::Cgroups::places_after_fork(placement),
         oom_events,
         cgroup_view,
+        log,
+        // For a monitor started by an older crid, which knows only this.
         log_path: record.log_path.clone(),
         stdin: record.spec.stdin,
         stdin_once: record.spec.stdin_once,

@@ -107,12 +107,38 @@ pub struct ContainerCreate {
     pub oom_events: Option<PathBuf>,
     /// What `/sys/fs/cgroup` shows inside the container.
     pub cgroup_view: CgroupView,
-    /// CRI log file (`log_directory/log_path`); none: output is dropped.
+    /// The CRI log file; none: output is dropped. Resolved beneath its
+    /// directory, so nothing in the directory can send it elsewhere.
+    #[serde(default)]
+    pub log: Option<LogFile>,
+    /// `log`, joined: what monitors older than `log` open (as given). crid
+    /// still sends it so that a monitor started by an older crid, which
+    /// outlives the upgrade, keeps writing logs; newer monitors ignore it
+    /// when `log` is present.
     pub log_path: Option<PathBuf>,
     /// Keep a stdin pipe open for the container (attach, later).
     pub stdin: bool,
     pub stdin_once: bool,
     pub tty: bool,
+}
+
+/// Where a container's CRI log goes: `relative` (kubelet's
+/// `<container name>/<restart count>.log`) beneath the pod's
+/// `log_directory`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogFile {
+    /// Absolute: the pod's `log_directory`.
+    pub directory: PathBuf,
+    /// Relative, without `..`: crid's CreateContainer refuses anything else
+    /// and the monitor cannot resolve it outside `directory` anyway.
+    pub relative: PathBuf,
+}
+
+impl LogFile {
+    /// The file's path as CRI reports it (`ContainerStatus.log_path`).
+    pub fn path(&self) -> PathBuf {
+        self.directory.join(&self.relative)
+    }
 }
 
 /// The container's read-only view of its own cgroup at `/sys/fs/cgroup`.

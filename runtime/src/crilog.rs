@@ -17,12 +17,25 @@
 //! so a reader following the file (kubelet, `crictl logs -f`) never sees
 //! half a record and kubelet's rotation (rename, then [`CriLog::reopen`])
 //! loses nothing.
+//!
+//! The monitor runs as root and the file's path comes from a request, so
+//! the file is opened *beneath* the pod's log directory: `openat2` with
+//! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS` from a
+//! descriptor of that directory, at create and at every reopen. No `..`,
+//! absolute path or symlink (to a directory on the way or as the file
+//! itself) can make it create or append to a file anywhere else.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write as _};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Component, Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, open, openat2};
+use nix::sys::stat::{Mode, SFlag, fstat, mkdirat};
+use proto::monitor::LogFile;
 
 /// The most content bytes one record carries (containerd's default
 /// `max_container_log_line_size`).
@@ -30,6 +43,8 @@ pub const MAX_LINE: usize = 16 * 1024;
 
 /// Log files are readable by the node's log readers' group, not by all.
 const LOG_MODE: u32 = 0o640;
+/// Directories made beneath the log directory (kubelet makes them 0755).
+const DIR_MODE: u32 = 0o755;
 
 /// Which output of the container a record comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +80,8 @@ enum Tag {
 /// One container's log file and the unfinished line of each stream.
 #[derive(Debug)]
 pub struct CriLog {
+    location: LogFile,
+    /// `location` joined, for messages.
     path: PathBuf,
     file: File,
     /// Never longer than [`MAX_LINE`]: longer content is written as `P`
@@ -74,28 +91,132 @@ pub struct CriLog {
     record: Vec<u8>,
 }
 
-fn open_log(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(LOG_MODE)
-        .open(path)
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot open container log {}: {e}", path.display()),
-            )
-        })
+/// Confined to the descriptor's directory, following no symlink at all:
+/// kubelet's layout has none beneath the log directory.
+fn beneath() -> ResolveFlag {
+    ResolveFlag::RESOLVE_BENEATH
+        | ResolveFlag::RESOLVE_NO_SYMLINKS
+        | ResolveFlag::RESOLVE_NO_MAGICLINKS
+}
+
+/// `relative`'s components, refusing anything but plain names (the kernel
+/// would refuse them too; this names the problem).
+fn names(location: &LogFile) -> io::Result<Vec<&std::ffi::OsStr>> {
+    let mut names = Vec::new();
+    for component in location.relative.components() {
+        match component {
+            Component::Normal(name) => names.push(name),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "container log {}: must be a relative path without '..'",
+                        location.relative.display()
+                    ),
+                ));
+            }
+        }
+    }
+    if names.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "container log: empty path",
+        ));
+    }
+    Ok(names)
+}
+
+fn directory_error(location: &LogFile, e: io::Error) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        format!("log directory {}: {e}", location.directory.display()),
+    )
+}
+
+/// The log directory itself, as given: it is the pod's (absolute, checked
+/// by RunPodSandbox); only what lies beneath it comes from the container's
+/// request.
+fn open_directory(location: &LogFile) -> io::Result<OwnedFd> {
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    open(&location.directory, flags, Mode::empty()).map_err(|e| directory_error(location, e.into()))
+}
+
+fn open_error(location: &LogFile, e: Errno) -> io::Error {
+    let why = match e {
+        Errno::ELOOP | Errno::EXDEV => ": a symlink or a path out of the log directory is refused",
+        Errno::ENXIO => ": not a regular file",
+        _ => "",
+    };
+    io::Error::new(
+        io::Error::from(e).kind(),
+        format!(
+            "cannot open container log {} beneath {}: {e}{why}",
+            location.relative.display(),
+            location.directory.display()
+        ),
+    )
+}
+
+/// Creates the directories of the file that are missing (kubelet normally
+/// has made them). The log directory is made as given, like containerd
+/// does (clients other than kubelet rely on it); beneath it one name at a
+/// time: `mkdirat` does not follow a symlink it finds as the name, and
+/// each level is entered with the same resolution as the file.
+fn make_parents(location: &LogFile) -> io::Result<()> {
+    let names = names(location)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(&location.directory)
+        .map_err(|e| directory_error(location, e))?;
+    let mut dir = open_directory(location)?;
+    for name in &names[..names.len() - 1] {
+        match mkdirat(&dir, *name, Mode::from_bits_truncate(DIR_MODE)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(open_error(location, e)),
+        }
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+            .resolve(beneath());
+        dir = openat2(&dir, *name, how).map_err(|e| open_error(location, e))?;
+    }
+    Ok(())
+}
+
+/// Opens (creating) the file for appending, resolved beneath the log
+/// directory. Only a regular file: a FIFO there would block the monitor's
+/// one thread (hence `O_NONBLOCK`, which regular files ignore), a device
+/// would take the output elsewhere.
+fn open_log(location: &LogFile) -> io::Result<File> {
+    names(location)?;
+    let dir = open_directory(location)?;
+    let flags = OFlag::O_WRONLY
+        | OFlag::O_APPEND
+        | OFlag::O_CREAT
+        | OFlag::O_CLOEXEC
+        | OFlag::O_NOCTTY
+        | OFlag::O_NONBLOCK;
+    let how = OpenHow::new()
+        .flags(flags)
+        .mode(Mode::from_bits_truncate(LOG_MODE))
+        .resolve(beneath());
+    let fd = openat2(&dir, &location.relative, how).map_err(|e| open_error(location, e))?;
+    let stat = fstat(&fd).map_err(|e| open_error(location, e))?;
+    if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+        return Err(open_error(location, Errno::ENXIO));
+    }
+    Ok(File::from(fd))
 }
 
 impl CriLog {
-    /// Opens (creating if missing) the log at `path` for appending. The
-    /// parent directory is kubelet's to create; a missing one is an error
-    /// naming the path.
-    pub fn open(path: &Path) -> io::Result<CriLog> {
+    /// Opens (creating if missing) the log file for appending, and the
+    /// directories it is in.
+    pub fn open(location: &LogFile) -> io::Result<CriLog> {
+        make_parents(location)?;
         Ok(CriLog {
-            path: path.to_path_buf(),
-            file: open_log(path)?,
+            location: location.clone(),
+            path: location.path(),
+            file: open_log(location)?,
             pending: [Vec::new(), Vec::new()],
             record: Vec::with_capacity(MAX_LINE + 64),
         })
@@ -139,11 +260,12 @@ impl CriLog {
         self.write_record(stream, Tag::Full, &pending, now)
     }
 
-    /// Opens the path again after kubelet renamed the file (rotation).
-    /// Unfinished lines stay in memory and go to the new file. On error the
-    /// old file is kept.
+    /// Opens the file again after kubelet renamed it (rotation), resolved
+    /// as at [`CriLog::open`] (a directory swapped for a symlink meanwhile
+    /// is refused); directories are not made again. Unfinished lines stay
+    /// in memory and go to the new file. On error the old file is kept.
     pub fn reopen(&mut self) -> io::Result<()> {
-        self.file = open_log(&self.path)?;
+        self.file = open_log(&self.location)?;
         Ok(())
     }
 
@@ -289,9 +411,31 @@ mod tests {
         at(1_795_441_501, 123_456_789)
     }
 
+    fn beneath(dir: &Path, relative: &str) -> LogFile {
+        LogFile {
+            directory: dir.to_path_buf(),
+            relative: relative.into(),
+        }
+    }
+
     fn open(dir: &tempfile::TempDir) -> (CriLog, PathBuf) {
-        let path = dir.path().join("0.log");
-        (CriLog::open(&path).unwrap(), path)
+        let location = beneath(dir.path(), "0.log");
+        (CriLog::open(&location).unwrap(), location.path())
+    }
+
+    /// Every entry under `dir`, recursively (what a refused open must not
+    /// have added).
+    fn tree(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            out.push(path.clone());
+            if path.is_dir() && !path.is_symlink() {
+                out.extend(tree(&path));
+            }
+        }
+        out.sort();
+        out
     }
 
     /// The file's records as (stream, tag, content), checking each
@@ -454,35 +598,89 @@ mod tests {
     }
 
     #[test]
-    fn open_appends_with_mode_0640_and_needs_the_parent() {
+    fn open_appends_with_mode_0640_and_makes_the_dirs_beneath() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.log");
         std::fs::write(&path, format!("{TS} stdout F before\n")).unwrap();
-        let mut log = CriLog::open(&path).unwrap();
+        let mut log = CriLog::open(&beneath(dir.path(), "c.log")).unwrap();
         log.write(Stream::Stdout, b"after\n", now()).unwrap();
         assert_eq!(
             records(&path),
             vec![rec("stdout", "F", "before"), rec("stdout", "F", "after")]
         );
-        let fresh = dir.path().join("new.log");
-        CriLog::open(&fresh).unwrap();
-        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777 & !0o022, 0o640 & !0o022, "{mode:o}");
-        assert_eq!(mode & 0o007, 0, "not world-readable: {mode:o}");
+        assert_eq!(log.path(), path);
 
-        let missing = dir.path().join("no-such-dir").join("0.log");
-        let e = CriLog::open(&missing).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::NotFound);
-        assert!(e.to_string().contains("no-such-dir/0.log"), "{e}");
+        // kubelet's layout, `<name>/<restart>.log`, and deeper: the missing
+        // directories are made.
+        for relative in ["app/0.log", "a/b/c/1.log"] {
+            let log = CriLog::open(&beneath(dir.path(), relative)).unwrap();
+            let fresh = dir.path().join(relative);
+            assert_eq!(log.path(), fresh);
+            let mode = std::fs::metadata(&fresh).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777 & !0o022, 0o640 & !0o022, "{mode:o}");
+            assert_eq!(mode & 0o007, 0, "not world-readable: {mode:o}");
+            assert!(fresh.parent().unwrap().is_dir());
+        }
+
+        // A missing log directory is made too (as containerd does); one
+        // that is not a directory is an error naming it.
+        let missing = dir.path().join("no-such-dir/pod");
+        CriLog::open(&beneath(&missing, "app/0.log")).unwrap();
+        assert!(missing.join("app/0.log").is_file());
+        let file = dir.path().join("c.log");
+        let e = CriLog::open(&beneath(&file, "app/0.log")).unwrap_err();
+        assert!(e.to_string().contains("log directory"), "{e}");
+        assert!(e.to_string().contains("c.log"), "{e}");
+    }
+
+    #[test]
+    fn paths_out_of_the_directory_are_refused_and_create_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let logs = root.path().join("logs");
+        let outside = root.path().join("outside");
+        std::fs::create_dir_all(logs.join("real")).unwrap();
+        std::fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, logs.join("app")).unwrap();
+        std::os::unix::fs::symlink("../outside", logs.join("rel")).unwrap();
+        std::os::unix::fs::symlink(outside.join("f.log"), logs.join("real/0.log")).unwrap();
+        std::os::unix::fs::symlink("/proc/self/cwd", logs.join("magic")).unwrap();
+        nix::unistd::mkfifo(&logs.join("real/fifo.log"), Mode::from_bits_truncate(0o600)).unwrap();
+        std::fs::create_dir(logs.join("real/dir.log")).unwrap();
+        let before = tree(root.path());
+        for relative in [
+            // A directory on the way that is a symlink out (absolute or
+            // relative), and one to a magic link.
+            "app/0.log",
+            "app/sub/0.log",
+            "rel/0.log",
+            "magic/0.log",
+            // The file itself a symlink out, or no regular file.
+            "real/0.log",
+            "real/fifo.log",
+            "real/dir.log",
+            // Climbing out, or absolute.
+            "../outside/0.log",
+            "real/../../outside/0.log",
+            "..",
+            "/tmp/crilog-absolute.log",
+            "",
+        ] {
+            let e = CriLog::open(&beneath(&logs, relative)).unwrap_err();
+            assert!(e.to_string().contains("container log"), "{relative:?}: {e}");
+        }
+        assert_eq!(tree(root.path()), before, "nothing was created");
+        assert!(!Path::new("/tmp/crilog-absolute.log").exists());
     }
 
     #[test]
     fn reopen_after_rotation_writes_the_new_file_and_loses_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, path) = open(&dir);
+        let location = beneath(dir.path(), "app/0.log");
+        let mut log = CriLog::open(&location).unwrap();
+        let path = location.path();
         log.write(Stream::Stdout, b"one\ntw", now()).unwrap();
-        let rotated = dir.path().join("0.log.20261123-134501");
+        let rotated = dir.path().join("app/0.log.20261123-134501");
         std::fs::rename(&path, &rotated).unwrap();
         log.reopen().unwrap();
         log.write(Stream::Stdout, b"o\nthree\n", now()).unwrap();
@@ -495,6 +693,39 @@ mod tests {
         // A failed reopen keeps writing to the old file.
         std::fs::remove_dir_all(dir.path()).unwrap();
         assert!(log.reopen().is_err());
+    }
+
+    #[test]
+    fn reopen_is_confined_like_open() {
+        let root = tempfile::tempdir().unwrap();
+        let logs = root.path().join("logs");
+        let outside = root.path().join("outside");
+        std::fs::create_dir_all(&logs).unwrap();
+        std::fs::create_dir(&outside).unwrap();
+        let location = beneath(&logs, "app/0.log");
+        let mut log = CriLog::open(&location).unwrap();
+        log.write(Stream::Stdout, b"kept\nafter-", now()).unwrap();
+
+        // The container's directory swapped for a symlink out, then a
+        // rotation: the reopen is refused, nothing appears outside, and
+        // the old file keeps the output.
+        std::fs::rename(logs.join("app"), logs.join("app.old")).unwrap();
+        std::os::unix::fs::symlink(&outside, logs.join("app")).unwrap();
+        let e = log.reopen().unwrap_err();
+        assert!(e.to_string().contains("symlink"), "{e}");
+        log.write(Stream::Stdout, b"swap\n", now()).unwrap();
+        assert_eq!(tree(&outside), Vec::<PathBuf>::new());
+        assert_eq!(
+            records(&logs.join("app.old/0.log")),
+            vec![rec("stdout", "F", "kept"), rec("stdout", "F", "after-swap")]
+        );
+
+        // The file itself swapped for a symlink out: refused too.
+        std::fs::remove_file(logs.join("app")).unwrap();
+        std::fs::create_dir(logs.join("app")).unwrap();
+        std::os::unix::fs::symlink(outside.join("0.log"), logs.join("app/0.log")).unwrap();
+        assert!(log.reopen().is_err());
+        assert_eq!(tree(&outside), Vec::<PathBuf>::new());
     }
 
     #[test]

@@ -278,6 +278,7 @@ impl Fixture {
                     },
                 ],
             },
+            log: None,
             log_path: None,
             stdin: false,
             stdin_once: false,

@@ -17,7 +17,7 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
 use proto::monitor::{
-    ContainerCreate, ContainerExit, ContainerState, EXIT_FILE, ExitStatus, MonitorRequest,
+    ContainerCreate, ContainerExit, ContainerState, EXIT_FILE, ExitStatus, LogFile, MonitorRequest,
     MonitorResponse,
 };
 
@@ -94,6 +94,28 @@ pub fn now_nanos() -> i64 {
         .unwrap_or(0)
 }
 
+/// Where the container's log goes. A crid older than `log` (downgraded
+/// while this monitor ran) sends only the joined `log_path`: its file name
+/// is then resolved beneath its parent, the most of it that can be
+/// confined.
+fn log_file(create: &ContainerCreate) -> io::Result<Option<LogFile>> {
+    let Some(path) = create.log_path.as_deref().filter(|_| create.log.is_none()) else {
+        return Ok(create.log.clone());
+    };
+    match (path.parent(), path.file_name()) {
+        (Some(directory), Some(name)) if crate::spec::is_clean_absolute(path) => {
+            Ok(Some(LogFile {
+                directory: directory.to_path_buf(),
+                relative: name.into(),
+            }))
+        }
+        _ => Err(io::Error::new(
+            ErrorKind::InvalidInput,
+            format!("log path {}: must be absolute without '..'", path.display()),
+        )),
+    }
+}
+
 fn error(message: impl Into<String>) -> Reply {
     Reply::Now(MonitorResponse::Error {
         message: message.into(),
@@ -146,19 +168,7 @@ impl Containers {
                 format!("{}: {e}", config_path.display()),
             )
         })?;
-        let log = match &create.log_path {
-            Some(path) => {
-                if let Some(parent) = path.parent() {
-                    fs::create_dir_all(parent).map_err(|e| {
-                        io::Error::new(e.kind(), format!("log dir {}: {e}", parent.display()))
-                    })?;
-                }
-                Some(CriLog::open(path).map_err(|e| {
-                    io::Error::new(e.kind(), format!("log file {}: {e}", path.display()))
-                })?)
-            }
-            None => None,
-        };
+        let log = log_file(&create)?.as_ref().map(CriLog::open).transpose()?;
         let (stdio, outputs, stdin) = container_stdio(&create)?;
         let oom_baseline = create
             .oom_events
@@ -588,4 +598,69 @@ fn write_exit_file(bundle: &Path, exit: &ContainerExit) -> io::Result<()> {
     file.sync_all()?;
     fs::rename(&temp, bundle.join(EXIT_FILE))?;
     File::open(bundle)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::path::PathBuf;
+
+    use super::*;
+
+    /// A CreateContainer as crid sends it, with `log` and `log_path` as given.
+    fn create(log: serde_json::Value, log_path: serde_json::Value) -> ContainerCreate {
+        let mut json = serde_json::json!({
+            "id": "c1",
+            "bundle": "/run/crid/containers/c1",
+            "cgroup_procs": [],
+            "oom_events": null,
+            "cgroup_view": "v2",
+            "log_path": log_path,
+            "stdin": false,
+            "stdin_once": false,
+            "tty": false,
+        });
+        if !log.is_null() {
+            json["log"] = log;
+        }
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn the_log_is_resolved_beneath_its_directory_also_for_an_older_crid() {
+        // This crid's request: `log` wins over the joined path.
+        let new = create(
+            serde_json::json!({"directory": "/var/log/pods/p", "relative": "app/0.log"}),
+            "/var/log/pods/p/app/0.log".into(),
+        );
+        let want = LogFile {
+            directory: PathBuf::from("/var/log/pods/p"),
+            relative: PathBuf::from("app/0.log"),
+        };
+        assert_eq!(log_file(&new).unwrap(), Some(want));
+
+        // An older crid's request has only `log_path`: its file name
+        // beneath its parent.
+        let old = create(serde_json::Value::Null, "/var/log/pods/p/app/0.log".into());
+        assert_eq!(old.log, None);
+        assert_eq!(
+            log_file(&old).unwrap(),
+            Some(LogFile {
+                directory: PathBuf::from("/var/log/pods/p/app"),
+                relative: PathBuf::from("0.log"),
+            })
+        );
+        let climbing = create(
+            serde_json::Value::Null,
+            "/var/log/pods/p/../../../tmp/x.log".into(),
+        );
+        let e = log_file(&climbing).unwrap_err();
+        assert!(e.to_string().contains("/tmp/x.log"), "{e}");
+        let relative = create(serde_json::Value::Null, "x.log".into());
+        assert!(log_file(&relative).is_err());
+
+        // No log at all: output is dropped.
+        let none = create(serde_json::Value::Null, serde_json::Value::Null);
+        assert_eq!(log_file(&none).unwrap(), None);
+    }
 }
