@@ -61,7 +61,7 @@
 pub mod seccomp;
 mod user;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 
 use nix::sys::resource::Resource;
@@ -425,11 +425,34 @@ pub fn process_args(
     Ok(command)
 }
 
-/// Merge `KEY=value` in place, keeping first-seen order.
-fn set_env(env: &mut Vec<(String, String)>, key: &str, value: &str) {
-    match env.iter_mut().find(|(k, _)| k == key) {
-        Some(slot) => slot.1 = value.to_owned(),
-        None => env.push((key.to_owned(), value.to_owned())),
+/// The environment as it is merged: entries in first-seen order, and each
+/// key's position, so that a later value replaces an earlier one in place
+/// without a scan (a request may carry 100 000 entries; a scan per entry
+/// made that quadratic). Keys and values borrow from the inputs.
+#[derive(Default)]
+struct Env<'a> {
+    entries: Vec<(&'a str, &'a str)>,
+    positions: HashMap<&'a str, usize>,
+}
+
+impl<'a> Env<'a> {
+    /// Sets `key` to `value`: in place if it is there, else at the end.
+    fn set(&mut self, key: &'a str, value: &'a str) {
+        match self
+            .positions
+            .get(key)
+            .and_then(|&i| self.entries.get_mut(i))
+        {
+            Some(slot) => slot.1 = value,
+            None => {
+                self.positions.insert(key, self.entries.len());
+                self.entries.push((key, value));
+            }
+        }
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.positions.contains_key(key)
     }
 }
 
@@ -439,17 +462,17 @@ pub fn process_env(
     image: &ImageConfigView,
     user: &ResolvedUser,
 ) -> Result<Vec<String>, SpecError> {
-    let mut env: Vec<(String, String)> = Vec::new();
+    let mut env = Env::default();
     for kv in &image.env {
         // An image entry without `=` sets nothing (Docker ignores it too).
         if let Some((k, v)) = kv.split_once('=')
             && !k.is_empty()
         {
-            set_env(&mut env, k, v);
+            env.set(k, v);
         }
     }
     if !container.hostname.is_empty() {
-        set_env(&mut env, "HOSTNAME", &container.hostname);
+        env.set("HOSTNAME", &container.hostname);
     }
     for (k, v) in &container.env {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
@@ -459,16 +482,17 @@ pub fn process_env(
                 reason: "the key must be non-empty and contain no '=' and no NUL".into(),
             });
         }
-        set_env(&mut env, k, v);
+        env.set(k, v);
     }
-    if !env.iter().any(|(k, _)| k == "PATH") {
-        env.insert(0, ("PATH".into(), DEFAULT_PATH.into()));
-    }
-    if !env.iter().any(|(k, _)| k == "HOME") {
-        let home = user.home.as_deref().unwrap_or("/");
-        env.push(("HOME".into(), home.into()));
-    }
-    Ok(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
+    let home = user.home.as_deref().unwrap_or("/");
+    let path = (!env.has("PATH")).then_some(("PATH", DEFAULT_PATH));
+    let home = (!env.has("HOME")).then_some(("HOME", home));
+    Ok(path
+        .into_iter()
+        .chain(env.entries)
+        .chain(home)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect())
 }
 
 /// The working directory: request, else image, else `/`.
@@ -736,7 +760,8 @@ pub fn mounts(c: &ContainerSpec) -> Result<(Vec<Mount>, Option<&'static str>), S
         binds.push(m.clone());
     }
     let clean = |p: &Path| p.components().collect::<PathBuf>();
-    let cri_dests: Vec<PathBuf> = binds.iter().map(|m| clean(&m.container_path)).collect();
+    // Sets, not lists: each default and pod file is looked up in them.
+    let cri_dests: HashSet<PathBuf> = binds.iter().map(|m| clean(&m.container_path)).collect();
     let pod = &c.pod_files;
     let ro_etc = c.readonly_rootfs;
     for (dest, src, readonly) in [
@@ -746,7 +771,7 @@ pub fn mounts(c: &ContainerSpec) -> Result<(Vec<Mount>, Option<&'static str>), S
         ("/dev/shm", &pod.shm, false),
     ] {
         if let Some(src) = src
-            && !cri_dests.iter().any(|d| d == Path::new(dest))
+            && !cri_dests.contains(Path::new(dest))
         {
             check_abs("pod file", src)?;
             binds.push(MountSpec {
@@ -759,8 +784,8 @@ pub fn mounts(c: &ContainerSpec) -> Result<(Vec<Mount>, Option<&'static str>), S
         }
     }
     binds.sort_by_key(|m| depth(&m.container_path));
-    let bind_dests: Vec<PathBuf> = binds.iter().map(|m| clean(&m.container_path)).collect();
-    let dev_given = cri_dests.iter().any(|d| d == Path::new("/dev"));
+    let bind_dests: HashSet<PathBuf> = binds.iter().map(|m| clean(&m.container_path)).collect();
+    let dev_given = cri_dests.contains(Path::new("/dev"));
 
     let mut out: Vec<Mount> = default_mounts(c.privileged)?
         .into_iter()

@@ -156,6 +156,106 @@ fn env_merging() {
     }
 }
 
+/// The merge as it was written first (a scan per entry): the reference the
+/// indexed merge must match entry for entry.
+fn scanning_env(c: &ContainerSpec, img: &ImageConfigView, user: &ResolvedUser) -> Vec<String> {
+    fn set(env: &mut Vec<(String, String)>, key: &str, value: &str) {
+        match env.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => slot.1 = value.to_owned(),
+            None => env.push((key.to_owned(), value.to_owned())),
+        }
+    }
+    let mut env = Vec::new();
+    for kv in &img.env {
+        if let Some((k, v)) = kv.split_once('=')
+            && !k.is_empty()
+        {
+            set(&mut env, k, v);
+        }
+    }
+    if !c.hostname.is_empty() {
+        set(&mut env, "HOSTNAME", &c.hostname);
+    }
+    for (k, v) in &c.env {
+        set(&mut env, k, v);
+    }
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.insert(0, ("PATH".into(), DEFAULT_PATH.into()));
+    }
+    if !env.iter().any(|(k, _)| k == "HOME") {
+        env.push(("HOME".into(), user.home.clone().unwrap_or("/".into())));
+    }
+    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+#[test]
+fn env_overrides_keep_the_first_position() {
+    let img = ImageConfigView {
+        env: v(&["A=img", "HOSTNAME=img-host", "B=img", "A=img2"]),
+        ..Default::default()
+    };
+    let mut c = container(&["x"], &[]);
+    c.hostname = "pod-host".into();
+    c.env = vec![
+        ("C".into(), "1".into()),
+        ("B".into(), "req".into()),
+        ("C".into(), "2".into()),
+        ("HOSTNAME".into(), "req-host".into()),
+        ("PATH".into(), "/p".into()),
+    ];
+    let env = process_env(&c, &img, &ResolvedUser::default()).unwrap();
+    assert_eq!(
+        env,
+        v(&[
+            "A=img2",
+            "HOSTNAME=req-host",
+            "B=req",
+            "C=2",
+            "PATH=/p",
+            "HOME=/"
+        ])
+    );
+    assert_eq!(env, scanning_env(&c, &img, &ResolvedUser::default()));
+}
+
+#[test]
+fn a_large_env_merges_as_the_scan_did() {
+    // Keys repeat (every 7th entry overrides an earlier key), within the
+    // image, within the request and across both.
+    let key = |i: usize| format!("K{}", if i.is_multiple_of(7) { i / 7 } else { i });
+    let img = ImageConfigView {
+        env: (0..2_000).map(|i| format!("{}=img{i}", key(i))).collect(),
+        ..Default::default()
+    };
+    let mut c = container(&["x"], &[]);
+    c.hostname = "h".into();
+    c.env = (1_000..6_000)
+        .map(|i| (key(i), format!("req{i}")))
+        .collect();
+    let user = ResolvedUser {
+        home: Some("/home/u".into()),
+        ..Default::default()
+    };
+    let env = process_env(&c, &img, &user).unwrap();
+    assert_eq!(env, scanning_env(&c, &img, &user));
+    assert_eq!(
+        env.first().map(String::as_str),
+        Some(&*format!("PATH={DEFAULT_PATH}"))
+    );
+    assert_eq!(env.last().map(String::as_str), Some("HOME=/home/u"));
+
+    // 100 000 distinct request entries: all kept, in order, after the
+    // image's and HOSTNAME.
+    c.env = (0..100_000)
+        .map(|i| (format!("E{i}"), String::new()))
+        .collect();
+    let env = process_env(&c, &ImageConfigView::default(), &user).unwrap();
+    assert_eq!(env.len(), 100_000 + 3);
+    assert_eq!(env[1], "HOSTNAME=h");
+    assert_eq!(env[2], "E0=");
+    assert_eq!(env[100_001], "E99999=");
+}
+
 #[test]
 fn working_dir_fallback() {
     let mut c = container(&["x"], &[]);
