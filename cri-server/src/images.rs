@@ -406,6 +406,7 @@ pub async fn remove(
     };
     if let Some(record) = removed {
         tracing::info!(id = %record.id, tags = ?record.repo_tags, "image removed");
+        crate::rpc::compact_store_if_due(daemon);
         collect_garbage_locked(daemon).await?;
     }
     Ok(cri::RemoveImageResponse {})

@@ -182,11 +182,37 @@ pub async fn forget<R: Record>(
     daemon: &std::sync::Arc<crate::daemon::Daemon>,
     record: &R,
 ) -> Result<(), CridError> {
-    let (daemon, record) = (daemon.clone(), record.clone());
+    let (store_daemon, record) = (daemon.clone(), record.clone());
     blocking(move || {
-        Ok(daemon
+        store_daemon
             .store
-            .remove_releasing(R::TABLE, record.reserved_name(), record.id())?)
+            .remove_releasing(R::TABLE, record.reserved_name(), record.id())?;
+        Ok(())
     })
-    .await
+    .await?;
+    compact_store_if_due(daemon);
+    Ok(())
+}
+
+/// Compacts the metadata store once enough was removed, on a blocking
+/// thread of its own: the removal that crossed the threshold answers
+/// without waiting for it, and the async workers never wait at all.
+pub fn compact_store_if_due(daemon: &std::sync::Arc<crate::daemon::Daemon>) {
+    if !daemon.store.compaction_due() {
+        return;
+    }
+    let daemon = daemon.clone();
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        match daemon.store.compact_if_due() {
+            Ok(Some(sizes)) => tracing::info!(
+                before_bytes = sizes.before,
+                after_bytes = sizes.after,
+                elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "metadata store compacted"
+            ),
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "cannot compact the metadata store"),
+        }
+    });
 }

@@ -5,8 +5,14 @@
 //! Values are JSON, keyed by object id, one table per kind of object. Opening
 //! never wipes anything: an unreadable, foreign or newer file is an error that
 //! says what it is and leaves the file as it was.
+//!
+//! redb reuses the pages of removed records but never gives them back to the
+//! file system: after large removals the store is compacted (see
+//! [`MetadataStore::compact_if_due`]), so the file shrinks back.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{RwLock, RwLockReadGuard};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
@@ -20,6 +26,9 @@ pub const FILE_NAME: &str = "metadata.redb";
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const SCHEMA_VERSION_KEY: &str = "schema_version";
 const NAME_RESERVATIONS: TableDefinition<&str, &str> = TableDefinition::new("name_reservations");
+/// Bytes of removed records after which the file is compacted: a few large
+/// pods' worth, so ordinary churn of small records never pays for it.
+pub const COMPACT_AFTER_REMOVED_BYTES: u64 = 8 << 20;
 
 /// The kinds of objects crid keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,8 +81,19 @@ fn db_error(error: impl Into<redb::Error>) -> StoreError {
 }
 
 pub struct MetadataStore {
-    db: Database,
+    /// Every transaction holds this shared; compaction needs the database
+    /// to itself (`&mut`), so it takes it exclusively.
+    db: RwLock<Database>,
     path: PathBuf,
+    /// Bytes of the records removed since the last compaction.
+    removed_bytes: AtomicU64,
+}
+
+/// The file's size before and after a compaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compacted {
+    pub before: u64,
+    pub after: u64,
 }
 
 impl MetadataStore {
@@ -84,11 +104,15 @@ impl MetadataStore {
             path: path.clone(),
             source,
         })?;
-        let store = MetadataStore { db, path };
+        let store = MetadataStore {
+            db: RwLock::new(db),
+            path,
+            removed_bytes: AtomicU64::new(0),
+        };
         // No tables at all: a new file, or one whose first commit a crash
         // interrupted. Anything else must carry our schema version.
         let has_tables = store
-            .db
+            .db()
             .begin_read()
             .map_err(db_error)?
             .list_tables()
@@ -106,8 +130,64 @@ impl MetadataStore {
         &self.path
     }
 
+    /// The database, shared. A panic while it was held leaves it as
+    /// consistent as a crash would (every change is a transaction), so a
+    /// poisoned lock is used all the same.
+    fn db(&self) -> RwLockReadGuard<'_, Database> {
+        self.db
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether enough was removed since the last compaction for
+    /// [`MetadataStore::compact_if_due`] to compact.
+    pub fn compaction_due(&self) -> bool {
+        self.removed_bytes.load(Ordering::Relaxed) >= COMPACT_AFTER_REMOVED_BYTES
+    }
+
+    /// Compacts the file if [`COMPACT_AFTER_REMOVED_BYTES`] were removed
+    /// since the last time. Blocking, for as long as redb takes (it copies
+    /// the live pages down and truncates the file); every other store call
+    /// waits meanwhile, so callers run it on a blocking thread of its own.
+    /// Two concurrent calls compact once.
+    pub fn compact_if_due(&self) -> Result<Option<Compacted>, StoreError> {
+        if !self.compaction_due() {
+            return Ok(None);
+        }
+        let mut db = self
+            .db
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Re-read under the lock: another call may have compacted already.
+        let removed = self.removed_bytes.swap(0, Ordering::Relaxed);
+        if removed < COMPACT_AFTER_REMOVED_BYTES {
+            self.removed_bytes.fetch_add(removed, Ordering::Relaxed);
+            return Ok(None);
+        }
+        let before = self.file_size();
+        if let Err(error) = db.compact() {
+            // Counted again, so a later removal retries.
+            self.removed_bytes.fetch_add(removed, Ordering::Relaxed);
+            return Err(db_error(error));
+        }
+        Ok(Some(Compacted {
+            before,
+            after: self.file_size(),
+        }))
+    }
+
+    fn file_size(&self) -> u64 {
+        std::fs::metadata(&self.path).map_or(0, |meta| meta.len())
+    }
+
+    fn count_removed(&self, bytes: usize) {
+        let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+        self.removed_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     fn initialise(&self) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(db_error)?;
+        let db = self.db();
+        let txn = db.begin_write().map_err(db_error)?;
         {
             let mut meta = txn.open_table(META).map_err(db_error)?;
             let version = encode("schema version", &SCHEMA_VERSION)?;
@@ -125,7 +205,8 @@ impl MetadataStore {
         let foreign = || StoreError::Foreign {
             path: self.path.clone(),
         };
-        let txn = self.db.begin_read().map_err(db_error)?;
+        let db = self.db();
+        let txn = db.begin_read().map_err(db_error)?;
         let meta = match txn.open_table(META) {
             Ok(meta) => meta,
             Err(redb::TableError::TableDoesNotExist(_)) => return Err(foreign()),
@@ -147,7 +228,8 @@ impl MetadataStore {
 
     pub fn put<T: Serialize>(&self, table: Table, id: &str, value: &T) -> Result<(), StoreError> {
         let bytes = encode(id, value)?;
-        let txn = self.db.begin_write().map_err(db_error)?;
+        let db = self.db();
+        let txn = db.begin_write().map_err(db_error)?;
         txn.open_table(table.definition())
             .map_err(db_error)?
             .insert(id, bytes.as_slice())
@@ -160,7 +242,8 @@ impl MetadataStore {
         table: Table,
         id: &str,
     ) -> Result<Option<T>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_error)?;
+        let db = self.db();
+        let txn = db.begin_read().map_err(db_error)?;
         let opened = txn.open_table(table.definition()).map_err(db_error)?;
         let value = opened.get(id).map_err(db_error)?;
         value.map(|bytes| decode(id, bytes.value())).transpose()
@@ -168,22 +251,20 @@ impl MetadataStore {
 
     /// Removes `id`; true if it was there (removing twice is not an error).
     pub fn remove(&self, table: Table, id: &str) -> Result<bool, StoreError> {
-        let txn = self.db.begin_write().map_err(db_error)?;
-        let existed = txn
-            .open_table(table.definition())
-            .map_err(db_error)?
-            .remove(id)
-            .map_err(db_error)?
-            .is_some();
+        let db = self.db();
+        let txn = db.begin_write().map_err(db_error)?;
+        let removed = remove_in(&txn, table, id)?;
         txn.commit().map_err(db_error)?;
-        Ok(existed)
+        self.count_removed(removed.unwrap_or(0));
+        Ok(removed.is_some())
     }
 
     /// Every object of `table` that can be read. One that cannot (written by
     /// a different crid, damaged) is skipped with an error logged, never
     /// allowed to hide the others or to stop crid from starting.
     pub fn list<T: DeserializeOwned>(&self, table: Table) -> Result<Vec<(String, T)>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_error)?;
+        let db = self.db();
+        let txn = db.begin_read().map_err(db_error)?;
         let opened = txn.open_table(table.definition()).map_err(db_error)?;
         let mut entries = Vec::new();
         for entry in opened.iter().map_err(db_error)? {
@@ -202,14 +283,16 @@ impl MetadataStore {
     /// same pod/container name cannot both win. Reserving again for the same
     /// id succeeds.
     pub fn reserve_name(&self, name: &str, id: &str) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(db_error)?;
+        let db = self.db();
+        let txn = db.begin_write().map_err(db_error)?;
         reserve_in(&txn, name, id)?;
         txn.commit().map_err(db_error)
     }
 
     /// Releases `name` if `id` holds it; releasing what is not held is a no-op.
     pub fn release_name(&self, name: &str, id: &str) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(db_error)?;
+        let db = self.db();
+        let txn = db.begin_write().map_err(db_error)?;
         release_in(&txn, name, id)?;
         txn.commit().map_err(db_error)
     }
@@ -224,7 +307,8 @@ impl MetadataStore {
         value: &T,
     ) -> Result<(), StoreError> {
         let bytes = encode(id, value)?;
-        let txn = self.db.begin_write().map_err(db_error)?;
+        let db = self.db();
+        let txn = db.begin_write().map_err(db_error)?;
         reserve_in(&txn, name, id)?;
         txn.open_table(table.definition())
             .map_err(db_error)?
@@ -233,22 +317,24 @@ impl MetadataStore {
         txn.commit().map_err(db_error)
     }
 
-    /// Removes `id` and releases the `name` it holds, in one transaction.
-    pub fn remove_releasing(&self, table: Table, name: &str, id: &str) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(db_error)?;
-        txn.open_table(table.definition())
-            .map_err(db_error)?
-            .remove(id)
-            .map_err(db_error)?;
+    /// Removes `id` and releases the `name` it holds, in one transaction;
+    /// true if the record was there.
+    pub fn remove_releasing(&self, table: Table, name: &str, id: &str) -> Result<bool, StoreError> {
+        let db = self.db();
+        let txn = db.begin_write().map_err(db_error)?;
+        let removed = remove_in(&txn, table, id)?;
         release_in(&txn, name, id)?;
-        txn.commit().map_err(db_error)
+        txn.commit().map_err(db_error)?;
+        self.count_removed(removed.unwrap_or(0));
+        Ok(removed.is_some())
     }
 
     /// Node-level settings that must survive a restart (e.g. the pod CIDR
     /// kubelet sent, which it does not resend when crid restarts).
     pub fn put_setting<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StoreError> {
         let bytes = encode(key, value)?;
-        let txn = self.db.begin_write().map_err(db_error)?;
+        let db = self.db();
+        let txn = db.begin_write().map_err(db_error)?;
         txn.open_table(META)
             .map_err(db_error)?
             .insert(key, bytes.as_slice())
@@ -257,7 +343,8 @@ impl MetadataStore {
     }
 
     pub fn get_setting<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_error)?;
+        let db = self.db();
+        let txn = db.begin_read().map_err(db_error)?;
         let meta = txn.open_table(META).map_err(db_error)?;
         let value = meta.get(key).map_err(db_error)?;
         value.map(|bytes| decode(key, bytes.value())).transpose()
@@ -296,6 +383,18 @@ fn reserve_in(txn: &redb::WriteTransaction, name: &str, id: &str) -> Result<(), 
             Ok(())
         }
     }
+}
+
+/// Removes `id` from `table` inside `txn`; the size of its value if it was
+/// there.
+fn remove_in(
+    txn: &redb::WriteTransaction,
+    table: Table,
+    id: &str,
+) -> Result<Option<usize>, StoreError> {
+    let mut opened = txn.open_table(table.definition()).map_err(db_error)?;
+    let removed = opened.remove(id).map_err(db_error)?;
+    Ok(removed.map(|value| value.value().len()))
 }
 
 /// Releases `name` inside `txn` if `id` holds it.
@@ -424,6 +523,76 @@ mod tests {
         store
             .insert_reserving(Table::Containers, "c_pod_ns_uid_0", "id2", &"two")
             .expect("the name is free again");
+    }
+
+    #[test]
+    fn the_file_shrinks_back_after_large_removals() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let store = MetadataStore::open(root.path()).expect("create");
+        let size = || std::fs::metadata(store.path()).expect("stat").len();
+        let empty = size();
+        store
+            .put(Table::Pods, "keep", &Pod { name: "k".into() })
+            .expect("put");
+        // 24 records of 1 MiB each, written twice (as a pod's record is).
+        let big = Pod {
+            name: "a".repeat(1 << 20),
+        };
+        for round in 0..2 {
+            for i in 0..24 {
+                let id = format!("big{i}");
+                if round == 0 {
+                    store
+                        .insert_reserving(Table::Pods, &format!("name{i}"), &id, &big)
+                        .expect("insert");
+                } else {
+                    store.put(Table::Pods, &id, &big).expect("put");
+                }
+            }
+        }
+        let full = size();
+        assert!(full > 24 << 20, "{full} bytes for 24 MiB of records");
+
+        // Removing a little is not worth a compaction.
+        assert!(store.remove(Table::Pods, "big0").expect("remove"));
+        assert!(!store.compaction_due());
+        assert_eq!(store.compact_if_due().expect("not due"), None);
+
+        for i in 1..24 {
+            let removed = store
+                .remove_releasing(Table::Pods, &format!("name{i}"), &format!("big{i}"))
+                .expect("remove");
+            assert!(removed);
+        }
+        assert!(
+            !store
+                .remove_releasing(Table::Pods, "name1", "big1")
+                .expect("twice"),
+            "removing twice says it was gone"
+        );
+        assert!(size() > 8 << 20, "redb alone keeps most of the file");
+        assert!(store.compaction_due());
+        let compacted = store
+            .compact_if_due()
+            .expect("compact")
+            .expect("due after 24 MiB removed");
+        assert!(!store.compaction_due(), "the count starts again");
+        assert_eq!(compacted.after, size());
+        assert!(
+            compacted.after < compacted.before / 4 && compacted.after < empty + (4 << 20),
+            "{compacted:?}, empty store {empty} bytes"
+        );
+        // A second call has nothing to do.
+        assert_eq!(store.compact_if_due().expect("again"), None);
+
+        // What was kept is there, also after a reopen, and writes go on.
+        drop(store);
+        let store = MetadataStore::open(root.path()).expect("reopen");
+        let pods: Vec<(String, Pod)> = store.list(Table::Pods).expect("list");
+        assert_eq!(pods, [("keep".to_string(), Pod { name: "k".into() })]);
+        store
+            .insert_reserving(Table::Pods, "name1", "new", &Pod { name: "n".into() })
+            .expect("the released name is free");
     }
 
     #[test]
