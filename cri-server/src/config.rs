@@ -58,6 +58,8 @@ pub struct MetricsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeConfig {
     pub cgroup_driver: CgroupDriver,
+    /// Labels plus annotations (keys and values) of one pod or container.
+    pub max_labels_annotations_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,6 +131,7 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
             cgroup_driver: CgroupDriver::Cgroupfs,
+            max_labels_annotations_bytes: crate::limits::DEFAULT_MAX_LABELS_ANNOTATIONS_BYTES,
         }
     }
 }
@@ -249,6 +252,18 @@ impl Config {
         for (index, dir) in self.cni.bin_dirs.iter().enumerate() {
             absolute(&format!("cni.bin_dirs[{index}]"), dir)?;
         }
+        let range = crate::limits::MAX_LABELS_ANNOTATIONS_RANGE;
+        if !range.contains(&self.runtime.max_labels_annotations_bytes) {
+            return Err(invalid(
+                "runtime.max_labels_annotations_bytes",
+                self.runtime.max_labels_annotations_bytes,
+                format!(
+                    "must be between {} and {} (a List answer must have room for several)",
+                    range.start(),
+                    range.end()
+                ),
+            ));
+        }
         if !(1..=64).contains(&self.images.max_concurrent_layers) {
             return Err(invalid(
                 "images.max_concurrent_layers",
@@ -342,6 +357,7 @@ mod tests {
             "[streaming]",
             "[metrics]",
             "cgroup_driver",
+            "max_labels_annotations_bytes = 1048576",
         ] {
             assert!(text.contains(key), "missing {key} in\n{text}");
         }
@@ -356,6 +372,7 @@ mod tests {
             root = "/tmp/r"
             [runtime]
             cgroup_driver = "systemd"
+            max_labels_annotations_bytes = 65536
             [registries."registry.k8s.io"]
             endpoints = ["http://127.0.0.1:5000"]
             "#,
@@ -364,6 +381,7 @@ mod tests {
         assert_eq!(config.root, PathBuf::from("/tmp/r"));
         assert_eq!(config.state, PathBuf::from("/run/crid"));
         assert_eq!(config.runtime.cgroup_driver, CgroupDriver::Systemd);
+        assert_eq!(config.runtime.max_labels_annotations_bytes, 65536);
         assert_eq!(
             config.registries["registry.k8s.io"].endpoints,
             ["http://127.0.0.1:5000"]
@@ -396,8 +414,16 @@ mod tests {
     #[test]
     fn validation_names_the_key_and_value() {
         type Mutation = fn(&mut Config);
-        let cases: [(Mutation, &str); 8] = [
+        let cases: [(Mutation, &str); 10] = [
             (|c| c.root = PathBuf::from("relative"), "`root`"),
+            (
+                |c| c.runtime.max_labels_annotations_bytes = 100,
+                "`runtime.max_labels_annotations_bytes`",
+            ),
+            (
+                |c| c.runtime.max_labels_annotations_bytes = 9 << 20,
+                "`runtime.max_labels_annotations_bytes`",
+            ),
             (
                 |c| c.listen = PathBuf::from(format!("/{}", "s".repeat(200))),
                 "`listen`",

@@ -124,6 +124,12 @@ pub async fn create(
     let config = request
         .config
         .ok_or_else(|| CridError::invalid("config", "<unset>", "is required"))?;
+    crate::limits::check_labels_and_annotations(
+        "container",
+        &config.labels,
+        &config.annotations,
+        daemon.config.runtime.max_labels_annotations_bytes,
+    )?;
     let pod = pods::find(&daemon, &request.pod_sandbox_id)
         .await?
         .ok_or_else(|| {

@@ -12,12 +12,11 @@ use tokio_stream::wrappers::UnixListenerStream;
 use crate::config::Config;
 use crate::image_service::ImageApi;
 use crate::instance::{BoundSocket, DirLock, InstanceError, ensure_dir};
+use crate::limits::MAX_MESSAGE_BYTES;
 use crate::locks::KeyedLocks;
 use crate::runtime_service::RuntimeApi;
 use crate::store::{MetadataStore, StoreError};
 
-/// kubelet's CRI client caps messages at 16 MiB; accept as much.
-const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// How long in-flight RPCs may finish after SIGTERM before crid exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const POD_CIDR_SETTING: &str = "pod_cidr";

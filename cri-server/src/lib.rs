@@ -10,6 +10,7 @@ pub mod error;
 pub mod image_service;
 pub mod images;
 pub mod instance;
+pub mod limits;
 pub mod locks;
 pub mod pods;
 pub mod rpc;

@@ -96,6 +96,12 @@ pub async fn run(
     let config = request
         .config
         .ok_or_else(|| CridError::invalid("config", "<unset>", "is required"))?;
+    crate::limits::check_labels_and_annotations(
+        "pod sandbox",
+        &config.labels,
+        &config.annotations,
+        daemon.config.runtime.max_labels_annotations_bytes,
+    )?;
     if !request.runtime_handler.is_empty() {
         return Err(CridError::invalid(
             "runtime_handler",
