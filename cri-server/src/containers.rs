@@ -77,6 +77,11 @@ impl Record for ContainerRecord {
     fn reserved_name(&self) -> &str {
         &self.reserved_name
     }
+    fn list_charge(&self) -> u64 {
+        // A state that encodes widest (CREATED, 0, is not encoded at all).
+        let state = cri::ContainerState::ContainerUnknown.into();
+        crate::limits::entry_charge(&list_entry(self, state))
+    }
 }
 
 async fn load(daemon: &Arc<Daemon>, id: &str) -> Result<Option<ContainerRecord>, CridError> {
@@ -752,23 +757,29 @@ pub async fn list(
         {
             continue;
         }
-        containers.push(cri::Container {
-            id: record.id.clone(),
-            pod_sandbox_id: record.pod_id.clone(),
-            metadata: record.config.metadata.clone(),
-            image: Some(cri::ImageSpec {
-                image: record.image_ref.clone(),
-                ..Default::default()
-            }),
-            image_ref: record.image_id.clone(),
-            state: observed.state.into(),
-            created_at: record.created_at,
-            labels: record.config.labels.clone(),
-            annotations: record.config.annotations.clone(),
-            image_id: record.image_id.clone(),
-        });
+        containers.push(list_entry(&record, observed.state.into()));
     }
     Ok(cri::ListContainersResponse { containers })
+}
+
+/// The container as ListContainers answers it; also what it is charged in
+/// the node's List budget.
+fn list_entry(record: &ContainerRecord, state: i32) -> cri::Container {
+    cri::Container {
+        id: record.id.clone(),
+        pod_sandbox_id: record.pod_id.clone(),
+        metadata: record.config.metadata.clone(),
+        image: Some(cri::ImageSpec {
+            image: record.image_ref.clone(),
+            ..Default::default()
+        }),
+        image_ref: record.image_id.clone(),
+        state,
+        created_at: record.created_at,
+        labels: record.config.labels.clone(),
+        annotations: record.config.annotations.clone(),
+        image_id: record.image_id.clone(),
+    }
 }
 
 pub async fn update_resources(

@@ -12,7 +12,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use crate::config::Config;
 use crate::image_service::ImageApi;
 use crate::instance::{BoundSocket, DirLock, InstanceError, ensure_dir};
-use crate::limits::MAX_MESSAGE_BYTES;
+use crate::limits::{LIST_BUDGET_BYTES, ListBudget, MAX_MESSAGE_BYTES};
 use crate::locks::KeyedLocks;
 use crate::runtime_service::RuntimeApi;
 use crate::store::{MetadataStore, StoreError};
@@ -47,6 +47,8 @@ pub struct Daemon {
     pub pod_locks: KeyedLocks,
     /// Serialises image record updates against image GC.
     pub image_lock: tokio::sync::Mutex<()>,
+    /// What the pods and containers weigh in List answers.
+    pub lists: ListBudget,
     pod_cidr: RwLock<String>,
 }
 
@@ -87,6 +89,9 @@ pub async fn start(config: Config) -> Result<Started, DaemonError> {
         locks.push(DirLock::acquire(&config.state)?);
     }
     let store = MetadataStore::open(&config.root)?;
+    let lists = ListBudget::new(LIST_BUDGET_BYTES);
+    lists.load::<crate::pods::PodRecord>(&store)?;
+    lists.load::<crate::containers::ContainerRecord>(&store)?;
     let pod_cidr = store
         .get_setting::<String>(POD_CIDR_SETTING)?
         .unwrap_or_default();
@@ -117,6 +122,7 @@ pub async fn start(config: Config) -> Result<Started, DaemonError> {
         pods,
         pod_locks: KeyedLocks::default(),
         image_lock: tokio::sync::Mutex::new(()),
+        lists,
         pod_cidr: RwLock::new(pod_cidr),
     });
     Ok(Started {

@@ -38,6 +38,8 @@ pub enum CridError {
     #[error("{0}")]
     DeadlineExceeded(String),
     #[error("{0}")]
+    ResourceExhausted(String),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -71,6 +73,7 @@ impl CridError {
             CridError::Monitor(runtime::MonitorError::Failed { .. }) => Code::FailedPrecondition,
             CridError::Monitor(_) | CridError::Internal(_) => Code::Internal,
             CridError::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            CridError::ResourceExhausted(_) => Code::ResourceExhausted,
         }
     }
 }

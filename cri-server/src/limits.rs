@@ -1,11 +1,30 @@
 //! What keeps the node's answers readable: kubelet's CRI client refuses any
-//! message over 16 MiB. One pod's or container's labels plus annotations
-//! are capped (`[runtime] max_labels_annotations_bytes`, 1 MiB by default).
+//! message over 16 MiB, and a List answer that grows past it fails for every
+//! client, so kubelet's relist fails node-wide.
+//!
+//! * One pod's or container's labels plus annotations are capped
+//!   (`[runtime] max_labels_annotations_bytes`, 1 MiB by default).
+//! * The List entries of all pods and containers together are kept under
+//!   what one answer can carry ([`ListBudget`]). Each record is charged the
+//!   encoded size of its List entry (labels, annotations, names, image
+//!   references: everything it adds to ListPodSandbox or ListContainers)
+//!   plus a margin for its stats, when it is written; it is refunded when
+//!   it is removed; the totals are recomputed from the records at start. A
+//!   create that would go past the budget is ResourceExhausted.
+//!
+//! Pods and containers share one budget rather than having one each:
+//! ListPodSandboxStats nests every container's stats (with its labels and
+//! annotations) inside its pod's, so it carries both kinds in one answer.
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
+use std::sync::Mutex;
+
+use prost::Message;
 
 use crate::error::CridError;
+use crate::rpc::Record;
+use crate::store::{MetadataStore, StoreError, Table};
 
 /// The largest gRPC message crid accepts or sends: kubelet's CRI client
 /// caps at 16 MiB, so crid accepts as much and never answers more.
@@ -19,6 +38,19 @@ pub const DEFAULT_MAX_LABELS_ANNOTATIONS_BYTES: u64 = 1024 * 1024;
 /// labels and annotations fit in the lower bound; the upper leaves a List
 /// answer room for more than one such object.
 pub const MAX_LABELS_ANNOTATIONS_RANGE: RangeInclusive<u64> = 4096..=8 * 1024 * 1024;
+
+/// Room a List answer keeps beyond its entries: the response's own framing
+/// and the gRPC frame are a few bytes; the rest is slack for fields a later
+/// crid may add.
+const LIST_HEADROOM_BYTES: u64 = 256 * 1024;
+
+/// What the List entries of all pods and containers may add up to.
+pub const LIST_BUDGET_BYTES: u64 = MAX_MESSAGE_BYTES as u64 - LIST_HEADROOM_BYTES;
+
+/// Charged per record on top of its List entry: what its entry in the
+/// stats answers adds beyond the attributes (cpu, memory, filesystem,
+/// network figures; a pod's interfaces).
+const STATS_MARGIN_BYTES: u64 = 1024;
 
 fn bytes_of(map: &HashMap<String, String>) -> u64 {
     map.iter()
@@ -54,9 +86,136 @@ pub fn check_labels_and_annotations(
     ))
 }
 
+/// What `entry` adds to a List answer: its encoded size as an element of
+/// the answer's repeated field (one tag byte and the length prefix).
+fn framed_len(entry: &impl Message) -> u64 {
+    let len = entry.encoded_len();
+    (1 + prost::length_delimiter_len(len) + len) as u64
+}
+
+/// The encoded size of a List answer made of `entries`.
+pub fn answer_len<M: Message>(entries: impl IntoIterator<Item = M>) -> u64 {
+    entries.into_iter().map(|entry| framed_len(&entry)).sum()
+}
+
+/// The charge of a record whose List entry is `entry`: what the entry adds
+/// to the answer, plus [`STATS_MARGIN_BYTES`].
+pub fn entry_charge(entry: &impl Message) -> u64 {
+    framed_len(entry) + STATS_MARGIN_BYTES
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub pods: u64,
+    pub containers: u64,
+}
+
+impl Usage {
+    fn total(self) -> u64 {
+        self.pods.saturating_add(self.containers)
+    }
+
+    fn of(&mut self, table: Table) -> Option<&mut u64> {
+        match table {
+            Table::Pods => Some(&mut self.pods),
+            Table::Containers => Some(&mut self.containers),
+            Table::Images => None,
+        }
+    }
+}
+
+/// The node-wide running total of what the pods' and containers' List
+/// entries weigh (see the module docs).
+#[derive(Debug)]
+pub struct ListBudget {
+    limit: u64,
+    usage: Mutex<Usage>,
+}
+
+impl ListBudget {
+    pub fn new(limit: u64) -> ListBudget {
+        ListBudget {
+            limit,
+            usage: Mutex::new(Usage::default()),
+        }
+    }
+
+    /// Adds what the records of `R` in `store` weigh (at start, before
+    /// serving); records the store cannot read are neither listed nor
+    /// charged.
+    pub fn load<R>(&self, store: &MetadataStore) -> Result<(), StoreError>
+    where
+        R: Record + serde::de::DeserializeOwned,
+    {
+        let records = store.list::<R>(R::TABLE)?;
+        let bytes = records.iter().map(|(_, record)| record.list_charge()).sum();
+        let mut usage = self.lock();
+        if let Some(used) = usage.of(R::TABLE) {
+            *used = used.saturating_add(bytes);
+        }
+        if usage.total() > self.limit {
+            tracing::warn!(
+                pods_bytes = usage.pods,
+                containers_bytes = usage.containers,
+                limit_bytes = self.limit,
+                "the stored pods and containers weigh more than a List answer can carry; \
+                 new ones are refused until some are removed"
+            );
+        }
+        Ok(())
+    }
+
+    /// Charges `bytes` to `table`'s total, or refuses with ResourceExhausted
+    /// when all pods and containers together would weigh more than the
+    /// budget.
+    pub fn charge(&self, table: Table, bytes: u64) -> Result<(), CridError> {
+        let mut usage = self.lock();
+        let total = usage.total();
+        if total.saturating_add(bytes) > self.limit {
+            let kind = match table {
+                Table::Pods => "pod sandbox",
+                Table::Containers => "container",
+                Table::Images => "image",
+            };
+            return Err(CridError::ResourceExhausted(format!(
+                "the node's List answers are full: its pods weigh {} bytes and its containers \
+                 {} bytes in ListPodSandbox/ListContainers (with stats), of the {} bytes one \
+                 answer may carry under kubelet's {} byte message limit; this {kind} would add \
+                 {bytes} bytes. Remove pods or containers, or give them fewer labels and \
+                 annotations",
+                usage.pods, usage.containers, self.limit, MAX_MESSAGE_BYTES
+            )));
+        }
+        if let Some(used) = usage.of(table) {
+            *used = used.saturating_add(bytes);
+        }
+        Ok(())
+    }
+
+    /// Gives back what a removed record was charged.
+    pub fn refund(&self, table: Table, bytes: u64) {
+        if let Some(used) = self.lock().of(table) {
+            *used = used.saturating_sub(bytes);
+        }
+    }
+
+    pub fn usage(&self) -> Usage {
+        *self.lock()
+    }
+
+    /// Usage stays meaningful if a holder panicked: every update is one
+    /// assignment.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Usage> {
+        self.usage
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proto::cri;
     use tonic::{Code, Status};
 
     fn map(entries: &[(&str, usize)]) -> HashMap<String, String> {
@@ -94,5 +253,112 @@ mod tests {
         );
         assert!(status.message().starts_with("config.labels:"), "{status:?}");
         assert!(status.message().contains("container"));
+    }
+
+    #[test]
+    fn the_budget_refuses_what_would_not_fit_and_takes_refunds() {
+        let budget = ListBudget::new(10_000);
+        budget.charge(Table::Pods, 6_000).expect("fits");
+        budget
+            .charge(Table::Containers, 4_000)
+            .expect("fits exactly");
+        let error = budget
+            .charge(Table::Containers, 1)
+            .expect_err("pods and containers share the budget");
+        let status = Status::from(error);
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        let message = status.message();
+        assert!(
+            message.contains("pods weigh 6000 bytes") && message.contains("containers 4000"),
+            "{message}"
+        );
+        assert!(
+            message.contains("this container would add 1 bytes"),
+            "{message}"
+        );
+        assert_eq!(
+            budget.usage(),
+            Usage {
+                pods: 6_000,
+                containers: 4_000
+            },
+            "a refusal charges nothing"
+        );
+        budget.refund(Table::Pods, 6_000);
+        budget.charge(Table::Containers, 6_000).expect("room again");
+        budget.refund(Table::Containers, 20_000);
+        assert_eq!(budget.usage().containers, 0, "never below zero");
+    }
+
+    #[derive(Clone, serde::Serialize, serde::Deserialize)]
+    struct Weighing {
+        id: String,
+        bytes: u64,
+    }
+
+    impl Record for Weighing {
+        const TABLE: Table = Table::Containers;
+        fn id(&self) -> &str {
+            &self.id
+        }
+        fn reserved_name(&self) -> &str {
+            &self.id
+        }
+        fn list_charge(&self) -> u64 {
+            self.bytes
+        }
+    }
+
+    #[test]
+    fn the_totals_are_recomputed_from_the_store() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let store = MetadataStore::open(root.path()).expect("store");
+        for (id, bytes) in [("a", 3_000), ("b", 4_000)] {
+            let record = Weighing {
+                id: id.into(),
+                bytes,
+            };
+            store.put(Table::Containers, id, &record).expect("put");
+        }
+        let budget = ListBudget::new(10_000);
+        budget.load::<Weighing>(&store).expect("load");
+        assert_eq!(
+            budget.usage(),
+            Usage {
+                pods: 0,
+                containers: 7_000
+            }
+        );
+        budget.charge(Table::Pods, 3_000).expect("what is left");
+        budget.charge(Table::Pods, 1).expect_err("full");
+
+        // Stored records over the budget (an older crid's) still load: new
+        // ones are refused until enough are removed.
+        let small = ListBudget::new(5_000);
+        small
+            .load::<Weighing>(&store)
+            .expect("load over the budget");
+        small.charge(Table::Containers, 1).expect_err("full");
+        small.refund(Table::Containers, 4_000);
+        small
+            .charge(Table::Containers, 2_000)
+            .expect("room after a removal");
+    }
+
+    #[test]
+    fn an_entry_is_charged_its_encoded_size() {
+        let entry = cri::PodSandbox {
+            id: "p".repeat(64),
+            annotations: [("a".to_string(), "v".repeat(300))].into(),
+            ..Default::default()
+        };
+        let answer = cri::ListPodSandboxResponse {
+            items: vec![entry.clone(), entry.clone(), entry.clone()],
+        };
+        // Three entries' charges cover the whole answer, stats margin aside.
+        let framed = entry_charge(&entry) - STATS_MARGIN_BYTES;
+        assert_eq!(answer.encoded_len() as u64, 3 * framed);
+        assert_eq!(answer_len(answer.items.iter().cloned()), 3 * framed);
+        assert!(framed > 64 + 300);
     }
 }

@@ -46,6 +46,10 @@ impl Record for PodRecord {
     fn reserved_name(&self) -> &str {
         &self.reserved_name
     }
+    fn list_charge(&self) -> u64 {
+        // The state that encodes widest (READY, 0, is not encoded at all).
+        crate::limits::entry_charge(&list_entry(self, sandbox_state(false)))
+    }
 }
 
 /// A 64-hex-digit id, as containerd's and CRI-O's.
@@ -283,17 +287,23 @@ pub async fn list(
         {
             continue;
         }
-        items.push(cri::PodSandbox {
-            id: record.id.clone(),
-            metadata: record.config.metadata.clone(),
-            state,
-            created_at: record.created_at,
-            labels: record.config.labels.clone(),
-            annotations: record.config.annotations.clone(),
-            runtime_handler: record.runtime_handler.clone(),
-        });
+        items.push(list_entry(&record, state));
     }
     Ok(cri::ListPodSandboxResponse { items })
+}
+
+/// The pod as ListPodSandbox answers it; also what it is charged in the
+/// node's List budget.
+fn list_entry(record: &PodRecord, state: i32) -> cri::PodSandbox {
+    cri::PodSandbox {
+        id: record.id.clone(),
+        metadata: record.config.metadata.clone(),
+        state,
+        created_at: record.created_at,
+        labels: record.config.labels.clone(),
+        annotations: record.config.annotations.clone(),
+        runtime_handler: record.runtime_handler.clone(),
+    }
 }
 
 /// At start: a pod whose RunPodSandbox a crash interrupted is rolled back.

@@ -152,18 +152,31 @@ pub trait Record: serde::Serialize + Clone + Send + Sync + 'static {
     const TABLE: crate::store::Table;
     fn id(&self) -> &str;
     fn reserved_name(&self) -> &str;
+    /// What the record weighs in the node's List answers
+    /// ([`crate::limits::entry_charge`] of its List entry).
+    fn list_charge(&self) -> u64;
 }
 
-/// Reserves the record's name and writes the record, in one transaction.
+/// Reserves the record's name and writes the record, in one transaction,
+/// if the node's List answers have room for it (else ResourceExhausted).
+/// Charge, write and refund happen on one blocking thread, so a cancelled
+/// RPC cannot leave the budget charged for a record that was not written.
 pub async fn insert_reserving<R: Record>(
     daemon: &std::sync::Arc<crate::daemon::Daemon>,
     record: &R,
 ) -> Result<(), CridError> {
     let (daemon, record) = (daemon.clone(), record.clone());
     blocking(move || {
-        Ok(daemon
-            .store
-            .insert_reserving(R::TABLE, record.reserved_name(), record.id(), &record)?)
+        let charge = record.list_charge();
+        daemon.lists.charge(R::TABLE, charge)?;
+        let written =
+            daemon
+                .store
+                .insert_reserving(R::TABLE, record.reserved_name(), record.id(), &record);
+        if written.is_err() {
+            daemon.lists.refund(R::TABLE, charge);
+        }
+        Ok(written?)
     })
     .await
 }
@@ -184,9 +197,14 @@ pub async fn forget<R: Record>(
 ) -> Result<(), CridError> {
     let (store_daemon, record) = (daemon.clone(), record.clone());
     blocking(move || {
-        store_daemon
-            .store
-            .remove_releasing(R::TABLE, record.reserved_name(), record.id())?;
+        let removed =
+            store_daemon
+                .store
+                .remove_releasing(R::TABLE, record.reserved_name(), record.id())?;
+        // Only what was there was charged (a second forget finds nothing).
+        if removed {
+            store_daemon.lists.refund(R::TABLE, record.list_charge());
+        }
         Ok(())
     })
     .await?;
