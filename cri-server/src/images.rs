@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::daemon::Daemon;
 use crate::error::CridError;
+use crate::limits::LIST_BUDGET_BYTES;
 use crate::rpc::{blocking, now_nanos};
 use crate::store::Table;
 
@@ -228,6 +229,30 @@ fn merge(
     changed
 }
 
+/// Refuses a pull whose records (`records` with `changed` written over
+/// them) would make ListImages answer more than `limit` bytes: every tag
+/// and digest of every image is in that one answer, and a client (kubelet:
+/// 16 MiB) cannot read a larger one. The pulled content stays unreferenced
+/// until the next image GC.
+fn check_list_room(
+    records: &[ImageRecord],
+    changed: &[ImageRecord],
+    limit: u64,
+) -> Result<(), CridError> {
+    let replaced: HashSet<&str> = changed.iter().map(|r| r.id.as_str()).collect();
+    let kept = records.iter().filter(|r| !replaced.contains(r.id.as_str()));
+    let bytes = crate::limits::answer_len(changed.iter().chain(kept).map(to_cri));
+    if bytes > limit {
+        return Err(CridError::ResourceExhausted(format!(
+            "the node's image list is full: with this image, ListImages would answer {bytes} \
+             bytes, over the {limit} bytes one answer may carry under kubelet's {} byte \
+             message limit. Remove images or tags",
+            crate::limits::MAX_MESSAGE_BYTES
+        )));
+    }
+    Ok(())
+}
+
 /// Whether every blob and layer of `pulled` is still in the store.
 fn content_present(daemon: &Daemon, pulled: &PulledImage) -> bool {
     daemon.images.has_layers(pulled)
@@ -275,10 +300,12 @@ pub async fn pull(
                     return Ok(false);
                 }
                 let records: Vec<(String, ImageRecord)> = daemon.store.list(Table::Images)?;
-                let records = records.into_iter().map(|(_, r)| r).collect();
+                let records: Vec<ImageRecord> = records.into_iter().map(|(_, r)| r).collect();
+                let changed = merge(records.clone(), &pulled, &reference, now_nanos());
+                check_list_room(&records, &changed, LIST_BUDGET_BYTES)?;
                 // The pulled image's record first, so a crash in between
                 // leaves the tag on both (resolved by pull time), not on none.
-                for record in merge(records, &pulled, &reference, now_nanos()) {
+                for record in changed {
                     daemon.store.put(Table::Images, &record.id, &record)?;
                 }
                 Ok(true)
@@ -516,6 +543,30 @@ mod tests {
 
     fn record(image: &PulledImage, reference: &Reference, at: i64) -> ImageRecord {
         merge(Vec::new(), image, reference, at).remove(0)
+    }
+
+    #[test]
+    fn a_pull_that_would_overfill_list_images_is_refused() {
+        let (a, r) = pulled('a', "127.0.0.1:5000/app:v1");
+        let (b, rb) = pulled('b', "127.0.0.1:5000/other:v1");
+        let mut existing = vec![record(&a, &r, 1)];
+        let one = crate::limits::answer_len(existing.iter().map(to_cri));
+        // Room for two records like these, not three.
+        let limit = 2 * one + one / 2;
+        let changed = merge(existing.clone(), &b, &rb, 2);
+        assert_eq!(changed.len(), 1, "a new record, the other untouched");
+        check_list_room(&existing, &changed, limit).expect("two fit");
+        existing.extend(changed);
+        let (c, rc) = pulled('c', "127.0.0.1:5000/third:v1");
+        let changed = merge(existing.clone(), &c, &rc, 3);
+        let status = tonic::Status::from(
+            check_list_room(&existing, &changed, limit).expect_err("three do not"),
+        );
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(status.message().contains("ListImages"), "{status:?}");
+        // Pulling again what is there (a record rewritten, not added) fits.
+        let again = merge(existing.clone(), &b, &rb, 4);
+        check_list_room(&existing, &again, limit).expect("a rewrite adds nothing");
     }
 
     #[test]
