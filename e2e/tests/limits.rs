@@ -75,20 +75,6 @@ async fn create_with(
         .map(|response| response.into_inner().container_id)
 }
 
-async fn remove_pod(world: &World, pod: &str) {
-    let mut rt = kubelet(world).await;
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod.into(),
-    })
-    .await
-    .expect("stop pod");
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.into(),
-    })
-    .await
-    .expect("remove pod");
-}
-
 fn assert_refused(result: Result<String, tonic::Status>, code: Code, needles: &[&str]) {
     let status = result.expect_err("must be refused");
     assert_eq!(status.code(), code, "{status:?}");
@@ -218,12 +204,12 @@ async fn oversized_metadata_is_refused_and_lists_keep_answering() {
     // metadata file shrinks back.
     let db = world.env.root().join("metadata.redb");
     let full_size = std::fs::metadata(&db).expect("metadata.redb").len();
-    remove_pod(&world, &full_a).await;
+    world.remove_pod(&full_a).await;
     let again = run_pod(&world, "again", none(), weighing(MIB))
         .await
         .expect("room after a removal");
-    remove_pod(&world, &again).await;
-    remove_pod(&world, &full_b).await;
+    world.remove_pod(&again).await;
+    world.remove_pod(&full_b).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let size = std::fs::metadata(&db).expect("metadata.redb").len();

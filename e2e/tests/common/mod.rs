@@ -298,21 +298,26 @@ impl World {
             .containers
     }
 
+    /// Stops and removes a pod, as kubelet does.
+    pub async fn remove_pod(&self, pod: &str) {
+        let mut rt = self.rt().await;
+        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: pod.to_string(),
+        })
+        .await
+        .expect("stop pod");
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod.to_string(),
+        })
+        .await
+        .expect("remove pod");
+    }
+
     /// Removes the pods (and so their containers), stops crid, and checks
     /// nothing is left.
     pub async fn finish(mut self, pods: &[&str]) {
         for pod in pods {
-            let mut rt = self.rt().await;
-            rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-                pod_sandbox_id: pod.to_string(),
-            })
-            .await
-            .expect("stop pod");
-            rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-                pod_sandbox_id: pod.to_string(),
-            })
-            .await
-            .expect("remove pod");
+            self.remove_pod(pod).await;
         }
         let containers = self.list(None).await;
         assert!(containers.is_empty(), "containers left: {containers:?}");
