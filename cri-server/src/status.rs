@@ -13,10 +13,12 @@ pub const NETWORK_READY: &str = "NetworkReady";
 pub const RUNTIME_NOT_READY_REASON: &str = "RuntimeNotReady";
 pub const NETWORK_NOT_READY_REASON: &str = "NetworkPluginNotReady";
 
-/// Kernel features every pod and container needs; clone3 (5.3) is how the
-/// monitor starts containers.
+/// Kernel features every pod and container needs. The newest syscalls the
+/// monitor cannot do without are close_range (5.9: every fork drops the
+/// monitor's descriptors with it) and openat2 (5.6: container logs are
+/// opened beneath their directory).
 const REQUIRED_NAMESPACES: &[&str] = &["mnt", "uts", "ipc", "net", "pid"];
-const MIN_KERNEL: (u32, u32) = (5, 3);
+const MIN_KERNEL: (u32, u32) = (5, 9);
 
 /// `RuntimeReady`: root and state dirs usable, kernel features present.
 pub fn runtime_condition(config: &Config) -> RuntimeCondition {
@@ -87,7 +89,7 @@ fn missing_kernel_features() -> Vec<String> {
             let release = uts.release().to_string_lossy().into_owned();
             if !kernel_at_least(&release, MIN_KERNEL) {
                 missing.push(format!(
-                    "kernel {release} is older than {}.{} (clone3)",
+                    "kernel {release} is older than {}.{} (close_range)",
                     MIN_KERNEL.0, MIN_KERNEL.1
                 ));
             }
@@ -136,6 +138,9 @@ mod tests {
 
     #[test]
     fn kernel_release_comparison() {
+        assert!(kernel_at_least("6.18.44-fc-v657", MIN_KERNEL));
+        assert!(kernel_at_least("5.9.0", MIN_KERNEL));
+        assert!(!kernel_at_least("5.8.18", MIN_KERNEL));
         assert!(kernel_at_least("6.18.44-fc-v657", (5, 3)));
         assert!(kernel_at_least("5.3.0", (5, 3)));
         assert!(!kernel_at_least("5.2.21-generic", (5, 3)));
