@@ -1,17 +1,16 @@
-//! Containers and their monitor.
+//! crid's side of containers: their OCI spec, the pods' and containers'
+//! cgroups ([`cgroup`]), the container's files, crid's client of the
+//! per-pod monitor ([`client`]) and the frame format both use ([`wire`]).
 //!
 //! crid (multi-threaded) never forks Rust code: every process of a pod is
 //! forked by that pod's single-threaded `crid-monitor`, which also runs the
-//! built-in pause. This crate holds the monitor ([`monitor`]), crid's side of
-//! talking to it ([`client`]), the frame format both use ([`wire`]), and
-//! the pods' and containers' cgroups ([`cgroup`]).
+//! built-in pause. The monitor is its own package (`runtime/monitor`), which
+//! uses this one; this crate holds no fork code, so crid cannot link any.
 
 pub mod cgroup;
 pub mod client;
 pub mod container;
-pub mod crilog;
 pub mod host;
-pub mod monitor;
 pub mod spec;
 mod sys;
 pub mod wire;

@@ -843,7 +843,7 @@ fn nofile_limit() -> Result<PosixRlimit, SpecError> {
 }
 
 /// The kernel's name of an OCI rlimit.
-pub(crate) fn rlimit_resource(typ: PosixRlimitType) -> Resource {
+pub fn rlimit_resource(typ: PosixRlimitType) -> Resource {
     match typ {
         PosixRlimitType::RlimitCpu => Resource::RLIMIT_CPU,
         PosixRlimitType::RlimitFsize => Resource::RLIMIT_FSIZE,

@@ -3,12 +3,19 @@
 //! from crid) so a crid restart or crash leaves the pod running, becomes the
 //! sub-reaper of everything it starts, starts the pod's pause process in the
 //! pod's new namespaces, and then answers crid on `<pod dir>/monitor.sock`.
+//!
+//! Its own package, apart from `runtime` (crid's side), so the
+//! multi-threaded crid cannot link its fork code (`sys`) and its size is
+//! its own. It uses `runtime` for the spec helpers, cgroup reads and the
+//! frame format; `runtime` never uses it.
 
 mod confine;
 mod containers;
+pub mod crilog;
 pub mod init;
 mod loopback;
 mod pause;
+mod sys;
 
 use std::ffi::CStr;
 use std::fs::{self, File, OpenOptions};
@@ -28,10 +35,10 @@ use proto::monitor::{
     CONFIG_FILE, ExitStatus, MonitorConfig, MonitorRequest, MonitorResponse, MonitorStarted,
     SOCKET_FILE,
 };
+use runtime::wire::{read_frame, short_path, write_frame};
 
 use self::containers::{Containers, OutputOwner, Reply};
 use crate::sys::{Forked, exit_child, fork_single_threaded};
-use crate::wire::{read_frame, short_path, write_frame};
 
 const LOG_FILE: &str = "monitor.log";
 /// A client that connects and then says nothing must not stall the pod.

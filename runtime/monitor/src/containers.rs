@@ -20,10 +20,10 @@ use proto::monitor::{
     ContainerCreate, ContainerExit, ContainerState, EXIT_FILE, ExitStatus, LogFile, MonitorRequest,
     MonitorResponse,
 };
+use runtime::wire::{read_frame, write_frame};
 
 use super::init::{self, ChildStdio, CreatedInit};
 use crate::crilog::{CriLog, Stream};
-use crate::wire::{read_frame, write_frame};
 
 /// Output an exec session keeps per stream; the rest is read and dropped.
 const MAX_EXEC_OUTPUT: usize = 4 * 1024 * 1024;
@@ -103,7 +103,7 @@ fn log_file(create: &ContainerCreate) -> io::Result<Option<LogFile>> {
         return Ok(create.log.clone());
     };
     match (path.parent(), path.file_name()) {
-        (Some(directory), Some(name)) if crate::spec::is_clean_absolute(path) => {
+        (Some(directory), Some(name)) if runtime::spec::is_clean_absolute(path) => {
             Ok(Some(LogFile {
                 directory: directory.to_path_buf(),
                 relative: name.into(),
@@ -582,7 +582,7 @@ fn place(client: &mut UnixStream, pid: Pid, holder: Pid) -> io::Result<()> {
 /// The kernel's OOM-kill count in the file (0 when unreadable: no memory
 /// controller means no OOM kill to report).
 fn oom_kills(file: &Path) -> u64 {
-    crate::cgroup::oom_kills(file).unwrap_or(0)
+    runtime::cgroup::oom_kills(file).unwrap_or(0)
 }
 
 /// The exit record, durably: temp file, fsync, rename, fsync of the dir.

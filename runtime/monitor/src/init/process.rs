@@ -33,9 +33,9 @@ use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
 use nix::sys::stat::{Mode, umask};
 use nix::unistd::{Gid, Uid, execve, setgid, setgroups, setuid};
 use oci_spec::runtime::{LinuxCapabilities, Process, Spec};
+use runtime::spec::DEFAULT_PATH;
 
 use super::{Reporter, context, seccomp};
-use crate::spec::DEFAULT_PATH;
 
 /// A process that holds the container's credentials and nothing more,
 /// and only has to exec.
@@ -72,7 +72,7 @@ pub(super) fn finish(spec: &Spec) -> io::Result<Finished> {
     for rlimit in process.rlimits().as_deref().unwrap_or_default() {
         context(
             setrlimit(
-                crate::spec::rlimit_resource(rlimit.typ()),
+                runtime::spec::rlimit_resource(rlimit.typ()),
                 rlimit.soft(),
                 rlimit.hard(),
             ),

@@ -185,7 +185,7 @@ mod tests {
     use oci_spec::runtime::Capability;
 
     use super::*;
-    use crate::spec::{ALL_CAPABILITIES, DEFAULT_CAPABILITIES, seccomp::runtime_default};
+    use runtime::spec::{ALL_CAPABILITIES, DEFAULT_CAPABILITIES, seccomp::runtime_default};
 
     /// libseccomp accepts every rule of the default profile, on all its
     /// arches, with and without CAP_SYS_ADMIN (loading is tested for real

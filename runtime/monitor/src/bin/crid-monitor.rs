@@ -1,4 +1,4 @@
 //! `crid-monitor <pod state dir>`: one per pod, started by crid.
 fn main() -> std::process::ExitCode {
-    runtime::monitor::main()
+    monitor::main()
 }

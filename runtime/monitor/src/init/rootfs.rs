@@ -620,7 +620,7 @@ fn remount_read_only(path: impl AsRef<Path>, flags: MsFlags) -> io::Result<()> {
 }
 
 /// pivot_root into `rootfs` and detach the old root.
-pub(in crate::monitor) fn pivot_into(rootfs: &Path) -> io::Result<()> {
+pub(crate) fn pivot_into(rootfs: &Path) -> io::Result<()> {
     context(chdir(rootfs), || format!("chdir {}", rootfs.display()))?;
     // Stacks the old root under the new one: no put_old dir needed.
     context(pivot_root(".", "."), || "pivot_root".into())?;

@@ -1,5 +1,5 @@
 //! The container init and exec processes, for real, as root: a busybox
-//! rootfs, created, started and exec'd into by `runtime::monitor::init`.
+//! rootfs, created, started and exec'd into by `monitor::init`.
 //!
 //! `harness = false`: these functions fork, which is only sound in a
 //! single-threaded process, and libtest runs even `--test-threads=1` tests
@@ -17,6 +17,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
+use monitor::init::{self, ChildStdio};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
@@ -26,7 +27,6 @@ use oci_spec::runtime::{
     MountBuilder, PosixRlimitBuilder, PosixRlimitType, Spec,
 };
 use proto::monitor::{CgroupV1Mount, CgroupView, ContainerCreate};
-use runtime::monitor::init::{self, ChildStdio};
 use runtime::spec::seccomp::{localhost, runtime_default};
 use runtime::spec::{
     ContainerSpec, ImageConfigView, MountSpec, PodFiles, PodNamespaces, ResolvedUser, build_spec,

@@ -1,0 +1,163 @@
+//! The only place in this crate with `unsafe`: fork for the single-threaded
+//! monitor and the few syscalls of a container's init that neither nix nor
+//! std wrap safely.
+#![allow(unsafe_code)]
+
+use nix::unistd::{ForkResult, Pid};
+
+pub enum Forked {
+    Parent(Pid),
+    Child,
+}
+
+/// fork(2), refused unless this process has exactly one thread: after a fork
+/// in a multi-threaded process the child may only call async-signal-safe
+/// functions, which Rust code cannot promise.
+pub fn fork_single_threaded() -> Result<Forked, std::io::Error> {
+    fork_single_threaded_counting(&std::fs::File::open("/proc/self/task")?)
+}
+
+/// As [`fork_single_threaded`], the threads counted in `tasks`: this
+/// process's `/proc/<pid>/task`, opened while it was in sight (a process
+/// that has joined another PID namespace's mount namespace is not in that
+/// namespace's /proc).
+pub fn fork_single_threaded_counting(tasks: &std::fs::File) -> Result<Forked, std::io::Error> {
+    let mut dir = nix::dir::Dir::from_fd(tasks.try_clone()?.into())?;
+    let threads = dir
+        .iter()
+        .filter(|entry| {
+            entry.as_ref().map_or(true, |entry| {
+                ![&b"."[..], b".."].contains(&entry.file_name().to_bytes())
+            })
+        })
+        .count();
+    if threads != 1 {
+        return Err(std::io::Error::other(format!(
+            "refusing to fork with {threads} threads"
+        )));
+    }
+    // SAFETY: the process is single-threaded (checked above), so the child
+    // gets a consistent copy of all memory and locks.
+    match unsafe { nix::unistd::fork() }? {
+        ForkResult::Parent { child } => Ok(Forked::Parent(child)),
+        ForkResult::Child => Ok(Forked::Child),
+    }
+}
+
+/// Closes every file descriptor from 3 up except those in `keep`, so a
+/// freshly forked child holds nothing of its parent's (sockets, pipes, the
+/// signalfd, other containers' stdio).
+/// Only for a child that never returns into code owning those descriptors.
+pub fn close_inherited_fds(keep: &[std::os::fd::RawFd]) -> Result<(), std::io::Error> {
+    close_fds_from(3, keep)
+}
+
+/// As [`close_inherited_fds`], stdin, stdout and stderr included: for a
+/// child that never writes anywhere again.
+pub fn close_all_fds(keep: &[std::os::fd::RawFd]) -> Result<(), std::io::Error> {
+    close_fds_from(0, keep)
+}
+
+fn close_fds_from(first: u32, keep: &[std::os::fd::RawFd]) -> Result<(), std::io::Error> {
+    let mut keep = keep
+        .iter()
+        .map(|&fd| u32::try_from(fd).map_err(|_| std::io::Error::other("negative fd")))
+        .collect::<Result<Vec<u32>, _>>()?;
+    keep.sort_unstable();
+    let mut first = first;
+    for kept in keep {
+        if kept > first {
+            close_range(first, kept - 1)?;
+        }
+        first = first.max(kept.saturating_add(1));
+    }
+    close_range(first, u32::MAX)
+}
+
+fn close_range(first: u32, last: u32) -> Result<(), std::io::Error> {
+    // SAFETY: close_range only closes descriptors; the caller guarantees
+    // no live Rust object will use them again (see above).
+    if unsafe { libc::close_range(first, last, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Ends a forked child at once: no atexit handlers, no stdio flushing of
+/// buffers copied from the parent.
+pub fn exit_child(code: i32) -> ! {
+    // SAFETY: _exit takes no pointers and never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// Makes the mount whose root `mount_root` is, and every mount below it,
+/// read-only: mount_setattr(2) with AT_RECURSIVE, which a MS_REMOUNT (top
+/// mount only) cannot do. Used for `rro` bind mounts.
+pub fn make_read_only_recursively(
+    mount_root: std::os::fd::BorrowedFd<'_>,
+) -> Result<(), std::io::Error> {
+    use std::os::fd::AsRawFd;
+    let attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let flags = (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint;
+    // SAFETY: the path is a NUL-terminated literal, `attr` lives across the
+    // call and its size is passed; the fd is borrowed, so it stays open.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            mount_root.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if result != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Makes the terminal `tty` the controlling terminal of this process, which
+/// must be a session leader without one (TIOCSCTTY).
+pub fn set_controlling_terminal(tty: std::os::fd::BorrowedFd<'_>) -> Result<(), std::io::Error> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: TIOCSCTTY takes an int argument, no pointer; the fd is
+    // borrowed, so it stays open.
+    if unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets every signal's disposition back to the default. An ignored signal
+/// stays ignored across execve, and Rust's std ignores SIGPIPE at startup:
+/// a container's process must not inherit that. The raw syscall, because
+/// libc's sigaction refuses the two signals it keeps for itself (32, 33),
+/// which a parent may still have left ignored.
+pub fn reset_signal_dispositions() {
+    // The kernel's struct sigaction: handler, flags, restorer, mask; all
+    // zero is SIG_DFL with no flags and an empty mask.
+    let default = [0u64; 4];
+    for signal in 1..=libc::SIGRTMAX() {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: `default` is a valid kernel sigaction that lives across
+        // the call, no old action is asked for, and the mask size is the
+        // kernel's (8 bytes). SIG_DFL runs no code of ours.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                default.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            );
+        }
+    }
+}
