@@ -98,7 +98,7 @@ pub async fn start(config: Config) -> Result<Started, DaemonError> {
     let images = image::ImageStore::open(
         &config.root.join("images"),
         config.registries.clone(),
-        config.images.max_concurrent_layers,
+        config.images.pull_limits(),
     )?;
     let network = pod_sandbox::NetworkSetup {
         conf_dir: config.cni.conf_dir.clone(),
