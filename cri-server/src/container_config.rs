@@ -69,14 +69,23 @@ pub fn translate(
                 "must be non-empty and contain no '=' and no NUL",
             ));
         }
-        if kv.value.contains('\0') {
+        // The value is bytes on the wire (kubelet passes Secret data as it
+        // is), but the OCI spec crid hands the monitor holds strings.
+        let value = std::str::from_utf8(&kv.value).map_err(|_| {
+            CridError::invalid(
+                format!("config.envs[{}].value", kv.key),
+                String::from_utf8_lossy(&kv.value),
+                "is not UTF-8; crid passes only UTF-8 environment values yet",
+            )
+        })?;
+        if value.contains('\0') {
             return Err(CridError::invalid(
                 format!("config.envs[{i}].value"),
-                &kv.value,
+                value,
                 "must contain no NUL",
             ));
         }
-        env.push((kv.key.clone(), kv.value.clone()));
+        env.push((kv.key.clone(), value.to_string()));
     }
 
     let linux = config.linux.clone().unwrap_or_default();
@@ -807,16 +816,17 @@ mod tests {
     #[test]
     fn bad_env_names_the_entry() {
         for (key, value, field) in [
-            ("", "v", "config.envs[1].key"),
-            ("A=B", "v", "config.envs[1].key"),
-            ("A\0", "v", "config.envs[1].key"),
-            ("A", "v\0", "config.envs[1].value"),
+            ("", &b"v"[..], "config.envs[1].key"),
+            ("A=B", b"v", "config.envs[1].key"),
+            ("A\0", b"v", "config.envs[1].key"),
+            ("A", b"v\0", "config.envs[1].value"),
+            ("SECRET", b"\xff\xfe", "config.envs[SECRET].value"),
         ] {
             let mut c = config();
             c.envs = vec![
                 cri::KeyValue {
                     key: "OK".into(),
-                    value: String::new(),
+                    value: Vec::new(),
                 },
                 cri::KeyValue {
                     key: key.into(),

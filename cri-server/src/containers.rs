@@ -718,6 +718,8 @@ fn container_status(record: &ContainerRecord, observed: &Observed) -> cri::Conta
             windows: None,
         }),
         user,
+        // Not reported yet: RUNTIME_DEFAULT tells kubelet nothing.
+        stop_signal: cri::Signal::RuntimeDefault.into(),
     }
 }
 
