@@ -1,0 +1,234 @@
+//! The Kubernetes 1.36 level of the CRI: every RPC reaches crid, the ones it
+//! does not do yet say so by name; env values as bytes; stop signals; and
+//! the optional features Status reports, each used by a test here.
+
+mod common;
+
+use e2e::TestEnv;
+use proto::cri;
+use tonic::Code;
+
+/// What an RPC called with an empty request must answer.
+enum Expect {
+    /// Not built yet: Unimplemented, naming the RPC.
+    NotBuilt,
+    /// Built: any answer but Unimplemented (an empty request may be refused).
+    Served,
+}
+
+/// The code an RPC answered with (OK for success).
+fn code<T>(result: Result<T, tonic::Status>) -> (Code, String) {
+    match result {
+        Ok(_) => (Code::Ok, String::new()),
+        Err(status) => (status.code(), status.message().to_string()),
+    }
+}
+
+#[tokio::test]
+async fn every_rpc_of_the_1_36_api_is_routed() {
+    let env = TestEnv::new();
+    let mut crid = env.start().await;
+    let mut rt = crid.runtime().await.expect("runtime client");
+    let mut images = crid.images().await.expect("image client");
+    use Expect::*;
+
+    let mut answers = Vec::new();
+    macro_rules! call {
+        ($client:ident . $method:ident ($request:ident), $rpc:literal, $expect:expr) => {
+            answers.push((
+                $rpc,
+                $expect,
+                code($client.$method(cri::$request::default()).await),
+            ));
+        };
+    }
+    call!(rt.version(VersionRequest), "Version", Served);
+    call!(
+        rt.run_pod_sandbox(RunPodSandboxRequest),
+        "RunPodSandbox",
+        Served
+    );
+    call!(
+        rt.stop_pod_sandbox(StopPodSandboxRequest),
+        "StopPodSandbox",
+        Served
+    );
+    call!(
+        rt.remove_pod_sandbox(RemovePodSandboxRequest),
+        "RemovePodSandbox",
+        Served
+    );
+    call!(
+        rt.pod_sandbox_status(PodSandboxStatusRequest),
+        "PodSandboxStatus",
+        Served
+    );
+    call!(
+        rt.list_pod_sandbox(ListPodSandboxRequest),
+        "ListPodSandbox",
+        Served
+    );
+    call!(
+        rt.stream_pod_sandboxes(StreamPodSandboxesRequest),
+        "StreamPodSandboxes",
+        NotBuilt
+    );
+    call!(
+        rt.create_container(CreateContainerRequest),
+        "CreateContainer",
+        Served
+    );
+    call!(
+        rt.start_container(StartContainerRequest),
+        "StartContainer",
+        Served
+    );
+    call!(
+        rt.stop_container(StopContainerRequest),
+        "StopContainer",
+        Served
+    );
+    call!(
+        rt.remove_container(RemoveContainerRequest),
+        "RemoveContainer",
+        Served
+    );
+    call!(
+        rt.list_containers(ListContainersRequest),
+        "ListContainers",
+        Served
+    );
+    call!(
+        rt.stream_containers(StreamContainersRequest),
+        "StreamContainers",
+        NotBuilt
+    );
+    call!(
+        rt.container_status(ContainerStatusRequest),
+        "ContainerStatus",
+        Served
+    );
+    call!(
+        rt.update_container_resources(UpdateContainerResourcesRequest),
+        "UpdateContainerResources",
+        Served
+    );
+    call!(
+        rt.reopen_container_log(ReopenContainerLogRequest),
+        "ReopenContainerLog",
+        Served
+    );
+    call!(rt.exec_sync(ExecSyncRequest), "ExecSync", Served);
+    call!(rt.exec(ExecRequest), "Exec", NotBuilt);
+    call!(rt.attach(AttachRequest), "Attach", NotBuilt);
+    call!(rt.port_forward(PortForwardRequest), "PortForward", NotBuilt);
+    call!(
+        rt.container_stats(ContainerStatsRequest),
+        "ContainerStats",
+        NotBuilt
+    );
+    call!(
+        rt.list_container_stats(ListContainerStatsRequest),
+        "ListContainerStats",
+        NotBuilt
+    );
+    call!(
+        rt.stream_container_stats(StreamContainerStatsRequest),
+        "StreamContainerStats",
+        NotBuilt
+    );
+    call!(
+        rt.pod_sandbox_stats(PodSandboxStatsRequest),
+        "PodSandboxStats",
+        NotBuilt
+    );
+    call!(
+        rt.list_pod_sandbox_stats(ListPodSandboxStatsRequest),
+        "ListPodSandboxStats",
+        NotBuilt
+    );
+    call!(
+        rt.stream_pod_sandbox_stats(StreamPodSandboxStatsRequest),
+        "StreamPodSandboxStats",
+        NotBuilt
+    );
+    call!(
+        rt.update_runtime_config(UpdateRuntimeConfigRequest),
+        "UpdateRuntimeConfig",
+        Served
+    );
+    call!(rt.status(StatusRequest), "Status", Served);
+    call!(
+        rt.checkpoint_container(CheckpointContainerRequest),
+        "CheckpointContainer",
+        NotBuilt
+    );
+    call!(
+        rt.get_container_events(GetEventsRequest),
+        "GetContainerEvents",
+        NotBuilt
+    );
+    call!(
+        rt.list_metric_descriptors(ListMetricDescriptorsRequest),
+        "ListMetricDescriptors",
+        NotBuilt
+    );
+    call!(
+        rt.list_pod_sandbox_metrics(ListPodSandboxMetricsRequest),
+        "ListPodSandboxMetrics",
+        NotBuilt
+    );
+    call!(
+        rt.stream_pod_sandbox_metrics(StreamPodSandboxMetricsRequest),
+        "StreamPodSandboxMetrics",
+        NotBuilt
+    );
+    call!(
+        rt.runtime_config(RuntimeConfigRequest),
+        "RuntimeConfig",
+        Served
+    );
+    call!(
+        rt.update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest),
+        "UpdatePodSandboxResources",
+        NotBuilt
+    );
+    call!(images.list_images(ListImagesRequest), "ListImages", Served);
+    call!(
+        images.stream_images(StreamImagesRequest),
+        "StreamImages",
+        NotBuilt
+    );
+    call!(
+        images.image_status(ImageStatusRequest),
+        "ImageStatus",
+        Served
+    );
+    call!(images.pull_image(PullImageRequest), "PullImage", Served);
+    call!(
+        images.remove_image(RemoveImageRequest),
+        "RemoveImage",
+        Served
+    );
+    call!(
+        images.image_fs_info(ImageFsInfoRequest),
+        "ImageFsInfo",
+        Served
+    );
+    // 35 RuntimeService and 6 ImageService RPCs at the 1.36 level.
+    assert_eq!(answers.len(), 41);
+
+    let mut wrong = Vec::new();
+    for (rpc, expect, (code, message)) in &answers {
+        let right = match expect {
+            NotBuilt => *code == Code::Unimplemented && message.contains(rpc),
+            Served => *code != Code::Unimplemented,
+        };
+        if !right {
+            wrong.push(format!("{rpc}: {code:?} {message:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "wrong answers:\n{}", wrong.join("\n"));
+    crid.stop().await;
+    assert!(env.leaks().is_empty(), "{:?}", env.leaks());
+}
