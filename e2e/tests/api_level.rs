@@ -232,3 +232,91 @@ async fn every_rpc_of_the_1_36_api_is_routed() {
     crid.stop().await;
     assert!(env.leaks().is_empty(), "{:?}", env.leaks());
 }
+
+/// The NUL-separated environment of the container's first process.
+async fn environ(world: &common::World, id: &str) -> Vec<Vec<u8>> {
+    // The pod has its own PID namespace per container: pid 1 is the process.
+    let out = world
+        .exec(id, &["cat", "/proc/1/environ"], 10)
+        .await
+        .expect("exec");
+    assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+        .split(|&b| b == 0)
+        .filter(|entry| !entry.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+#[tokio::test]
+async fn env_values_are_bytes_utf8_ones_reach_the_container_unchanged() {
+    let world = common::World::new().await;
+    let pod = world.pod("envbytes").await;
+
+    // Values as kubelet 1.36 sends them: bytes. UTF-8 beyond ASCII, '=',
+    // a newline and an empty value all arrive exactly.
+    let values: [(&str, &[u8]); 4] = [
+        ("GREETING", "grüße ✓ 日本".as_bytes()),
+        ("WITH_EQUALS", b"a=b=c"),
+        ("MULTILINE", b"line one\nline two"),
+        ("EMPTY", b""),
+    ];
+    let mut config = world.container_config("env", &["sleep", "3600"]);
+    config.envs = values
+        .iter()
+        .map(|(key, value)| cri::KeyValue {
+            key: key.to_string(),
+            value: value.to_vec(),
+        })
+        .collect();
+    let id = world.run_config(&pod, config.clone()).await;
+    let first = environ(&world, &id).await;
+    for (key, value) in values {
+        let mut entry = format!("{key}=").into_bytes();
+        entry.extend_from_slice(value);
+        assert!(
+            first.contains(&entry),
+            "{key} not passed byte for byte: {:?}",
+            first
+                .iter()
+                .map(|e| String::from_utf8_lossy(e))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    // A value that is not UTF-8 (Secret data may be anything) cannot be
+    // carried to the container yet: refused by name, nothing reserved.
+    let mut secret = world.container_config("secret", &["sleep", "3600"]);
+    secret.envs = vec![
+        cri::KeyValue {
+            key: "PLAIN".into(),
+            value: b"fine".to_vec(),
+        },
+        cri::KeyValue {
+            key: "BINARY_SECRET".into(),
+            value: vec![0xff, 0xfe, 0x00, 0x80],
+        },
+    ];
+    let error = world
+        .create(&pod, "secret", secret.clone())
+        .await
+        .expect_err("a non-UTF-8 env value is refused");
+    assert_eq!(error.code(), Code::InvalidArgument, "{error:?}");
+    assert!(
+        error.message().contains("envs[BINARY_SECRET].value")
+            && error.message().contains("not UTF-8"),
+        "{}",
+        error.message()
+    );
+    assert_eq!(world.list(None).await.len(), 1, "only the first container");
+    // The name was not kept: the same container with a UTF-8 value is created.
+    secret.envs[1].value = b"now text".to_vec();
+    let second = world.run_config(&pod, secret).await;
+    assert!(
+        environ(&world, &second)
+            .await
+            .contains(&b"BINARY_SECRET=now text".to_vec())
+    );
+
+    world.finish(&[&pod]).await;
+}
