@@ -4,7 +4,10 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use e2e::TestEnv;
+use e2e::registry::{Blob, Layer, Schema, busybox_layer};
 use proto::cri;
 use tonic::Code;
 
@@ -316,6 +319,153 @@ async fn env_values_are_bytes_utf8_ones_reach_the_container_unchanged() {
         environ(&world, &second)
             .await
             .contains(&b"BINARY_SECRET=now text".to_vec())
+    );
+
+    world.finish(&[&pod]).await;
+}
+
+/// busybox with `applets` and the runtime config `config`, pushed as `repo`
+/// and pulled into crid.
+async fn push_and_pull(
+    world: &common::World,
+    repo: &str,
+    config: serde_json::Value,
+    applets: &[&str],
+    extra: Vec<Blob>,
+) -> String {
+    let mut links = Layer::new();
+    links.dir("bin/");
+    for applet in applets {
+        links.symlink(&format!("bin/{applet}"), "busybox");
+    }
+    let mut layers = vec![busybox_layer(), links.gzip()];
+    layers.extend(extra);
+    let image = world
+        .registry
+        .pusher()
+        .image_with(repo, "1", &config, &layers, Schema::Oci)
+        .await
+        .reference;
+    world
+        .crid
+        .images()
+        .await
+        .expect("image client")
+        .pull_image(cri::PullImageRequest {
+            image: Some(common::image_spec(&image)),
+            ..Default::default()
+        })
+        .await
+        .expect("pull");
+    image
+}
+
+/// Waits until `path` exists in the container (its script got that far).
+async fn wait_for_file(world: &common::World, id: &str, path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !world
+        .exec(id, &["cat", path], 10)
+        .await
+        .is_ok_and(|r| r.exit_code == 0)
+    {
+        assert!(Instant::now() < deadline, "{path} never appeared in {id}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn stop_signal_of_the_request_over_the_image_over_sigterm() {
+    let world = common::World::new().await;
+    let stops_on_usr2 = push_and_pull(
+        &world,
+        "e2e/stopsignal",
+        serde_json::json!({
+            "Env": ["PATH=/bin"],
+            "Cmd": ["/bin/sh"],
+            "StopSignal": "SIGUSR2",
+        }),
+        &["sleep", "cat", "touch"],
+        Vec::new(),
+    )
+    .await;
+    let pod = world.pod("stopsignal").await;
+
+    // Each signal's trap ends the shell with its own code. The shell is PID 1
+    // of its PID namespace, so a signal it does not trap (SIGTERM included)
+    // would do nothing: only SIGKILL, 137, after the grace period.
+    let script = "trap 'exit 41' USR1; trap 'exit 42' USR2; trap 'exit 43' TERM; \
+                  touch /tmp/ready; sleep 3600 & wait";
+    let cases = [
+        (
+            "requested",
+            &stops_on_usr2,
+            cri::Signal::Sigusr1,
+            cri::Signal::Sigusr1,
+            41,
+        ),
+        (
+            "from-image",
+            &stops_on_usr2,
+            cri::Signal::RuntimeDefault,
+            cri::Signal::Sigusr2,
+            42,
+        ),
+        (
+            "default",
+            &world.image,
+            cri::Signal::RuntimeDefault,
+            cri::Signal::Sigterm,
+            43,
+        ),
+    ];
+    for (name, image, requested, settled, exit_code) in cases {
+        let mut config = world.container_config(name, &["sh", "-c", script]);
+        config.image = Some(common::image_spec(image));
+        config.stop_signal = requested.into();
+        let id = world.run_config(&pod, config).await;
+        let (status, _) = world.status(&id).await;
+        assert_eq!(
+            status.stop_signal(),
+            settled,
+            "{name}: ContainerStatus.stop_signal"
+        );
+        wait_for_file(&world, &id, "/tmp/ready").await;
+
+        world.stop(&id, 60).await;
+        let status = world.wait_exited(&id).await;
+        assert_eq!(
+            status.exit_code, exit_code,
+            "{name}: the trap of {settled:?} ended it"
+        );
+        assert_eq!(
+            status.stop_signal(),
+            settled,
+            "{name}: still reported once exited"
+        );
+    }
+
+    // A number that is no CRI signal, and a signal crid cannot deliver yet.
+    for (value, code) in [
+        (66, Code::InvalidArgument),
+        (cri::Signal::Sigrtminplus3 as i32, Code::FailedPrecondition),
+    ] {
+        let mut config = world.container_config("bad-signal", &["sleep", "1"]);
+        config.stop_signal = value;
+        let error = world
+            .create(&pod, "bad-signal", config)
+            .await
+            .expect_err("refused");
+        assert_eq!(error.code(), code, "{error:?}");
+        assert!(
+            error.message().contains("config.stop_signal"),
+            "{}",
+            error.message()
+        );
+    }
+    assert_eq!(
+        world.list(None).await.len(),
+        3,
+        "the refused ones left nothing"
     );
 
     world.finish(&[&pod]).await;
