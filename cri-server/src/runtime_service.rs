@@ -454,16 +454,21 @@ fn daemon_status(daemon: &Daemon, verbose: bool) -> Result<StatusResponse, CridE
     Ok(StatusResponse {
         status: Some(RuntimeStatus { conditions }),
         info,
-        // The default handler; its optional features arrive with their issues.
+        // The default handler. kubelet refuses pods needing a feature
+        // reported false, so each is true only where it really works (and
+        // an e2e test uses it: e2e/tests/api_level.rs).
         runtime_handlers: vec![RuntimeHandler {
             name: String::new(),
             features: Some(RuntimeHandlerFeatures {
-                recursive_read_only_mounts: false,
+                recursive_read_only_mounts: status::recursive_read_only_mounts(),
+                // User namespaces are not built yet.
                 user_namespaces: false,
             }),
         }],
         features: Some(RuntimeFeatures {
-            supplemental_groups_policy: false,
+            // Strict and Merge are resolved by crid itself from the image's
+            // /etc/group: nothing the node must have.
+            supplemental_groups_policy: true,
             user_namespaces_host_network: false,
         }),
     })

@@ -470,3 +470,254 @@ async fn stop_signal_of_the_request_over_the_image_over_sigterm() {
 
     world.finish(&[&pod]).await;
 }
+
+/// A tmpfs mounted on the host for a test, unmounted however the test ends.
+struct HostMount(std::path::PathBuf);
+
+impl HostMount {
+    fn tmpfs(at: &std::path::Path) -> HostMount {
+        std::fs::create_dir_all(at).expect("mount point");
+        nix::mount::mount(
+            Some("tmpfs"),
+            at,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=1m"),
+        )
+        .expect("mount tmpfs");
+        HostMount(at.to_path_buf())
+    }
+}
+
+impl Drop for HostMount {
+    fn drop(&mut self) {
+        if let Err(errno) = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH) {
+            eprintln!("unmounting {}: {errno}", self.0.display());
+        }
+    }
+}
+
+/// Whether `touch path` in the container fails because the file system is
+/// read-only (and not for another reason).
+async fn read_only_there(world: &common::World, id: &str, path: &str) -> bool {
+    let out = world.exec(id, &["touch", path], 10).await.expect("exec");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    match out.exit_code {
+        0 => false,
+        _ if stderr.contains("Read-only file system") => true,
+        code => panic!("touch {path}: exit {code}, {stderr}"),
+    }
+}
+
+#[tokio::test]
+async fn recursive_read_only_mount_makes_submounts_read_only_too() {
+    let world = common::World::new().await;
+    let status = world
+        .rt()
+        .await
+        .status(cri::StatusRequest::default())
+        .await
+        .expect("Status")
+        .into_inner();
+    let handler = &status.runtime_handlers[0];
+    assert!(
+        handler
+            .features
+            .as_ref()
+            .is_some_and(|f| f.recursive_read_only_mounts),
+        "this kernel has mount_setattr, so crid must report recursive read-only mounts: {status:?}"
+    );
+
+    // A host dir with a file system mounted inside it.
+    let host = tempfile::tempdir().expect("host dir");
+    let submount = HostMount::tmpfs(&host.path().join("sub"));
+    let pod = world.pod("rro").await;
+    let mount = |recursive| cri::Mount {
+        container_path: "/data".into(),
+        host_path: host.path().display().to_string(),
+        readonly: true,
+        recursive_read_only: recursive,
+        propagation: cri::MountPropagation::PropagationPrivate.into(),
+        ..Default::default()
+    };
+
+    let mut config = world.container_config("recursive", &["sleep", "3600"]);
+    config.mounts = vec![mount(true)];
+    let recursive = world.run_config(&pod, config).await;
+    assert!(read_only_there(&world, &recursive, "/data/top").await);
+    assert!(read_only_there(&world, &recursive, "/data/sub/inside").await);
+    let (status, _) = world.status(&recursive).await;
+    assert!(
+        status.mounts.iter().any(|m| m.recursive_read_only),
+        "{:?}",
+        status.mounts
+    );
+
+    // The contrast: plain read-only leaves the submount as it is on the host.
+    let mut config = world.container_config("plain", &["sleep", "3600"]);
+    config.mounts = vec![mount(false)];
+    let plain = world.run_config(&pod, config).await;
+    assert!(read_only_there(&world, &plain, "/data/top").await);
+    assert!(!read_only_there(&world, &plain, "/data/sub/inside").await);
+    assert!(
+        host.path().join("sub/inside").exists(),
+        "written through to the host's tmpfs"
+    );
+
+    world.finish(&[&pod]).await;
+    drop(submount);
+}
+
+/// The gids in the `Groups:` line of a process's status.
+async fn groups_of_pid_1(world: &common::World, id: &str) -> Vec<u32> {
+    let status = world.sh(id, "cat /proc/1/status").await;
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Groups:"))
+        .expect("a Groups line");
+    let mut gids: Vec<u32> = line
+        .split_whitespace()
+        .map(|gid| gid.parse().expect("a gid"))
+        .collect();
+    gids.sort_unstable();
+    gids
+}
+
+#[tokio::test]
+async fn supplemental_groups_policy_strict_leaves_out_the_images_group_file() {
+    let world = common::World::new().await;
+    let status = world
+        .rt()
+        .await
+        .status(cri::StatusRequest::default())
+        .await
+        .expect("Status")
+        .into_inner();
+    assert!(
+        status
+            .features
+            .as_ref()
+            .is_some_and(|f| f.supplemental_groups_policy),
+        "{status:?}"
+    );
+
+    // The image's user "app" is a member of "extra" (2000) by /etc/group.
+    let mut etc = Layer::new();
+    etc.dir("etc/")
+        .file(
+            "etc/passwd",
+            0o644,
+            b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/:/bin/sh\n",
+        )
+        .file(
+            "etc/group",
+            0o644,
+            b"root:x:0:\napp:x:1000:\nextra:x:2000:app\n",
+        );
+    let image = push_and_pull(
+        &world,
+        "e2e/groups",
+        serde_json::json!({"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"], "User": "app"}),
+        &["sleep", "cat"],
+        vec![etc.gzip()],
+    )
+    .await;
+    let pod = world.pod("groups").await;
+
+    let mut expected = Vec::new();
+    for (name, policy) in [
+        ("merge", cri::SupplementalGroupsPolicy::Merge),
+        ("strict", cri::SupplementalGroupsPolicy::Strict),
+    ] {
+        let mut config = world.container_config(name, &["sleep", "3600"]);
+        config.image = Some(common::image_spec(&image));
+        config.linux = Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                supplemental_groups: vec![3456],
+                supplemental_groups_policy: policy.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let id = world.run_config(&pod, config).await;
+        let groups = groups_of_pid_1(&world, &id).await;
+        let (status, _) = world.status(&id).await;
+        let reported = status
+            .user
+            .and_then(|user| user.linux)
+            .map(|linux| linux.supplemental_groups)
+            .unwrap_or_default();
+        assert_eq!(
+            reported,
+            groups.iter().map(|&g| i64::from(g)).collect::<Vec<_>>(),
+            "{name}: ContainerStatus.user reports what the process has"
+        );
+        expected.push((name, groups));
+    }
+    assert_eq!(
+        expected,
+        [
+            // The primary group, the requested one and /etc/group's.
+            ("merge", vec![1000, 2000, 3456]),
+            // The primary group and the requested one only.
+            ("strict", vec![1000, 3456]),
+        ]
+    );
+
+    world.finish(&[&pod]).await;
+}
+
+/// Every optional feature `Status` reports true, and the test here that uses
+/// it. kubelet trusts these: a feature must not be claimed untested.
+const FEATURE_TESTS: &[(&str, &str)] = &[
+    (
+        "recursive_read_only_mounts",
+        "recursive_read_only_mount_makes_submounts_read_only_too",
+    ),
+    (
+        "supplemental_groups_policy",
+        "supplemental_groups_policy_strict_leaves_out_the_images_group_file",
+    ),
+];
+
+#[tokio::test]
+async fn every_feature_status_reports_has_a_test_that_uses_it() {
+    let env = TestEnv::new();
+    let mut crid = env.start().await;
+    let status = crid
+        .runtime()
+        .await
+        .expect("runtime client")
+        .status(cri::StatusRequest::default())
+        .await
+        .expect("Status")
+        .into_inner();
+    // Field by field, so that a feature added to the proto is covered too.
+    let mut claimed = Vec::new();
+    let mut collect = |features: serde_json::Value| {
+        // An unset features message claims nothing.
+        for (name, value) in features.as_object().into_iter().flatten() {
+            if value == &serde_json::Value::Bool(true) {
+                claimed.push(name.clone());
+            }
+        }
+    };
+    for handler in &status.runtime_handlers {
+        collect(serde_json::to_value(handler.features).expect("JSON"));
+    }
+    collect(serde_json::to_value(status.features).expect("JSON"));
+    let source = include_str!("api_level.rs");
+    for feature in claimed {
+        let test = FEATURE_TESTS
+            .iter()
+            .find(|(name, _)| *name == feature)
+            .map(|(_, test)| *test)
+            .unwrap_or_else(|| panic!("Status claims {feature} but no test here uses it"));
+        assert!(
+            source.contains(&format!("async fn {test}()")),
+            "{feature}: test {test} is gone"
+        );
+    }
+    crid.stop().await;
+    assert!(env.leaks().is_empty(), "{:?}", env.leaks());
+}
