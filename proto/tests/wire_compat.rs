@@ -462,3 +462,42 @@ fn the_filler_sets_every_field() {
     assert!(unset.is_empty(), "fields left at their default: {unset:?}");
     let _: HashMap<String, String> = config.labels;
 }
+
+macro_rules! enums_agree {
+    ($($enum:ident)::+) => {{
+        let mut problems = Vec::new();
+        let mut values = 0;
+        for value in -1..=100 {
+            let ours = proto::cri::$($enum)::+::try_from(value).ok().map(|e| e.as_str_name());
+            let theirs = k8s_cri::v1::$($enum)::+::try_from(value).ok().map(|e| e.as_str_name());
+            values += usize::from(ours.is_some());
+            if ours != theirs {
+                problems.push(format!("{} = {value}: ours {ours:?}, theirs {theirs:?}", stringify!($($enum)::+)));
+            }
+        }
+        assert!(values >= 2, "{} has values", stringify!($($enum)::+));
+        problems
+    }};
+}
+
+#[test]
+fn every_shared_enum_has_the_same_values() {
+    let problems = [
+        enums_agree!(Protocol),
+        enums_agree!(MountPropagation),
+        enums_agree!(NamespaceMode),
+        enums_agree!(SupplementalGroupsPolicy),
+        enums_agree!(security_profile::ProfileType),
+        enums_agree!(PodSandboxState),
+        enums_agree!(ContainerState),
+        enums_agree!(ContainerEventType),
+        enums_agree!(MetricType),
+        enums_agree!(CgroupDriver),
+    ]
+    .concat();
+    assert!(
+        problems.is_empty(),
+        "enums differ:\n{}",
+        problems.join("\n")
+    );
+}
