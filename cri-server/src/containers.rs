@@ -59,7 +59,12 @@ pub struct ContainerRecord {
     pub image_digest: Option<String>,
     /// Chain ids of the rootfs layers (image GC keeps them).
     pub layers: Vec<String>,
+    /// The image's `StopSignal`, as it declared it.
     pub stop_signal: Option<String>,
+    /// The signal StopContainer sends first, settled at create (request over
+    /// image over SIGTERM). Records from before it: see [`stop_signal`].
+    #[serde(default)]
+    pub settled_stop_signal: Option<cri::Signal>,
     pub phase: ContainerPhase,
     pub created_at: i64,
     pub started_at: i64,
@@ -178,6 +183,8 @@ pub async fn create(
     let target_pid_ns = target_pid_namespace(&daemon, &pod, &config).await?;
     let pod_dir = daemon.pods.pod_dir(&pod.id);
     let mut spec = container_config::translate(&config, &pod, &pod_dir, target_pid_ns)?;
+    let settled_stop_signal =
+        container_config::stop_signal(&config, image.image.config.stop_signal.as_deref())?;
     let id = pods::new_id().await?;
     let placement = match &pod.sandbox.cgroup {
         Some(placement) => placement.clone(),
@@ -211,6 +218,7 @@ pub async fn create(
         image_digest: image.repo_digests.iter().next().cloned(),
         layers: image.image.chain_ids(),
         stop_signal: image.image.config.stop_signal.clone(),
+        settled_stop_signal: Some(settled_stop_signal),
         config,
         spec,
         phase: ContainerPhase::Creating,
@@ -471,10 +479,11 @@ async fn stop_record(
         _ => return Ok(()),
     }
     if !grace.is_zero() {
-        let signal = stop_signal(record.stop_signal.as_deref());
+        let signal = container_config::signal_number(stop_signal(record))
+            .unwrap_or(nix::sys::signal::Signal::SIGTERM as i32);
         let request = MonitorRequest::Signal {
             id: id.clone(),
-            signal: signal as i32,
+            signal,
         };
         client.request(&request).await?;
         drop(pod_lock);
@@ -505,22 +514,12 @@ async fn stop_record(
     }
 }
 
-/// An image's `StopSignal` (`SIGQUIT`, `QUIT` or `3`), else SIGTERM.
-fn stop_signal(name: Option<&str>) -> nix::sys::signal::Signal {
-    use nix::sys::signal::Signal;
-    let Some(name) = name.map(str::trim).filter(|n| !n.is_empty()) else {
-        return Signal::SIGTERM;
-    };
-    if let Ok(number) = name.parse::<i32>() {
-        return Signal::try_from(number).unwrap_or(Signal::SIGTERM);
-    }
-    let upper = name.to_ascii_uppercase();
-    let full = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    full.parse().unwrap_or(Signal::SIGTERM)
+/// The signal StopContainer sends first. Records written before crid
+/// settled it at create kept only the image's `StopSignal`: what they got.
+fn stop_signal(record: &ContainerRecord) -> cri::Signal {
+    record
+        .settled_stop_signal
+        .unwrap_or_else(|| container_config::image_stop_signal(record.stop_signal.as_deref()))
 }
 
 pub async fn remove(daemon: Arc<Daemon>, id: &str) -> Result<(), CridError> {
@@ -740,6 +739,7 @@ fn container_status(record: &ContainerRecord, observed: &Observed) -> cri::Conta
             windows: None,
         }),
         user,
+        stop_signal: stop_signal(record).into(),
     }
 }
 
@@ -935,13 +935,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stop_signals_parse_like_dockers() {
-        use nix::sys::signal::Signal;
-        assert_eq!(stop_signal(None), Signal::SIGTERM);
-        assert_eq!(stop_signal(Some("SIGQUIT")), Signal::SIGQUIT);
-        assert_eq!(stop_signal(Some("quit")), Signal::SIGQUIT);
-        assert_eq!(stop_signal(Some("9")), Signal::SIGKILL);
-        assert_eq!(stop_signal(Some("bogus")), Signal::SIGTERM);
+    fn old_records_stop_with_the_images_signal() {
+        // A record as crid wrote it before stop signals were settled.
+        let stored = |image: Option<&str>, settled: Option<cri::Signal>| {
+            let record = ContainerRecord {
+                id: "c".into(),
+                pod_id: "p".into(),
+                reserved_name: "n".into(),
+                config: cri::ContainerConfig::default(),
+                spec: ContainerSpec::default(),
+                image_ref: String::new(),
+                image_id: String::new(),
+                image_digest: None,
+                layers: Vec::new(),
+                stop_signal: image.map(str::to_string),
+                settled_stop_signal: settled,
+                phase: ContainerPhase::Created,
+                created_at: 0,
+                started_at: 0,
+                log_path: None,
+                cgroup: String::new(),
+                user: None,
+                pid: 0,
+            };
+            let mut json = serde_json::to_value(&record).expect("a record serializes");
+            if settled.is_none() {
+                json.as_object_mut()
+                    .expect("a record is an object")
+                    .remove("settled_stop_signal");
+            }
+            let record: ContainerRecord =
+                serde_json::from_value(json).expect("an old record loads");
+            stop_signal(&record)
+        };
+        assert_eq!(stored(None, None), cri::Signal::Sigterm);
+        assert_eq!(stored(Some("QUIT"), None), cri::Signal::Sigquit);
+        assert_eq!(
+            stored(Some("QUIT"), Some(cri::Signal::Sigusr1)),
+            cri::Signal::Sigusr1
+        );
     }
 
     #[test]

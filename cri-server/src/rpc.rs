@@ -38,7 +38,8 @@ macro_rules! rpc_ids {
 
 rpc_ids! {
     pod: StopPodSandboxRequest, RemovePodSandboxRequest, PodSandboxStatusRequest,
-        CreateContainerRequest, PortForwardRequest, PodSandboxStatsRequest;
+        CreateContainerRequest, PortForwardRequest, PodSandboxStatsRequest,
+        UpdatePodSandboxResourcesRequest;
     container: StartContainerRequest, StopContainerRequest, RemoveContainerRequest,
         ContainerStatusRequest, UpdateContainerResourcesRequest, ReopenContainerLogRequest,
         ExecSyncRequest, ExecRequest, AttachRequest, ContainerStatsRequest,
@@ -48,6 +49,8 @@ rpc_ids! {
         StatusRequest, GetEventsRequest, ListMetricDescriptorsRequest,
         ListPodSandboxMetricsRequest, RuntimeConfigRequest, ListImagesRequest,
         ImageStatusRequest, PullImageRequest, RemoveImageRequest, ImageFsInfoRequest,
+        StreamPodSandboxesRequest, StreamContainersRequest, StreamContainerStatsRequest,
+        StreamPodSandboxStatsRequest, StreamPodSandboxMetricsRequest, StreamImagesRequest,
 }
 
 /// Runs `handler` inside the RPC's span and logs how it ended.
