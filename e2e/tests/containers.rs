@@ -400,6 +400,111 @@ async fn limits_are_in_the_containers_cgroup_and_update_live() {
     world.finish(&[&pod]).await;
 }
 
+/// UpdateContainerResources with values the kernel cannot take is
+/// InvalidArgument naming the field, and changes nothing: neither the
+/// cgroup nor what ContainerStatus reports.
+#[tokio::test]
+async fn a_refused_update_names_the_field_and_changes_nothing() {
+    let world = World::new().await;
+    let pod = world.pod("refused").await;
+    let mut config = world.container_config("steady", &["sleep", "1000"]);
+    let limits = cri::LinuxContainerResources {
+        cpu_shares: 512,
+        cpu_quota: 20_000,
+        cpu_period: 100_000,
+        memory_limit_in_bytes: 64 * 1024 * 1024,
+        ..Default::default()
+    };
+    if let Some(linux) = config.linux.as_mut() {
+        linux.resources = Some(limits.clone());
+    }
+    let id = world.run_config(&pod, config).await;
+    let update = |resources: cri::LinuxContainerResources| {
+        let (world, id) = (&world, id.clone());
+        async move {
+            world
+                .rt()
+                .await
+                .update_container_resources(cri::UpdateContainerResourcesRequest {
+                    container_id: id,
+                    linux: Some(resources),
+                    ..Default::default()
+                })
+                .await
+        }
+    };
+    let unchanged = || async {
+        assert_eq!(
+            cgroup_file(&world, &id, CPU_SHARES).await,
+            per_version("512", "59")
+        );
+        assert_eq!(
+            cgroup_file(&world, &id, CPU_QUOTA).await,
+            per_version("20000", "20000 100000")
+        );
+        let (status, _) = world.status(&id).await;
+        let reported = status.resources.and_then(|r| r.linux).expect("resources");
+        assert_eq!(
+            (reported.cpu_shares, reported.cpu_quota, reported.cpu_period),
+            (512, 20_000, 100_000)
+        );
+    };
+
+    // Refused by crid before anything is written.
+    for (resources, field) in [
+        (
+            cri::LinuxContainerResources {
+                cpu_shares: 256,
+                cpu_period: 1,
+                cpu_quota: 1000,
+                ..Default::default()
+            },
+            "cpu_period",
+        ),
+        (
+            cri::LinuxContainerResources {
+                cpu_shares: 256,
+                cpuset_cpus: "0-1000".into(),
+                ..Default::default()
+            },
+            "cpuset_cpus",
+        ),
+    ] {
+        let status = update(resources).await.expect_err("refused");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains(field), "{status:?}");
+        unchanged().await;
+    }
+
+    // Refused by the kernel halfway, after shares and period were written:
+    // on v1 a quota above the pod's own (v2 takes it, capped by the pod's).
+    if !e2e::cgroup_v2() {
+        let (_, info) = world.status(&id).await;
+        let cgroup = info["cgroup"].as_str().expect("cgroup in the verbose info");
+        let pod_cpu = e2e::cgroup_dir("cpu", cgroup)
+            .parent()
+            .expect("the pod's cgroup")
+            .to_path_buf();
+        std::fs::write(pod_cpu.join("cpu.cfs_quota_us"), "50000").expect("pod quota");
+        let status = update(cri::LinuxContainerResources {
+            cpu_shares: 256,
+            cpu_period: 200_000,
+            cpu_quota: 150_000,
+            ..Default::default()
+        })
+        .await
+        .expect_err("the kernel refuses a quota above the pod's");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains("cpu_quota"), "{status:?}");
+        unchanged().await;
+        assert_eq!(
+            cgroup_file(&world, &id, ("cpu/cpu.cfs_period_us", "")).await,
+            "100000"
+        );
+    }
+    world.finish(&[&pod]).await;
+}
+
 #[tokio::test]
 async fn log_rotation_by_rename_and_reopen_loses_no_line() {
     let world = World::new().await;

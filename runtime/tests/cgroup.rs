@@ -11,7 +11,7 @@ use std::process::Command;
 
 use common::{Cleanup, read, require_root};
 use proto::monitor::CgroupView;
-use runtime::cgroup::{Hierarchy, Placement, container_cgroup, oom_kills};
+use runtime::cgroup::{CgroupError, Hierarchy, Placement, container_cgroup, oom_kills};
 use runtime::spec::Resources;
 
 const MIB: i64 = 1024 * 1024;
@@ -160,4 +160,59 @@ fn container_leaf_limits_updates_and_removal_on_v1() {
             .expect("test parent");
         assert!(!top.exists(), "{} left behind", top.display());
     }
+}
+
+/// An update the kernel itself refuses halfway (a quota above what the
+/// pod's cgroup allows, checked by the kernel only when it is written) is
+/// that field's error, and every file written before it is put back.
+#[test]
+fn an_update_the_kernel_refuses_leaves_every_limit_as_it_was() {
+    require_root();
+    let hierarchy = Hierarchy::detect().expect("detect");
+    assert!(
+        matches!(hierarchy, Hierarchy::V1 { .. }),
+        "this test reads v1 control files; the host is cgroup v2: {hierarchy:?}"
+    );
+    let parent = format!("/crid-test-refused-{}", std::process::id());
+    let placement = Placement {
+        pod: format!("{parent}/pod"),
+        sandbox: format!("{parent}/pod/sandbox"),
+        owns_pod: true,
+        systemd: false,
+    };
+    let container = container_cgroup(&placement, "c1");
+    let _cleanup = Cleanup {
+        hierarchy: hierarchy.clone(),
+        levels: vec![container.clone(), placement.pod.clone(), parent.clone()],
+        child: None,
+    };
+    hierarchy.create_leaf(&container).expect("create leaf");
+    let cpu = dir_of(&hierarchy.view(&container), "cpu");
+    let pod_cpu = cpu.parent().expect("the pod's cpu dir").to_path_buf();
+    // The pod may use half a CPU, as kubelet sets a pod's quota.
+    fs::write(pod_cpu.join("cpu.cfs_quota_us"), "50000").expect("pod quota");
+
+    let before = Resources {
+        cpu_shares: Some(512),
+        cpu_quota: Some(20_000),
+        cpu_period: Some(100_000),
+        ..Resources::default()
+    };
+    hierarchy.apply(&container, &before).expect("apply");
+    // Shares and period are written before the quota the kernel refuses.
+    let refused = Resources {
+        cpu_shares: Some(256),
+        cpu_period: Some(200_000),
+        cpu_quota: Some(150_000),
+        ..Resources::default()
+    };
+    match hierarchy.apply(&container, &refused) {
+        Err(CgroupError::Invalid { field, value, .. }) => {
+            assert_eq!((field.as_str(), value.as_str()), ("cpu_quota", "150000"))
+        }
+        other => panic!("expected the kernel to refuse the quota, got {other:?}"),
+    }
+    assert_eq!(read(&cpu, "cpu.shares"), "512");
+    assert_eq!(read(&cpu, "cpu.cfs_period_us"), "100000");
+    assert_eq!(read(&cpu, "cpu.cfs_quota_us"), "20000");
 }

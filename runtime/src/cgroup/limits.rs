@@ -1,4 +1,6 @@
-//! Writing a container's limits into its cgroup, v1 and v2.
+//! Writing a container's limits into its cgroup, v1 and v2: checked
+//! against what the kernel accepts before any write, and all or nothing (a
+//! write the kernel refuses puts back every file written before it).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -20,6 +22,68 @@ pub(super) fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
             value: value.to_owned(),
             source,
         })
+}
+
+/// CFS bandwidth bounds (kernel/sched/core.c): a period of 1 ms to 1 s, a
+/// quota of at least 1 ms and at most what the kernel's fixed point holds.
+const CPU_PERIOD_RANGE_US: std::ops::RangeInclusive<u64> = 1_000..=1_000_000;
+const CPU_QUOTA_RANGE_US: std::ops::RangeInclusive<i64> = 1_000..=((1 << 44) - 1);
+/// Which CPUs and memory nodes exist.
+const ONLINE_CPUS: &str = "/sys/devices/system/cpu/online";
+const ONLINE_NODES: &str = "/sys/devices/system/node/online";
+
+/// The numbers of a kernel list (`0-3,8`), or why it is not one.
+fn parse_list(list: &str) -> Result<Vec<std::ops::RangeInclusive<u32>>, String> {
+    list.trim()
+        .split(',')
+        .map(|part| {
+            let (start, end) = part.split_once('-').unwrap_or((part, part));
+            let number = |text: &str| {
+                text.trim()
+                    .parse::<u32>()
+                    .map_err(|_| format!("{part:?} is not a number or a range a-b"))
+            };
+            let (start, end) = (number(start)?, number(end)?);
+            if start > end {
+                return Err(format!("the range {part:?} runs backwards"));
+            }
+            Ok(start..=end)
+        })
+        .collect()
+}
+
+/// A cpuset list must name only CPUs (nodes) the host has online.
+fn check_cpuset(field: &str, list: &str, online_file: &str) -> Result<(), CgroupError> {
+    let ranges = parse_list(list).map_err(|reason| CgroupError::invalid(field, list, reason))?;
+    // Without the file (no NUMA: no node list) only 0 exists.
+    let online = fs::read_to_string(online_file).unwrap_or_else(|_| "0".into());
+    let online = parse_list(&online).map_err(|reason| CgroupError::Cgroup {
+        path: online_file.into(),
+        reason,
+    })?;
+    for range in ranges {
+        for number in [*range.start(), *range.end()] {
+            if !online.iter().any(|present| present.contains(&number)) {
+                return Err(CgroupError::invalid(
+                    field,
+                    list,
+                    format!(
+                        "{number} is not online on this node (online: {})",
+                        join(&online)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn join(ranges: &[std::ops::RangeInclusive<u32>]) -> String {
+    ranges
+        .iter()
+        .map(|range| format!("{}-{}", range.start(), range.end()))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The memory limits to write, checked: memory+swap below memory is refused.
@@ -51,9 +115,38 @@ fn check_page_size(size: &str) -> Result<(), CgroupError> {
     }
 }
 
-/// The checks of `resources` that need no cgroup, for callers that act on
-/// them elsewhere first (systemd's unit properties).
+/// The checks of `resources` that need no cgroup: what the kernel would
+/// refuse whatever the container does, named by the CRI field. Also for
+/// callers that act on them elsewhere first (systemd's unit properties).
 pub(super) fn check(resources: &Resources) -> Result<(), CgroupError> {
+    if let Some(period) = resources.cpu_period.filter(|&v| v != 0)
+        && !CPU_PERIOD_RANGE_US.contains(&period)
+    {
+        return Err(CgroupError::invalid(
+            "cpu_period",
+            period.to_string(),
+            "must be between 1000 and 1000000 microseconds",
+        ));
+    }
+    if let Some(quota) = resources.cpu_quota.filter(|&v| v > 0)
+        && !CPU_QUOTA_RANGE_US.contains(&quota)
+    {
+        return Err(CgroupError::invalid(
+            "cpu_quota",
+            quota.to_string(),
+            format!(
+                "must be -1 (none) or between {} and {} microseconds",
+                CPU_QUOTA_RANGE_US.start(),
+                CPU_QUOTA_RANGE_US.end()
+            ),
+        ));
+    }
+    if let Some(cpus) = resources.cpuset_cpus.as_ref().filter(|v| !v.is_empty()) {
+        check_cpuset("cpuset_cpus", cpus, ONLINE_CPUS)?;
+    }
+    if let Some(mems) = resources.cpuset_mems.as_ref().filter(|v| !v.is_empty()) {
+        check_cpuset("cpuset_mems", mems, ONLINE_NODES)?;
+    }
     memory_limits(resources)?;
     for (size, _) in &resources.hugepage_limits {
         check_page_size(size)?;
@@ -61,9 +154,89 @@ pub(super) fn check(resources: &Resources) -> Result<(), CgroupError> {
     Ok(())
 }
 
+/// The files one `apply` wrote, with what they held before, so that a
+/// write the kernel refuses can put every earlier one back.
+#[derive(Default)]
+struct Journal {
+    written: Vec<(PathBuf, String)>,
+}
+
+impl Journal {
+    /// Writes `value` for the CRI field `field`. A value the kernel refuses
+    /// (out of range, below what the cgroup uses now) is that field's error.
+    fn write(&mut self, path: &Path, field: &str, value: &str) -> Result<(), CgroupError> {
+        // A file that cannot be read cannot be put back; writing it still
+        // tells whether the kernel takes the value.
+        let previous = fs::read_to_string(path).ok();
+        write(path, value).map_err(|error| refused(field, error))?;
+        if let Some(previous) = previous {
+            self.written
+                .push((path.to_path_buf(), previous.trim().to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Puts back what was written, newest first (the reverse of the order
+    /// the kernel's cross-file rules were kept in).
+    fn undo(self) {
+        for (path, previous) in self.written.into_iter().rev() {
+            if let Err(error) = write(&path, &previous) {
+                tracing::warn!(%error, "cannot put back a cgroup limit after a refused update");
+            }
+        }
+    }
+}
+
+/// A write the kernel refused because of its value becomes an error about
+/// the request's field; other failures (a missing file) stay what they are.
+fn refused(field: &str, error: CgroupError) -> CgroupError {
+    match error {
+        CgroupError::Write {
+            path,
+            value,
+            source,
+        } if matches!(
+            source.raw_os_error(),
+            Some(libc::EINVAL | libc::EBUSY | libc::ERANGE | libc::EOVERFLOW)
+        ) =>
+        {
+            CgroupError::invalid(
+                field,
+                value,
+                format!("the kernel refused it in {}: {source}", path.display()),
+            )
+        }
+        other => other,
+    }
+}
+
+/// Checks `r`, then writes it with `writes`; if any write fails, every
+/// file written before it gets its old value back.
+fn apply_all_or_nothing(
+    r: &Resources,
+    writes: impl FnOnce(&mut Journal, &Resources) -> Result<(), CgroupError>,
+) -> Result<(), CgroupError> {
+    check(r)?;
+    let mut journal = Journal::default();
+    let result = writes(&mut journal, r);
+    if result.is_err() {
+        journal.undo();
+    }
+    result
+}
+
 /// v1 limits, each in the hierarchy of its controller (the file name's
 /// first word).
 pub(super) fn apply_v1(mounts: &[V1Mount], cgroup: &str, r: &Resources) -> Result<(), CgroupError> {
+    apply_all_or_nothing(r, |journal, r| write_v1(journal, mounts, cgroup, r))
+}
+
+fn write_v1(
+    journal: &mut Journal,
+    mounts: &[V1Mount],
+    cgroup: &str,
+    r: &Resources,
+) -> Result<(), CgroupError> {
     if !r.unified.is_empty() {
         let keys: Vec<&str> = r.unified.keys().map(String::as_str).collect();
         return Err(CgroupError::invalid(
@@ -81,10 +254,11 @@ pub(super) fn apply_v1(mounts: &[V1Mount], cgroup: &str, r: &Resources) -> Resul
         })?;
         Ok(mount.dir.join(relative).join(file))
     };
-    let set = |file: &str, value: String| write(&path(file)?, &value);
+    let mut set =
+        |file: &str, field: &str, value: String| journal.write(&path(file)?, field, &value);
 
     if let Some(shares) = r.cpu_shares.filter(|&v| v != 0) {
-        set("cpu.shares", shares.to_string())?;
+        set("cpu.shares", "cpu_shares", shares.to_string())?;
     }
     let quota = r
         .cpu_quota
@@ -95,26 +269,22 @@ pub(super) fn apply_v1(mounts: &[V1Mount], cgroup: &str, r: &Resources) -> Resul
     // every write: period first, unless the old quota makes it refuse that.
     let mut period_pending = false;
     if let Some(period) = &period {
-        match set("cpu.cfs_period_us", period.clone()) {
-            Err(CgroupError::Write { source, .. })
-                if source.raw_os_error() == Some(libc::EINVAL) && quota.is_some() =>
-            {
-                period_pending = true;
-            }
+        match set("cpu.cfs_period_us", "cpu_period", period.clone()) {
+            Err(CgroupError::Invalid { .. }) if quota.is_some() => period_pending = true,
             result => result?,
         }
     }
     if let Some(quota) = quota {
-        set("cpu.cfs_quota_us", quota)?;
+        set("cpu.cfs_quota_us", "cpu_quota", quota)?;
     }
     if let Some(period) = period.filter(|_| period_pending) {
-        set("cpu.cfs_period_us", period)?;
+        set("cpu.cfs_period_us", "cpu_period", period)?;
     }
     if let Some(cpus) = r.cpuset_cpus.as_ref().filter(|v| !v.is_empty()) {
-        set("cpuset.cpus", cpus.clone())?;
+        set("cpuset.cpus", "cpuset_cpus", cpus.clone())?;
     }
     if let Some(mems) = r.cpuset_mems.as_ref().filter(|v| !v.is_empty()) {
-        set("cpuset.mems", mems.clone())?;
+        set("cpuset.mems", "cpuset_mems", mems.clone())?;
     }
 
     let (memory, swap) = memory_limits(r)?;
@@ -138,25 +308,33 @@ pub(super) fn apply_v1(mounts: &[V1Mount], cgroup: &str, r: &Resources) -> Resul
             }
             None => true,
         };
-        let memory = memory.map(|v| (&limit_file, v.max(-1).to_string()));
-        let swap = swap.map(|v| (&swap_file, v.max(-1).to_string()));
+        let memory = memory.map(|v| (&limit_file, "memory_limit_in_bytes", v.max(-1).to_string()));
+        let swap = swap.map(|v| {
+            (
+                &swap_file,
+                "memory_swap_limit_in_bytes",
+                v.max(-1).to_string(),
+            )
+        });
         let order = if raising {
             [swap, memory]
         } else {
             [memory, swap]
         };
-        for (file, value) in order.into_iter().flatten() {
-            write(file, &value)?;
+        for (file, field, value) in order.into_iter().flatten() {
+            journal.write(file, field, &value)?;
         }
     }
 
+    let mut set =
+        |file: &str, field: &str, value: String| journal.write(&path(file)?, field, &value);
     if let Some(pids) = r.pids_limit.filter(|&v| v != 0) {
-        set("pids.max", unlimited_as_max(pids))?;
+        set("pids.max", "pids_limit", unlimited_as_max(pids))?;
     }
     for (size, limit) in &r.hugepage_limits {
-        check_page_size(size)?;
         set(
             &format!("hugetlb.{size}.limit_in_bytes"),
+            "hugepage_limits",
             limit.max(&-1).to_string(),
         )?;
     }
@@ -165,10 +343,15 @@ pub(super) fn apply_v1(mounts: &[V1Mount], cgroup: &str, r: &Resources) -> Resul
 
 /// v2 limits, all in the one dir; `unified` last, so it has the final word.
 pub(super) fn apply_v2(dir: &Path, r: &Resources) -> Result<(), CgroupError> {
-    let set = |file: &str, value: String| write(&dir.join(file), &value);
+    apply_all_or_nothing(r, |journal, r| write_v2(journal, dir, r))
+}
+
+fn write_v2(journal: &mut Journal, dir: &Path, r: &Resources) -> Result<(), CgroupError> {
+    let mut set =
+        |file: &str, field: &str, value: String| journal.write(&dir.join(file), field, &value);
 
     if let Some(shares) = r.cpu_shares.filter(|&v| v != 0) {
-        set("cpu.weight", cpu_weight(shares).to_string())?;
+        set("cpu.weight", "cpu_shares", cpu_weight(shares).to_string())?;
     }
     let quota = r.cpu_quota.filter(|&v| v != 0);
     let period = r.cpu_period.filter(|&v| v != 0);
@@ -179,18 +362,22 @@ pub(super) fn apply_v2(dir: &Path, r: &Resources) -> Result<(), CgroupError> {
             Some(period) => format!("{quota} {period}"),
             None => quota,
         };
-        set("cpu.max", value)?;
+        set("cpu.max", "cpu_quota", value)?;
     }
     if let Some(cpus) = r.cpuset_cpus.as_ref().filter(|v| !v.is_empty()) {
-        set("cpuset.cpus", cpus.clone())?;
+        set("cpuset.cpus", "cpuset_cpus", cpus.clone())?;
     }
     if let Some(mems) = r.cpuset_mems.as_ref().filter(|v| !v.is_empty()) {
-        set("cpuset.mems", mems.clone())?;
+        set("cpuset.mems", "cpuset_mems", mems.clone())?;
     }
 
     let (memory, swap) = memory_limits(r)?;
     if let Some(memory) = memory {
-        set("memory.max", unlimited_as_max(memory))?;
+        set(
+            "memory.max",
+            "memory_limit_in_bytes",
+            unlimited_as_max(memory),
+        )?;
     }
     let swap_file = dir.join("memory.swap.max");
     // v2 limits swap alone, memory+swap minus memory; no file, no swap accounting.
@@ -206,15 +393,18 @@ pub(super) fn apply_v2(dir: &Path, r: &Resources) -> Result<(), CgroupError> {
                 ));
             }
         };
-        write(&swap_file, &value)?;
+        set("memory.swap.max", "memory_swap_limit_in_bytes", value)?;
     }
 
     if let Some(pids) = r.pids_limit.filter(|&v| v != 0) {
-        set("pids.max", unlimited_as_max(pids))?;
+        set("pids.max", "pids_limit", unlimited_as_max(pids))?;
     }
     for (size, limit) in &r.hugepage_limits {
-        check_page_size(size)?;
-        set(&format!("hugetlb.{size}.max"), unlimited_as_max(*limit))?;
+        set(
+            &format!("hugetlb.{size}.max"),
+            "hugepage_limits",
+            unlimited_as_max(*limit),
+        )?;
     }
     for (key, value) in &r.unified {
         if key.is_empty() || key.contains('/') || key.contains("..") {
@@ -224,7 +414,7 @@ pub(super) fn apply_v2(dir: &Path, r: &Resources) -> Result<(), CgroupError> {
                 "must be a control file name",
             ));
         }
-        set(key, value.clone())?;
+        set(key, &format!("unified[{key}]"), value.clone())?;
     }
     Ok(())
 }

@@ -572,3 +572,102 @@ fn view_names_hierarchies_as_the_host_does() {
     };
     assert_eq!(v2.view("/kubepods/pod1/c1"), CgroupView::V2);
 }
+
+#[test]
+fn values_the_kernel_refuses_are_named_before_any_write() {
+    let (_root, hierarchy, leaf) = fake_v2(true);
+    let cgroup = "/kubepods/pod1/c1";
+    let cases: [(Resources, &str); 7] = [
+        (
+            Resources {
+                cpu_period: Some(1),
+                cpu_quota: Some(1000),
+                ..Resources::default()
+            },
+            "cpu_period",
+        ),
+        (
+            Resources {
+                cpu_period: Some(1 << 40),
+                ..Resources::default()
+            },
+            "cpu_period",
+        ),
+        (
+            Resources {
+                cpu_quota: Some(999),
+                ..Resources::default()
+            },
+            "cpu_quota",
+        ),
+        (
+            Resources {
+                cpuset_cpus: Some("0-1000".into()),
+                ..Resources::default()
+            },
+            "cpuset_cpus",
+        ),
+        (
+            Resources {
+                cpuset_cpus: Some("1-0".into()),
+                ..Resources::default()
+            },
+            "cpuset_cpus",
+        ),
+        (
+            Resources {
+                cpuset_cpus: Some("zero".into()),
+                ..Resources::default()
+            },
+            "cpuset_cpus",
+        ),
+        (
+            Resources {
+                cpuset_mems: Some("4096".into()),
+                ..Resources::default()
+            },
+            "cpuset_mems",
+        ),
+    ];
+    for (resources, field) in cases {
+        // Shares come first in the write order: refused before it, too.
+        let resources = Resources {
+            cpu_shares: Some(2048),
+            ..resources
+        };
+        match hierarchy.apply(cgroup, &resources) {
+            Err(CgroupError::Invalid { field: named, .. }) => {
+                assert_eq!(named, field, "{resources:?}")
+            }
+            other => panic!("{resources:?}: expected Invalid {field}, got {other:?}"),
+        }
+        assert_eq!(read(&leaf.join("cpu.weight")), "100", "nothing written");
+    }
+    // What is online is fine, and unlimited quota is not a quota.
+    let fine = Resources {
+        cpu_quota: Some(-1),
+        cpu_period: Some(1000),
+        cpuset_cpus: Some("0".into()),
+        cpuset_mems: Some("0".into()),
+        ..Resources::default()
+    };
+    hierarchy.apply(cgroup, &fine).expect("valid values");
+}
+
+#[test]
+fn a_failed_apply_puts_back_every_file_it_wrote() {
+    let (_root, hierarchy, leaf) = fake_v2(true);
+    let cgroup = "/kubepods/pod1/c1";
+    // The kernel offers no memory.max here (as without the controller):
+    // the CPU and cpuset files are written before it fails.
+    fs::remove_file(leaf.join("memory.max")).expect("remove memory.max");
+    let error = hierarchy
+        .apply(cgroup, &realistic())
+        .expect_err("memory.max is missing");
+    assert!(error.to_string().contains("memory.max"), "{error}");
+    assert_eq!(read(&leaf.join("cpu.weight")), "100");
+    assert_eq!(read(&leaf.join("cpu.max")), "max 100000");
+    assert_eq!(read(&leaf.join("cpuset.cpus")), "");
+    assert_eq!(read(&leaf.join("cpuset.mems")), "");
+    assert_eq!(read(&leaf.join("pids.max")), "max", "never reached");
+}
