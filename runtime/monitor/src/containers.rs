@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -17,10 +17,10 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
 use proto::monitor::{
-    ContainerCreate, ContainerExit, ContainerState, EXIT_FILE, ExitStatus, LogFile, MonitorRequest,
-    MonitorResponse,
+    ContainerCreate, ContainerExit, ContainerState, EXIT_FILE, ErrorKind, ExitStatus, LogFile,
+    MonitorEvent, MonitorRequest, MonitorResponse,
 };
-use runtime::wire::{read_frame, write_frame};
+use runtime::wire::{Framing, read_frame, write_frame};
 
 use super::init::{self, ChildStdio, CreatedInit};
 use crate::crilog::{CriLog, Stream};
@@ -48,8 +48,27 @@ struct Output {
     file: File,
 }
 
+/// crid's connection, kept to answer later, in the framing it asked in.
+pub struct Client {
+    pub stream: UnixStream,
+    pub framing: Framing,
+}
+
+impl Client {
+    pub fn answer(&mut self, response: &MonitorResponse) -> io::Result<()> {
+        write_frame(&mut self.stream, response, self.framing)
+    }
+
+    fn try_clone(&self) -> io::Result<Client> {
+        Ok(Client {
+            stream: self.stream.try_clone()?,
+            framing: self.framing,
+        })
+    }
+}
+
 struct Waiter {
-    client: UnixStream,
+    client: Client,
     deadline: Instant,
 }
 
@@ -76,7 +95,7 @@ struct ExecSession {
     outputs: Vec<Output>,
     stdout: Vec<u8>,
     stderr: Vec<u8>,
-    client: UnixStream,
+    client: Client,
     deadline: Option<Instant>,
     timed_out: bool,
 }
@@ -85,6 +104,8 @@ struct ExecSession {
 pub struct Containers {
     table: BTreeMap<String, Container>,
     execs: Vec<ExecSession>,
+    /// What happened since the monitor last published it.
+    events: Vec<MonitorEvent>,
 }
 
 pub fn now_nanos() -> i64 {
@@ -110,16 +131,21 @@ fn log_file(create: &ContainerCreate) -> io::Result<Option<LogFile>> {
             }))
         }
         _ => Err(io::Error::new(
-            ErrorKind::InvalidInput,
+            io::ErrorKind::InvalidInput,
             format!("log path {}: must be absolute without '..'", path.display()),
         )),
     }
 }
 
-fn error(message: impl Into<String>) -> Reply {
+fn error(kind: ErrorKind, message: impl Into<String>) -> Reply {
     Reply::Now(MonitorResponse::Error {
+        kind,
         message: message.into(),
     })
+}
+
+fn not_found(id: &str) -> Reply {
+    error(ErrorKind::NotFound, format!("container {id} not found"))
 }
 
 impl Containers {
@@ -150,21 +176,24 @@ impl Containers {
 
     /// `client`: crid's connection, on which a create that crid places
     /// (`placed_by_crid`) asks for that.
-    pub fn create(&mut self, create: ContainerCreate, client: &mut UnixStream) -> Reply {
+    pub fn create(&mut self, create: ContainerCreate, client: &mut Client) -> Reply {
         if self.table.contains_key(&create.id) {
-            return error(format!("container {} exists already", create.id));
+            return error(
+                ErrorKind::AlreadyExists,
+                format!("container {} exists already", create.id),
+            );
         }
         match self.try_create(create, client) {
             Ok(pid) => Reply::Now(MonitorResponse::Created { pid: pid.as_raw() }),
-            Err(e) => error(e.to_string()),
+            Err(e) => error(ErrorKind::CreateFailed, e.to_string()),
         }
     }
 
-    fn try_create(&mut self, create: ContainerCreate, client: &mut UnixStream) -> io::Result<Pid> {
+    fn try_create(&mut self, create: ContainerCreate, client: &mut Client) -> io::Result<Pid> {
         let config_path = create.bundle.join("config.json");
         let spec: Spec = serde_json::from_slice(&fs::read(&config_path)?).map_err(|e| {
             io::Error::new(
-                ErrorKind::InvalidData,
+                io::ErrorKind::InvalidData,
                 format!("{}: {e}", config_path.display()),
             )
         })?;
@@ -202,44 +231,56 @@ impl Containers {
 
     pub fn start(&mut self, id: &str) -> Reply {
         let Some(container) = self.table.get_mut(id) else {
-            return error(format!("container {id} not found"));
+            return not_found(id);
         };
         if container.exit.is_some() {
-            return error(format!("container {id} has exited"));
+            return error(ErrorKind::NotRunning, format!("container {id} has exited"));
         }
         let Some(init) = container.init.take() else {
-            return error(format!("container {id} was started already"));
+            return error(
+                ErrorKind::NotRunning,
+                format!("container {id} was started already"),
+            );
         };
         match init.start() {
             Ok(()) => {
                 container.started_at = now_nanos();
+                self.events.push(MonitorEvent::ContainerStarted {
+                    id: id.to_string(),
+                    started_at: container.started_at,
+                });
                 Reply::Now(MonitorResponse::Started {
                     started_at: container.started_at,
                 })
             }
-            Err(e) => error(e.to_string()),
+            Err(e) => error(ErrorKind::StartFailed, e.to_string()),
         }
     }
 
     pub fn signal(&mut self, id: &str, signal: i32) -> Reply {
         let Some(container) = self.table.get(id) else {
-            return error(format!("container {id} not found"));
+            return not_found(id);
         };
         let signal = match Signal::try_from(signal) {
             Ok(signal) => signal,
-            Err(_) => return error(format!("{signal} is not a signal")),
+            Err(_) => {
+                return error(
+                    ErrorKind::InvalidRequest,
+                    format!("{signal} is not a signal"),
+                );
+            }
         };
         if container.exit.is_none()
             && let Err(e) = kill(container.pid, signal)
         {
-            return error(format!("signalling {id}: {e}"));
+            return error(ErrorKind::Internal, format!("signalling {id}: {e}"));
         }
         Reply::Now(MonitorResponse::Done)
     }
 
-    pub fn wait(&mut self, id: &str, timeout: Duration, client: &UnixStream) -> Reply {
+    pub fn wait(&mut self, id: &str, timeout: Duration, client: &Client) -> Reply {
         let Some(container) = self.table.get_mut(id) else {
-            return error(format!("container {id} not found"));
+            return not_found(id);
         };
         if let Some(exit) = container.exit {
             return Reply::Now(MonitorResponse::Exited(exit));
@@ -255,7 +296,7 @@ impl Containers {
                 });
                 Reply::Later
             }
-            Err(e) => error(e.to_string()),
+            Err(e) => error(ErrorKind::Internal, e.to_string()),
         }
     }
 
@@ -267,48 +308,59 @@ impl Containers {
         Reply::Now(MonitorResponse::Done)
     }
 
-    pub fn states(&self) -> Reply {
-        Reply::Now(MonitorResponse::Containers(
-            self.table
-                .iter()
-                .map(|(id, c)| ContainerState {
-                    id: id.clone(),
-                    pid: c.pid.as_raw(),
-                    started_at: c.started_at,
-                    exit: c.exit,
-                })
-                .collect(),
-        ))
+    pub fn states(&self) -> Vec<ContainerState> {
+        self.table
+            .iter()
+            .map(|(id, c)| ContainerState {
+                id: id.clone(),
+                pid: c.pid.as_raw(),
+                started_at: c.started_at,
+                exit: c.exit,
+            })
+            .collect()
+    }
+
+    /// Something that happened outside the containers (pause's end).
+    pub fn push_event(&mut self, event: MonitorEvent) {
+        self.events.push(event);
+    }
+
+    /// What happened since the last call, in order.
+    pub fn take_events(&mut self) -> Vec<MonitorEvent> {
+        std::mem::take(&mut self.events)
     }
 
     pub fn reopen_log(&mut self, id: &str) -> Reply {
         let Some(container) = self.table.get_mut(id) else {
-            return error(format!("container {id} not found"));
+            return not_found(id);
         };
         if container.exit.is_some() {
-            return error(format!("container {id} is not running"));
+            return error(
+                ErrorKind::NotRunning,
+                format!("container {id} is not running"),
+            );
         }
         match container.log.as_mut().map(CriLog::reopen) {
-            Some(Err(e)) => error(format!("reopening the log of {id}: {e}")),
+            Some(Err(e)) => error(
+                ErrorKind::Internal,
+                format!("reopening the log of {id}: {e}"),
+            ),
             _ => Reply::Now(MonitorResponse::Done),
         }
     }
 
-    pub fn exec(
-        &mut self,
-        id: &str,
-        args: &[String],
-        timeout: Duration,
-        client: &UnixStream,
-    ) -> Reply {
+    pub fn exec(&mut self, id: &str, args: &[String], timeout: Duration, client: &Client) -> Reply {
         let Some(container) = self.table.get(id) else {
-            return error(format!("container {id} not found"));
+            return not_found(id);
         };
         if container.exit.is_some() || container.init.is_some() {
-            return error(format!("container {id} is not running"));
+            return error(
+                ErrorKind::NotRunning,
+                format!("container {id} is not running"),
+            );
         }
         if args.is_empty() {
-            return error("exec needs a command");
+            return error(ErrorKind::InvalidRequest, "exec needs a command");
         }
         let session = (|| {
             let stdin = OwnedFd::from(File::open("/dev/null")?);
@@ -335,7 +387,7 @@ impl Containers {
                 self.execs.push(session);
                 Reply::Later
             }
-            Err(e) => error(format!("exec in {id}: {e}")),
+            Err(e) => error(ErrorKind::ExecFailed, format!("exec in {id}: {e}")),
         }
     }
 
@@ -387,7 +439,7 @@ impl Containers {
                 c.waiters.drain(..).partition(|w| w.deadline <= now);
             c.waiters = waiting;
             for mut w in due {
-                let _ = write_frame(&mut w.client, &MonitorResponse::StillRunning);
+                let _ = w.client.answer(&MonitorResponse::StillRunning);
             }
         }
         for e in &mut self.execs {
@@ -421,7 +473,7 @@ impl Containers {
                 stderr: std::mem::take(&mut session.stderr),
                 exit: (!session.timed_out).then_some(status),
             };
-            if let Err(e) = write_frame(&mut session.client, &response) {
+            if let Err(e) = session.client.answer(&response) {
                 eprintln!("crid-monitor: answering exec {pid}: {e}");
             }
             return true;
@@ -453,8 +505,12 @@ impl Containers {
             eprintln!("crid-monitor: recording the exit of {id}: {e}");
         }
         for mut w in c.waiters.drain(..) {
-            let _ = write_frame(&mut w.client, &MonitorResponse::Exited(exit));
+            let _ = w.client.answer(&MonitorResponse::Exited(exit));
         }
+        self.events.push(MonitorEvent::ContainerExited {
+            id: id.to_string(),
+            exit,
+        });
     }
 
     fn kill_and_reap(&mut self, id: &str) {
@@ -557,8 +613,8 @@ fn copy_available(output: &mut Output, mut sink: impl FnMut(Stream, &[u8])) -> b
         match output.file.read(&mut buffer) {
             Ok(0) => return false,
             Ok(n) => sink(output.stream, &buffer[..n]),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             // EIO: a pty whose last slave closed.
             Err(_) => return false,
         }
@@ -568,10 +624,10 @@ fn copy_available(output: &mut Output, mut sink: impl FnMut(Stream, &[u8])) -> b
 /// Asks crid to put the forked init `pid` and its `holder` into the
 /// container's cgroup and waits for its `Placed` (bounded by the
 /// connection's timeouts).
-fn place(client: &mut UnixStream, pid: Pid, holder: Pid) -> io::Result<()> {
+fn place(client: &mut Client, pid: Pid, holder: Pid) -> io::Result<()> {
     let pids = vec![pid.as_raw(), holder.as_raw()];
-    write_frame(client, &MonitorResponse::Place { pids })?;
-    match read_frame::<MonitorRequest>(client)? {
+    client.answer(&MonitorResponse::Place { pids })?;
+    match read_frame::<MonitorRequest>(&mut client.stream)?.0 {
         MonitorRequest::Placed => Ok(()),
         other => Err(io::Error::other(format!(
             "crid answered Place with {other:?}"

@@ -32,17 +32,21 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, dup2_stderr, dup2_stdin, dup2_stdout};
 use proto::monitor::{
-    CONFIG_FILE, ExitStatus, MonitorConfig, MonitorRequest, MonitorResponse, MonitorStarted,
-    SOCKET_FILE,
+    CONFIG_FILE, ErrorKind, ExitStatus, MonitorConfig, MonitorEvent, MonitorRequest,
+    MonitorResponse, MonitorStarted, PROTOCOL_VERSION, SOCKET_FILE, Snapshot,
 };
-use runtime::wire::{read_frame, short_path, write_frame};
+use runtime::wire::{Framing, encode_frame, read_frame, short_path, write_frame};
 
-use self::containers::{Containers, OutputOwner, Reply};
+use self::containers::{Client, Containers, OutputOwner, Reply};
 use crate::sys::{Forked, exit_child, fork_single_threaded};
 
 const LOG_FILE: &str = "monitor.log";
 /// A client that connects and then says nothing must not stall the pod.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Unsent bytes a subscriber may fall behind by before it is dropped (it
+/// subscribes again and starts from a fresh snapshot): the monitor never
+/// waits for a subscriber, and never holds more than this for one.
+const SUBSCRIBER_BACKLOG: usize = 1024 * 1024;
 
 pub fn main() -> ExitCode {
     let Some(pod_dir) = std::env::args_os().nth(1).map(PathBuf::from) else {
@@ -141,6 +145,57 @@ struct Monitor {
     pause_exit: Option<ExitStatus>,
     signals: SignalFd,
     containers: Containers,
+    subscribers: Vec<Subscriber>,
+}
+
+/// A connection that asked for events: written without blocking, through
+/// a bounded backlog.
+struct Subscriber {
+    stream: UnixStream,
+    framing: Framing,
+    unsent: Vec<u8>,
+}
+
+impl Subscriber {
+    /// Queues `frame`; false if the subscriber fell too far behind.
+    fn queue(&mut self, frame: &[u8]) -> bool {
+        if self.unsent.len() + frame.len() > SUBSCRIBER_BACKLOG {
+            return false;
+        }
+        self.unsent.extend_from_slice(frame);
+        true
+    }
+
+    /// Writes what the socket takes now; false once the connection is
+    /// gone.
+    fn flush(&mut self) -> bool {
+        while !self.unsent.is_empty() {
+            match self.stream.write(&self.unsent) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    self.unsent.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// Reads (and ignores) what the subscriber sent; false once it closed.
+    fn still_open(&mut self) -> bool {
+        let mut scratch = [0u8; 512];
+        loop {
+            match self.stream.read(&mut scratch) {
+                Ok(0) => return false,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+    }
 }
 
 impl Monitor {
@@ -178,6 +233,7 @@ impl Monitor {
                 pause_exit: None,
                 signals,
                 containers: Containers::default(),
+                subscribers: Vec::new(),
             },
             listener,
         ))
@@ -196,7 +252,7 @@ impl Monitor {
                 }
                 None => PollTimeout::NONE,
             };
-            let (signal_ready, client_ready, ready_outputs) = {
+            let (signal_ready, client_ready, ready_outputs, ready_subscribers) = {
                 let outputs = self.containers.outputs();
                 let mut fds = vec![
                     PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
@@ -207,6 +263,13 @@ impl Monitor {
                         .iter()
                         .map(|(_, fd)| PollFd::new(*fd, PollFlags::POLLIN)),
                 );
+                fds.extend(self.subscribers.iter().map(|s| {
+                    let mut events = PollFlags::POLLIN;
+                    if !s.unsent.is_empty() {
+                        events |= PollFlags::POLLOUT;
+                    }
+                    PollFd::new(s.stream.as_fd(), events)
+                }));
                 match poll(&mut fds, timeout) {
                     Ok(_) => {}
                     Err(nix::errno::Errno::EINTR) => continue,
@@ -227,11 +290,21 @@ impl Monitor {
                     .filter(|(_, fd)| readable(fd))
                     .map(|((owner, _), _)| owner.clone())
                     .collect();
-                (readable(&fds[0]), readable(&fds[1]), ready_outputs)
+                let ready_subscribers = fds[2 + outputs.len()..]
+                    .iter()
+                    .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
+                    .collect::<Vec<bool>>();
+                (
+                    readable(&fds[0]),
+                    readable(&fds[1]),
+                    ready_outputs,
+                    ready_subscribers,
+                )
             };
             for owner in &ready_outputs {
                 self.containers.drain(owner);
             }
+            self.serve_subscribers(&ready_subscribers);
             if signal_ready && self.handle_signals() {
                 return self.shut_down();
             }
@@ -243,7 +316,64 @@ impl Monitor {
                     Err(error) => eprintln!("crid-monitor: client: {error}"),
                 }
             }
+            self.publish();
         }
+    }
+
+    /// Subscribers the poll found ready: what they sent is dropped, what
+    /// they can take is written, the closed ones go.
+    fn serve_subscribers(&mut self, ready: &[bool]) {
+        let mut index = 0;
+        self.subscribers.retain_mut(|subscriber| {
+            let was_ready = ready.get(index).copied().unwrap_or(false);
+            index += 1;
+            !was_ready || (subscriber.still_open() && subscriber.flush())
+        });
+    }
+
+    /// Sends what happened since the last call to every subscriber.
+    fn publish(&mut self) {
+        let events = self.containers.take_events();
+        if events.is_empty() {
+            return;
+        }
+        self.subscribers.retain_mut(|subscriber| {
+            for event in &events {
+                let queued = encode_frame(event, subscriber.framing)
+                    .is_ok_and(|frame| subscriber.queue(&frame));
+                if !queued {
+                    eprintln!("crid-monitor: dropping a subscriber that fell behind");
+                    return false;
+                }
+            }
+            subscriber.flush()
+        });
+    }
+
+    /// Everything `Status` and `Containers` answer, and from now on every
+    /// event, on `client`'s connection.
+    fn subscribe(&mut self, client: Client) -> io::Result<()> {
+        // Events of before the snapshot go to the earlier subscribers only.
+        self.publish();
+        let snapshot = MonitorResponse::Subscribed(Snapshot {
+            version: PROTOCOL_VERSION,
+            pause_pid: self.pause.as_raw(),
+            pause_exit: self.pause_exit,
+            containers: self.containers.states(),
+        });
+        client.stream.set_nonblocking(true)?;
+        let mut subscriber = Subscriber {
+            stream: client.stream,
+            framing: client.framing,
+            unsent: Vec::new(),
+        };
+        let frame = encode_frame(&snapshot, subscriber.framing)?;
+        // The snapshot alone may exceed the backlog; it is sent anyway.
+        subscriber.unsent = frame;
+        if subscriber.flush() {
+            self.subscribers.push(subscriber);
+        }
+        Ok(())
     }
 
     /// Reaps every exited child; true if asked to terminate.
@@ -280,14 +410,30 @@ impl Monitor {
         if pid == self.pause {
             eprintln!("crid-monitor: pause {pid} ended: {status:?}");
             self.pause_exit = Some(status);
+            self.containers
+                .push_event(MonitorEvent::PauseExited { status });
         }
     }
 
-    /// One request per connection; true if it was Shutdown.
+    /// One request per connection (a subscriber keeps it); true if it was
+    /// Shutdown.
     fn handle_client(&mut self, mut stream: UnixStream) -> io::Result<bool> {
         stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
         stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
-        let request: MonitorRequest = read_frame(&mut stream)?;
+        let (request, framing) = match read_frame::<MonitorRequest>(&mut stream) {
+            Ok(read) => read,
+            Err(error) if error.kind() == io::ErrorKind::InvalidData => {
+                // A request of a newer crid, or garbage: said, not dropped.
+                let refusal = MonitorResponse::Error {
+                    kind: ErrorKind::InvalidRequest,
+                    message: format!("request not understood: {error}"),
+                };
+                write_frame(&mut stream, &refusal, Framing::V1)?;
+                return Ok(false);
+            }
+            Err(error) => return Err(error),
+        };
+        let mut client = Client { stream, framing };
         self.reap();
         let millis = Duration::from_millis;
         let reply = match request {
@@ -297,20 +443,23 @@ impl Monitor {
             }),
             MonitorRequest::Shutdown => {
                 self.kill_pause();
-                write_frame(&mut stream, &MonitorResponse::ShuttingDown)?;
+                client.answer(&MonitorResponse::ShuttingDown)?;
                 return Ok(true);
             }
-            MonitorRequest::CreateContainer(create) => self.containers.create(create, &mut stream),
+            MonitorRequest::CreateContainer(create) => self.containers.create(create, &mut client),
             MonitorRequest::Placed => Reply::Now(MonitorResponse::Error {
+                kind: ErrorKind::InvalidRequest,
                 message: "Placed without a container waiting for it".into(),
             }),
             MonitorRequest::StartContainer { id } => self.containers.start(&id),
             MonitorRequest::Signal { id, signal } => self.containers.signal(&id, signal),
             MonitorRequest::Wait { id, timeout_ms } => {
-                self.containers.wait(&id, millis(timeout_ms), &stream)
+                self.containers.wait(&id, millis(timeout_ms), &client)
             }
             MonitorRequest::RemoveContainer { id } => self.containers.remove(&id),
-            MonitorRequest::Containers => self.containers.states(),
+            MonitorRequest::Containers => {
+                Reply::Now(MonitorResponse::Containers(self.containers.states()))
+            }
             MonitorRequest::ReopenLog { id } => self.containers.reopen_log(&id),
             MonitorRequest::Exec {
                 id,
@@ -318,10 +467,17 @@ impl Monitor {
                 timeout_ms,
             } => self
                 .containers
-                .exec(&id, &args, millis(timeout_ms), &stream),
+                .exec(&id, &args, millis(timeout_ms), &client),
+            MonitorRequest::Hello => Reply::Now(MonitorResponse::Hello {
+                version: PROTOCOL_VERSION,
+            }),
+            MonitorRequest::Subscribe => {
+                self.subscribe(client)?;
+                return Ok(false);
+            }
         };
         if let Reply::Now(response) = reply {
-            write_frame(&mut stream, &response)?;
+            client.answer(&response)?;
         }
         Ok(false)
     }
@@ -344,6 +500,9 @@ impl Monitor {
 
     fn shut_down(mut self) -> i32 {
         self.kill_pause();
+        // The subscribers learn how everything ended, as far as their
+        // sockets take it now.
+        self.publish();
         let _ = fs::remove_file(self.pod_dir.join(SOCKET_FILE));
         0
     }

@@ -19,6 +19,7 @@ fn config(namespaces: NewNamespaces) -> MonitorConfig {
         hostname: Some("crid-test-host".into()),
         sysctls: vec![],
         cgroup_procs: vec![],
+        protocol: proto::monitor::PROTOCOL_VERSION,
     }
 }
 
