@@ -519,3 +519,33 @@ fn redirect_stdio(log: &Path) -> io::Result<()> {
     dup2_stderr(&log)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subscriber_that_does_not_read_is_dropped_not_waited_for() {
+        let (ours, _never_read) = UnixStream::pair().expect("socketpair");
+        ours.set_nonblocking(true).expect("nonblocking");
+        let mut subscriber = Subscriber {
+            stream: ours,
+            framing: Framing::V2,
+            unsent: Vec::new(),
+        };
+        let frame = vec![7u8; 64 * 1024];
+        let mut queued = 0usize;
+        // Each flush returns at once with what the socket did not take;
+        // once the backlog is full, the subscriber is refused more.
+        while subscriber.queue(&frame) {
+            assert!(subscriber.flush(), "the peer is still there");
+            queued += frame.len();
+            assert!(
+                queued < 64 * 1024 * 1024,
+                "queued {queued} bytes without a limit"
+            );
+        }
+        assert!(subscriber.unsent.len() <= SUBSCRIBER_BACKLOG);
+        assert!(queued >= SUBSCRIBER_BACKLOG, "refused early: {queued}");
+    }
+}
