@@ -34,6 +34,8 @@ const READ_CHUNK: usize = 64 * 1024;
 pub enum OutputOwner {
     Container(String),
     Exec(Pid),
+    /// crid's connection of a create waiting at `Place`.
+    Placing(String),
 }
 
 /// What a request handler does with the client's connection.
@@ -100,9 +102,59 @@ struct ExecSession {
     timed_out: bool,
 }
 
+/// How long a create waits at `Place` for crid's `Placed`.
+const PLACE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a container is made of besides its init, gathered before the fork.
+struct Parts {
+    create: ContainerCreate,
+    spec: Spec,
+    log: Option<CriLog>,
+    outputs: Vec<Output>,
+    stdin: Option<OwnedFd>,
+    oom_baseline: u64,
+}
+
+impl Parts {
+    fn prepare(create: ContainerCreate) -> io::Result<(Parts, ChildStdio)> {
+        let config_path = create.bundle.join("config.json");
+        let spec: Spec = serde_json::from_slice(&fs::read(&config_path)?).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", config_path.display()),
+            )
+        })?;
+        let log = log_file(&create)?.as_ref().map(CriLog::open).transpose()?;
+        let (stdio, outputs, stdin) = container_stdio(&create)?;
+        let oom_baseline = create
+            .oom_events
+            .as_deref()
+            .map(oom_kills)
+            .unwrap_or_default();
+        let parts = Parts {
+            create,
+            spec,
+            log,
+            outputs,
+            stdin,
+            oom_baseline,
+        };
+        Ok((parts, stdio))
+    }
+}
+
+/// A create waiting at `Place` for crid, its init forked and held.
+struct Placing {
+    parts: Parts,
+    init: init::ForkedInit,
+    client: Client,
+    deadline: Instant,
+}
+
 #[derive(Default)]
 pub struct Containers {
     table: BTreeMap<String, Container>,
+    placing: Vec<Placing>,
     execs: Vec<ExecSession>,
     /// What happened since the monitor last published it.
     events: Vec<MonitorEvent>,
@@ -161,7 +213,13 @@ impl Containers {
                 .iter()
                 .map(move |o| (OutputOwner::Exec(e.pid), o.file.as_fd()))
         });
-        containers.chain(execs).collect()
+        let placing = self.placing.iter().map(|p| {
+            (
+                OutputOwner::Placing(p.parts.create.id.clone()),
+                p.client.stream.as_fd(),
+            )
+        });
+        containers.chain(execs).chain(placing).collect()
     }
 
     /// How long the poll loop may sleep before a deadline passes.
@@ -171,44 +229,68 @@ impl Containers {
             .values()
             .flat_map(|c| c.waiters.iter().map(|w| w.deadline));
         let execs = self.execs.iter().filter_map(|e| e.deadline);
-        waits.chain(execs).min()
+        let placing = self.placing.iter().map(|p| p.deadline);
+        waits.chain(execs).chain(placing).min()
     }
 
     /// `client`: crid's connection, on which a create that crid places
-    /// (`placed_by_crid`) asks for that.
-    pub fn create(&mut self, create: ContainerCreate, client: &mut Client) -> Reply {
-        if self.table.contains_key(&create.id) {
+    /// (`placed_by_crid`) asks for that; such a create is answered later,
+    /// once crid says `Placed` (see [`Containers::placing_answered`]), and
+    /// the monitor serves everything else meanwhile.
+    pub fn create(&mut self, create: ContainerCreate, client: &Client) -> Reply {
+        let id = create.id.clone();
+        if self.table.contains_key(&id) || self.placing.iter().any(|p| p.parts.create.id == id) {
             return error(
                 ErrorKind::AlreadyExists,
-                format!("container {} exists already", create.id),
+                format!("container {id} exists already"),
             );
         }
-        match self.try_create(create, client) {
-            Ok(pid) => Reply::Now(MonitorResponse::Created { pid: pid.as_raw() }),
-            Err(e) => error(ErrorKind::CreateFailed, e.to_string()),
+        let forked = Parts::prepare(create).and_then(|(parts, stdio)| {
+            let forked = init::fork_init(&parts.create, &parts.spec, stdio)?;
+            Ok((parts, forked))
+        });
+        let (parts, forked) = match forked {
+            Ok(forked) => forked,
+            Err(e) => return error(ErrorKind::CreateFailed, e.to_string()),
+        };
+        let Some((pid, holder)) = forked.to_place() else {
+            return self.finish_create(parts, forked);
+        };
+        let asked = client.try_clone().and_then(|mut client| {
+            let pids = vec![pid.as_raw(), holder.as_raw()];
+            client.answer(&MonitorResponse::Place { pids })?;
+            Ok(client)
+        });
+        match asked {
+            Ok(client) => {
+                self.placing.push(Placing {
+                    parts,
+                    init: forked,
+                    client,
+                    deadline: Instant::now() + PLACE_TIMEOUT,
+                });
+                Reply::Later
+            }
+            Err(e) => error(ErrorKind::CreateFailed, forked.abandon(e).to_string()),
         }
     }
 
-    fn try_create(&mut self, create: ContainerCreate, client: &mut Client) -> io::Result<Pid> {
-        let config_path = create.bundle.join("config.json");
-        let spec: Spec = serde_json::from_slice(&fs::read(&config_path)?).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: {e}", config_path.display()),
-            )
-        })?;
-        let log = log_file(&create)?.as_ref().map(CriLog::open).transpose()?;
-        let (stdio, outputs, stdin) = container_stdio(&create)?;
-        let oom_baseline = create
-            .oom_events
-            .as_deref()
-            .map(oom_kills)
-            .unwrap_or_default();
-        let mut init = init::create(&create, &spec, stdio, |pid, holder| {
-            place(client, pid, holder)
-        })?;
+    /// Waits for the init to be ready and records the container.
+    fn finish_create(&mut self, parts: Parts, forked: init::ForkedInit) -> Reply {
+        let mut init = match forked.ready() {
+            Ok(init) => init,
+            Err(e) => return error(ErrorKind::CreateFailed, e.to_string()),
+        };
         let pid = init.pid;
         let holder = init.holder.take();
+        let Parts {
+            create,
+            spec,
+            log,
+            outputs,
+            stdin,
+            oom_baseline,
+        } = parts;
         self.table.insert(
             create.id.clone(),
             Container {
@@ -226,7 +308,37 @@ impl Containers {
                 waiters: Vec::new(),
             },
         );
-        Ok(pid)
+        Reply::Now(MonitorResponse::Created { pid: pid.as_raw() })
+    }
+
+    /// crid wrote on the connection of the create of `id` waiting at
+    /// `Place`: `Placed` lets it go on; anything else, or EOF, ends it.
+    fn placing_answered(&mut self, id: &str) {
+        let Some(index) = self.placing.iter().position(|p| p.parts.create.id == id) else {
+            return;
+        };
+        let Placing {
+            parts,
+            init,
+            mut client,
+            ..
+        } = self.placing.swap_remove(index);
+        let reply = match read_frame::<MonitorRequest>(&mut client.stream) {
+            Ok((MonitorRequest::Placed, _)) => self.finish_create(parts, init),
+            answered => {
+                let why = match answered {
+                    Ok((other, _)) => format!("crid answered Place with {}", other.name()),
+                    Err(e) => format!("crid did not place the init: {e}"),
+                };
+                error(
+                    ErrorKind::CreateFailed,
+                    init.abandon(io::Error::other(why)).to_string(),
+                )
+            }
+        };
+        if let Reply::Now(response) = reply {
+            let _ = client.answer(&response);
+        }
     }
 
     pub fn start(&mut self, id: &str) -> Reply {
@@ -391,9 +503,11 @@ impl Containers {
         }
     }
 
-    /// Copies what is readable on `owner`'s descriptors.
+    /// Copies what is readable on `owner`'s descriptors (or takes crid's
+    /// answer to a `Place`).
     pub fn drain(&mut self, owner: &OutputOwner) {
         match owner {
+            OutputOwner::Placing(id) => self.placing_answered(id),
             OutputOwner::Container(id) => {
                 if let Some(c) = self.table.get_mut(id) {
                     let log = &mut c.log;
@@ -431,9 +545,16 @@ impl Containers {
         }
     }
 
-    /// Acts on passed deadlines: waiters get `StillRunning`, execs are killed.
+    /// Acts on passed deadlines: waiters get `StillRunning`, execs are
+    /// killed, creates that crid did not place end.
     pub fn expire(&mut self) {
         let now = Instant::now();
+        let (due, waiting): (Vec<Placing>, Vec<Placing>) =
+            self.placing.drain(..).partition(|p| p.deadline <= now);
+        self.placing = waiting;
+        for placing in due {
+            abandon(placing, "crid did not answer Place in time");
+        }
         for c in self.table.values_mut() {
             let (due, waiting): (Vec<Waiter>, Vec<Waiter>) =
                 c.waiters.drain(..).partition(|w| w.deadline <= now);
@@ -532,6 +653,9 @@ impl Containers {
 
     /// The pod goes away: every container is killed and its exit recorded.
     pub fn kill_all(&mut self) {
+        for placing in std::mem::take(&mut self.placing) {
+            abandon(placing, "the pod is shutting down");
+        }
         let ids: Vec<String> = self.table.keys().cloned().collect();
         for id in ids {
             self.kill_and_reap(&id);
@@ -621,18 +745,17 @@ fn copy_available(output: &mut Output, mut sink: impl FnMut(Stream, &[u8])) -> b
     }
 }
 
-/// Asks crid to put the forked init `pid` and its `holder` into the
-/// container's cgroup and waits for its `Placed` (bounded by the
-/// connection's timeouts).
-fn place(client: &mut Client, pid: Pid, holder: Pid) -> io::Result<()> {
-    let pids = vec![pid.as_raw(), holder.as_raw()];
-    client.answer(&MonitorResponse::Place { pids })?;
-    match read_frame::<MonitorRequest>(&mut client.stream)?.0 {
-        MonitorRequest::Placed => Ok(()),
-        other => Err(io::Error::other(format!(
-            "crid answered Place with {other:?}"
-        ))),
-    }
+/// Ends a create waiting at `Place`: its init exits unplaced and is
+/// reaped, and crid is told why.
+fn abandon(placing: Placing, why: &str) {
+    let Placing {
+        init, mut client, ..
+    } = placing;
+    let error = init.abandon(io::Error::other(why.to_string()));
+    let _ = client.answer(&MonitorResponse::Error {
+        kind: ErrorKind::CreateFailed,
+        message: error.to_string(),
+    });
 }
 
 /// The kernel's OOM-kill count in the file (0 when unreadable: no memory

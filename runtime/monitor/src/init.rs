@@ -176,6 +176,32 @@ pub fn create(
     stdio: ChildStdio,
     place: impl FnOnce(Pid, Pid) -> io::Result<()>,
 ) -> io::Result<CreatedInit> {
+    let forked = fork_init(create, spec, stdio)?;
+    if let Some((pid, holder)) = forked.to_place()
+        && let Err(error) = place(pid, holder)
+    {
+        return Err(forked.abandon(error));
+    }
+    forked.ready()
+}
+
+/// An init just forked: with `placed_by_crid` it waits, before it joins
+/// anything, until [`ForkedInit::ready`] opens its gate. The monitor goes
+/// on with other work while crid places it.
+pub struct ForkedInit {
+    spawned: Spawned,
+    gate: Option<File>,
+    holder: Option<Holder>,
+    start: File,
+}
+
+/// The first half of [`create`]: forks the init (and, for a placed one, its
+/// holder) without waiting for anything.
+pub fn fork_init(
+    create: &ContainerCreate,
+    spec: &Spec,
+    stdio: ChildStdio,
+) -> io::Result<ForkedInit> {
     let joins = Joins::for_create(spec, &create.cgroup_view)?;
     let (report_read, report_write) = pipe2(OFlag::O_CLOEXEC)?;
     let (start_read, start_write) = pipe2(OFlag::O_CLOEXEC)?;
@@ -216,39 +242,80 @@ pub fn create(
         Forked::Parent(child) => child,
     };
     drop((report_write, start_read));
-    let mut spawned = Spawned::new(child, joins.fork, report_read);
-    if let (Some((gate_read, gate_write)), Some(holder)) = (gate, &holder) {
-        drop(gate_read);
-        // A failed placement closes the gate unopened: the child exits
-        // (and so does the holder, dropped with it).
-        let placed = place(child, holder.pid).and_then(|()| File::from(gate_write).write_all(b"p"));
-        if let Err(error) = placed {
-            return Err(spawned.reap(error, false));
-        }
-    }
-    let mut ready = false;
-    while !(ready && spawned.pid.is_some()) {
-        match spawned.reports.next() {
-            Ok(Some(Report::Pid(grandchild))) => spawned.intermediate_done(grandchild),
-            Ok(Some(Report::Ready)) => ready = true,
-            Ok(Some(Report::Warning(_))) => {}
-            Ok(Some(Report::Error(message))) => {
-                return Err(spawned.reap(io::Error::other(message), false));
-            }
-            Ok(None) => {
-                let error = io::Error::other("the container init exited before it was ready");
-                return Err(spawned.reap(error, false));
-            }
-            Err(error) => return Err(spawned.reap(error, true)),
-        }
-    }
-    let pid = spawned.pid.unwrap_or(child);
-    Ok(CreatedInit {
-        pid,
+    Ok(ForkedInit {
+        spawned: Spawned::new(child, joins.fork, report_read),
+        gate: gate.map(|(gate_read, gate_write)| {
+            drop(gate_read);
+            File::from(gate_write)
+        }),
         holder,
         start: File::from(start_write),
-        reports: spawned.reports,
     })
+}
+
+impl ForkedInit {
+    /// What crid must put into the container's cgroup before the init
+    /// goes on: the init's pid and its holder's. None if the init places
+    /// itself.
+    pub fn to_place(&self) -> Option<(Pid, Pid)> {
+        let holder = self.holder.as_ref()?;
+        self.gate.as_ref()?;
+        Some((self.spawned.child, holder.pid))
+    }
+
+    /// Lets a placed init go on, and waits until it is ready (its rootfs
+    /// set up) or has failed; on failure nothing of it is left.
+    pub fn ready(self) -> io::Result<CreatedInit> {
+        let ForkedInit {
+            mut spawned,
+            gate,
+            holder,
+            start,
+        } = self;
+        if let Some(mut gate) = gate
+            && let Err(error) = gate.write_all(b"p")
+        {
+            return Err(spawned.reap(error, false));
+        }
+        let mut ready = false;
+        while !(ready && spawned.pid.is_some()) {
+            match spawned.reports.next() {
+                Ok(Some(Report::Pid(grandchild))) => spawned.intermediate_done(grandchild),
+                Ok(Some(Report::Ready)) => ready = true,
+                Ok(Some(Report::Warning(_))) => {}
+                Ok(Some(Report::Error(message))) => {
+                    return Err(spawned.reap(io::Error::other(message), false));
+                }
+                Ok(None) => {
+                    let error = io::Error::other("the container init exited before it was ready");
+                    return Err(spawned.reap(error, false));
+                }
+                Err(error) => return Err(spawned.reap(error, true)),
+            }
+        }
+        let pid = spawned.pid.unwrap_or(spawned.child);
+        Ok(CreatedInit {
+            pid,
+            holder,
+            start,
+            reports: spawned.reports,
+        })
+    }
+
+    /// The placement failed: the gate closes unopened, the init exits
+    /// untouched and is reaped (the holder with it); returns `error`.
+    pub fn abandon(self, error: io::Error) -> io::Error {
+        let ForkedInit {
+            spawned,
+            gate,
+            holder,
+            start,
+        } = self;
+        drop((gate, start));
+        let error = spawned.reap(error, false);
+        drop(holder);
+        error
+    }
 }
 
 impl CreatedInit {

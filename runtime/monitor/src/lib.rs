@@ -446,7 +446,7 @@ impl Monitor {
                 client.answer(&MonitorResponse::ShuttingDown)?;
                 return Ok(true);
             }
-            MonitorRequest::CreateContainer(create) => self.containers.create(create, &mut client),
+            MonitorRequest::CreateContainer(create) => self.containers.create(create, &client),
             MonitorRequest::Placed => Reply::Now(MonitorResponse::Error {
                 kind: ErrorKind::InvalidRequest,
                 message: "Placed without a container waiting for it".into(),
