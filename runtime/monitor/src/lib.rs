@@ -35,7 +35,7 @@ use proto::monitor::{
     CONFIG_FILE, ErrorKind, ExitStatus, MonitorConfig, MonitorEvent, MonitorRequest,
     MonitorResponse, MonitorStarted, PROTOCOL_VERSION, SOCKET_FILE, Snapshot,
 };
-use runtime::wire::{Framing, encode_frame, read_frame, short_path, write_frame};
+use runtime::wire::{Framing, encode_frame, short_path, take_frame};
 
 use self::containers::{Client, Containers, OutputOwner, Reply};
 use crate::sys::{Forked, exit_child, fork_single_threaded};
@@ -146,6 +146,49 @@ struct Monitor {
     signals: SignalFd,
     containers: Containers,
     subscribers: Vec<Subscriber>,
+    incoming: Vec<Incoming>,
+}
+
+/// A connection whose request has not fully arrived: read as it comes,
+/// so a client that says nothing (or little) holds nothing up.
+struct Incoming {
+    stream: UnixStream,
+    received: Vec<u8>,
+    deadline: Instant,
+}
+
+impl Incoming {
+    /// Reads what is there; the request once it is whole. EOF before that
+    /// is an error.
+    fn read(&mut self) -> io::Result<Option<(MonitorRequest, Framing)>> {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "closed before a whole request",
+                    ));
+                }
+                Ok(n) => {
+                    self.received.extend_from_slice(&chunk[..n]);
+                    if let Some(request) = take_frame(&mut self.received)? {
+                        return Ok(Some(request));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// A whole request and the connection to answer it on.
+struct Request {
+    stream: UnixStream,
+    request: MonitorRequest,
+    framing: Framing,
 }
 
 /// A connection that asked for events: written without blocking, through
@@ -234,6 +277,7 @@ impl Monitor {
                 signals,
                 containers: Containers::default(),
                 subscribers: Vec::new(),
+                incoming: Vec::new(),
             },
             listener,
         ))
@@ -243,7 +287,12 @@ impl Monitor {
     /// returns the exit code.
     fn serve(mut self, listener: UnixListener) -> i32 {
         loop {
-            let timeout = match self.containers.next_deadline() {
+            let incoming_deadline = self.incoming.iter().map(|i| i.deadline).min();
+            let next_deadline = match (self.containers.next_deadline(), incoming_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let timeout = match next_deadline {
                 Some(deadline) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     // Rounded up so a wake-up never comes before the deadline.
@@ -252,7 +301,7 @@ impl Monitor {
                 }
                 None => PollTimeout::NONE,
             };
-            let (signal_ready, client_ready, ready_outputs, ready_subscribers) = {
+            let (signal_ready, client_ready, ready_outputs, ready_subscribers, ready_incoming) = {
                 let outputs = self.containers.outputs();
                 let mut fds = vec![
                     PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
@@ -270,6 +319,11 @@ impl Monitor {
                     }
                     PollFd::new(s.stream.as_fd(), events)
                 }));
+                fds.extend(
+                    self.incoming
+                        .iter()
+                        .map(|i| PollFd::new(i.stream.as_fd(), PollFlags::POLLIN)),
+                );
                 match poll(&mut fds, timeout) {
                     Ok(_) => {}
                     Err(nix::errno::Errno::EINTR) => continue,
@@ -290,15 +344,20 @@ impl Monitor {
                     .filter(|(_, fd)| readable(fd))
                     .map(|((owner, _), _)| owner.clone())
                     .collect();
-                let ready_subscribers = fds[2 + outputs.len()..]
+                let woken = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+                let subscribers_from = 2 + outputs.len();
+                let incoming_from = subscribers_from + self.subscribers.len();
+                let ready_subscribers: Vec<bool> = fds[subscribers_from..incoming_from]
                     .iter()
-                    .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
-                    .collect::<Vec<bool>>();
+                    .map(woken)
+                    .collect();
+                let ready_incoming: Vec<bool> = fds[incoming_from..].iter().map(woken).collect();
                 (
                     readable(&fds[0]),
                     readable(&fds[1]),
                     ready_outputs,
                     ready_subscribers,
+                    ready_incoming,
                 )
             };
             for owner in &ready_outputs {
@@ -309,10 +368,20 @@ impl Monitor {
                 return self.shut_down();
             }
             self.containers.expire();
-            if client_ready && let Ok((stream, _)) = listener.accept() {
-                match self.handle_client(stream) {
+            for request in self.read_incoming(&ready_incoming) {
+                match self.handle_request(request) {
                     Ok(true) => return self.shut_down(),
                     Ok(false) => {}
+                    Err(error) => eprintln!("crid-monitor: client: {error}"),
+                }
+            }
+            if client_ready && let Ok((stream, _)) = listener.accept() {
+                match stream.set_nonblocking(true) {
+                    Ok(()) => self.incoming.push(Incoming {
+                        stream,
+                        received: Vec::new(),
+                        deadline: Instant::now() + CLIENT_TIMEOUT,
+                    }),
                     Err(error) => eprintln!("crid-monitor: client: {error}"),
                 }
             }
@@ -415,24 +484,63 @@ impl Monitor {
         }
     }
 
-    /// One request per connection (a subscriber keeps it); true if it was
-    /// Shutdown.
-    fn handle_client(&mut self, mut stream: UnixStream) -> io::Result<bool> {
-        stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
-        stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
-        let (request, framing) = match read_frame::<MonitorRequest>(&mut stream) {
-            Ok(read) => read,
-            Err(error) if error.kind() == io::ErrorKind::InvalidData => {
-                // A request of a newer crid, or garbage: said, not dropped.
-                let refusal = MonitorResponse::Error {
-                    kind: ErrorKind::InvalidRequest,
-                    message: format!("request not understood: {error}"),
-                };
-                write_frame(&mut stream, &refusal, Framing::V1)?;
-                return Ok(false);
+    /// Reads what the ready connections sent; returns the requests that
+    /// are whole. Connections that closed, sent garbage, or said nothing
+    /// whole in time are dropped (garbage is answered first).
+    fn read_incoming(&mut self, ready: &[bool]) -> Vec<Request> {
+        let now = Instant::now();
+        let mut requests = Vec::new();
+        let mut index = 0;
+        self.incoming.retain_mut(|incoming| {
+            let was_ready = ready.get(index).copied().unwrap_or(false);
+            index += 1;
+            if !was_ready {
+                return incoming.deadline > now;
             }
-            Err(error) => return Err(error),
-        };
+            match incoming.read() {
+                Ok(None) => incoming.deadline > now,
+                Ok(Some((request, framing))) => {
+                    match incoming.stream.try_clone().and_then(|stream| {
+                        stream.set_nonblocking(false)?;
+                        stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+                        stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+                        Ok(stream)
+                    }) {
+                        Ok(stream) => requests.push(Request {
+                            stream,
+                            request,
+                            framing,
+                        }),
+                        Err(error) => eprintln!("crid-monitor: client: {error}"),
+                    }
+                    false
+                }
+                Err(error) if error.kind() == io::ErrorKind::InvalidData => {
+                    // A request of a newer crid, or garbage: said, not
+                    // dropped silently.
+                    let refusal = MonitorResponse::Error {
+                        kind: ErrorKind::InvalidRequest,
+                        message: format!("request not understood: {error}"),
+                    };
+                    if let Ok(frame) = encode_frame(&refusal, Framing::V1) {
+                        let _ = incoming.stream.write(&frame);
+                    }
+                    false
+                }
+                Err(_) => false,
+            }
+        });
+        requests
+    }
+
+    /// Answers one request (a subscriber keeps its connection); true if it
+    /// was Shutdown.
+    fn handle_request(&mut self, request: Request) -> io::Result<bool> {
+        let Request {
+            stream,
+            request,
+            framing,
+        } = request;
         let mut client = Client { stream, framing };
         self.reap();
         let millis = Duration::from_millis;

@@ -1,9 +1,10 @@
-//! The real crid-monitor never blocks on one container: while a create
-//! waits at `Place` for crid (which the test plays, through the real
-//! MonitorClient, and holds back), another container is created, started,
-//! its output drained into its log, its exit reaped, and requests are
-//! answered. Then the held create goes on, and one whose placement fails
-//! leaves no process.
+//! The real crid-monitor never blocks on one container or one client:
+//! while a create waits at `Place` for crid (which the test plays, through
+//! the real MonitorClient, and holds back) and another client has sent
+//! only part of its request, another container is created, started, its
+//! output drained into its log, its exit reaped, and requests are
+//! answered. Then the held create goes on, one whose placement fails
+//! leaves no process, and the slow client's request is answered.
 
 mod common;
 
@@ -12,6 +13,8 @@ use std::time::Duration;
 use common::{ALL, Cleanup, busybox_container, config, monitor_binary, run, wait_gone};
 use proto::monitor::{ExitStatus, MonitorRequest, MonitorResponse};
 use runtime::MonitorClient;
+use runtime::wire::Framing;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
 /// Starts a placed create of `id` on its own task; returns the pids the
@@ -50,7 +53,7 @@ async fn held_create(
 }
 
 #[tokio::test]
-async fn a_create_waiting_for_placement_holds_nothing_else_up() {
+async fn a_create_waiting_for_placement_or_a_slow_client_holds_nothing_else_up() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pod_dir = dir.path().join("pod");
     std::fs::create_dir(&pod_dir).expect("pod dir");
@@ -60,6 +63,16 @@ async fn a_create_waiting_for_placement_holds_nothing_else_up() {
         .await
         .expect("start monitor");
     let _cleanup = Cleanup(started);
+
+    // A client that sends the first bytes of its request, then nothing
+    // for a while.
+    let (_dir_handle, socket) =
+        runtime::wire::short_path(&pod_dir, proto::monitor::SOCKET_FILE).expect("socket path");
+    let mut slow = tokio::net::UnixStream::connect(socket)
+        .await
+        .expect("connect");
+    let status = runtime::wire::encode_frame(&MonitorRequest::Status, Framing::V1).expect("frame");
+    slow.write_all(&status[..3]).await.expect("write");
 
     let (pids, placed, create) = held_create(&client, dir.path(), "held").await;
     assert_eq!(pids.len(), 2, "{pids:?}");
@@ -145,6 +158,16 @@ async fn a_create_waiting_for_placement_holds_nothing_else_up() {
             assert_eq!(ids, ["held", "talker"]);
         }
         other => panic!("expected Containers, got {other:?}"),
+    }
+
+    // The slow client's request, completed now, is answered.
+    slow.write_all(&status[3..]).await.expect("write");
+    match runtime::wire::read_frame_async::<MonitorResponse>(&mut slow)
+        .await
+        .expect("the slow client's answer")
+    {
+        MonitorResponse::Status { pause_pid, .. } => assert_eq!(pause_pid, started.pause_pid),
+        other => panic!("expected Status, got {other:?}"),
     }
 
     for id in ["held", "talker"] {
