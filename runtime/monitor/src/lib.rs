@@ -41,7 +41,9 @@ use self::containers::{Client, Containers, OutputOwner, Reply};
 use crate::sys::{Forked, exit_child, fork_single_threaded};
 
 const LOG_FILE: &str = "monitor.log";
-/// A client that connects and then says nothing must not stall the pod.
+/// How long a connection may take to send its whole request, and a
+/// blocking answer to be taken. Requests are read as they arrive, so a
+/// client that says nothing never stalls the pod; it is dropped after this.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Unsent bytes a subscriber may fall behind by before it is dropped (it
 /// subscribes again and starts from a fresh snapshot): the monitor never
