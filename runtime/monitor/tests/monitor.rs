@@ -278,3 +278,43 @@ async fn a_bad_sysctl_fails_the_start_and_leaves_no_process() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+#[tokio::test]
+async fn a_request_of_a_newer_crid_is_refused_not_dropped() {
+    use tokio::io::AsyncWriteExt;
+    let pod_dir = tempfile::tempdir().expect("tempdir");
+    let client = MonitorClient::new(pod_dir.path());
+    let started = client
+        .start(monitor_binary(), &config(ALL))
+        .await
+        .expect("start");
+    let _cleanup = Cleanup(started);
+    let (_dir, socket) =
+        runtime::wire::short_path(pod_dir.path(), proto::monitor::SOCKET_FILE).expect("socket");
+    let mut stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .expect("connect");
+    let unknown = br#"{"frobnicate":{"id":"x"}}"#;
+    let mut frame = u32::try_from(unknown.len())
+        .expect("length")
+        .to_be_bytes()
+        .to_vec();
+    frame.extend_from_slice(unknown);
+    stream.write_all(&frame).await.expect("write");
+    match runtime::wire::read_frame_async::<MonitorResponse>(&mut stream)
+        .await
+        .expect("an answer, not a dropped connection")
+    {
+        MonitorResponse::Error { kind, message } => {
+            assert_eq!(kind, proto::monitor::ErrorKind::InvalidRequest);
+            assert!(message.contains("frobnicate"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    client
+        .request(&MonitorRequest::Shutdown)
+        .await
+        .expect("shutdown");
+    wait_gone(started.pause_pid);
+    wait_gone(started.monitor_pid);
+}
