@@ -34,8 +34,8 @@ const READ_CHUNK: usize = 64 * 1024;
 pub enum OutputOwner {
     Container(String),
     Exec(Pid),
-    /// crid's connection of a create waiting at `Place`.
-    Placing(String),
+    /// A create in progress (crid's connection or the init's reports).
+    Creating(String),
 }
 
 /// What a request handler does with the client's connection.
@@ -143,18 +143,57 @@ impl Parts {
     }
 }
 
-/// A create waiting at `Place` for crid, its init forked and held.
-struct Placing {
+/// A create in progress: its init forked, answered once the init is set
+/// up (or has failed), while the monitor goes on with everything else.
+struct Creating {
     parts: Parts,
     init: init::ForkedInit,
     client: Client,
-    deadline: Instant,
+    stage: Stage,
+    /// Only crid's `Placed` is waited for with a deadline; an init's setup
+    /// is the monitor's own work (and crid removes a create it gave up on).
+    deadline: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// The init waits at its gate for crid's `Placed` (on `client`).
+    Placing,
+    /// The init sets itself up and reports (on its report pipe).
+    SettingUp,
+}
+
+impl Creating {
+    /// What the poll loop watches for this create's next step.
+    fn fd(&self) -> BorrowedFd<'_> {
+        match self.stage {
+            Stage::Placing => self.client.stream.as_fd(),
+            Stage::SettingUp => self.init.reports_fd(),
+        }
+    }
+
+    /// Ends the create and tells crid why; `kill`: kill what of it runs
+    /// rather than let it fail on its own.
+    fn end(self, why: io::Error, kill: bool) {
+        let Creating {
+            init, mut client, ..
+        } = self;
+        let error = if kill {
+            init.kill(why)
+        } else {
+            init.abandon(why)
+        };
+        let _ = client.answer(&MonitorResponse::Error {
+            kind: ErrorKind::CreateFailed,
+            message: error.to_string(),
+        });
+    }
 }
 
 #[derive(Default)]
 pub struct Containers {
     table: BTreeMap<String, Container>,
-    placing: Vec<Placing>,
+    creating: Vec<Creating>,
     execs: Vec<ExecSession>,
     /// What happened since the monitor last published it.
     events: Vec<MonitorEvent>,
@@ -213,13 +252,11 @@ impl Containers {
                 .iter()
                 .map(move |o| (OutputOwner::Exec(e.pid), o.file.as_fd()))
         });
-        let placing = self.placing.iter().map(|p| {
-            (
-                OutputOwner::Placing(p.parts.create.id.clone()),
-                p.client.stream.as_fd(),
-            )
-        });
-        containers.chain(execs).chain(placing).collect()
+        let creating = self
+            .creating
+            .iter()
+            .map(|c| (OutputOwner::Creating(c.parts.create.id.clone()), c.fd()));
+        containers.chain(execs).chain(creating).collect()
     }
 
     /// How long the poll loop may sleep before a deadline passes.
@@ -229,17 +266,17 @@ impl Containers {
             .values()
             .flat_map(|c| c.waiters.iter().map(|w| w.deadline));
         let execs = self.execs.iter().filter_map(|e| e.deadline);
-        let placing = self.placing.iter().map(|p| p.deadline);
-        waits.chain(execs).chain(placing).min()
+        let creating = self.creating.iter().filter_map(|c| c.deadline);
+        waits.chain(execs).chain(creating).min()
     }
 
-    /// `client`: crid's connection, on which a create that crid places
-    /// (`placed_by_crid`) asks for that; such a create is answered later,
-    /// once crid says `Placed` (see [`Containers::placing_answered`]), and
-    /// the monitor serves everything else meanwhile.
+    /// Forks the container's init and answers once it is set up; a create
+    /// that crid places (`placed_by_crid`) first asks for that on `client`
+    /// with `Place`. Meanwhile the monitor serves everything else (see
+    /// [`Containers::create_progress`]).
     pub fn create(&mut self, create: ContainerCreate, client: &Client) -> Reply {
         let id = create.id.clone();
-        if self.table.contains_key(&id) || self.placing.iter().any(|p| p.parts.create.id == id) {
+        if self.table.contains_key(&id) || self.creating.iter().any(|c| c.parts.create.id == id) {
             return error(
                 ErrorKind::AlreadyExists,
                 format!("container {id} exists already"),
@@ -253,34 +290,76 @@ impl Containers {
             Ok(forked) => forked,
             Err(e) => return error(ErrorKind::CreateFailed, e.to_string()),
         };
-        let Some((pid, holder)) = forked.to_place() else {
-            return self.finish_create(parts, forked);
-        };
-        let asked = client.try_clone().and_then(|mut client| {
-            let pids = vec![pid.as_raw(), holder.as_raw()];
-            client.answer(&MonitorResponse::Place { pids })?;
+        let to_place = forked.to_place();
+        let kept = client.try_clone().and_then(|mut client| {
+            if let Some((pid, holder)) = to_place {
+                let pids = vec![pid.as_raw(), holder.as_raw()];
+                client.answer(&MonitorResponse::Place { pids })?;
+            }
             Ok(client)
         });
-        match asked {
-            Ok(client) => {
-                self.placing.push(Placing {
+        let client = match kept {
+            Ok(client) => client,
+            Err(e) => return error(ErrorKind::CreateFailed, forked.abandon(e).to_string()),
+        };
+        let (stage, deadline) = match to_place {
+            Some(_) => (Stage::Placing, Some(Instant::now() + PLACE_TIMEOUT)),
+            None => (Stage::SettingUp, None),
+        };
+        self.creating.push(Creating {
+            parts,
+            init: forked,
+            client,
+            stage,
+            deadline,
+        });
+        Reply::Later
+    }
+
+    /// The next step of the create of `id`, whose descriptor is readable:
+    /// crid's `Placed` lets the init go on (anything else, or EOF, ends the
+    /// create); the init's reports say it is set up (answered `Created`)
+    /// or failed.
+    fn create_progress(&mut self, id: &str) {
+        let Some(index) = self.creating.iter().position(|c| c.parts.create.id == id) else {
+            return;
+        };
+        let creating = &mut self.creating[index];
+        let progress = match creating.stage {
+            Stage::Placing => match read_frame::<MonitorRequest>(&mut creating.client.stream) {
+                Ok((MonitorRequest::Placed, _)) => creating.init.release().map(|()| {
+                    creating.stage = Stage::SettingUp;
+                    creating.deadline = None;
+                    false
+                }),
+                Ok((other, _)) => Err(io::Error::other(format!(
+                    "crid answered Place with {}",
+                    other.name()
+                ))),
+                Err(e) => Err(io::Error::other(format!(
+                    "crid did not place the init: {e}"
+                ))),
+            },
+            Stage::SettingUp => creating.init.progress(),
+        };
+        match progress {
+            Ok(false) => {}
+            Ok(true) => {
+                let Creating {
                     parts,
-                    init: forked,
-                    client,
-                    deadline: Instant::now() + PLACE_TIMEOUT,
-                });
-                Reply::Later
+                    init,
+                    mut client,
+                    ..
+                } = self.creating.swap_remove(index);
+                let pid = self.insert(parts, init.into_created());
+                let _ = client.answer(&MonitorResponse::Created { pid: pid.as_raw() });
             }
-            Err(e) => error(ErrorKind::CreateFailed, forked.abandon(e).to_string()),
+            Err(why) => self.creating.swap_remove(index).end(why, false),
         }
     }
 
-    /// Waits for the init to be ready and records the container.
-    fn finish_create(&mut self, parts: Parts, forked: init::ForkedInit) -> Reply {
-        let mut init = match forked.ready() {
-            Ok(init) => init,
-            Err(e) => return error(ErrorKind::CreateFailed, e.to_string()),
-        };
+    /// Records a container whose init is set up.
+    fn insert(&mut self, parts: Parts, mut init: init::CreatedInit) -> Pid {
         let pid = init.pid;
         let holder = init.holder.take();
         let Parts {
@@ -308,37 +387,7 @@ impl Containers {
                 waiters: Vec::new(),
             },
         );
-        Reply::Now(MonitorResponse::Created { pid: pid.as_raw() })
-    }
-
-    /// crid wrote on the connection of the create of `id` waiting at
-    /// `Place`: `Placed` lets it go on; anything else, or EOF, ends it.
-    fn placing_answered(&mut self, id: &str) {
-        let Some(index) = self.placing.iter().position(|p| p.parts.create.id == id) else {
-            return;
-        };
-        let Placing {
-            parts,
-            init,
-            mut client,
-            ..
-        } = self.placing.swap_remove(index);
-        let reply = match read_frame::<MonitorRequest>(&mut client.stream) {
-            Ok((MonitorRequest::Placed, _)) => self.finish_create(parts, init),
-            answered => {
-                let why = match answered {
-                    Ok((other, _)) => format!("crid answered Place with {}", other.name()),
-                    Err(e) => format!("crid did not place the init: {e}"),
-                };
-                error(
-                    ErrorKind::CreateFailed,
-                    init.abandon(io::Error::other(why)).to_string(),
-                )
-            }
-        };
-        if let Reply::Now(response) = reply {
-            let _ = client.answer(&response);
-        }
+        pid
     }
 
     pub fn start(&mut self, id: &str) -> Reply {
@@ -413,6 +462,11 @@ impl Containers {
     }
 
     pub fn remove(&mut self, id: &str) -> Reply {
+        if let Some(index) = self.creating.iter().position(|c| c.parts.create.id == id) {
+            // crid gave up on the create (it timed out) and rolls back.
+            let why = io::Error::other(format!("container {id} was removed while being created"));
+            self.creating.swap_remove(index).end(why, true);
+        }
         if self.table.contains_key(id) {
             self.kill_and_reap(id);
             self.table.remove(id);
@@ -507,7 +561,7 @@ impl Containers {
     /// answer to a `Place`).
     pub fn drain(&mut self, owner: &OutputOwner) {
         match owner {
-            OutputOwner::Placing(id) => self.placing_answered(id),
+            OutputOwner::Creating(id) => self.create_progress(id),
             OutputOwner::Container(id) => {
                 if let Some(c) = self.table.get_mut(id) {
                     let log = &mut c.log;
@@ -549,11 +603,13 @@ impl Containers {
     /// killed, creates that crid did not place end.
     pub fn expire(&mut self) {
         let now = Instant::now();
-        let (due, waiting): (Vec<Placing>, Vec<Placing>) =
-            self.placing.drain(..).partition(|p| p.deadline <= now);
-        self.placing = waiting;
-        for placing in due {
-            abandon(placing, "crid did not answer Place in time");
+        let (due, waiting): (Vec<Creating>, Vec<Creating>) = self
+            .creating
+            .drain(..)
+            .partition(|c| c.deadline.is_some_and(|d| d <= now));
+        self.creating = waiting;
+        for creating in due {
+            creating.end(io::Error::other("crid did not answer Place in time"), false);
         }
         for c in self.table.values_mut() {
             let (due, waiting): (Vec<Waiter>, Vec<Waiter>) =
@@ -653,8 +709,8 @@ impl Containers {
 
     /// The pod goes away: every container is killed and its exit recorded.
     pub fn kill_all(&mut self) {
-        for placing in std::mem::take(&mut self.placing) {
-            abandon(placing, "the pod is shutting down");
+        for creating in std::mem::take(&mut self.creating) {
+            creating.end(io::Error::other("the pod is shutting down"), true);
         }
         let ids: Vec<String> = self.table.keys().cloned().collect();
         for id in ids {
@@ -743,19 +799,6 @@ fn copy_available(output: &mut Output, mut sink: impl FnMut(Stream, &[u8])) -> b
             Err(_) => return false,
         }
     }
-}
-
-/// Ends a create waiting at `Place`: its init exits unplaced and is
-/// reaped, and crid is told why.
-fn abandon(placing: Placing, why: &str) {
-    let Placing {
-        init, mut client, ..
-    } = placing;
-    let error = init.abandon(io::Error::other(why.to_string()));
-    let _ = client.answer(&MonitorResponse::Error {
-        kind: ErrorKind::CreateFailed,
-        message: error.to_string(),
-    });
 }
 
 /// The kernel's OOM-kill count in the file (0 when unreadable: no memory

@@ -3,8 +3,9 @@
 //! the real MonitorClient, and holds back) and another client has sent
 //! only part of its request, another container is created, started, its
 //! output drained into its log, its exit reaped, and requests are
-//! answered. Then the held create goes on, one whose placement fails
-//! leaves no process, and the slow client's request is answered.
+//! answered. Then the held create goes on, one whose placement fails and
+//! one removed half-way leave no process, and the slow client's request
+//! is answered.
 
 mod common;
 
@@ -159,6 +160,29 @@ async fn a_create_waiting_for_placement_or_a_slow_client_holds_nothing_else_up()
         }
         other => panic!("expected Containers, got {other:?}"),
     }
+
+    // A create that crid gives up on and removes half-way ends, and its
+    // processes with it.
+    let (pids, placed, create) = held_create(&client, dir.path(), "removed").await;
+    client
+        .request(&MonitorRequest::RemoveContainer {
+            id: "removed".into(),
+        })
+        .await
+        .expect("remove");
+    for pid in pids {
+        wait_gone(pid);
+    }
+    placed
+        .send(Err("gave up".into()))
+        .expect("the create is waiting");
+    assert!(
+        !matches!(
+            create.await.expect("task"),
+            Ok(Ok(MonitorResponse::Created { .. }))
+        ),
+        "a removed create was created"
+    );
 
     // The slow client's request, completed now, is answered.
     slow.write_all(&status[3..]).await.expect("write");
