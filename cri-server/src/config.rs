@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub use image::RegistryConfig;
 use serde::{Deserialize, Serialize};
@@ -67,13 +68,53 @@ pub struct RuntimeConfig {
 pub struct ImagesConfig {
     /// Layers of one pull downloaded and unpacked at once (containerd: 3).
     pub max_concurrent_layers: usize,
+    /// A pull fails once its registry has sent nothing for this long
+    /// (containerd's `image_pull_progress_timeout`, 5 minutes).
+    #[serde(with = "duration_text")]
+    pub pull_progress_timeout: Duration,
 }
 
 impl Default for ImagesConfig {
     fn default() -> Self {
+        let limits = image::PullLimits::default();
         ImagesConfig {
-            max_concurrent_layers: 3,
+            max_concurrent_layers: limits.max_concurrent_layers,
+            pull_progress_timeout: limits.progress_timeout,
         }
+    }
+}
+
+impl ImagesConfig {
+    pub fn pull_limits(&self) -> image::PullLimits {
+        image::PullLimits {
+            max_concurrent_layers: self.max_concurrent_layers,
+            progress_timeout: self.pull_progress_timeout,
+        }
+    }
+}
+
+/// What `pull_progress_timeout` may be: a pull must be able to end, and a
+/// registry slower than one byte a second is no registry.
+const PULL_PROGRESS_TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(60 * 60);
+
+/// Durations written as people write them (`"5m"`, `"90s"`, `"1h 30m"`).
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&humantime::format_duration(*value).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text).map_err(|error| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a duration like \"5m\" or \"90s\": {error}"
+            ))
+        })
     }
 }
 
@@ -271,6 +312,13 @@ impl Config {
                 "must be between 1 and 64",
             ));
         }
+        if !PULL_PROGRESS_TIMEOUT_RANGE.contains(&self.images.pull_progress_timeout) {
+            return Err(invalid(
+                "images.pull_progress_timeout",
+                humantime::format_duration(self.images.pull_progress_timeout),
+                "must be between 1s and 1h",
+            ));
+        }
         for (host, registry) in &self.registries {
             validate_registry_host(host)?;
             for (index, endpoint) in registry.endpoints.iter().enumerate() {
@@ -358,6 +406,7 @@ mod tests {
             "[metrics]",
             "cgroup_driver",
             "max_labels_annotations_bytes = 1048576",
+            "pull_progress_timeout = \"5m\"",
         ] {
             assert!(text.contains(key), "missing {key} in\n{text}");
         }
@@ -373,11 +422,14 @@ mod tests {
             [runtime]
             cgroup_driver = "systemd"
             max_labels_annotations_bytes = 65536
+            [images]
+            pull_progress_timeout = "1m 30s"
             [registries."registry.k8s.io"]
             endpoints = ["http://127.0.0.1:5000"]
             "#,
         )
         .expect("parse");
+        assert_eq!(config.images.pull_progress_timeout, Duration::from_secs(90));
         assert_eq!(config.root, PathBuf::from("/tmp/r"));
         assert_eq!(config.state, PathBuf::from("/run/crid"));
         assert_eq!(config.runtime.cgroup_driver, CgroupDriver::Systemd);
@@ -409,13 +461,25 @@ mod tests {
         assert_eq!(key, "metrics.address");
         let (key, _) = parse("root = 5\n").expect_err("bad type");
         assert_eq!(key, "root");
+        let (key, message) =
+            parse("[images]\npull_progress_timeout = \"soon\"\n").expect_err("bad duration");
+        assert_eq!(key, "images.pull_progress_timeout");
+        assert!(message.contains("soon"), "{message}");
     }
 
     #[test]
     fn validation_names_the_key_and_value() {
         type Mutation = fn(&mut Config);
-        let cases: [(Mutation, &str); 10] = [
+        let cases: [(Mutation, &str); 12] = [
             (|c| c.root = PathBuf::from("relative"), "`root`"),
+            (
+                |c| c.images.pull_progress_timeout = Duration::ZERO,
+                "`images.pull_progress_timeout`",
+            ),
+            (
+                |c| c.images.pull_progress_timeout = Duration::from_secs(2 * 60 * 60),
+                "`images.pull_progress_timeout`",
+            ),
             (
                 |c| c.runtime.max_labels_annotations_bytes = 100,
                 "`runtime.max_labels_annotations_bytes`",

@@ -69,14 +69,23 @@ pub fn translate(
                 "must be non-empty and contain no '=' and no NUL",
             ));
         }
-        if kv.value.contains('\0') {
+        // The value is bytes on the wire (kubelet passes Secret data as it
+        // is), but the OCI spec crid hands the monitor holds strings.
+        let value = std::str::from_utf8(&kv.value).map_err(|_| {
+            CridError::invalid(
+                format!("config.envs[{}].value", kv.key),
+                String::from_utf8_lossy(&kv.value),
+                "is not UTF-8; crid passes only UTF-8 environment values yet",
+            )
+        })?;
+        if value.contains('\0') {
             return Err(CridError::invalid(
                 format!("config.envs[{i}].value"),
-                &kv.value,
+                value,
                 "must contain no NUL",
             ));
         }
-        env.push((kv.key.clone(), kv.value.clone()));
+        env.push((kv.key.clone(), value.to_string()));
     }
 
     let linux = config.linux.clone().unwrap_or_default();
@@ -578,6 +587,104 @@ fn resources_at(r: &cri::LinuxContainerResources, prefix: &str) -> Result<Resour
     })
 }
 
+/// The signal StopContainer sends first, settled at create: the request's
+/// `stop_signal`, else the image's `StopSignal`, else SIGTERM.
+pub fn stop_signal(
+    config: &cri::ContainerConfig,
+    image: Option<&str>,
+) -> Result<cri::Signal, CridError> {
+    const FIELD: &str = "config.stop_signal";
+    let requested = cri::Signal::try_from(config.stop_signal).map_err(|_| {
+        CridError::invalid(FIELD, config.stop_signal.to_string(), "is not a CRI signal")
+    })?;
+    match requested {
+        cri::Signal::RuntimeDefault => Ok(image_stop_signal(image)),
+        signal if sendable(signal) => Ok(signal),
+        _ => Err(unsupported(FIELD, "real-time stop signals are")),
+    }
+}
+
+/// An image's `StopSignal` as Docker reads it (`SIGQUIT`, `quit`, `3`,
+/// `SIGRTMIN+3`), else SIGTERM: crid has always fallen back on SIGTERM
+/// for what it cannot send, as for a name it does not know.
+pub fn image_stop_signal(name: Option<&str>) -> cri::Signal {
+    name.map(str::trim)
+        .filter(|name| !name.is_empty())
+        .and_then(parse_signal)
+        .filter(|&signal| sendable(signal))
+        .unwrap_or(cri::Signal::Sigterm)
+}
+
+fn parse_signal(name: &str) -> Option<cri::Signal> {
+    if let Ok(number) = name.parse::<i32>() {
+        return signal_from_number(number);
+    }
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    let full = full
+        .replace("RTMIN+", "RTMINPLUS")
+        .replace("RTMAX-", "RTMAXMINUS");
+    cri::Signal::from_str_name(&full).filter(|&s| s != cri::Signal::RuntimeDefault)
+}
+
+fn signal_from_number(number: i32) -> Option<cri::Signal> {
+    let name = match number {
+        REAL_TIME_MIN => "SIGRTMIN".to_string(),
+        REAL_TIME_MAX => "SIGRTMAX".to_string(),
+        n if n > REAL_TIME_MIN && n <= REAL_TIME_MIN + 15 => {
+            format!("SIGRTMINPLUS{}", n - REAL_TIME_MIN)
+        }
+        n if n > REAL_TIME_MIN + 15 && n < REAL_TIME_MAX => {
+            format!("SIGRTMAXMINUS{}", REAL_TIME_MAX - n)
+        }
+        n => nix::sys::signal::Signal::try_from(n)
+            .ok()?
+            .as_str()
+            .to_string(),
+    };
+    cri::Signal::from_str_name(&name)
+}
+
+/// The real-time signals' range as containers number them (glibc's
+/// SIGRTMIN, as Docker and containerd count).
+const REAL_TIME_MIN: i32 = 34;
+const REAL_TIME_MAX: i32 = 64;
+
+/// The Linux number of `signal`; None for RUNTIME_DEFAULT.
+pub fn signal_number(signal: cri::Signal) -> Option<i32> {
+    use nix::sys::signal::Signal as Linux;
+    let name = signal.as_str_name();
+    let number = match signal {
+        cri::Signal::RuntimeDefault => return None,
+        // Aliases nix does not name.
+        cri::Signal::Sigcld => Linux::SIGCHLD as i32,
+        cri::Signal::Sigpoll => Linux::SIGIO as i32,
+        cri::Signal::Sigiot => Linux::SIGABRT as i32,
+        cri::Signal::Sigrtmin => REAL_TIME_MIN,
+        cri::Signal::Sigrtmax => REAL_TIME_MAX,
+        _ => {
+            if let Some(n) = name.strip_prefix("SIGRTMINPLUS") {
+                REAL_TIME_MIN + n.parse::<i32>().ok()?
+            } else if let Some(n) = name.strip_prefix("SIGRTMAXMINUS") {
+                REAL_TIME_MAX - n.parse::<i32>().ok()?
+            } else {
+                name.parse::<Linux>().ok()? as i32
+            }
+        }
+    };
+    Some(number)
+}
+
+/// Whether the pod's monitor can deliver `signal`: it takes the standard
+/// signals only, not the real-time ones.
+fn sendable(signal: cri::Signal) -> bool {
+    signal_number(signal).is_some_and(|number| nix::sys::signal::Signal::try_from(number).is_ok())
+}
+
 /// [`Resources`] as CRI reports them (ContainerStatus.resources); unset is 0.
 pub fn to_cri_resources(r: &Resources) -> cri::LinuxContainerResources {
     let signed = |v: Option<u64>| v.map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX));
@@ -805,18 +912,88 @@ mod tests {
     }
 
     #[test]
+    fn stop_signal_request_over_image_over_sigterm() {
+        let mut c = config();
+        assert_eq!(stop_signal(&c, None).unwrap(), cri::Signal::Sigterm);
+        assert_eq!(
+            stop_signal(&c, Some("SIGQUIT")).unwrap(),
+            cri::Signal::Sigquit
+        );
+        c.stop_signal = cri::Signal::Sigusr1.into();
+        assert_eq!(
+            stop_signal(&c, Some("SIGQUIT")).unwrap(),
+            cri::Signal::Sigusr1
+        );
+        c.stop_signal = 66;
+        assert_refused(
+            &Status::from(stop_signal(&c, None).unwrap_err()),
+            Code::InvalidArgument,
+            "config.stop_signal",
+        );
+        c.stop_signal = cri::Signal::Sigrtminplus3.into();
+        assert_refused(
+            &Status::from(stop_signal(&c, None).unwrap_err()),
+            Code::FailedPrecondition,
+            "config.stop_signal",
+        );
+    }
+
+    #[test]
+    fn image_stop_signals_parse_like_dockers() {
+        use cri::Signal;
+        assert_eq!(image_stop_signal(None), Signal::Sigterm);
+        assert_eq!(image_stop_signal(Some(" ")), Signal::Sigterm);
+        assert_eq!(image_stop_signal(Some("SIGQUIT")), Signal::Sigquit);
+        assert_eq!(image_stop_signal(Some("quit")), Signal::Sigquit);
+        assert_eq!(image_stop_signal(Some("9")), Signal::Sigkill);
+        assert_eq!(image_stop_signal(Some("bogus")), Signal::Sigterm);
+        // Real-time signals are understood but the monitor cannot send them.
+        assert_eq!(parse_signal("SIGRTMIN+3"), Some(Signal::Sigrtminplus3));
+        assert_eq!(parse_signal("RTMAX-2"), Some(Signal::Sigrtmaxminus2));
+        assert_eq!(parse_signal("37"), Some(Signal::Sigrtminplus3));
+        assert_eq!(parse_signal("50"), Some(Signal::Sigrtmaxminus14));
+        assert_eq!(image_stop_signal(Some("SIGRTMIN+3")), Signal::Sigterm);
+    }
+
+    #[test]
+    fn every_cri_signal_has_its_linux_number() {
+        use nix::sys::signal::Signal as Linux;
+        assert_eq!(signal_number(cri::Signal::RuntimeDefault), None);
+        for value in 1..=65 {
+            let signal = cri::Signal::try_from(value).unwrap();
+            let number = signal_number(signal).unwrap();
+            assert!((1..=64).contains(&number), "{signal:?}: {number}");
+            // Back from the number to the same signal, but for aliases.
+            let back = signal_from_number(number).unwrap();
+            assert_eq!(signal_number(back), Some(number), "{signal:?}");
+        }
+        assert_eq!(
+            signal_number(cri::Signal::Sigusr1),
+            Some(Linux::SIGUSR1 as i32)
+        );
+        assert_eq!(
+            signal_number(cri::Signal::Sigpoll),
+            Some(Linux::SIGIO as i32)
+        );
+        assert_eq!(signal_number(cri::Signal::Sigrtminplus15), Some(49));
+        assert_eq!(signal_number(cri::Signal::Sigrtmaxminus14), Some(50));
+        assert_eq!(signal_number(cri::Signal::Sigrtmax), Some(64));
+    }
+
+    #[test]
     fn bad_env_names_the_entry() {
         for (key, value, field) in [
-            ("", "v", "config.envs[1].key"),
-            ("A=B", "v", "config.envs[1].key"),
-            ("A\0", "v", "config.envs[1].key"),
-            ("A", "v\0", "config.envs[1].value"),
+            ("", &b"v"[..], "config.envs[1].key"),
+            ("A=B", b"v", "config.envs[1].key"),
+            ("A\0", b"v", "config.envs[1].key"),
+            ("A", b"v\0", "config.envs[1].value"),
+            ("SECRET", b"\xff\xfe", "config.envs[SECRET].value"),
         ] {
             let mut c = config();
             c.envs = vec![
                 cri::KeyValue {
                     key: "OK".into(),
-                    value: String::new(),
+                    value: Vec::new(),
                 },
                 cri::KeyValue {
                     key: key.into(),

@@ -18,15 +18,15 @@ use runtime::MonitorClient;
 use runtime::container::ContainerDirs;
 use runtime::spec::{ContainerSpec, ImageConfigView, ResolvedUser};
 use serde::{Deserialize, Serialize};
+use tokio::sync::OwnedMutexGuard;
 
 use crate::container_config;
 use crate::daemon::Daemon;
 use crate::error::CridError;
 use crate::images::{self, ImageRecord};
 use crate::pods::{self, PodPhase, PodRecord};
-use crate::rpc::{
-    Record, blocking, find_by_id_or_prefix, forget, insert_reserving, now_nanos, save,
-};
+use crate::records::{Record, RecordStore, Stored};
+use crate::rpc::{DaemonRecord, blocking, forget, insert_reserving, now_nanos, save};
 use crate::store::Table;
 
 /// Exit code and reason when a container's end was never observed (its
@@ -59,7 +59,12 @@ pub struct ContainerRecord {
     pub image_digest: Option<String>,
     /// Chain ids of the rootfs layers (image GC keeps them).
     pub layers: Vec<String>,
+    /// The image's `StopSignal`, as it declared it.
     pub stop_signal: Option<String>,
+    /// The signal StopContainer sends first, settled at create (request over
+    /// image over SIGTERM). Records from before it: see [`stop_signal`].
+    #[serde(default)]
+    pub settled_stop_signal: Option<cri::Signal>,
     pub phase: ContainerPhase,
     pub created_at: i64,
     pub started_at: i64,
@@ -69,11 +74,20 @@ pub struct ContainerRecord {
     pub pid: i32,
 }
 
-impl Record for ContainerRecord {
+impl Stored for ContainerRecord {
     const TABLE: Table = Table::Containers;
     fn id(&self) -> &str {
         &self.id
     }
+}
+
+impl DaemonRecord for ContainerRecord {
+    fn store(daemon: &Daemon) -> &RecordStore<ContainerRecord> {
+        &daemon.container_records
+    }
+}
+
+impl Record for ContainerRecord {
     fn reserved_name(&self) -> &str {
         &self.reserved_name
     }
@@ -84,34 +98,48 @@ impl Record for ContainerRecord {
     }
 }
 
-async fn load(daemon: &Arc<Daemon>, id: &str) -> Result<Option<ContainerRecord>, CridError> {
-    let (daemon, id) = (daemon.clone(), id.to_string());
-    blocking(move || Ok(daemon.store.get(Table::Containers, &id)?)).await
-}
-
-pub fn load_records(daemon: &Daemon) -> Result<Vec<ContainerRecord>, CridError> {
-    Ok(daemon
-        .store
-        .list::<ContainerRecord>(Table::Containers)?
-        .into_iter()
-        .map(|(_, record)| record)
-        .collect())
-}
-
-async fn list_records(daemon: &Arc<Daemon>) -> Result<Vec<ContainerRecord>, CridError> {
-    let daemon = daemon.clone();
-    blocking(move || load_records(&daemon)).await
-}
-
 /// A full id or a unique prefix of one.
-async fn find(daemon: &Arc<Daemon>, id: &str) -> Result<Option<ContainerRecord>, CridError> {
-    find_by_id_or_prefix(daemon, Table::Containers, "container_id", id).await
+fn find(daemon: &Daemon, id: &str) -> Result<Option<Arc<ContainerRecord>>, CridError> {
+    daemon.container_records.find("container_id", id)
 }
 
-async fn find_existing(daemon: &Arc<Daemon>, id: &str) -> Result<ContainerRecord, CridError> {
-    find(daemon, id)
-        .await?
-        .ok_or_else(|| CridError::NotFound(format!("container {id:?} not found")))
+fn not_found(id: &str) -> CridError {
+    CridError::NotFound(format!("container {id:?} not found"))
+}
+
+fn find_existing(daemon: &Daemon, id: &str) -> Result<Arc<ContainerRecord>, CridError> {
+    find(daemon, id)?.ok_or_else(|| not_found(id))
+}
+
+/// The container `id` names, with its pod's lock held (see
+/// [`Daemon::pod_locks`]); None when there is none, also when it was
+/// removed while this waited for the lock.
+async fn lock_container(
+    daemon: &Daemon,
+    id: &str,
+) -> Result<Option<(OwnedMutexGuard<()>, Arc<ContainerRecord>)>, CridError> {
+    let Some(found) = find(daemon, id)? else {
+        return Ok(None);
+    };
+    let guard = daemon.pod_locks.lock(&found.pod_id).await;
+    Ok(daemon
+        .container_records
+        .get(&found.id)
+        .map(|record| (guard, record)))
+}
+
+/// The pod a container is created into, which must be ready; `requested`
+/// is the id the request named.
+fn ready_pod(pod: Option<Arc<PodRecord>>, requested: &str) -> Result<Arc<PodRecord>, CridError> {
+    let pod =
+        pod.ok_or_else(|| CridError::NotFound(format!("pod sandbox {requested:?} not found")))?;
+    if pod.phase != PodPhase::Ready {
+        return Err(CridError::FailedPrecondition(format!(
+            "pod sandbox {} is not ready",
+            pod.id
+        )));
+    }
+    Ok(pod)
 }
 
 fn dirs(daemon: &Daemon, id: &str) -> ContainerDirs {
@@ -135,20 +163,10 @@ pub async fn create(
         &config.annotations,
         daemon.config.runtime.max_labels_annotations_bytes,
     )?;
-    let pod = pods::find(&daemon, &request.pod_sandbox_id)
-        .await?
-        .ok_or_else(|| {
-            CridError::NotFound(format!(
-                "pod sandbox {:?} not found",
-                request.pod_sandbox_id
-            ))
-        })?;
-    if pod.phase != PodPhase::Ready {
-        return Err(CridError::FailedPrecondition(format!(
-            "pod sandbox {} is not ready",
-            pod.id
-        )));
-    }
+    let pod = ready_pod(
+        pods::find(&daemon, &request.pod_sandbox_id)?,
+        &request.pod_sandbox_id,
+    )?;
     let image_name = config
         .image
         .as_ref()
@@ -157,7 +175,7 @@ pub async fn create(
     if image_name.is_empty() {
         return Err(CridError::invalid("config.image.image", "", "is required"));
     }
-    let image = images::find(&daemon, &image_name).await?.ok_or_else(|| {
+    let image = images::find(&daemon, &image_name)?.ok_or_else(|| {
         CridError::NotFound(format!(
             "image {image_name:?} not found: pull it before creating a container"
         ))
@@ -165,7 +183,9 @@ pub async fn create(
     let target_pid_ns = target_pid_namespace(&daemon, &pod, &config).await?;
     let pod_dir = daemon.pods.pod_dir(&pod.id);
     let mut spec = container_config::translate(&config, &pod, &pod_dir, target_pid_ns)?;
-    let id = pods::new_id()?;
+    let settled_stop_signal =
+        container_config::stop_signal(&config, image.image.config.stop_signal.as_deref())?;
+    let id = pods::new_id().await?;
     let placement = match &pod.sandbox.cgroup {
         Some(placement) => placement.clone(),
         None => daemon
@@ -198,6 +218,7 @@ pub async fn create(
         image_digest: image.repo_digests.iter().next().cloned(),
         layers: image.image.chain_ids(),
         stop_signal: image.image.config.stop_signal.clone(),
+        settled_stop_signal: Some(settled_stop_signal),
         config,
         spec,
         phase: ContainerPhase::Creating,
@@ -208,10 +229,15 @@ pub async fn create(
         user: None,
         pid: 0,
     };
+    // Under the pod's lock, the pod is checked again: a StopPodSandbox or
+    // RemovePodSandbox that ran meanwhile has stopped or removed it, and
+    // one that comes later waits for this create and then finds the
+    // container.
+    let _guard = daemon.pod_locks.lock(&pod.id).await;
+    ready_pod(daemon.pod_records.get(&pod.id), &request.pod_sandbox_id)?;
     // Name reserved and record written before the host is touched: a crash
     // from here on is found and rolled back at the next start.
     insert_reserving(&daemon, &record).await?;
-    let _guard = daemon.pod_locks.lock(&id).await;
     let mut progress = pod_sandbox::Progress::new("container", &id);
     progress.step("container.recorded");
     match build(&daemon, &record, &placement, &image, log, &mut progress).await {
@@ -252,8 +278,7 @@ async fn target_pid_namespace(
         return Ok(None);
     };
     let field = "config.linux.security_context.namespace_options.target_id";
-    let target = find(daemon, &target_id)
-        .await?
+    let target = find(daemon, &target_id)?
         .filter(|t| t.pod_id == pod.id)
         .ok_or_else(|| CridError::invalid(field, &target_id, "no such container in this pod"))?;
     let state = observe_one(daemon, &target).await;
@@ -379,9 +404,10 @@ async fn teardown(daemon: &Arc<Daemon>, record: &ContainerRecord) -> Result<(), 
 }
 
 pub async fn start(daemon: Arc<Daemon>, id: &str) -> Result<(), CridError> {
-    let record = find_existing(&daemon, id).await?;
-    let _guard = daemon.pod_locks.lock(&record.id).await;
-    let mut record = find_existing(&daemon, &record.id).await?;
+    let (_guard, record) = lock_container(&daemon, id)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    let mut record = ContainerRecord::clone(&record);
     match record.phase {
         ContainerPhase::Creating => {
             return Err(CridError::FailedPrecondition(format!(
@@ -415,11 +441,7 @@ pub async fn start(daemon: Arc<Daemon>, id: &str) -> Result<(), CridError> {
 
 pub async fn stop(daemon: Arc<Daemon>, id: &str, timeout_seconds: i64) -> Result<(), CridError> {
     // Stopping what is gone succeeds, as kubelet retries.
-    let Some(record) = find(&daemon, id).await? else {
-        return Ok(());
-    };
-    let _guard = daemon.pod_locks.lock(&record.id).await;
-    let Some(record) = load(&daemon, &record.id).await? else {
+    let Some((pod_lock, record)) = lock_container(&daemon, id).await? else {
         return Ok(());
     };
     if record.phase == ContainerPhase::Creating {
@@ -431,14 +453,19 @@ pub async fn stop(daemon: Arc<Daemon>, id: &str, timeout_seconds: i64) -> Result
         ContainerPhase::Started => Duration::from_secs(u64::try_from(timeout_seconds).unwrap_or(0)),
         _ => Duration::ZERO,
     };
-    stop_record(&daemon, &record, grace).await
+    stop_record(&daemon, &record, grace, Some(pod_lock)).await
 }
 
 /// The image's stop signal (or SIGTERM), then SIGKILL after `grace`.
+/// `pod_lock`, the pod's lock if the caller passes it, is released before
+/// the grace period: kubelet stops a pod's containers in parallel, and
+/// waiting under the lock would make the pod's end take the sum of their
+/// grace periods (and hold every other operation of the pod meanwhile).
 async fn stop_record(
     daemon: &Arc<Daemon>,
     record: &ContainerRecord,
     grace: Duration,
+    pod_lock: Option<OwnedMutexGuard<()>>,
 ) -> Result<(), CridError> {
     let client = monitor(daemon, record);
     let id = record.id.clone();
@@ -452,12 +479,14 @@ async fn stop_record(
         _ => return Ok(()),
     }
     if !grace.is_zero() {
-        let signal = stop_signal(record.stop_signal.as_deref());
+        let signal = container_config::signal_number(stop_signal(record))
+            .unwrap_or(nix::sys::signal::Signal::SIGTERM as i32);
         let request = MonitorRequest::Signal {
             id: id.clone(),
-            signal: signal as i32,
+            signal,
         };
         client.request(&request).await?;
+        drop(pod_lock);
         let margin = runtime::client::REQUEST_TIMEOUT;
         if let MonitorResponse::Exited(_) =
             client.request_within(&wait(grace), grace + margin).await?
@@ -485,36 +514,28 @@ async fn stop_record(
     }
 }
 
-/// An image's `StopSignal` (`SIGQUIT`, `QUIT` or `3`), else SIGTERM.
-fn stop_signal(name: Option<&str>) -> nix::sys::signal::Signal {
-    use nix::sys::signal::Signal;
-    let Some(name) = name.map(str::trim).filter(|n| !n.is_empty()) else {
-        return Signal::SIGTERM;
-    };
-    if let Ok(number) = name.parse::<i32>() {
-        return Signal::try_from(number).unwrap_or(Signal::SIGTERM);
-    }
-    let upper = name.to_ascii_uppercase();
-    let full = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    full.parse().unwrap_or(Signal::SIGTERM)
+/// The signal StopContainer sends first. Records written before crid
+/// settled it at create kept only the image's `StopSignal`: what they got.
+fn stop_signal(record: &ContainerRecord) -> cri::Signal {
+    record
+        .settled_stop_signal
+        .unwrap_or_else(|| container_config::image_stop_signal(record.stop_signal.as_deref()))
 }
 
 pub async fn remove(daemon: Arc<Daemon>, id: &str) -> Result<(), CridError> {
-    let Some(record) = find(&daemon, id).await? else {
+    let Some((_guard, record)) = lock_container(&daemon, id).await? else {
         return Ok(());
     };
-    let _guard = daemon.pod_locks.lock(&record.id).await;
-    let Some(record) = load(&daemon, &record.id).await? else {
-        return Ok(());
-    };
-    teardown(&daemon, &record).await?;
-    forget(&daemon, &record).await?;
+    remove_locked(&daemon, &record).await?;
     tracing::info!(container_id = %record.id, "container removed");
     Ok(())
+}
+
+/// Tears the container down and forgets it; the caller holds its pod's
+/// lock.
+async fn remove_locked(daemon: &Arc<Daemon>, record: &ContainerRecord) -> Result<(), CridError> {
+    teardown(daemon, record).await?;
+    forget(daemon, record).await
 }
 
 /// What a container is doing now.
@@ -615,7 +636,7 @@ pub async fn status(
     daemon: Arc<Daemon>,
     request: cri::ContainerStatusRequest,
 ) -> Result<cri::ContainerStatusResponse, CridError> {
-    let record = find_existing(&daemon, &request.container_id).await?;
+    let record = find_existing(&daemon, &request.container_id)?;
     let observed = observe_one(&daemon, &record).await;
     let mut info = HashMap::new();
     if request.verbose {
@@ -718,6 +739,7 @@ fn container_status(record: &ContainerRecord, observed: &Observed) -> cri::Conta
             windows: None,
         }),
         user,
+        stop_signal: stop_signal(record).into(),
     }
 }
 
@@ -726,20 +748,15 @@ pub async fn list(
     request: cri::ListContainersRequest,
 ) -> Result<cri::ListContainersResponse, CridError> {
     let filter = request.filter.unwrap_or_default();
-    let records: Vec<ContainerRecord> = list_records(&daemon)
-        .await?
-        .into_iter()
-        .filter(|r| {
-            r.phase != ContainerPhase::Creating
-                && (filter.id.is_empty() || r.id.starts_with(&filter.id))
-                && (filter.pod_sandbox_id.is_empty()
-                    || r.pod_id.starts_with(&filter.pod_sandbox_id))
-                && filter
-                    .label_selector
-                    .iter()
-                    .all(|(k, v)| r.config.labels.get(k) == Some(v))
-        })
-        .collect();
+    let records = daemon.container_records.filtered(|r| {
+        r.phase != ContainerPhase::Creating
+            && r.id.starts_with(&filter.id)
+            && r.pod_id.starts_with(&filter.pod_sandbox_id)
+            && filter
+                .label_selector
+                .iter()
+                .all(|(k, v)| r.config.labels.get(k) == Some(v))
+    });
     // One round trip per pod, not per container.
     let mut live: HashMap<String, Option<Vec<ContainerState>>> = HashMap::new();
     let mut containers = Vec::new();
@@ -786,9 +803,10 @@ pub async fn update_resources(
     daemon: Arc<Daemon>,
     request: cri::UpdateContainerResourcesRequest,
 ) -> Result<(), CridError> {
-    let record = find_existing(&daemon, &request.container_id).await?;
-    let _guard = daemon.pod_locks.lock(&record.id).await;
-    let mut record = find_existing(&daemon, &record.id).await?;
+    let (_guard, record) = lock_container(&daemon, &request.container_id)
+        .await?
+        .ok_or_else(|| not_found(&request.container_id))?;
+    let mut record = ContainerRecord::clone(&record);
     let Some(linux) = request.linux.as_ref() else {
         return Ok(());
     };
@@ -805,7 +823,9 @@ pub async fn update_resources(
 }
 
 pub async fn reopen_log(daemon: Arc<Daemon>, id: &str) -> Result<(), CridError> {
-    let record = find_existing(&daemon, id).await?;
+    let (_guard, record) = lock_container(&daemon, id)
+        .await?
+        .ok_or_else(|| not_found(id))?;
     let request = MonitorRequest::ReopenLog {
         id: record.id.clone(),
     };
@@ -819,7 +839,7 @@ pub async fn exec_sync(
     daemon: Arc<Daemon>,
     request: cri::ExecSyncRequest,
 ) -> Result<cri::ExecSyncResponse, CridError> {
-    let record = find_existing(&daemon, &request.container_id).await?;
+    let record = find_existing(&daemon, &request.container_id)?;
     if request.cmd.is_empty() {
         return Err(CridError::invalid("cmd", "[]", "a command is required"));
     }
@@ -862,15 +882,11 @@ pub async fn exec_sync(
 }
 
 /// StopPodSandbox: every container of the pod is killed (its exit recorded
-/// by the monitor) and its cgroup removed, so the pod cgroup can go.
+/// by the monitor) and its cgroup removed, so the pod cgroup can go. The
+/// caller holds the pod's lock.
 pub async fn stop_all_in_pod(daemon: &Arc<Daemon>, pod_id: &str) -> Result<(), CridError> {
-    for record in list_records(daemon)
-        .await?
-        .into_iter()
-        .filter(|r| r.pod_id == pod_id)
-    {
-        let _guard = daemon.pod_locks.lock(&record.id).await;
-        if let Err(error) = stop_record(daemon, &record, Duration::ZERO).await {
+    for record in daemon.container_records.filtered(|r| r.pod_id == pod_id) {
+        if let Err(error) = stop_record(daemon, &record, Duration::ZERO, None).await {
             tracing::warn!(container_id = %record.id, %error, "cannot stop the container with its pod");
         }
         daemon
@@ -882,16 +898,11 @@ pub async fn stop_all_in_pod(daemon: &Arc<Daemon>, pod_id: &str) -> Result<(), C
     Ok(())
 }
 
-/// RemovePodSandbox: every container of the pod is removed.
+/// RemovePodSandbox: every container of the pod is removed. The caller
+/// holds the pod's lock.
 pub async fn remove_all_in_pod(daemon: &Arc<Daemon>, pod_id: &str) -> Result<(), CridError> {
-    for record in list_records(daemon)
-        .await?
-        .into_iter()
-        .filter(|r| r.pod_id == pod_id)
-    {
-        let _guard = daemon.pod_locks.lock(&record.id).await;
-        teardown(daemon, &record).await?;
-        forget(daemon, &record).await?;
+    for record in daemon.container_records.filtered(|r| r.pod_id == pod_id) {
+        remove_locked(daemon, &record).await?;
         tracing::info!(container_id = %record.id, pod_id, "container removed with its pod");
     }
     Ok(())
@@ -900,22 +911,15 @@ pub async fn remove_all_in_pod(daemon: &Arc<Daemon>, pod_id: &str) -> Result<(),
 /// At start: containers whose create a crash interrupted, and containers
 /// whose pod record is gone, are rolled back.
 pub async fn recover(daemon: &Arc<Daemon>) {
-    let records = match list_records(daemon).await {
-        Ok(records) => records,
-        Err(error) => {
-            tracing::error!(%error, "cannot read container records");
-            return;
-        }
-    };
-    for record in records {
-        let orphan = matches!(pods::find(daemon, &record.pod_id).await, Ok(None));
+    for record in daemon.container_records.all() {
+        let orphan = daemon.pod_records.get(&record.pod_id).is_none();
         if record.phase != ContainerPhase::Creating && !orphan {
             continue;
         }
         tracing::warn!(container_id = %record.id, orphan, "rolling back a container whose create was interrupted");
         match teardown(daemon, &record).await {
             Ok(()) => {
-                if let Err(error) = forget(daemon, &record).await {
+                if let Err(error) = forget(daemon, &*record).await {
                     tracing::error!(container_id = %record.id, %error, "cannot forget a rolled-back container");
                 }
             }
@@ -931,13 +935,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stop_signals_parse_like_dockers() {
-        use nix::sys::signal::Signal;
-        assert_eq!(stop_signal(None), Signal::SIGTERM);
-        assert_eq!(stop_signal(Some("SIGQUIT")), Signal::SIGQUIT);
-        assert_eq!(stop_signal(Some("quit")), Signal::SIGQUIT);
-        assert_eq!(stop_signal(Some("9")), Signal::SIGKILL);
-        assert_eq!(stop_signal(Some("bogus")), Signal::SIGTERM);
+    fn old_records_stop_with_the_images_signal() {
+        // A record as crid wrote it before stop signals were settled.
+        let stored = |image: Option<&str>, settled: Option<cri::Signal>| {
+            let record = ContainerRecord {
+                id: "c".into(),
+                pod_id: "p".into(),
+                reserved_name: "n".into(),
+                config: cri::ContainerConfig::default(),
+                spec: ContainerSpec::default(),
+                image_ref: String::new(),
+                image_id: String::new(),
+                image_digest: None,
+                layers: Vec::new(),
+                stop_signal: image.map(str::to_string),
+                settled_stop_signal: settled,
+                phase: ContainerPhase::Created,
+                created_at: 0,
+                started_at: 0,
+                log_path: None,
+                cgroup: String::new(),
+                user: None,
+                pid: 0,
+            };
+            let mut json = serde_json::to_value(&record).expect("a record serializes");
+            if settled.is_none() {
+                json.as_object_mut()
+                    .expect("a record is an object")
+                    .remove("settled_stop_signal");
+            }
+            let record: ContainerRecord =
+                serde_json::from_value(json).expect("an old record loads");
+            stop_signal(&record)
+        };
+        assert_eq!(stored(None, None), cri::Signal::Sigterm);
+        assert_eq!(stored(Some("QUIT"), None), cri::Signal::Sigquit);
+        assert_eq!(
+            stored(Some("QUIT"), Some(cri::Signal::Sigusr1)),
+            cri::Signal::Sigusr1
+        );
     }
 
     #[test]

@@ -10,10 +10,14 @@ use proto::cri::runtime_service_server::RuntimeServiceServer;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::Config;
+use crate::containers::ContainerRecord;
 use crate::image_service::ImageApi;
+use crate::images::ImageRecord;
 use crate::instance::{BoundSocket, DirLock, InstanceError, ensure_dir};
 use crate::limits::{LIST_BUDGET_BYTES, ListBudget, MAX_MESSAGE_BYTES};
 use crate::locks::KeyedLocks;
+use crate::pods::PodRecord;
+use crate::records::RecordStore;
 use crate::runtime_service::RuntimeApi;
 use crate::store::{MetadataStore, StoreError};
 
@@ -40,10 +44,18 @@ pub enum DaemonError {
 /// What every handler shares.
 pub struct Daemon {
     pub config: Config,
-    pub store: MetadataStore,
+    /// redb itself: node settings and compaction. Records go through the
+    /// stores below, which write through to it.
+    pub store: Arc<MetadataStore>,
+    pub pod_records: RecordStore<PodRecord>,
+    pub container_records: RecordStore<ContainerRecord>,
+    pub image_records: RecordStore<ImageRecord>,
     pub images: image::ImageStore,
     pub pods: pod_sandbox::PodManager,
-    /// Serialises operations on one pod (CNI ADD/DEL must not interleave).
+    /// Serialises the operations on one pod and its containers, keyed by
+    /// the pod id: every pod and container operation that changes a pod or
+    /// one of its containers holds its pod's lock (CNI ADD/DEL must not
+    /// interleave; no container is created into a pod being removed).
     pub pod_locks: KeyedLocks,
     /// Serialises image record updates against image GC.
     pub image_lock: tokio::sync::Mutex<()>,
@@ -88,17 +100,21 @@ pub async fn start(config: Config) -> Result<Started, DaemonError> {
     if config.state != config.root {
         locks.push(DirLock::acquire(&config.state)?);
     }
-    let store = MetadataStore::open(&config.root)?;
+    let store = Arc::new(MetadataStore::open(&config.root)?);
+    // Every record is read and decoded here, once.
+    let pod_records = RecordStore::<PodRecord>::load(store.clone())?;
+    let container_records = RecordStore::<ContainerRecord>::load(store.clone())?;
+    let image_records = RecordStore::<ImageRecord>::load(store.clone())?;
     let lists = ListBudget::new(LIST_BUDGET_BYTES);
-    lists.load::<crate::pods::PodRecord>(&store)?;
-    lists.load::<crate::containers::ContainerRecord>(&store)?;
+    pod_records.charge_loaded(&lists);
+    container_records.charge_loaded(&lists);
     let pod_cidr = store
         .get_setting::<String>(POD_CIDR_SETTING)?
         .unwrap_or_default();
     let images = image::ImageStore::open(
         &config.root.join("images"),
         config.registries.clone(),
-        config.images.max_concurrent_layers,
+        config.images.pull_limits(),
     )?;
     let network = pod_sandbox::NetworkSetup {
         conf_dir: config.cni.conf_dir.clone(),
@@ -118,6 +134,9 @@ pub async fn start(config: Config) -> Result<Started, DaemonError> {
     let daemon = Arc::new(Daemon {
         config,
         store,
+        pod_records,
+        container_records,
+        image_records,
         images,
         pods,
         pod_locks: KeyedLocks::default(),

@@ -1,5 +1,6 @@
 //! CRI ImageService: each RPC is traced and delegates to [`crate::images`].
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use proto::cri::image_service_server::ImageService;
@@ -8,7 +9,7 @@ use tonic::{Request, Response, Status};
 
 use crate::daemon::Daemon;
 use crate::images;
-use crate::rpc::traced;
+use crate::rpc::{not_built, traced};
 
 #[derive(Clone)]
 pub struct ImageApi {
@@ -60,5 +61,16 @@ impl ImageService for ImageApi {
     ) -> RpcResult<ImageFsInfoResponse> {
         let daemon = &self.daemon;
         traced("ImageFsInfo", request, |r| images::fs_info(daemon, r)).await
+    }
+
+    type StreamImagesStream =
+        Pin<Box<dyn tokio_stream::Stream<Item = Result<StreamImagesResponse, Status>> + Send>>;
+
+    /// ListImages in pieces (1.36); kubelet falls back on ListImages.
+    async fn stream_images(
+        &self,
+        request: Request<StreamImagesRequest>,
+    ) -> RpcResult<Self::StreamImagesStream> {
+        traced("StreamImages", request, |_| not_built("StreamImages")).await
     }
 }

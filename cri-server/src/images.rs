@@ -5,11 +5,9 @@
 //! A record is keyed by the image id (the config digest) and carries every
 //! repo tag and repo digest that points at it. A tag names one image: when a
 //! pull moves it to another image, the old record loses it (and stays, as
-//! `<none>`, if nothing else names it, as containerd does). Records are
-//! written one at a time, so a crash between "new record has the tag" and
-//! "old record lost it" can leave one tag on two records; every read resolves
-//! that in favour of the most recent pull, and the next pull of that tag
-//! repairs the store.
+//! `<none>`, if nothing else names it, as containerd does). Every record a
+//! pull changes is written in one transaction, so no crash leaves a tag on
+//! two records.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -22,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::daemon::Daemon;
 use crate::error::CridError;
 use crate::limits::LIST_BUDGET_BYTES;
+use crate::records::Stored;
 use crate::rpc::{blocking, now_nanos};
 use crate::store::Table;
 
@@ -49,6 +48,13 @@ pub struct ImageRecord {
     pub image: PulledImage,
 }
 
+impl Stored for ImageRecord {
+    const TABLE: Table = Table::Images;
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
 /// The image string of a request, refused when missing or empty.
 fn requested_image(spec: Option<&cri::ImageSpec>) -> Result<&str, CridError> {
     match spec.map(|s| s.image.as_str()) {
@@ -70,34 +76,15 @@ fn parse_reference(image: &str) -> Result<Reference, CridError> {
     })
 }
 
-/// All records, as the RPCs see them: a tag or digest that a crash left on
-/// two records belongs to the most recently pulled one only.
-pub fn load_records(daemon: &Daemon) -> Result<Vec<ImageRecord>, CridError> {
-    let records: Vec<(String, ImageRecord)> = daemon.store.list(Table::Images)?;
-    Ok(normalise(records.into_iter().map(|(_, r)| r).collect()))
-}
-
-fn normalise(mut records: Vec<ImageRecord>) -> Vec<ImageRecord> {
-    // Newest first: the first record to claim a name keeps it.
-    records.sort_by(|a, b| b.pulled_at.cmp(&a.pulled_at).then(a.id.cmp(&b.id)));
-    let mut claimed = HashSet::new();
-    for record in &mut records {
-        record.repo_tags.retain(|t| claimed.insert(t.clone()));
-        record.repo_digests.retain(|d| claimed.insert(d.clone()));
-    }
-    records.sort_by(|a, b| a.id.cmp(&b.id));
-    records
-}
-
 /// Finds the record `image` names: a full id (`sha256:<hex>`), a tag or
 /// digest reference (normalised as kubelet does), or else an id prefix with
 /// or without `sha256:` (as crictl users type). `Ok(None)` when nothing
 /// matches; InvalidArgument when it is neither a reference nor an id prefix,
 /// or when the prefix is ambiguous.
 pub fn resolve<'a>(
-    records: &'a [ImageRecord],
+    records: &'a [Arc<ImageRecord>],
     image: &str,
-) -> Result<Option<&'a ImageRecord>, CridError> {
+) -> Result<Option<&'a Arc<ImageRecord>>, CridError> {
     if let Some(hex) = image.strip_prefix("sha256:")
         && hex.len() == 64
         && is_hex(hex)
@@ -141,16 +128,11 @@ fn is_hex(s: &str) -> bool {
     s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// Resolves `image` against the current records (for the container issue:
-/// CreateContainer finds its image the same way).
-pub async fn find(daemon: &Arc<Daemon>, image: &str) -> Result<Option<ImageRecord>, CridError> {
-    let daemon = daemon.clone();
-    let image = image.to_string();
-    blocking(move || {
-        let records = load_records(&daemon)?;
-        Ok(resolve(&records, &image)?.cloned())
-    })
-    .await
+/// Resolves `image` against the current records (CreateContainer finds its
+/// image the same way).
+pub fn find(daemon: &Daemon, image: &str) -> Result<Option<Arc<ImageRecord>>, CridError> {
+    let records = daemon.image_records.all();
+    Ok(resolve(&records, image)?.cloned())
 }
 
 /// `uid` when the config's user is numeric, else the user name (the part
@@ -187,7 +169,7 @@ pub fn to_cri(record: &ImageRecord) -> cri::Image {
 /// image's first. The tag and digest the pull resolved leave every other
 /// record.
 fn merge(
-    mut existing: Vec<ImageRecord>,
+    existing: &[Arc<ImageRecord>],
     pulled: &PulledImage,
     reference: &Reference,
     now: i64,
@@ -200,9 +182,8 @@ fn merge(
         None
     };
     let names: Vec<&String> = tag.iter().chain([&pulled.repo_digest]).collect();
-    let position = existing.iter().position(|r| r.id == pulled.id);
-    let mut record = match position {
-        Some(i) => existing.swap_remove(i),
+    let mut record = match existing.iter().find(|r| r.id == pulled.id) {
+        Some(found) => ImageRecord::clone(found),
         None => ImageRecord {
             id: pulled.id.clone(),
             repo_tags: BTreeSet::new(),
@@ -218,11 +199,12 @@ fn merge(
     record.image = pulled.clone();
     record.pulled_at = now.max(record.pulled_at);
     let mut changed = vec![record];
-    for mut other in existing {
-        let before = (other.repo_tags.len(), other.repo_digests.len());
-        other.repo_tags.retain(|t| !names.contains(&t));
-        other.repo_digests.retain(|d| !names.contains(&d));
-        if before != (other.repo_tags.len(), other.repo_digests.len()) {
+    for other in existing.iter().filter(|r| r.id != pulled.id) {
+        let named = |held: &BTreeSet<String>| held.iter().any(|name| names.contains(&name));
+        if named(&other.repo_tags) || named(&other.repo_digests) {
+            let mut other = ImageRecord::clone(other);
+            other.repo_tags.retain(|t| !names.contains(&t));
+            other.repo_digests.retain(|d| !names.contains(&d));
             changed.push(other);
         }
     }
@@ -235,12 +217,15 @@ fn merge(
 /// 16 MiB) cannot read a larger one. The pulled content stays unreferenced
 /// until the next image GC.
 fn check_list_room(
-    records: &[ImageRecord],
+    records: &[Arc<ImageRecord>],
     changed: &[ImageRecord],
     limit: u64,
 ) -> Result<(), CridError> {
     let replaced: HashSet<&str> = changed.iter().map(|r| r.id.as_str()).collect();
-    let kept = records.iter().filter(|r| !replaced.contains(r.id.as_str()));
+    let kept = records
+        .iter()
+        .map(|r| &**r)
+        .filter(|r| !replaced.contains(r.id.as_str()));
     let bytes = crate::limits::answer_len(changed.iter().chain(kept).map(to_cri));
     if bytes > limit {
         return Err(CridError::ResourceExhausted(format!(
@@ -299,15 +284,11 @@ pub async fn pull(
                 if !content_present(&daemon, &pulled) {
                     return Ok(false);
                 }
-                let records: Vec<(String, ImageRecord)> = daemon.store.list(Table::Images)?;
-                let records: Vec<ImageRecord> = records.into_iter().map(|(_, r)| r).collect();
-                let changed = merge(records.clone(), &pulled, &reference, now_nanos());
+                let records = daemon.image_records.all();
+                let changed = merge(&records, &pulled, &reference, now_nanos());
                 check_list_room(&records, &changed, LIST_BUDGET_BYTES)?;
-                // The pulled image's record first, so a crash in between
-                // leaves the tag on both (resolved by pull time), not on none.
-                for record in changed {
-                    daemon.store.put(Table::Images, &record.id, &record)?;
-                }
+                // The new record and the tags it took from others: together.
+                daemon.image_records.put_all(changed)?;
                 Ok(true)
             })
             .await?
@@ -337,7 +318,7 @@ pub async fn status(
     request: cri::ImageStatusRequest,
 ) -> Result<cri::ImageStatusResponse, CridError> {
     let image = requested_image(request.image.as_ref())?;
-    let Some(record) = find(daemon, image).await? else {
+    let Some(record) = find(daemon, image)? else {
         // The CRI spec: an image that is not present is an empty response.
         return Ok(cri::ImageStatusResponse::default());
     };
@@ -396,20 +377,16 @@ pub async fn list(
         .and_then(|f| f.image)
         .map(|spec| spec.image)
         .filter(|image| !image.is_empty());
-    let daemon = daemon.clone();
-    blocking(move || {
-        let records = load_records(&daemon)?;
-        let images = match filter {
-            // A filter that names nothing (or nothing valid) lists nothing.
-            Some(image) => match resolve(&records, &image) {
-                Ok(found) => found.map(to_cri).into_iter().collect(),
-                Err(_) => Vec::new(),
-            },
-            None => records.iter().map(to_cri).collect(),
-        };
-        Ok(cri::ListImagesResponse { images })
-    })
-    .await
+    let records = daemon.image_records.all();
+    let images = match filter {
+        // A filter that names nothing (or nothing valid) lists nothing.
+        Some(image) => match resolve(&records, &image) {
+            Ok(found) => found.map(|r| to_cri(r)).into_iter().collect(),
+            Err(_) => Vec::new(),
+        },
+        None => records.iter().map(|r| to_cri(r)).collect(),
+    };
+    Ok(cri::ListImagesResponse { images })
 }
 
 pub async fn remove(
@@ -421,12 +398,12 @@ pub async fn remove(
     let removed = {
         let daemon = daemon.clone();
         blocking(move || {
-            let records = load_records(&daemon)?;
+            let records = daemon.image_records.all();
             let Some(record) = resolve(&records, &image)? else {
                 // Already gone: RemoveImage is idempotent.
                 return Ok(None);
             };
-            daemon.store.remove(Table::Images, &record.id)?;
+            daemon.image_records.remove(&record.id)?;
             Ok(Some(record.clone()))
         })
         .await?
@@ -471,23 +448,21 @@ pub struct KeepSets {
 }
 
 /// Everything that is still needed: every layer and blob of every image
-/// record. Raw store records (not the normalised view), so that nothing a
-/// record names is ever collected.
-pub fn keep_sets(daemon: &Daemon) -> Result<KeepSets, CridError> {
-    let records: Vec<(String, ImageRecord)> = daemon.store.list(Table::Images)?;
+/// record.
+pub fn keep_sets(daemon: &Daemon) -> KeepSets {
     let mut keep = KeepSets::default();
-    for (_, record) in &records {
+    for record in daemon.image_records.all() {
         keep.chain_ids.extend(record.image.chain_ids());
         keep.blobs.extend(record.image.blob_digests());
         keep.blobs.extend(record.blobs.iter().cloned());
     }
     // A container keeps its rootfs layers and image config even when its
     // image was removed.
-    for record in crate::containers::load_records(daemon)? {
-        keep.chain_ids.extend(record.layers);
-        keep.blobs.insert(record.image_id);
+    for record in daemon.container_records.all() {
+        keep.chain_ids.extend(record.layers.iter().cloned());
+        keep.blobs.insert(record.image_id.clone());
     }
-    Ok(keep)
+    keep
 }
 
 /// Image GC: removes every layer and blob no record needs. Takes the image
@@ -501,10 +476,7 @@ pub async fn collect_garbage(daemon: &Arc<Daemon>) -> Result<GcReport, CridError
 
 /// [`collect_garbage`] for a caller that holds `daemon.image_lock`.
 async fn collect_garbage_locked(daemon: &Arc<Daemon>) -> Result<GcReport, CridError> {
-    let keep = {
-        let daemon = daemon.clone();
-        blocking(move || keep_sets(&daemon)).await?
-    };
+    let keep = keep_sets(daemon);
     let report = daemon
         .images
         .remove_unreferenced(&keep.chain_ids, &keep.blobs)
@@ -541,8 +513,12 @@ mod tests {
         (image, reference)
     }
 
-    fn record(image: &PulledImage, reference: &Reference, at: i64) -> ImageRecord {
-        merge(Vec::new(), image, reference, at).remove(0)
+    fn record(image: &PulledImage, reference: &Reference, at: i64) -> Arc<ImageRecord> {
+        Arc::new(merge(&[], image, reference, at).remove(0))
+    }
+
+    fn shared(records: Vec<ImageRecord>) -> impl Iterator<Item = Arc<ImageRecord>> {
+        records.into_iter().map(Arc::new)
     }
 
     #[test]
@@ -550,22 +526,22 @@ mod tests {
         let (a, r) = pulled('a', "127.0.0.1:5000/app:v1");
         let (b, rb) = pulled('b', "127.0.0.1:5000/other:v1");
         let mut existing = vec![record(&a, &r, 1)];
-        let one = crate::limits::answer_len(existing.iter().map(to_cri));
+        let one = crate::limits::answer_len(existing.iter().map(|r| to_cri(r)));
         // Room for two records like these, not three.
         let limit = 2 * one + one / 2;
-        let changed = merge(existing.clone(), &b, &rb, 2);
+        let changed = merge(&existing, &b, &rb, 2);
         assert_eq!(changed.len(), 1, "a new record, the other untouched");
         check_list_room(&existing, &changed, limit).expect("two fit");
-        existing.extend(changed);
+        existing.extend(shared(changed));
         let (c, rc) = pulled('c', "127.0.0.1:5000/third:v1");
-        let changed = merge(existing.clone(), &c, &rc, 3);
+        let changed = merge(&existing, &c, &rc, 3);
         let status = tonic::Status::from(
             check_list_room(&existing, &changed, limit).expect_err("three do not"),
         );
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
         assert!(status.message().contains("ListImages"), "{status:?}");
         // Pulling again what is there (a record rewritten, not added) fits.
-        let again = merge(existing.clone(), &b, &rb, 4);
+        let again = merge(&existing, &b, &rb, 4);
         check_list_room(&existing, &again, limit).expect("a rewrite adds nothing");
     }
 
@@ -574,7 +550,7 @@ mod tests {
         let (old, r) = pulled('a', "127.0.0.1:5000/app:v1");
         let (new, _) = pulled('b', "127.0.0.1:5000/app:v1");
         let existing = vec![record(&old, &r, 1)];
-        let changed = merge(existing, &new, &r, 2);
+        let changed = merge(&existing, &new, &r, 2);
         assert_eq!(changed.len(), 2);
         assert_eq!(changed[0].id, new.id);
         assert!(changed[0].repo_tags.contains("127.0.0.1:5000/app:v1"));
@@ -589,36 +565,23 @@ mod tests {
         let (_, r2) = pulled('a', "127.0.0.1:5000/app:v2");
         let mut a2 = a.clone();
         a2.repo_tag = r2.repo_tag();
-        let changed = merge(vec![record(&a, &r1, 1)], &a2, &r2, 2);
+        let changed = merge(&[record(&a, &r1, 1)], &a2, &r2, 2);
         assert_eq!(changed.len(), 1);
         assert_eq!(
             changed[0].repo_tags.iter().collect::<Vec<_>>(),
             ["127.0.0.1:5000/app:v1", "127.0.0.1:5000/app:v2"]
         );
         // Pulling the same thing again changes nothing but the time.
-        let again = merge(changed.clone(), &a2, &r2, 3);
+        let again = merge(&shared(changed.clone()).collect::<Vec<_>>(), &a2, &r2, 3);
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].repo_tags, changed[0].repo_tags);
-    }
-
-    #[test]
-    fn a_tag_on_two_records_belongs_to_the_newest() {
-        let (old, r) = pulled('a', "127.0.0.1:5000/app:v1");
-        let (new, _) = pulled('b', "127.0.0.1:5000/app:v1");
-        let view = normalise(vec![record(&old, &r, 1), record(&new, &r, 2)]);
-        let found = resolve(&view, "127.0.0.1:5000/app:v1")
-            .expect("ok")
-            .expect("found");
-        assert_eq!(found.id, new.id);
-        let old_view = view.iter().find(|r| r.id == old.id).expect("old");
-        assert!(old_view.repo_tags.is_empty());
     }
 
     #[test]
     fn resolve_by_tag_digest_id_and_prefix() {
         let (a, ra) = pulled('a', "busybox");
         let (b, rb) = pulled('b', "127.0.0.1:5000/app:v1");
-        let records = normalise(vec![record(&a, &ra, 1), record(&b, &rb, 2)]);
+        let records = vec![record(&a, &ra, 1), record(&b, &rb, 2)];
         let id_of = |s: &str| resolve(&records, s).expect(s).map(|r| r.id.clone());
         assert_eq!(id_of("busybox"), Some(a.id.clone()));
         assert_eq!(

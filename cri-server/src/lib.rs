@@ -13,6 +13,7 @@ pub mod instance;
 pub mod limits;
 pub mod locks;
 pub mod pods;
+pub mod records;
 pub mod rpc;
 pub mod runtime_service;
 pub mod status;

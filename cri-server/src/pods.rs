@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use pod_sandbox::{DnsConfig, NamespaceMode, PodSpec, PortMapping, SandboxState};
 use proto::cri;
@@ -12,9 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::daemon::Daemon;
 use crate::error::CridError;
-use crate::rpc::{
-    Record, blocking, find_by_id_or_prefix, forget, insert_reserving, now_nanos, save,
-};
+use crate::records::{Record, RecordStore, Stored};
+use crate::rpc::{DaemonRecord, blocking, forget, insert_reserving, now_nanos, save};
 use crate::store::Table;
 
 /// Where a pod is in its life.
@@ -38,11 +38,20 @@ pub struct PodRecord {
     pub sandbox: SandboxState,
 }
 
-impl Record for PodRecord {
+impl Stored for PodRecord {
     const TABLE: Table = Table::Pods;
     fn id(&self) -> &str {
         &self.id
     }
+}
+
+impl DaemonRecord for PodRecord {
+    fn store(daemon: &Daemon) -> &RecordStore<PodRecord> {
+        &daemon.pod_records
+    }
+}
+
+impl Record for PodRecord {
     fn reserved_name(&self) -> &str {
         &self.reserved_name
     }
@@ -52,49 +61,32 @@ impl Record for PodRecord {
     }
 }
 
-/// A 64-hex-digit id, as containerd's and CRI-O's.
-pub fn new_id() -> Result<String, CridError> {
-    let mut bytes = [0u8; 32];
-    std::io::Read::read_exact(
-        &mut std::fs::File::open("/dev/urandom").map_err(random_error)?,
-        &mut bytes,
-    )
-    .map_err(random_error)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+/// A 64-hex-digit id, as containerd's and CRI-O's, from the OS's RNG (read
+/// on a blocking thread: opening and reading a file may block).
+pub async fn new_id() -> Result<String, CridError> {
+    blocking(|| {
+        let mut bytes = [0u8; 32];
+        std::io::Read::read_exact(
+            &mut std::fs::File::open("/dev/urandom").map_err(random_error)?,
+            &mut bytes,
+        )
+        .map_err(random_error)?;
+        Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    })
+    .await
 }
 
 fn random_error(error: std::io::Error) -> CridError {
     CridError::FailedPrecondition(format!("cannot read /dev/urandom: {error}"))
 }
 
-async fn load(daemon: &std::sync::Arc<Daemon>, id: &str) -> Result<Option<PodRecord>, CridError> {
-    let (daemon, id) = (daemon.clone(), id.to_string());
-    blocking(move || Ok(daemon.store.get(Table::Pods, &id)?)).await
-}
-
 /// A full id or a unique prefix of one.
-pub async fn find(
-    daemon: &std::sync::Arc<Daemon>,
-    id: &str,
-) -> Result<Option<PodRecord>, CridError> {
-    find_by_id_or_prefix(daemon, Table::Pods, "pod_sandbox_id", id).await
-}
-
-async fn list_records(daemon: &std::sync::Arc<Daemon>) -> Result<Vec<PodRecord>, CridError> {
-    let daemon = daemon.clone();
-    blocking(move || {
-        Ok(daemon
-            .store
-            .list::<PodRecord>(Table::Pods)?
-            .into_iter()
-            .map(|(_, record)| record)
-            .collect())
-    })
-    .await
+pub fn find(daemon: &Daemon, id: &str) -> Result<Option<Arc<PodRecord>>, CridError> {
+    daemon.pod_records.find("pod_sandbox_id", id)
 }
 
 pub async fn run(
-    daemon: std::sync::Arc<Daemon>,
+    daemon: Arc<Daemon>,
     request: cri::RunPodSandboxRequest,
 ) -> Result<String, CridError> {
     let config = request
@@ -113,7 +105,7 @@ pub async fn run(
             "crid has only the default handler \"\"",
         ));
     }
-    let id = new_id()?;
+    let id = new_id().await?;
     // Validation reads /proc/sys: off the async workers.
     let spec = {
         let (id, config, cgroups) = (id.clone(), config.clone(), daemon.pods.cgroups().clone());
@@ -136,8 +128,10 @@ pub async fn run(
     };
     // Reserve the name and record the pod before touching the host, so a
     // crash from here on is found and rolled back at the next start.
-    insert_reserving(&daemon, &record).await?;
+    // Locked before it can be found: a RemovePodSandbox of the new id
+    // waits for the pod to be built or rolled back.
     let _guard = daemon.pod_locks.lock(&id).await;
+    insert_reserving(&daemon, &record).await?;
     pod_sandbox::fault::point("pod.recorded");
     match daemon.pods.run(&record.spec).await {
         Ok(sandbox) => {
@@ -155,18 +149,19 @@ pub async fn run(
     }
 }
 
-pub async fn stop(daemon: std::sync::Arc<Daemon>, id: &str) -> Result<(), CridError> {
+pub async fn stop(daemon: Arc<Daemon>, id: &str) -> Result<(), CridError> {
     // Stopping what is gone succeeds, as kubelet retries.
-    let Some(record) = find(&daemon, id).await? else {
+    let Some(record) = find(&daemon, id)? else {
         return Ok(());
     };
     let _guard = daemon.pod_locks.lock(&record.id).await;
-    let Some(mut record) = load(&daemon, &record.id).await? else {
+    let Some(record) = daemon.pod_records.get(&record.id) else {
         return Ok(());
     };
     crate::containers::stop_all_in_pod(&daemon, &record.id).await?;
     daemon.pods.stop(&record.spec, &record.sandbox).await?;
     if record.phase != PodPhase::Stopped {
+        let mut record = PodRecord::clone(&record);
         record.phase = PodPhase::Stopped;
         save(&daemon, &record).await?;
         tracing::info!(pod_id = %record.id, "pod stopped");
@@ -174,17 +169,17 @@ pub async fn stop(daemon: std::sync::Arc<Daemon>, id: &str) -> Result<(), CridEr
     Ok(())
 }
 
-pub async fn remove(daemon: std::sync::Arc<Daemon>, id: &str) -> Result<(), CridError> {
-    let Some(record) = find(&daemon, id).await? else {
+pub async fn remove(daemon: Arc<Daemon>, id: &str) -> Result<(), CridError> {
+    let Some(record) = find(&daemon, id)? else {
         return Ok(());
     };
     let _guard = daemon.pod_locks.lock(&record.id).await;
-    let Some(record) = load(&daemon, &record.id).await? else {
+    let Some(record) = daemon.pod_records.get(&record.id) else {
         return Ok(());
     };
     crate::containers::remove_all_in_pod(&daemon, &record.id).await?;
     daemon.pods.remove(&record.spec, &record.sandbox).await?;
-    forget(&daemon, &record).await?;
+    forget(&daemon, &*record).await?;
     tracing::info!(pod_id = %record.id, "pod removed");
     Ok(())
 }
@@ -194,17 +189,15 @@ async fn is_ready(daemon: &Daemon, record: &PodRecord) -> bool {
 }
 
 pub async fn status(
-    daemon: std::sync::Arc<Daemon>,
+    daemon: Arc<Daemon>,
     request: cri::PodSandboxStatusRequest,
 ) -> Result<cri::PodSandboxStatusResponse, CridError> {
-    let record = find(&daemon, &request.pod_sandbox_id)
-        .await?
-        .ok_or_else(|| {
-            CridError::NotFound(format!(
-                "pod sandbox {:?} not found",
-                request.pod_sandbox_id
-            ))
-        })?;
+    let record = find(&daemon, &request.pod_sandbox_id)?.ok_or_else(|| {
+        CridError::NotFound(format!(
+            "pod sandbox {:?} not found",
+            request.pod_sandbox_id
+        ))
+    })?;
     let ready = is_ready(&daemon, &record).await;
     let mut info = std::collections::HashMap::new();
     if request.verbose {
@@ -263,21 +256,20 @@ fn sandbox_status(record: &PodRecord, ready: bool) -> cri::PodSandboxStatus {
 }
 
 pub async fn list(
-    daemon: std::sync::Arc<Daemon>,
+    daemon: Arc<Daemon>,
     request: cri::ListPodSandboxRequest,
 ) -> Result<cri::ListPodSandboxResponse, CridError> {
     let filter = request.filter.unwrap_or_default();
-    let mut items = Vec::new();
-    for record in list_records(&daemon).await? {
-        if record.phase == PodPhase::Creating
-            || (!filter.id.is_empty() && !record.id.starts_with(&filter.id))
-            || !filter
+    let records = daemon.pod_records.filtered(|record| {
+        record.phase != PodPhase::Creating
+            && record.id.starts_with(&filter.id)
+            && filter
                 .label_selector
                 .iter()
                 .all(|(k, v)| record.config.labels.get(k) == Some(v))
-        {
-            continue;
-        }
+    });
+    let mut items = Vec::new();
+    for record in records {
         let ready = is_ready(&daemon, &record).await;
         let state = sandbox_state(ready);
         if filter
@@ -307,22 +299,15 @@ fn list_entry(record: &PodRecord, state: i32) -> cri::PodSandbox {
 }
 
 /// At start: a pod whose RunPodSandbox a crash interrupted is rolled back.
-pub async fn recover(daemon: &std::sync::Arc<Daemon>) {
-    let records = match list_records(daemon).await {
-        Ok(records) => records,
-        Err(error) => {
-            tracing::error!(%error, "cannot read pod records");
-            return;
-        }
-    };
-    for record in records
-        .into_iter()
-        .filter(|record| record.phase == PodPhase::Creating)
+pub async fn recover(daemon: &Arc<Daemon>) {
+    for record in daemon
+        .pod_records
+        .filtered(|record| record.phase == PodPhase::Creating)
     {
         tracing::warn!(pod_id = %record.id, "rolling back a pod whose start was interrupted");
         match daemon.pods.remove(&record.spec, &record.sandbox).await {
             Ok(()) => {
-                if let Err(error) = forget(daemon, &record).await {
+                if let Err(error) = forget(daemon, &*record).await {
                     tracing::error!(pod_id = %record.id, %error, "cannot forget rolled-back pod");
                 }
             }

@@ -3,13 +3,16 @@
 //! operation metrics hook in here too.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Instant;
 
 use proto::cri;
 use tonic::{Code, Request, Response, Status};
 use tracing::{Instrument, field};
 
+use crate::daemon::Daemon;
 use crate::error::CridError;
+use crate::records::{Record, RecordStore};
 
 /// The ids a request carries, for its span.
 pub trait RpcIds {
@@ -35,7 +38,8 @@ macro_rules! rpc_ids {
 
 rpc_ids! {
     pod: StopPodSandboxRequest, RemovePodSandboxRequest, PodSandboxStatusRequest,
-        CreateContainerRequest, PortForwardRequest, PodSandboxStatsRequest;
+        CreateContainerRequest, PortForwardRequest, PodSandboxStatsRequest,
+        UpdatePodSandboxResourcesRequest;
     container: StartContainerRequest, StopContainerRequest, RemoveContainerRequest,
         ContainerStatusRequest, UpdateContainerResourcesRequest, ReopenContainerLogRequest,
         ExecSyncRequest, ExecRequest, AttachRequest, ContainerStatsRequest,
@@ -45,6 +49,8 @@ rpc_ids! {
         StatusRequest, GetEventsRequest, ListMetricDescriptorsRequest,
         ListPodSandboxMetricsRequest, RuntimeConfigRequest, ListImagesRequest,
         ImageStatusRequest, PullImageRequest, RemoveImageRequest, ImageFsInfoRequest,
+        StreamPodSandboxesRequest, StreamContainersRequest, StreamContainerStatsRequest,
+        StreamPodSandboxStatsRequest, StreamPodSandboxMetricsRequest, StreamImagesRequest,
 }
 
 /// Runs `handler` inside the RPC's span and logs how it ended.
@@ -108,103 +114,35 @@ pub async fn not_built<T>(method: &'static str) -> Result<T, CridError> {
     Err(CridError::NotImplemented(method))
 }
 
-/// The record named by a full id or a unique prefix of one (crictl passes
-/// prefixes); `field` names the request field in errors.
-pub async fn find_by_id_or_prefix<T>(
-    daemon: &std::sync::Arc<crate::daemon::Daemon>,
-    table: crate::store::Table,
-    field: &'static str,
-    id: &str,
-) -> Result<Option<T>, CridError>
-where
-    T: serde::de::DeserializeOwned + Send + 'static,
-{
-    if id.is_empty() {
-        return Err(CridError::invalid(field, id, "is required"));
-    }
-    let (daemon, id) = (daemon.clone(), id.to_string());
-    blocking(move || {
-        if let Some(record) = daemon.store.get(table, &id)? {
-            return Ok(Some(record));
-        }
-        let mut matches: Vec<T> = daemon
-            .store
-            .list::<T>(table)?
-            .into_iter()
-            .filter(|(key, _)| key.starts_with(&id))
-            .map(|(_, record)| record)
-            .collect();
-        match matches.len() {
-            0 | 1 => Ok(matches.pop()),
-            _ => Err(CridError::invalid(
-                field,
-                id,
-                "prefix matches more than one record",
-            )),
-        }
-    })
-    .await
+/// A pod's or a container's record, and the daemon's store of its kind.
+pub trait DaemonRecord: Record {
+    fn store(daemon: &Daemon) -> &RecordStore<Self>;
 }
 
-/// A pod's or a container's metadata record: kept in its own table under
-/// its id, with the name it reserves.
-pub trait Record: serde::Serialize + Clone + Send + Sync + 'static {
-    const TABLE: crate::store::Table;
-    fn id(&self) -> &str;
-    fn reserved_name(&self) -> &str;
-    /// What the record weighs in the node's List answers
-    /// ([`crate::limits::entry_charge`] of its List entry).
-    fn list_charge(&self) -> u64;
-}
-
-/// Reserves the record's name and writes the record, in one transaction,
-/// if the node's List answers have room for it (else ResourceExhausted).
-/// Charge, write and refund happen on one blocking thread, so a cancelled
-/// RPC cannot leave the budget charged for a record that was not written.
-pub async fn insert_reserving<R: Record>(
-    daemon: &std::sync::Arc<crate::daemon::Daemon>,
+/// Reserves the record's name and writes it, in one transaction, if the
+/// node's List answers have room for it (else ResourceExhausted). Charge,
+/// write and refund happen on one blocking thread, so a cancelled RPC
+/// cannot leave the budget charged for a record that was not written.
+pub async fn insert_reserving<R: DaemonRecord>(
+    daemon: &Arc<Daemon>,
     record: &R,
-) -> Result<(), CridError> {
+) -> Result<Arc<R>, CridError> {
     let (daemon, record) = (daemon.clone(), record.clone());
-    blocking(move || {
-        let charge = record.list_charge();
-        daemon.lists.charge(R::TABLE, charge)?;
-        let written =
-            daemon
-                .store
-                .insert_reserving(R::TABLE, record.reserved_name(), record.id(), &record);
-        if written.is_err() {
-            daemon.lists.refund(R::TABLE, charge);
-        }
-        Ok(written?)
-    })
-    .await
+    blocking(move || R::store(&daemon).insert_reserving(record, &daemon.lists)).await
 }
 
 /// Writes the record over its previous version.
-pub async fn save<R: Record>(
-    daemon: &std::sync::Arc<crate::daemon::Daemon>,
-    record: &R,
-) -> Result<(), CridError> {
+pub async fn save<R: DaemonRecord>(daemon: &Arc<Daemon>, record: &R) -> Result<Arc<R>, CridError> {
     let (daemon, record) = (daemon.clone(), record.clone());
-    blocking(move || Ok(daemon.store.put(R::TABLE, record.id(), &record)?)).await
+    blocking(move || Ok(R::store(&daemon).put(record)?)).await
 }
 
-/// Removes the record and releases its name, in one transaction.
-pub async fn forget<R: Record>(
-    daemon: &std::sync::Arc<crate::daemon::Daemon>,
-    record: &R,
-) -> Result<(), CridError> {
+/// Removes the record, releases its name and refunds its charge, in one
+/// transaction.
+pub async fn forget<R: DaemonRecord>(daemon: &Arc<Daemon>, record: &R) -> Result<(), CridError> {
     let (store_daemon, record) = (daemon.clone(), record.clone());
     blocking(move || {
-        let removed =
-            store_daemon
-                .store
-                .remove_releasing(R::TABLE, record.reserved_name(), record.id())?;
-        // Only what was there was charged (a second forget finds nothing).
-        if removed {
-            store_daemon.lists.refund(R::TABLE, record.list_charge());
-        }
+        R::store(&store_daemon).remove_releasing(&record, &store_daemon.lists)?;
         Ok(())
     })
     .await?;
@@ -215,7 +153,7 @@ pub async fn forget<R: Record>(
 /// Compacts the metadata store once enough was removed, on a blocking
 /// thread of its own: the removal that crossed the threshold answers
 /// without waiting for it, and the async workers never wait at all.
-pub fn compact_store_if_due(daemon: &std::sync::Arc<crate::daemon::Daemon>) {
+pub fn compact_store_if_due(daemon: &Arc<Daemon>) {
     if !daemon.store.compaction_due() {
         return;
     }

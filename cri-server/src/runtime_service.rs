@@ -22,8 +22,8 @@ const RUNTIME_API_VERSION: &str = "v1";
 const KUBELET_API_VERSION: &str = "0.1.0";
 pub const RUNTIME_NAME: &str = "crid";
 
-type EventStream =
-    Pin<Box<dyn tokio_stream::Stream<Item = Result<ContainerEventResponse, Status>> + Send>>;
+/// The answer of a server-streaming RPC.
+type ResponseStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
 
 #[derive(Clone)]
 pub struct RuntimeApi {
@@ -321,12 +321,12 @@ impl RuntimeService for RuntimeApi {
         .await
     }
 
-    type GetContainerEventsStream = EventStream;
+    type GetContainerEventsStream = ResponseStream<ContainerEventResponse>;
 
     async fn get_container_events(
         &self,
         request: Request<GetEventsRequest>,
-    ) -> RpcResult<EventStream> {
+    ) -> RpcResult<Self::GetContainerEventsStream> {
         traced("GetContainerEvents", request, |_| {
             not_built("GetContainerEvents")
         })
@@ -349,6 +349,79 @@ impl RuntimeService for RuntimeApi {
     ) -> RpcResult<ListPodSandboxMetricsResponse> {
         traced("ListPodSandboxMetrics", request, |_| {
             not_built("ListPodSandboxMetrics")
+        })
+        .await
+    }
+
+    async fn update_pod_sandbox_resources(
+        &self,
+        request: Request<UpdatePodSandboxResourcesRequest>,
+    ) -> RpcResult<UpdatePodSandboxResourcesResponse> {
+        traced("UpdatePodSandboxResources", request, |_| {
+            not_built("UpdatePodSandboxResources")
+        })
+        .await
+    }
+
+    // The Stream* RPCs (1.36) are the List RPCs in pieces; kubelet uses the
+    // List ones when these answer Unimplemented.
+
+    type StreamPodSandboxesStream = ResponseStream<StreamPodSandboxesResponse>;
+
+    async fn stream_pod_sandboxes(
+        &self,
+        request: Request<StreamPodSandboxesRequest>,
+    ) -> RpcResult<Self::StreamPodSandboxesStream> {
+        traced("StreamPodSandboxes", request, |_| {
+            not_built("StreamPodSandboxes")
+        })
+        .await
+    }
+
+    type StreamContainersStream = ResponseStream<StreamContainersResponse>;
+
+    async fn stream_containers(
+        &self,
+        request: Request<StreamContainersRequest>,
+    ) -> RpcResult<Self::StreamContainersStream> {
+        traced("StreamContainers", request, |_| {
+            not_built("StreamContainers")
+        })
+        .await
+    }
+
+    type StreamContainerStatsStream = ResponseStream<StreamContainerStatsResponse>;
+
+    async fn stream_container_stats(
+        &self,
+        request: Request<StreamContainerStatsRequest>,
+    ) -> RpcResult<Self::StreamContainerStatsStream> {
+        traced("StreamContainerStats", request, |_| {
+            not_built("StreamContainerStats")
+        })
+        .await
+    }
+
+    type StreamPodSandboxStatsStream = ResponseStream<StreamPodSandboxStatsResponse>;
+
+    async fn stream_pod_sandbox_stats(
+        &self,
+        request: Request<StreamPodSandboxStatsRequest>,
+    ) -> RpcResult<Self::StreamPodSandboxStatsStream> {
+        traced("StreamPodSandboxStats", request, |_| {
+            not_built("StreamPodSandboxStats")
+        })
+        .await
+    }
+
+    type StreamPodSandboxMetricsStream = ResponseStream<StreamPodSandboxMetricsResponse>;
+
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        request: Request<StreamPodSandboxMetricsRequest>,
+    ) -> RpcResult<Self::StreamPodSandboxMetricsStream> {
+        traced("StreamPodSandboxMetrics", request, |_| {
+            not_built("StreamPodSandboxMetrics")
         })
         .await
     }
@@ -381,16 +454,22 @@ fn daemon_status(daemon: &Daemon, verbose: bool) -> Result<StatusResponse, CridE
     Ok(StatusResponse {
         status: Some(RuntimeStatus { conditions }),
         info,
-        // The default handler; its optional features arrive with their issues.
+        // The default handler. kubelet refuses pods needing a feature
+        // reported false, so each is true only where it really works (and
+        // an e2e test uses it: e2e/tests/api_level.rs).
         runtime_handlers: vec![RuntimeHandler {
             name: String::new(),
             features: Some(RuntimeHandlerFeatures {
-                recursive_read_only_mounts: false,
+                recursive_read_only_mounts: status::recursive_read_only_mounts(),
+                // User namespaces are not built yet.
                 user_namespaces: false,
             }),
         }],
         features: Some(RuntimeFeatures {
-            supplemental_groups_policy: false,
+            // Strict and Merge are resolved by crid itself from the image's
+            // /etc/group: nothing the node must have.
+            supplemental_groups_policy: true,
+            user_namespaces_host_network: false,
         }),
     })
 }

@@ -99,6 +99,15 @@ fn missing_kernel_features() -> Vec<String> {
     missing
 }
 
+/// Recursive read-only mounts: crid-monitor makes them with
+/// mount_setattr(AT_RECURSIVE, MOUNT_ATTR_RDONLY), which Linux has since 5.12.
+pub fn recursive_read_only_mounts() -> bool {
+    nix::sys::utsname::uname()
+        .is_ok_and(|uts| kernel_at_least(&uts.release().to_string_lossy(), MOUNT_SETATTR_KERNEL))
+}
+
+const MOUNT_SETATTR_KERNEL: (u32, u32) = (5, 12);
+
 /// cgroup v2 lists its controllers at the root; v1 mounts one per directory.
 fn has_memory_cgroup(cgroup_root: &Path) -> bool {
     let v2 = std::fs::read_to_string(cgroup_root.join("cgroup.controllers"))
@@ -146,6 +155,8 @@ mod tests {
         assert!(!kernel_at_least("5.2.21-generic", (5, 3)));
         assert!(!kernel_at_least("4.19.0", (5, 3)));
         assert!(!kernel_at_least("garbage", (5, 3)));
+        assert!(kernel_at_least("5.12.0", MOUNT_SETATTR_KERNEL));
+        assert!(!kernel_at_least("5.11.22", MOUNT_SETATTR_KERNEL));
     }
 
     #[test]

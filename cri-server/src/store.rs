@@ -237,6 +237,30 @@ impl MetadataStore {
         txn.commit().map_err(db_error)
     }
 
+    /// Writes every `(id, value)` into `table` in one transaction: all of
+    /// them or none.
+    pub fn put_all<'a, T: Serialize + 'a>(
+        &self,
+        table: Table,
+        entries: impl IntoIterator<Item = (&'a str, &'a T)>,
+    ) -> Result<(), StoreError> {
+        // Encoded before the transaction, so a value that cannot be written
+        // costs no commit.
+        let encoded = entries
+            .into_iter()
+            .map(|(id, value)| Ok((id, encode(id, value)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let db = self.db();
+        let txn = db.begin_write().map_err(db_error)?;
+        {
+            let mut opened = txn.open_table(table.definition()).map_err(db_error)?;
+            for (id, bytes) in &encoded {
+                opened.insert(*id, bytes.as_slice()).map_err(db_error)?;
+            }
+        }
+        txn.commit().map_err(db_error)
+    }
+
     pub fn get<T: DeserializeOwned>(
         &self,
         table: Table,

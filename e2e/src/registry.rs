@@ -746,3 +746,87 @@ impl Pusher {
 pub fn count_entries(dir: &Path) -> usize {
     fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
 }
+
+/// A TCP proxy on 127.0.0.1 to a registry that passes everything through,
+/// except that once a client asks for one blob, it forwards only the first
+/// bytes of that answer and then nothing more, holding the connection open:
+/// a registry that stops sending in the middle of a layer. Its tasks live
+/// on the test's tokio runtime and end with it.
+pub struct StallingProxy {
+    pub host: String,
+    stalls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl StallingProxy {
+    /// Headers and a little of the body get through.
+    const BYTES_BEFORE_STALL: usize = 1024;
+
+    /// Proxies to `upstream` (`127.0.0.1:PORT`), stalling `blob` (a digest).
+    pub async fn start(upstream: &str, blob: &str) -> StallingProxy {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the stalling proxy");
+        let host = listener.local_addr().expect("proxy address").to_string();
+        let stalls = Arc::new(AtomicUsize::new(0));
+        let (counted, upstream, path) = (
+            stalls.clone(),
+            upstream.to_string(),
+            format!("/blobs/{blob}"),
+        );
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let stall = Arc::new(AtomicBool::new(false));
+                let (asked, counted, path) = (stall.clone(), counted.clone(), path.clone());
+                // HTTP/1.1 asks one thing at a time on a connection: once the
+                // blob is asked for, what comes back is its answer.
+                tokio::spawn(async move {
+                    let mut buffer = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = client_read.read(&mut buffer).await {
+                        if String::from_utf8_lossy(&buffer[..n]).contains(&path) {
+                            asked.store(true, Ordering::SeqCst);
+                            counted.fetch_add(1, Ordering::SeqCst);
+                        }
+                        if server_write.write_all(&buffer[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    let mut buffer = vec![0u8; 64 * 1024];
+                    let mut sent_since_stall = 0;
+                    while let Ok(n @ 1..) = server_read.read(&mut buffer).await {
+                        let stalling = stall.load(Ordering::SeqCst);
+                        let end = if stalling {
+                            n.min(Self::BYTES_BEFORE_STALL - sent_since_stall)
+                        } else {
+                            n
+                        };
+                        if client_write.write_all(&buffer[..end]).await.is_err() {
+                            break;
+                        }
+                        if stalling {
+                            sent_since_stall += end;
+                            if sent_since_stall >= Self::BYTES_BEFORE_STALL {
+                                std::future::pending::<()>().await;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        StallingProxy { host, stalls }
+    }
+
+    /// How many times the blob was asked for (and stalled).
+    pub fn stalls(&self) -> usize {
+        self.stalls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

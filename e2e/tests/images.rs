@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use e2e::registry::{Blob, Layer, PushedImage, Registry, count_entries, dead_port, sha256_digest};
+use e2e::registry::{
+    Blob, Layer, PushedImage, Registry, StallingProxy, count_entries, dead_port, sha256_digest,
+};
 use e2e::{Crid, TestEnv};
 use proto::cri;
 use proto::cri::image_service_client::ImageServiceClient;
@@ -605,6 +607,50 @@ async fn a_mirror_serves_a_registry_that_is_down() {
         vec![reference.clone()],
         "named after the upstream"
     );
+    assert_layers_on_disk(&env, &pushed);
+    crid.stop().await;
+}
+
+#[tokio::test]
+async fn a_registry_that_stops_sending_ends_the_pull_and_leaves_nothing() {
+    let registry = Registry::start();
+    let pushed = registry.pusher().busybox("e2e/stalled", "v1").await;
+    // The bottom layer stalls after its first kilobyte.
+    let proxy = StallingProxy::start(&registry.host(), &pushed.layers[0].digest).await;
+    let mut env = TestEnv::new();
+    env.extra_config = format!(
+        "[images]\npull_progress_timeout = \"2s\"\n\n[registries.{proxy:?}]\ninsecure = true\n\n{direct}",
+        proxy = proxy.host,
+        direct = registry.crid_config()
+    );
+    let mut crid = env.start().await;
+    let mut images = client(&crid).await;
+
+    let stalled = format!("{}/e2e/stalled:v1", proxy.host);
+    let error = assert_code(
+        pull_with(&mut images, &stalled, None).await,
+        Code::Unavailable,
+        "a pull from a registry that went silent",
+    );
+    assert!(
+        error.message().contains("pull_progress_timeout")
+            && error.message().contains(&pushed.layers[0].digest),
+        "names the setting and the layer: {}",
+        error.message()
+    );
+    assert!(proxy.stalls() > 0, "the layer was asked for and stalled");
+    assert_eq!(
+        entries(&tmp_dir(&env)),
+        Vec::<String>::new(),
+        "temp files left"
+    );
+    assert!(
+        list(&mut images, None).await.is_empty(),
+        "no image recorded"
+    );
+
+    // The same image from the registry itself: nothing in the way.
+    assert_eq!(pull(&mut images, &pushed.reference).await, pushed.id);
     assert_layers_on_disk(&env, &pushed);
     crid.stop().await;
 }

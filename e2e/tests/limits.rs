@@ -248,7 +248,7 @@ async fn a_container_with_100000_env_entries_is_created_and_runs_with_them() {
     config.envs = (0..ENTRIES)
         .map(|i| cri::KeyValue {
             key: format!("E{i}"),
-            value: String::new(),
+            value: Vec::new(),
         })
         .collect();
     // One overrides the image's value in place; one repeats a key.

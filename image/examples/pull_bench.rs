@@ -102,7 +102,8 @@ fn main() {
     let mut crid_times = Vec::new();
     for run in 0..runs {
         let dir = tempfile::tempdir_in("/var/tmp").expect("tempdir");
-        let store = ImageStore::open(dir.path(), regs.clone(), 3).expect("open");
+        let store =
+            ImageStore::open(dir.path(), regs.clone(), image::PullLimits::default()).expect("open");
         let t = Instant::now();
         rt.block_on(store.pull(&reference, None)).expect("pull");
         let s = t.elapsed().as_secs_f64();

@@ -10,7 +10,8 @@
 //!   order before the host; `insecure`), in a `BTreeMap<String, RegistryConfig>`.
 //! * [`Credentials::from_auth_config`]`(&AuthConfig, host)`: CRI `AuthConfig`
 //!   → credentials (username/password, `auth`, identity token, registry token).
-//! * [`ImageStore::open`]`(root, registries, max_concurrent_layers)`.
+//! * [`ImageStore::open`]`(root, registries, PullLimits)`: layers fetched at
+//!   once, and how long a registry may send nothing before a pull fails.
 //! * [`ImageStore::pull`]`(&Reference, Option<Credentials>) -> Result<PulledImage>`
 //!   (async). Two concurrent pulls of one image share the layer work; a pull
 //!   of a present image downloads only the documents and missing layers.
@@ -61,7 +62,7 @@ pub use error::ImageError;
 pub use manifest::ImageConfig;
 pub use reference::{DOCKER_HUB, Reference};
 pub use registry::RegistryConfig;
-pub use store::{FsUsage, GcReport, ImageStore, LayerRecord, PullMetrics, PulledImage};
+pub use store::{FsUsage, GcReport, ImageStore, LayerRecord, PullLimits, PullMetrics, PulledImage};
 
 #[cfg(test)]
 mod unpack_tests;

@@ -52,7 +52,11 @@ impl Endpoint {
         )
     }
 
-    pub fn client(&self) -> oci_client::Client {
+    /// `progress_timeout`: how long the store lets a registry send nothing.
+    /// The client's own read timeout is twice that, a backstop only, so the
+    /// store's check (whose error names the layer and the setting) ends a
+    /// stalled read first.
+    pub fn client(&self, progress_timeout: Duration) -> oci_client::Client {
         let config = ClientConfig {
             protocol: if self.plain_http {
                 ClientProtocol::Http
@@ -63,7 +67,7 @@ impl Endpoint {
             // We pick the platform ourselves (see manifest::select_platform).
             platform_resolver: None,
             connect_timeout: Some(Duration::from_secs(30)),
-            read_timeout: Some(Duration::from_secs(120)),
+            read_timeout: Some(progress_timeout.saturating_mul(2)),
             user_agent: concat!("crid/", env!("CARGO_PKG_VERSION")),
             ..ClientConfig::default()
         };

@@ -16,7 +16,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -43,6 +43,29 @@ const CHANNEL_CHUNKS: usize = 64;
 const IO_BUF: usize = 256 * 1024;
 /// Temp names are unique per process (pid + sequence), even across stores.
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+/// How often a layer download in progress says how far it got.
+const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How a store pulls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PullLimits {
+    /// Layers fetched and unpacked at once, across all pulls (at least 1).
+    pub max_concurrent_layers: usize,
+    /// A pull fails once its registry has sent nothing for this long (while
+    /// a document or a layer is being fetched): kubelet sets no deadline on
+    /// PullImage, and a registry that stalls must not hold a pull forever.
+    pub progress_timeout: Duration,
+}
+
+impl Default for PullLimits {
+    /// containerd's: 3 layers at once, 5 minutes without progress.
+    fn default() -> Self {
+        PullLimits {
+            max_concurrent_layers: 3,
+            progress_timeout: Duration::from_secs(5 * 60),
+        }
+    }
+}
 
 /// One layer of a pulled image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,6 +166,7 @@ struct Inner {
     tmp: PathBuf,
     registries: BTreeMap<String, RegistryConfig>,
     layer_permits: Arc<Semaphore>,
+    progress_timeout: Duration,
     /// Per chain id: held while a layer is fetched and unpacked, so that
     /// concurrent pulls of the same layer wait for one another.
     layer_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -170,12 +194,11 @@ fn mkdir_p(path: &Path) -> Result<()> {
 impl ImageStore {
     /// Opens (creating if needed) the store under `root`, removes what an
     /// interrupted earlier run left in `tmp/`, and checks `registries`.
-    /// At most `max_concurrent_layers` layers (at least 1) are fetched and
-    /// unpacked at once, across all pulls.
+    /// Pulls keep to `limits`.
     pub fn open(
         root: &Path,
         registries: BTreeMap<String, RegistryConfig>,
-        max_concurrent_layers: usize,
+        limits: PullLimits,
     ) -> Result<ImageStore> {
         crate::registry::validate(&registries)?;
         // reqwest is built without a default TLS provider (to avoid the
@@ -198,7 +221,8 @@ impl ImageStore {
                 layers,
                 tmp,
                 registries,
-                layer_permits: Arc::new(Semaphore::new(max_concurrent_layers.max(1))),
+                layer_permits: Arc::new(Semaphore::new(limits.max_concurrent_layers.max(1))),
+                progress_timeout: limits.progress_timeout,
                 layer_locks: Mutex::new(HashMap::new()),
                 pins: Mutex::new(HashMap::new()),
                 metrics: Arc::new(PullMetrics::default()),
@@ -330,7 +354,7 @@ impl ImageStore {
         auth: &RegistryAuth,
     ) -> Result<Resolved> {
         let shown = reference.to_string();
-        let client = ep.client();
+        let client = ep.client(self.inner.progress_timeout);
         let mut oref = match (reference.digest(), reference.tag()) {
             (Some(d), _) => oci_client::Reference::with_digest(
                 reference.registry().to_string(),
@@ -406,10 +430,13 @@ impl ImageStore {
             Some(b) => b,
             None => {
                 let mut buf = Vec::with_capacity(config_desc.size as usize);
-                client
-                    .pull_blob(&oref, config_desc.digest.as_str(), &mut buf)
-                    .await
-                    .map_err(|e| map_error(&shown, e))?;
+                self.progressing(
+                    &shown,
+                    "image config",
+                    client.pull_blob(&oref, config_desc.digest.as_str(), &mut buf),
+                )
+                .await?
+                .map_err(|e| map_error(&shown, e))?;
                 self.count_download(buf.len());
                 let got = sha256_digest(&buf);
                 if got != config_desc.digest {
@@ -455,13 +482,41 @@ impl ImageStore {
         {
             return Ok((b, d.to_string()));
         }
-        let (bytes, reported) = client
-            .pull_manifest_raw(oref, auth, ACCEPTED_MANIFEST_TYPES)
-            .await
+        let (bytes, reported) = self
+            .progressing(
+                shown,
+                what,
+                client.pull_manifest_raw(oref, auth, ACCEPTED_MANIFEST_TYPES),
+            )
+            .await?
             .map_err(|e| map_error(shown, e))?;
         self.count_download(bytes.len());
         let digest = check_document(shown, what, &bytes, expected, &reported)?;
         Ok((bytes.to_vec(), digest))
+    }
+
+    /// `fetch`, unless the registry stays silent for the progress timeout
+    /// (a document arrives in one piece, so its whole fetch is bounded).
+    async fn progressing<T>(
+        &self,
+        shown: &str,
+        what: &str,
+        fetch: impl Future<Output = T>,
+    ) -> Result<T> {
+        tokio::time::timeout(self.inner.progress_timeout, fetch)
+            .await
+            .map_err(|_| self.stalled(shown, what))
+    }
+
+    fn stalled(&self, shown: &str, what: &str) -> ImageError {
+        ImageError::Registry {
+            reference: shown.to_string(),
+            detail: format!(
+                "the registry sent nothing for {:?} while {what} was fetched \
+                 ([images] pull_progress_timeout)",
+                self.inner.progress_timeout
+            ),
+        }
     }
 
     async fn read_local_verified(&self, digest: &str) -> Option<Vec<u8>> {
@@ -722,10 +777,14 @@ impl ImageStore {
         job: LayerJob,
     ) -> Result<(), LayerFail> {
         let reference = ctx.reference.clone();
-        let mut stream = ctx
-            .client
-            .pull_blob_stream(&ctx.oref, l.digest.as_str())
-            .await
+        let what = format!("layer {}", l.digest);
+        let mut stream = self
+            .progressing(
+                &reference,
+                &what,
+                ctx.client.pull_blob_stream(&ctx.oref, l.digest.as_str()),
+            )
+            .await?
             .map_err(|e| LayerFail::Error(map_error(&reference, e)))?;
         let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
         let done = Arc::new(AtomicBool::new(false));
@@ -739,10 +798,23 @@ impl ImageStore {
         let mut received: u64 = 0;
         let mut fwd_err: Option<ImageError> = None;
         let mut complete = true;
-        while let Some(item) = stream.next().await {
+        let mut last_report = Instant::now();
+        loop {
+            // No byte for the progress timeout: the registry stalled.
+            let Ok(next) = tokio::time::timeout(self.inner.progress_timeout, stream.next()).await
+            else {
+                complete = false;
+                fwd_err = Some(self.stalled(&reference, &what));
+                break;
+            };
+            let Some(item) = next else { break };
             if ctx.abort.load(Ordering::SeqCst) {
                 complete = false;
                 break;
+            }
+            if last_report.elapsed() >= PROGRESS_LOG_INTERVAL {
+                last_report = Instant::now();
+                tracing::info!(image = %reference, layer = %l.digest, received, size = l.size, "layer download in progress");
             }
             match item {
                 Ok(chunk) => {

@@ -11,8 +11,8 @@ use std::sync::atomic::Ordering;
 
 use common::*;
 use image::{
-    AuthConfig, Credentials, ImageError, ImageStore, PulledImage, Reference, RegistryConfig,
-    sha256_digest,
+    AuthConfig, Credentials, ImageError, ImageStore, PullLimits, PulledImage, Reference,
+    RegistryConfig, sha256_digest,
 };
 
 fn init_tracing() {
@@ -33,6 +33,14 @@ fn insecure(host: &str) -> BTreeMap<String, RegistryConfig> {
         },
     );
     m
+}
+
+/// The default limits but `layers` layers at once.
+fn limits(layers: usize) -> PullLimits {
+    PullLimits {
+        max_concurrent_layers: layers,
+        ..PullLimits::default()
+    }
 }
 
 fn reference(s: &str) -> Reference {
@@ -134,7 +142,7 @@ async fn pull_multi_arch_by_tag_and_digest_then_reuse() {
     let host = reg.host();
     let pushed = push_multi_arch(&reg.pusher(), "test/busybox").await;
     let root = tempfile::tempdir().expect("tempdir");
-    let store = ImageStore::open(root.path(), insecure(&host), 3).expect("open");
+    let store = ImageStore::open(root.path(), insecure(&host), limits(3)).expect("open");
 
     let img = store
         .pull(&reference(&format!("{host}/test/busybox:multi")), None)
@@ -223,7 +231,7 @@ async fn docker_schema2_and_missing_tag() {
     let host = reg.host();
     let pushed = push_multi_arch(&reg.pusher(), "lib/bb").await;
     let root = tempfile::tempdir().expect("tempdir");
-    let store = ImageStore::open(root.path(), insecure(&host), 2).expect("open");
+    let store = ImageStore::open(root.path(), insecure(&host), limits(2)).expect("open");
     let img = store
         .pull(&reference(&format!("{host}/lib/bb:docker")), None)
         .await
@@ -266,7 +274,7 @@ async fn concurrent_pulls_share_the_work() {
     let host = reg.host();
     let pushed = push_multi_arch(&reg.pusher(), "test/shared").await;
     let root = tempfile::tempdir().expect("tempdir");
-    let store = ImageStore::open(root.path(), insecure(&host), 3).expect("open");
+    let store = ImageStore::open(root.path(), insecure(&host), limits(3)).expect("open");
     let r = reference(&format!("{host}/test/shared:multi"));
     let (a, b, c) = tokio::join!(
         store.pull(&r, None),
@@ -293,7 +301,7 @@ async fn basic_auth_credentials() {
     let r = reference(&format!("{host}/private/bb:multi"));
 
     let root = tempfile::tempdir().expect("tempdir");
-    let store = ImageStore::open(root.path(), insecure(&host), 2).expect("open");
+    let store = ImageStore::open(root.path(), insecure(&host), limits(2)).expect("open");
     match store.pull(&r, None).await {
         Err(e @ ImageError::Unauthorized { .. }) => {
             assert!(e.to_string().contains("private/bb"), "{e}")
@@ -331,7 +339,7 @@ async fn basic_auth_credentials() {
     // The `auth` field (base64 user:pass), into a fresh store so every blob
     // is fetched with it.
     let root2 = tempfile::tempdir().expect("tempdir");
-    let store2 = ImageStore::open(root2.path(), insecure(&host), 2).expect("open");
+    let store2 = ImageStore::open(root2.path(), insecure(&host), limits(2)).expect("open");
     use base64::Engine;
     let auth = base64::engine::general_purpose::STANDARD.encode("alice:wonderland");
     let creds = Credentials::from_auth_config(
@@ -363,7 +371,7 @@ async fn tampered_blob_is_refused_and_nothing_of_it_is_kept() {
     fs::write(&file, &data).expect("tamper");
 
     let root = tempfile::tempdir().expect("tempdir");
-    let store = ImageStore::open(root.path(), insecure(&host), 3).expect("open");
+    let store = ImageStore::open(root.path(), insecure(&host), limits(3)).expect("open");
     let r = reference(&format!("{host}/test/tampered:multi"));
     match store.pull(&r, None).await {
         Err(e @ ImageError::DigestMismatch { .. }) => {
@@ -420,7 +428,7 @@ async fn mirror_is_tried_first_and_dead_endpoints_are_skipped() {
         },
     );
     let root = tempfile::tempdir().expect("tempdir");
-    let store = ImageStore::open(root.path(), regs, 2).expect("open");
+    let store = ImageStore::open(root.path(), regs, limits(2)).expect("open");
     let img = store
         .pull(&reference(&format!("{upstream}/test/mirrored:multi")), None)
         .await
@@ -439,7 +447,7 @@ async fn registry_down_is_unavailable() {
     init_tracing();
     let host = format!("127.0.0.1:{}", dead_port());
     let root = tempfile::tempdir().expect("tempdir");
-    let store = ImageStore::open(root.path(), insecure(&host), 2).expect("open");
+    let store = ImageStore::open(root.path(), insecure(&host), limits(2)).expect("open");
     match store.pull(&reference(&format!("{host}/x/y:1")), None).await {
         Err(e @ ImageError::Registry { .. }) => {
             assert!(e.to_string().contains(&host), "{e}");
@@ -468,7 +476,7 @@ async fn hostile_layer_from_registry_is_refused() {
     let layers = vec![ok.gzip(), evil.gzip()];
     push_image(&p, "test/evil", "1", &layers).await;
     let root = tempfile::tempdir().expect("tempdir");
-    let store = ImageStore::open(root.path(), insecure(&host), 2).expect("open");
+    let store = ImageStore::open(root.path(), insecure(&host), limits(2)).expect("open");
     match store
         .pull(&reference(&format!("{host}/test/evil:1")), None)
         .await
@@ -502,7 +510,7 @@ async fn gc_and_fs_usage() {
     push_image(&p, "test/gc2", "1", &two).await;
 
     let root = tempfile::tempdir().expect("tempdir");
-    let store = ImageStore::open(root.path(), insecure(&host), 2).expect("open");
+    let store = ImageStore::open(root.path(), insecure(&host), limits(2)).expect("open");
     let empty = store.fs_usage().await.expect("usage");
     let a = store
         .pull(&reference(&format!("{host}/test/gc:multi")), None)
@@ -571,7 +579,7 @@ fn open_clears_leftovers_and_refuses_bad_config() {
     let root = tempfile::tempdir().expect("tempdir");
     fs::create_dir_all(root.path().join("tmp/layer-123-0/etc")).expect("mkdir");
     fs::write(root.path().join("tmp/blob-123-1"), b"partial").expect("write");
-    ImageStore::open(root.path(), BTreeMap::new(), 1).expect("open");
+    ImageStore::open(root.path(), BTreeMap::new(), limits(1)).expect("open");
     assert_eq!(
         count_entries(&root.path().join("tmp")),
         0,
@@ -586,7 +594,7 @@ fn open_clears_leftovers_and_refuses_bad_config() {
             insecure: false,
         },
     );
-    match ImageStore::open(root.path(), bad, 1) {
+    match ImageStore::open(root.path(), bad, limits(1)) {
         Err(e @ ImageError::InvalidConfig { .. }) => {
             assert!(e.to_string().contains("ftp://mirror"), "{e}")
         }
@@ -601,7 +609,7 @@ async fn dropped_pull_leaves_no_temp_files() {
     let host = reg.host();
     push_multi_arch(&reg.pusher(), "test/dropped").await;
     let root = tempfile::tempdir().expect("tempdir");
-    let store = ImageStore::open(root.path(), insecure(&host), 3).expect("open");
+    let store = ImageStore::open(root.path(), insecure(&host), limits(3)).expect("open");
     let r = reference(&format!("{host}/test/dropped:multi"));
     // Give up on the pull almost at once (wherever it is by then).
     let _ = tokio::time::timeout(std::time::Duration::from_millis(5), store.pull(&r, None)).await;
@@ -615,6 +623,68 @@ async fn dropped_pull_leaves_no_temp_files() {
     assert_clean(root.path());
     // Whatever finished is complete; the next pull fills in the rest.
     let img = store.pull(&r, None).await.expect("pull after drop");
+    assert!(store.has_layers(&img));
+    assert_clean(root.path());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_stops_sending_ends_the_pull_and_nothing_is_kept() {
+    init_tracing();
+    let reg = Registry::start();
+    let pushed = push_multi_arch(&reg.pusher(), "test/stalled").await;
+    // The busybox layer, the largest: it is still arriving when the
+    // registry goes silent.
+    let victim = pushed.layers[0].digest.clone();
+    let proxy = StallingProxy::start(&reg.host(), &victim).await;
+    let mut registries = insecure(&proxy.host);
+    registries.extend(insecure(&reg.host()));
+    let root = tempfile::tempdir().expect("tempdir");
+    let store = ImageStore::open(
+        root.path(),
+        registries,
+        PullLimits {
+            progress_timeout: std::time::Duration::from_secs(2),
+            ..PullLimits::default()
+        },
+    )
+    .expect("open");
+
+    let stalled = reference(&format!("{}/test/stalled:multi", proxy.host));
+    match store.pull(&stalled, None).await {
+        Err(e @ ImageError::Registry { .. }) => {
+            let message = e.to_string();
+            assert!(message.contains("pull_progress_timeout"), "{message}");
+            assert!(message.contains(&victim), "names the layer: {message}");
+        }
+        other => panic!("expected the stalled pull to fail, got {other:?}"),
+    }
+    assert!(
+        proxy.stalls() > 0,
+        "the proxy never saw the layer asked for"
+    );
+    assert_clean(root.path());
+    let chain = image::chain_ids(
+        &pushed
+            .layers
+            .iter()
+            .map(|l| l.diff_id.clone())
+            .collect::<Vec<_>>(),
+    );
+    assert!(
+        !store.layer_dir(&chain[0]).expect("dir").exists(),
+        "the stalled layer is not unpacked"
+    );
+    assert!(
+        !store.blob_path(&victim).expect("path").exists(),
+        "the stalled blob is not stored"
+    );
+
+    // The same image from a registry that answers: the store is usable.
+    let direct = reference(&format!("{}/test/stalled:multi", reg.host()));
+    let img = store
+        .pull(&direct, None)
+        .await
+        .expect("pull from the registry");
     assert!(store.has_layers(&img));
     assert_clean(root.path());
 }

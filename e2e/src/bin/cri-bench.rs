@@ -7,7 +7,16 @@
 //! cargo build --release --workspace --bins
 //! cargo run --release -p e2e --bin cri-bench -- [--runtime crid|containerd|both]
 //!     [--containerd] [--runs N] [--execs N] [--network pod|node]
+//!     [--density PODS [--containers-per-pod K] [--list-calls M]]
 //! ```
+//!
+//! By default it times whole pod lifecycles (`--runs`). With `--density`
+//! it instead starts PODS pods of K running containers each, then times
+//! what kubelet asks of a full node (ListContainers, ListPodSandbox,
+//! PodSandboxStatus, ContainerStatus, M times each) and reports what the
+//! runtime's own per-pod processes weigh (PSS and private memory of
+//! crid-monitor + pause, or containerd-shim + pause) and how much the
+//! daemon grew.
 //!
 //! Everything is private and removed at the end: a docker-registry on
 //! 127.0.0.1 holding a busybox image and a pause image built here, crid in an
@@ -41,8 +50,15 @@ const CONTAINERD_BRIDGE: (&str, &str) = ("cribench1", "10.231.8.0/24");
 /// at the end.
 const CGROUP_PARENT: &str = "cri-bench";
 /// The container stops promptly on SIGTERM: a shell as PID 1 has no default
-/// action for it, so it traps it.
-const CONTAINER_COMMAND: &str = "trap 'exit 0' TERM; sleep 1000 & wait";
+/// action for it, so it traps it. Its sleep outlasts any bench and is told
+/// apart from containerd's sandbox (`sleep 2147483647`) by its argument.
+const CONTAINER_COMMAND: &str = "trap 'exit 0' TERM; sleep 1000000 & wait";
+/// The containers' own processes, as `process_command_line` shows them: not
+/// the runtime's overhead.
+const WORKLOAD_COMMAND_LINES: &[&str] = &[
+    "sh -c trap 'exit 0' TERM; sleep 1000000 & wait",
+    "sleep 1000000",
+];
 /// Applets the images link to busybox (the base layer has only `sh`).
 const APPLETS: &[&str] = &[
     "cat", "echo", "env", "hostname", "id", "ip", "ls", "mkdir", "ps", "sleep", "true", "false",
@@ -77,6 +93,16 @@ struct Args {
     /// container steps (`<kind> step done`); slows every RPC a little.
     #[arg(long)]
     crid_steps: bool,
+    /// Instead of lifecycle runs: keep this many pods running, time the
+    /// List and Status calls on them and weigh the per-pod processes.
+    #[arg(long, value_name = "PODS")]
+    density: Option<usize>,
+    /// Running containers per pod with `--density`.
+    #[arg(long, default_value_t = 1)]
+    containers_per_pod: usize,
+    /// Timed calls of each List/Status RPC with `--density`.
+    #[arg(long, default_value_t = 200)]
+    list_calls: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -119,6 +145,16 @@ const RPCS: &[&str] = &[
     "RemovePodSandbox",
 ];
 const POD_READY: &str = "pod ready";
+/// What `--density` times on the full node, in the order of each round.
+const LIST_RPCS: &[&str] = &[
+    "ListContainers",
+    "ListPodSandbox",
+    "PodSandboxStatus",
+    "ContainerStatus",
+];
+/// What `--density` times while it fills the node (one sample per pod or
+/// container), to see how starting scales with what already runs.
+const FILL_RPCS: &[&str] = &["RunPodSandbox", "CreateContainer", "StartContainer"];
 
 /// The images every runtime pulls from the private registry.
 struct Images {
@@ -151,6 +187,60 @@ struct Report {
     /// What the runtime's Version RPC says, plus its OCI runtime if separate.
     version: String,
     samples: Samples,
+    /// With `--density`: what the full node weighs.
+    density: Option<Density>,
+}
+
+/// Memory of a node full of pods, from `/proc/<pid>/smaps_rollup`.
+struct Density {
+    pods: usize,
+    containers: usize,
+    /// The runtime's processes beside the containers' own (crid-monitor,
+    /// pause, holders; containerd-shim, pause), summed over the node.
+    overhead: Memory,
+    overhead_processes: usize,
+    /// The daemon (crid or containerd) before the pods and with them.
+    daemon_before: Memory,
+    daemon_after: Memory,
+}
+
+/// Kibibytes, as smaps_rollup counts them.
+#[derive(Clone, Copy, Default)]
+struct Memory {
+    rss: u64,
+    pss: u64,
+    /// Private_Clean + Private_Dirty: what the process alone pays for.
+    private: u64,
+}
+
+impl Memory {
+    fn of(pid: i32) -> Result<Memory> {
+        let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+            .with_context(|| format!("read /proc/{pid}/smaps_rollup"))?;
+        let mut memory = Memory::default();
+        for line in rollup.lines() {
+            let mut words = line.split_whitespace();
+            let (Some(key), Some(value)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(kib) = value.parse::<u64>() else {
+                continue;
+            };
+            match key {
+                "Rss:" => memory.rss += kib,
+                "Pss:" => memory.pss += kib,
+                "Private_Clean:" | "Private_Dirty:" => memory.private += kib,
+                _ => {}
+            }
+        }
+        Ok(memory)
+    }
+
+    fn add(&mut self, other: Memory) {
+        self.rss += other.rss;
+        self.pss += other.pss;
+        self.private += other.private;
+    }
 }
 
 fn main() -> ExitCode {
@@ -215,7 +305,7 @@ fn run(args: &Args) -> Result<bool> {
         ok = false;
     }
     if let [crid, containerd] = &reports[..] {
-        print_comparison(crid, containerd);
+        print_comparison(crid, containerd, args);
     }
     Ok(ok)
 }
@@ -245,10 +335,16 @@ fn print_environment(args: &Args) {
             .collect::<Vec<_>>()
             .join(" ")
     );
-    println!(
-        "config: {} timed runs + 1 warm-up per runtime, {} ExecSync per run, network {:?}",
-        args.runs, args.execs, args.network
-    );
+    match args.density {
+        Some(pods) => println!(
+            "config: {pods} pods of {} running containers, {} calls of each List/Status RPC, network {:?}",
+            args.containers_per_pod, args.list_calls, args.network
+        ),
+        None => println!(
+            "config: {} timed runs + 1 warm-up per runtime, {} ExecSync per run, network {:?}",
+            args.runs, args.execs, args.network
+        ),
+    }
 }
 
 /// busybox with the applets the container and exec use, and the pause image
@@ -318,7 +414,15 @@ async fn bench_crid(args: &Args, registry: &Registry, images: &Images) -> Result
     let level = if args.crid_steps { "debug" } else { "info" };
     let mut daemon = env.start_at_log_level(level).await;
     let channel = connect_unix(&env.socket()).await?;
-    let result = bench(Runtime::Crid, channel.clone(), args, images, env.path()).await;
+    let result = bench(
+        Runtime::Crid,
+        channel.clone(),
+        args,
+        images,
+        env.path(),
+        daemon.pid(),
+    )
+    .await;
     let cleanup = remove_everything(channel).await;
     let status = daemon.stop_with(Signal::SIGTERM).await;
     // The env checks on drop that no process, mount or state file is left
@@ -340,12 +444,14 @@ async fn bench_containerd(args: &Args, registry: &Registry, images: &Images) -> 
     let mut containerd = Containerd::start(registry, &images.pause)?;
     let result = async {
         let channel = containerd.wait_ready().await?;
+        let pid = containerd.pid()?;
         let report = bench(
             Runtime::Containerd,
             channel.clone(),
             args,
             images,
             containerd.dir.path(),
+            pid,
         )
         .await;
         let cleanup = remove_everything(channel).await;
@@ -386,14 +492,16 @@ fn runc_version() -> String {
         .unwrap_or_else(|| "runc (version unknown)".to_string())
 }
 
-/// Pulls, warms up, then times `args.runs` runs. The same code for every
-/// runtime: only `channel` differs.
+/// Pulls, warms up, then times `args.runs` runs (or fills the node, with
+/// `--density`). The same code for every runtime: only `channel` differs;
+/// `dir` holds everything of the runtime's and `daemon` is its pid.
 async fn bench(
     runtime: Runtime,
     channel: Channel,
     args: &Args,
     images: &Images,
     dir: &Path,
+    daemon: i32,
 ) -> Result<Report> {
     let mut rt = RuntimeServiceClient::new(channel.clone());
     let mut images_client = ImageServiceClient::new(channel);
@@ -430,6 +538,16 @@ async fn bench(
     }
 
     let logs = dir.join("pod-logs");
+    if let Some(pods) = args.density {
+        let (samples, density) =
+            fill_node(&mut rt, pods, args, &image_ref, &logs, dir, daemon).await?;
+        return Ok(Report {
+            runtime,
+            version,
+            samples,
+            density: Some(density),
+        });
+    }
     let mut samples = Samples::default();
     for run in 0..=args.runs {
         let mut this_run = Samples::default();
@@ -452,7 +570,155 @@ async fn bench(
         runtime,
         version,
         samples,
+        density: None,
     })
+}
+
+/// `--density`: starts `pods` pods of `args.containers_per_pod` running
+/// containers, weighs the processes, then times the List and Status calls
+/// kubelet makes on a full node. The caller removes everything afterwards.
+async fn fill_node(
+    rt: &mut RuntimeServiceClient<Channel>,
+    pods: usize,
+    args: &Args,
+    image_ref: &str,
+    logs: &Path,
+    dir: &Path,
+    daemon: i32,
+) -> Result<(Samples, Density)> {
+    ensure!(pods > 0, "--density must be at least 1");
+    ensure!(
+        args.containers_per_pod > 0,
+        "--containers-per-pod must be at least 1"
+    );
+    // Settled before the first pod: pulls and the first calls are done.
+    let daemon_before = Memory::of(daemon)?;
+    let mut samples = Samples::default();
+    let mut pod_ids = Vec::with_capacity(pods);
+    let mut container_ids = Vec::with_capacity(pods * args.containers_per_pod);
+    for pod in 0..pods {
+        let uid = format!("cri-bench-{}-density-{pod}", std::process::id());
+        let log_dir = logs.join(&uid);
+        fs::create_dir_all(&log_dir).with_context(|| format!("create {}", log_dir.display()))?;
+        let config = pod_config(&uid, pod, args.network, &log_dir);
+        let pod_id = timed(
+            &mut samples,
+            "RunPodSandbox",
+            rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            }),
+        )
+        .await
+        .with_context(|| format!("pod {pod}"))?
+        .pod_sandbox_id;
+        for container in 0..args.containers_per_pod {
+            let container_id = timed(
+                &mut samples,
+                "CreateContainer",
+                rt.create_container(cri::CreateContainerRequest {
+                    pod_sandbox_id: pod_id.clone(),
+                    config: Some(container_config(
+                        &format!("bench-{container}"),
+                        image_ref,
+                        args.network,
+                    )),
+                    sandbox_config: Some(config.clone()),
+                }),
+            )
+            .await
+            .with_context(|| format!("pod {pod} container {container}"))?
+            .container_id;
+            timed(
+                &mut samples,
+                "StartContainer",
+                rt.start_container(cri::StartContainerRequest {
+                    container_id: container_id.clone(),
+                }),
+            )
+            .await
+            .with_context(|| format!("pod {pod} container {container}"))?;
+            container_ids.push(container_id);
+        }
+        pod_ids.push(pod_id);
+    }
+
+    let mut overhead = Memory::default();
+    let mut overhead_processes = 0;
+    for pid in runtime_processes(dir, daemon) {
+        let command_line = e2e::process_command_line(pid);
+        if WORKLOAD_COMMAND_LINES.contains(&command_line.as_str()) {
+            continue;
+        }
+        // A process that ended since the scan weighs nothing.
+        if let Ok(memory) = Memory::of(pid) {
+            overhead.add(memory);
+            overhead_processes += 1;
+        }
+    }
+    let daemon_after = Memory::of(daemon)?;
+
+    for call in 0..args.list_calls {
+        let listed = timed(
+            &mut samples,
+            "ListContainers",
+            rt.list_containers(cri::ListContainersRequest::default()),
+        )
+        .await?;
+        ensure!(
+            listed.containers.len() == container_ids.len(),
+            "ListContainers shows {} containers, {} were started",
+            listed.containers.len(),
+            container_ids.len()
+        );
+        let listed = timed(
+            &mut samples,
+            "ListPodSandbox",
+            rt.list_pod_sandbox(cri::ListPodSandboxRequest::default()),
+        )
+        .await?;
+        ensure!(
+            listed.items.len() == pod_ids.len(),
+            "ListPodSandbox shows {} pods, {} were started",
+            listed.items.len(),
+            pod_ids.len()
+        );
+        timed(
+            &mut samples,
+            "PodSandboxStatus",
+            rt.pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: pod_ids[call % pod_ids.len()].clone(),
+                verbose: false,
+            }),
+        )
+        .await?;
+        let status = timed(
+            &mut samples,
+            "ContainerStatus",
+            rt.container_status(cri::ContainerStatusRequest {
+                container_id: container_ids[call % container_ids.len()].clone(),
+                verbose: false,
+            }),
+        )
+        .await?;
+        let state = status.status.map(|status| status.state);
+        ensure!(
+            state == Some(cri::ContainerState::ContainerRunning.into()),
+            "container {} is not running: state {state:?}",
+            container_ids[call % container_ids.len()]
+        );
+    }
+    Ok((
+        samples,
+        Density {
+            pods,
+            containers: container_ids.len(),
+            overhead,
+            overhead_processes,
+            daemon_before,
+            daemon_after,
+        },
+    ))
 }
 
 /// Times `call` into `samples` under `rpc`; the error names the RPC.
@@ -500,7 +766,7 @@ async fn one_run(
         "CreateContainer",
         rt.create_container(cri::CreateContainerRequest {
             pod_sandbox_id: pod_id.clone(),
-            config: Some(container_config(image_ref, args.network)),
+            config: Some(container_config("bench", image_ref, args.network)),
             sandbox_config: Some(pod),
         }),
     )
@@ -615,10 +881,10 @@ fn pod_config(uid: &str, run: usize, network: Network, log_dir: &Path) -> cri::P
     }
 }
 
-fn container_config(image_ref: &str, network: Network) -> cri::ContainerConfig {
+fn container_config(name: &str, image_ref: &str, network: Network) -> cri::ContainerConfig {
     cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata {
-            name: "bench".into(),
+            name: name.into(),
             attempt: 0,
         }),
         image: Some(cri::ImageSpec {
@@ -626,7 +892,7 @@ fn container_config(image_ref: &str, network: Network) -> cri::ContainerConfig {
             ..Default::default()
         }),
         command: vec!["sh".into(), "-c".into(), CONTAINER_COMMAND.into()],
-        log_path: "bench/0.log".into(),
+        log_path: format!("{name}/0.log"),
         labels: HashMap::from([("app".to_string(), "cri-bench".to_string())]),
         linux: Some(cri::LinuxContainerConfig {
             security_context: Some(cri::LinuxContainerSecurityContext {
@@ -806,6 +1072,11 @@ disabled_plugins = []
         })
     }
 
+    fn pid(&self) -> Result<i32> {
+        let child = self.child.as_ref().context("containerd is not running")?;
+        i32::try_from(child.id()).context("pid fits i32")
+    }
+
     fn log_tail(&self) -> String {
         let log = fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
@@ -951,6 +1222,46 @@ impl Drop for Containerd {
     }
 }
 
+/// The processes the runtime started beside its daemon: those that name
+/// `dir` (crid-monitor and its forks; containerd-shim) and everything
+/// below them (pause, holders, the containers' processes, which the caller
+/// tells apart). A pivoted container shows `/` as its root, so descent is
+/// what finds pause and the containers.
+fn runtime_processes(dir: &Path, daemon: i32) -> BTreeSet<i32> {
+    let parents: Vec<(i32, i32)> = fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+                .filter_map(|pid| Some((pid, parent_of(pid)?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut found: BTreeSet<i32> = processes_mentioning(&dir.to_string_lossy())
+        .into_iter()
+        .filter(|&pid| pid != daemon)
+        .collect();
+    loop {
+        let children: Vec<i32> = parents
+            .iter()
+            .filter(|(pid, parent)| found.contains(parent) && !found.contains(pid))
+            .map(|&(pid, _)| pid)
+            .collect();
+        if children.is_empty() {
+            return found;
+        }
+        found.extend(children);
+    }
+}
+
+/// The parent pid from `/proc/<pid>/stat` (after the parenthesised name,
+/// which may itself hold spaces and parentheses).
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, after_name) = stat.rsplit_once(')')?;
+    after_name.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Names in `dir`, or None if it does not exist.
 fn dir_entries(dir: &Path) -> Option<BTreeSet<String>> {
     let entries = fs::read_dir(dir).ok()?;
@@ -1026,6 +1337,7 @@ fn remove_cgroup_parent() {
 
 struct Stats {
     median: f64,
+    p90: f64,
     min: f64,
     max: f64,
     count: usize,
@@ -1043,16 +1355,24 @@ fn stats(values: &[f64]) -> Option<Stats> {
     } else {
         (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
     };
+    // Nearest rank: the smallest value at or above 90 % of the samples.
+    let p90 = sorted[(n * 9).div_ceil(10).max(1) - 1];
     Some(Stats {
         median,
+        p90,
         min: sorted[0],
         max: sorted[n - 1],
         count: n,
     })
 }
 
-fn lines() -> impl Iterator<Item = &'static str> {
-    RPCS.iter().copied().chain([POD_READY])
+/// The report's lines: what the mode timed.
+fn lines(args: &Args) -> Vec<&'static str> {
+    if args.density.is_some() {
+        LIST_RPCS.iter().chain(FILL_RPCS).copied().collect()
+    } else {
+        RPCS.iter().copied().chain([POD_READY]).collect()
+    }
 }
 
 fn print_report(report: &Report, args: &Args) {
@@ -1063,26 +1383,58 @@ fn print_report(report: &Report, args: &Args) {
         args.network
     );
     println!(
-        "  {:<18} {:>9} {:>9} {:>9} {:>4}",
-        "", "median", "min", "max", "n"
+        "  {:<18} {:>9} {:>9} {:>9} {:>9} {:>5}",
+        "", "median", "p90", "min", "max", "n"
     );
-    for line in lines() {
+    for line in lines(args) {
         if let Some(s) = stats(report.samples.get(line)) {
             println!(
-                "  {line:<18} {:>9.2} {:>9.2} {:>9.2} {:>4}",
-                s.median, s.min, s.max, s.count
+                "  {line:<18} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>5}",
+                s.median, s.p90, s.min, s.max, s.count
             );
         }
     }
+    if let Some(density) = &report.density {
+        print_density(density);
+    }
 }
 
-fn print_comparison(crid: &Report, containerd: &Report) {
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn print_density(density: &Density) {
+    let pods = density.pods as f64;
+    println!(
+        "
+  {} pods, {} containers running; the runtime's per-pod processes ({} in all, the containers' own not counted):",
+        density.pods, density.containers, density.overhead_processes
+    );
+    println!(
+        "    per pod: PSS {:.3} MiB, private {:.3} MiB, RSS {:.3} MiB",
+        mib(density.overhead.pss) / pods,
+        mib(density.overhead.private) / pods,
+        mib(density.overhead.rss) / pods
+    );
+    let growth = |after: u64, before: u64| (after as f64 - before as f64) / 1024.0;
+    println!(
+        "    daemon: PSS {:.1} -> {:.1} MiB ({:+.1} MiB, {:+.3} MiB per pod), RSS {:.1} -> {:.1} MiB",
+        mib(density.daemon_before.pss),
+        mib(density.daemon_after.pss),
+        growth(density.daemon_after.pss, density.daemon_before.pss),
+        growth(density.daemon_after.pss, density.daemon_before.pss) / pods,
+        mib(density.daemon_before.rss),
+        mib(density.daemon_after.rss)
+    );
+}
+
+fn print_comparison(crid: &Report, containerd: &Report, args: &Args) {
     println!("\nmedians in ms, and containerd/crid (above 1: crid is faster)");
     println!(
         "  {:<18} {:>10} {:>11} {:>16}",
         "", "crid", "containerd", "containerd/crid"
     );
-    for line in lines() {
+    for line in lines(args) {
         if let (Some(a), Some(b)) = (
             stats(crid.samples.get(line)),
             stats(containerd.samples.get(line)),
@@ -1093,6 +1445,30 @@ fn print_comparison(crid: &Report, containerd: &Report) {
                 b.median,
                 b.median / a.median
             );
+        }
+    }
+    if let (Some(a), Some(b)) = (&crid.density, &containerd.density) {
+        let per_pod = |kib: u64, density: &Density| mib(kib) / density.pods as f64;
+        let growth = |density: &Density| {
+            (density.daemon_after.pss as f64 - density.daemon_before.pss as f64)
+                / 1024.0
+                / density.pods as f64
+        };
+        println!("\nper pod, MiB, and containerd/crid (above 1: crid is lighter)");
+        for (line, a, b) in [
+            (
+                "PSS",
+                per_pod(a.overhead.pss, a),
+                per_pod(b.overhead.pss, b),
+            ),
+            (
+                "private",
+                per_pod(a.overhead.private, a),
+                per_pod(b.overhead.private, b),
+            ),
+            ("daemon PSS growth", growth(a), growth(b)),
+        ] {
+            println!("  {line:<18} {a:>10.3} {b:>11.3} {:>16.2}", b / a);
         }
     }
 }
