@@ -68,13 +68,39 @@ impl CridError {
             CridError::Pod(error) => pod_code(error),
             CridError::Container(error) => container_code(error),
             CridError::Spec(error) => spec_code(error),
-            // The monitor's own refusals (an exec that failed, a container
-            // that is not running) are the container's state, not crid's.
-            CridError::Monitor(runtime::MonitorError::Failed { .. }) => Code::FailedPrecondition,
-            CridError::Monitor(_) | CridError::Internal(_) => Code::Internal,
+            CridError::Monitor(error) => monitor_code(error),
+            CridError::Internal(_) => Code::Internal,
             CridError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             CridError::ResourceExhausted(_) => Code::ResourceExhausted,
         }
+    }
+}
+
+fn monitor_code(error: &runtime::MonitorError) -> Code {
+    use proto::monitor::ErrorKind as K;
+    use runtime::MonitorError as E;
+    match error {
+        // The monitor's own refusals (an exec that failed, a container that
+        // is not running) are the container's state, not crid's; so is an
+        // untyped refusal of a version 1 monitor, and a monitor that failed
+        // to start the pod.
+        E::Refused { kind, .. } => match kind {
+            K::NotFound => Code::NotFound,
+            K::AlreadyExists => Code::AlreadyExists,
+            K::InvalidRequest => Code::InvalidArgument,
+            K::Internal => Code::Internal,
+            K::NotRunning | K::CreateFailed | K::StartFailed | K::ExecFailed | K::Unknown => {
+                Code::FailedPrecondition
+            }
+        },
+        E::Failed { .. } => Code::FailedPrecondition,
+        // A pod started before an upgrade: the message says to recreate it.
+        E::Unsupported { .. } => Code::FailedPrecondition,
+        E::Spawn { .. }
+        | E::Timeout { .. }
+        | E::Unreachable { .. }
+        | E::Config { .. }
+        | E::Unexpected { .. } => Code::Internal,
     }
 }
 

@@ -154,6 +154,7 @@ impl PodManager {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             cgroup_procs,
+            protocol: proto::monitor::PROTOCOL_VERSION,
         };
         let started = MonitorClient::new(&self.pod_dir(&spec.id))
             .start(&self.monitor_binary, &config)

@@ -2,8 +2,15 @@
 //! dir and starts `crid-monitor <pod dir>`; the monitor prints one
 //! [`MonitorStarted`] line (JSON) on stdout and detaches. Afterwards crid
 //! talks to it over `<pod dir>/monitor.sock`: one [`MonitorRequest`] per
-//! frame, answered by one [`MonitorResponse`]; a frame is a 4-byte big-endian
-//! length followed by that many bytes of JSON.
+//! connection, answered by one [`MonitorResponse`] (a create placed by crid
+//! adds `Place`/`Placed`; a `Subscribe` keeps the connection for
+//! [`MonitorEvent`]s). Frames: `runtime::wire`.
+//!
+//! Versions: monitors outlive crid, so a crid talks to monitors started by
+//! older crids. [`MonitorConfig::protocol`] records the version a monitor
+//! was started with (absent: 1), and crid sends a monitor only requests of
+//! that version or older ([`MonitorRequest::since`]). New fields are
+//! `#[serde(default)]`, so either side may be the older one.
 
 use std::path::PathBuf;
 
@@ -14,6 +21,17 @@ pub const CONFIG_FILE: &str = "monitor.json";
 pub const SOCKET_FILE: &str = "monitor.sock";
 /// Largest frame either side accepts (exec output travels in one).
 pub const MAX_FRAME_BYTES: u32 = 64 * 1024 * 1024;
+
+/// The protocol this crid and this monitor speak. 1: JSON frames, errors
+/// as strings, bytes as JSON arrays. 2: adds `Hello`, `Subscribe` and its
+/// events, typed errors, and frames with raw bytes attached.
+pub const PROTOCOL_VERSION: u32 = 2;
+/// The version of monitors whose `monitor.json` names none.
+pub const FIRST_PROTOCOL_VERSION: u32 = 1;
+
+fn first_protocol_version() -> u32 {
+    FIRST_PROTOCOL_VERSION
+}
 
 /// Namespaces the pod's pause process creates (the others are the host's).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +56,10 @@ pub struct MonitorConfig {
     /// hierarchy instead of one per process).
     #[serde(default)]
     pub cgroup_procs: Vec<PathBuf>,
+    /// The protocol of the monitor binary crid started (monitors of
+    /// version 1 ignore the field; their configs lack it).
+    #[serde(default = "first_protocol_version")]
+    pub protocol: u32,
 }
 
 /// The one line the monitor prints once the pod's pause process runs.
@@ -85,6 +107,44 @@ pub enum MonitorRequest {
         args: Vec<String>,
         timeout_ms: u64,
     },
+    /// (v2) Answered by `Hello` with the monitor's protocol version.
+    Hello,
+    /// (v2) Answered by `Subscribed` (everything `Status` and `Containers`
+    /// say), after which the monitor pushes a [`MonitorEvent`] frame on the
+    /// same connection whenever something happens, until either side
+    /// closes it. A subscriber that does not read falls behind and is
+    /// disconnected; it subscribes again and gets a fresh snapshot.
+    Subscribe,
+}
+
+impl MonitorRequest {
+    /// The first protocol version that knows the request: a monitor of an
+    /// older one drops the connection on it.
+    pub fn since(&self) -> u32 {
+        match self {
+            MonitorRequest::Hello | MonitorRequest::Subscribe => 2,
+            _ => FIRST_PROTOCOL_VERSION,
+        }
+    }
+
+    /// The request's name, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            MonitorRequest::Status => "Status",
+            MonitorRequest::Shutdown => "Shutdown",
+            MonitorRequest::CreateContainer(_) => "CreateContainer",
+            MonitorRequest::Placed => "Placed",
+            MonitorRequest::StartContainer { .. } => "StartContainer",
+            MonitorRequest::Signal { .. } => "Signal",
+            MonitorRequest::Wait { .. } => "Wait",
+            MonitorRequest::RemoveContainer { .. } => "RemoveContainer",
+            MonitorRequest::Containers => "Containers",
+            MonitorRequest::ReopenLog { .. } => "ReopenLog",
+            MonitorRequest::Exec { .. } => "Exec",
+            MonitorRequest::Hello => "Hello",
+            MonitorRequest::Subscribe => "Subscribe",
+        }
+    }
 }
 
 /// Everything the monitor needs to create a container. The bundle holds
@@ -196,6 +256,9 @@ pub enum MonitorResponse {
     },
     ShuttingDown,
     Error {
+        /// Absent from version 1 monitors: `Unknown`.
+        #[serde(default)]
+        kind: ErrorKind,
         message: String,
     },
     Created {
@@ -221,6 +284,70 @@ pub enum MonitorResponse {
         exit: Option<ExitStatus>,
     },
     Done,
+    /// (v2) The answer to `Hello`.
+    Hello {
+        version: u32,
+    },
+    /// (v2) The answer to `Subscribe`: where things stand when the events
+    /// begin.
+    Subscribed(Snapshot),
+}
+
+/// Why the monitor refused a request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// No such container.
+    NotFound,
+    /// A container of that id exists already.
+    AlreadyExists,
+    /// The container is not in a state for it (not started, exited,
+    /// started already).
+    NotRunning,
+    /// The request makes no sense (no command, not a signal, unknown
+    /// request).
+    InvalidRequest,
+    /// The container could not be created (spec, rootfs, namespaces).
+    CreateFailed,
+    /// The container's command could not be run.
+    StartFailed,
+    /// The exec'd command could not be run.
+    ExecFailed,
+    /// The monitor's own failure.
+    Internal,
+    /// A version 1 monitor (errors without a kind), or a kind newer than
+    /// this crid.
+    #[default]
+    #[serde(other)]
+    Unknown,
+}
+
+/// Where a pod stands, as a subscription begins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The monitor's protocol version.
+    pub version: u32,
+    pub pause_pid: i32,
+    pub pause_exit: Option<ExitStatus>,
+    pub containers: Vec<ContainerState>,
+}
+
+/// What a monitor pushes to its subscribers, in the order it happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MonitorEvent {
+    ContainerStarted {
+        id: String,
+        started_at: i64,
+    },
+    /// Sent once the exit is durable in the bundle's [`EXIT_FILE`].
+    ContainerExited {
+        id: String,
+        exit: ContainerExit,
+    },
+    PauseExited {
+        status: ExitStatus,
+    },
 }
 
 /// How a process ended: its exit code, or the signal that killed it.

@@ -1,14 +1,17 @@
 //! crid's side of the monitor: start one for a pod, then talk to it.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use proto::monitor::{
-    CONFIG_FILE, MonitorConfig, MonitorRequest, MonitorResponse, MonitorStarted, SOCKET_FILE,
+    CONFIG_FILE, ErrorKind, FIRST_PROTOCOL_VERSION, MonitorConfig, MonitorEvent, MonitorRequest,
+    MonitorResponse, MonitorStarted, SOCKET_FILE, Snapshot,
 };
+use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 
-use crate::wire::{read_frame_async, short_path, write_frame_async};
+use crate::wire::{Framing, read_frame_async, short_path, take_frame, write_frame_async};
 
 /// Bounds, not expectations: a monitor that takes longer is broken.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -30,10 +33,35 @@ pub enum MonitorError {
         pod_dir: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot write {path}: {source}")]
+    #[error("crid-monitor config {path}: {source}")]
     Config {
         path: PathBuf,
         source: std::io::Error,
+    },
+    /// The monitor refused the request; `kind` says why (`Unknown` from
+    /// monitors of protocol version 1).
+    #[error("crid-monitor for {pod_dir}: {message}")]
+    Refused {
+        pod_dir: PathBuf,
+        kind: ErrorKind,
+        message: String,
+    },
+    /// The pod's monitor was started by an older crid and does not know
+    /// the request; it would drop the connection on it.
+    #[error(
+        "the monitor of pod dir {pod_dir} speaks protocol version {monitor_version}, \
+         older than {request} needs; recreate the pod for it"
+    )]
+    Unsupported {
+        pod_dir: PathBuf,
+        request: &'static str,
+        monitor_version: u32,
+    },
+    #[error("crid-monitor for {pod_dir} answered {request} with {response}")]
+    Unexpected {
+        pod_dir: PathBuf,
+        request: &'static str,
+        response: String,
     },
 }
 
@@ -44,16 +72,144 @@ pub struct StartedMonitor {
     pub pause_pid: i32,
 }
 
-/// Talks to the monitor of the pod whose state dir is `pod_dir`.
+/// Talks to the monitor of the pod whose state dir is `pod_dir`, in the
+/// protocol version that monitor was started with.
 #[derive(Debug, Clone)]
 pub struct MonitorClient {
     pod_dir: PathBuf,
+    /// The monitor's protocol version, from its `monitor.json`, once read
+    /// (shared by clones).
+    version: Arc<OnceLock<u32>>,
+}
+
+/// What `monitor.json` says of the version; everything else in it is the
+/// monitor's business.
+#[derive(serde::Deserialize)]
+struct ConfigVersion {
+    #[serde(default = "first_protocol_version")]
+    protocol: u32,
+}
+
+fn first_protocol_version() -> u32 {
+    FIRST_PROTOCOL_VERSION
 }
 
 impl MonitorClient {
     pub fn new(pod_dir: &Path) -> MonitorClient {
         MonitorClient {
             pod_dir: pod_dir.to_path_buf(),
+            version: Arc::default(),
+        }
+    }
+
+    /// The protocol version the pod's monitor was started with: what its
+    /// `monitor.json` says (a config without it is version 1's).
+    pub async fn protocol_version(&self) -> Result<u32, MonitorError> {
+        if let Some(version) = self.version.get() {
+            return Ok(*version);
+        }
+        let path = self.pod_dir.join(CONFIG_FILE);
+        let config_error = |source| MonitorError::Config {
+            path: path.clone(),
+            source,
+        };
+        let json = tokio::fs::read(&path).await.map_err(config_error)?;
+        let config: ConfigVersion = serde_json::from_slice(&json)
+            .map_err(|e| config_error(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+        Ok(*self.version.get_or_init(|| config.protocol))
+    }
+
+    /// The framing to send `request` in: version 2 framing to monitors
+    /// that read it, so exec output comes back as raw bytes. Requests that
+    /// every version knows and that carry no bytes skip reading the
+    /// version.
+    async fn framing_for(&self, request: &MonitorRequest) -> Result<Framing, MonitorError> {
+        let needs_version = request.since() > FIRST_PROTOCOL_VERSION
+            || matches!(request, MonitorRequest::Exec { .. });
+        if !needs_version {
+            return Ok(Framing::V1);
+        }
+        let version = self.protocol_version().await?;
+        if version < request.since() {
+            return Err(MonitorError::Unsupported {
+                pod_dir: self.pod_dir.clone(),
+                request: request.name(),
+                monitor_version: version,
+            });
+        }
+        Ok(if version >= 2 {
+            Framing::V2
+        } else {
+            Framing::V1
+        })
+    }
+
+    fn refused(&self, kind: ErrorKind, message: String) -> MonitorError {
+        MonitorError::Refused {
+            pod_dir: self.pod_dir.clone(),
+            kind,
+            message,
+        }
+    }
+
+    fn unexpected(&self, request: &MonitorRequest, response: &MonitorResponse) -> MonitorError {
+        MonitorError::Unexpected {
+            pod_dir: self.pod_dir.clone(),
+            request: request.name(),
+            response: format!("{response:?}"),
+        }
+    }
+
+    /// Asks the monitor for its version (a version 2 monitor; older ones
+    /// are `Unsupported` without asking).
+    pub async fn hello(&self) -> Result<u32, MonitorError> {
+        match self.request(&MonitorRequest::Hello).await? {
+            MonitorResponse::Hello { version } => Ok(version),
+            other => Err(self.unexpected(&MonitorRequest::Hello, &other)),
+        }
+    }
+
+    /// Subscribes to the monitor's events: the snapshot it answers with,
+    /// then every event, in order, until the connection ends (the monitor
+    /// exited, or this subscriber fell too far behind: subscribe again).
+    pub async fn subscribe(&self) -> Result<Subscription, MonitorError> {
+        let request = MonitorRequest::Subscribe;
+        let framing = self.framing_for(&request).await?;
+        let exchange = async {
+            let (_dir, socket) = short_path(&self.pod_dir, SOCKET_FILE)?;
+            let mut stream = UnixStream::connect(socket).await?;
+            write_frame_async(&mut stream, &request, framing).await?;
+            let response = read_frame_async::<MonitorResponse>(&mut stream).await?;
+            Ok::<_, std::io::Error>((stream, response))
+        };
+        let (stream, response) = self.bounded(REQUEST_TIMEOUT, exchange).await?;
+        match response {
+            MonitorResponse::Subscribed(snapshot) => Ok(Subscription {
+                pod_dir: self.pod_dir.clone(),
+                stream,
+                received: Vec::new(),
+                snapshot,
+            }),
+            MonitorResponse::Error { kind, message } => Err(self.refused(kind, message)),
+            other => Err(self.unexpected(&request, &other)),
+        }
+    }
+
+    async fn bounded<T>(
+        &self,
+        timeout: Duration,
+        exchange: impl Future<Output = std::io::Result<T>>,
+    ) -> Result<T, MonitorError> {
+        match tokio::time::timeout(timeout, exchange).await {
+            Err(_) => Err(MonitorError::Timeout {
+                pod_dir: self.pod_dir.clone(),
+                timeout,
+            }),
+            Ok(Err(source)) => Err(MonitorError::Unreachable {
+                pod_dir: self.pod_dir.clone(),
+                source,
+            }),
+            Ok(Ok(value)) => Ok(value),
         }
     }
 
@@ -106,10 +262,13 @@ impl MonitorClient {
             Ok(MonitorStarted::Ready {
                 monitor_pid,
                 pause_pid,
-            }) => Ok(StartedMonitor {
-                monitor_pid,
-                pause_pid,
-            }),
+            }) => {
+                let _ = self.version.set(config.protocol);
+                Ok(StartedMonitor {
+                    monitor_pid,
+                    pause_pid,
+                })
+            }
             Ok(MonitorStarted::Failed { message }) => Err(self.failed(message)),
             Err(_) => Err(self.failed(format!(
                 "exit {}, stdout {stdout:?}, stderr {:?}",
@@ -135,17 +294,18 @@ impl MonitorClient {
         request: &MonitorRequest,
         place: impl AsyncFnOnce(Vec<i32>) -> Result<(), E>,
     ) -> Result<Result<MonitorResponse, E>, MonitorError> {
+        let framing = self.framing_for(request).await?;
         let exchange = async {
             let (_dir, socket) = short_path(&self.pod_dir, SOCKET_FILE)?;
             let mut stream = UnixStream::connect(socket).await?;
-            write_frame_async(&mut stream, request).await?;
+            write_frame_async(&mut stream, request, framing).await?;
             let response = read_frame_async::<MonitorResponse>(&mut stream).await?;
             let MonitorResponse::Place { pids } = response else {
                 return Ok(Ok(response));
             };
             match place(pids).await {
                 Ok(()) => {
-                    write_frame_async(&mut stream, &MonitorRequest::Placed).await?;
+                    write_frame_async(&mut stream, &MonitorRequest::Placed, framing).await?;
                     read_frame_async::<MonitorResponse>(&mut stream)
                         .await
                         .map(Ok)
@@ -158,17 +318,9 @@ impl MonitorClient {
                 }
             }
         };
-        match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
-            Err(_) => Err(MonitorError::Timeout {
-                pod_dir: self.pod_dir.clone(),
-                timeout: REQUEST_TIMEOUT,
-            }),
-            Ok(Err(source)) => Err(MonitorError::Unreachable {
-                pod_dir: self.pod_dir.clone(),
-                source,
-            }),
-            Ok(Ok(Ok(MonitorResponse::Error { message }))) => Err(self.failed(message)),
-            Ok(Ok(result)) => Ok(result),
+        match self.bounded(REQUEST_TIMEOUT, exchange).await? {
+            Ok(MonitorResponse::Error { kind, message }) => Err(self.refused(kind, message)),
+            result => Ok(result),
         }
     }
 
@@ -183,23 +335,58 @@ impl MonitorClient {
         request: &MonitorRequest,
         timeout: Duration,
     ) -> Result<MonitorResponse, MonitorError> {
+        let framing = self.framing_for(request).await?;
         let exchange = async {
             let (_dir, socket) = short_path(&self.pod_dir, SOCKET_FILE)?;
             let mut stream = UnixStream::connect(socket).await?;
-            write_frame_async(&mut stream, request).await?;
+            write_frame_async(&mut stream, request, framing).await?;
             read_frame_async::<MonitorResponse>(&mut stream).await
         };
-        match tokio::time::timeout(timeout, exchange).await {
-            Err(_) => Err(MonitorError::Timeout {
-                pod_dir: self.pod_dir.clone(),
-                timeout,
-            }),
-            Ok(Err(source)) => Err(MonitorError::Unreachable {
-                pod_dir: self.pod_dir.clone(),
-                source,
-            }),
-            Ok(Ok(MonitorResponse::Error { message })) => Err(self.failed(message)),
-            Ok(Ok(response)) => Ok(response),
+        match self.bounded(timeout, exchange).await? {
+            MonitorResponse::Error { kind, message } => Err(self.refused(kind, message)),
+            response => Ok(response),
+        }
+    }
+}
+
+/// A monitor's events, as they happen, after the snapshot of where the pod
+/// stood when they began.
+#[derive(Debug)]
+pub struct Subscription {
+    pod_dir: PathBuf,
+    stream: UnixStream,
+    /// Bytes of frames not yet whole.
+    received: Vec<u8>,
+    snapshot: Snapshot,
+}
+
+impl Subscription {
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    /// The next event. Cancel-safe (a `select!` may drop it half-way: what
+    /// was read stays buffered). An error ends the subscription: the
+    /// monitor exited, or disconnected a subscriber that fell behind.
+    pub async fn next(&mut self) -> Result<MonitorEvent, MonitorError> {
+        let ended = |source| MonitorError::Unreachable {
+            pod_dir: self.pod_dir.clone(),
+            source,
+        };
+        loop {
+            if let Some((event, _)) = take_frame(&mut self.received).map_err(ended)? {
+                return Ok(event);
+            }
+            match self.stream.read_buf(&mut self.received).await {
+                Ok(0) => {
+                    return Err(ended(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the monitor ended the subscription",
+                    )));
+                }
+                Ok(_) => {}
+                Err(error) => return Err(ended(error)),
+            }
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -17,10 +17,10 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
 use proto::monitor::{
-    ContainerCreate, ContainerExit, ContainerState, EXIT_FILE, ExitStatus, LogFile, MonitorRequest,
-    MonitorResponse,
+    ContainerCreate, ContainerExit, ContainerState, EXIT_FILE, ErrorKind, ExitStatus, LogFile,
+    MonitorEvent, MonitorRequest, MonitorResponse,
 };
-use runtime::wire::{read_frame, write_frame};
+use runtime::wire::{Framing, read_frame, write_frame};
 
 use super::init::{self, ChildStdio, CreatedInit};
 use crate::crilog::{CriLog, Stream};
@@ -34,6 +34,8 @@ const READ_CHUNK: usize = 64 * 1024;
 pub enum OutputOwner {
     Container(String),
     Exec(Pid),
+    /// A create in progress (crid's connection or the init's reports).
+    Creating(String),
 }
 
 /// What a request handler does with the client's connection.
@@ -48,8 +50,27 @@ struct Output {
     file: File,
 }
 
+/// crid's connection, kept to answer later, in the framing it asked in.
+pub struct Client {
+    pub stream: UnixStream,
+    pub framing: Framing,
+}
+
+impl Client {
+    pub fn answer(&mut self, response: &MonitorResponse) -> io::Result<()> {
+        write_frame(&mut self.stream, response, self.framing)
+    }
+
+    fn try_clone(&self) -> io::Result<Client> {
+        Ok(Client {
+            stream: self.stream.try_clone()?,
+            framing: self.framing,
+        })
+    }
+}
+
 struct Waiter {
-    client: UnixStream,
+    client: Client,
     deadline: Instant,
 }
 
@@ -76,15 +97,106 @@ struct ExecSession {
     outputs: Vec<Output>,
     stdout: Vec<u8>,
     stderr: Vec<u8>,
-    client: UnixStream,
+    client: Client,
     deadline: Option<Instant>,
     timed_out: bool,
+}
+
+/// How long a create waits at `Place` for crid's `Placed`.
+const PLACE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a container is made of besides its init, gathered before the fork.
+struct Parts {
+    create: ContainerCreate,
+    spec: Spec,
+    log: Option<CriLog>,
+    outputs: Vec<Output>,
+    stdin: Option<OwnedFd>,
+    oom_baseline: u64,
+}
+
+impl Parts {
+    fn prepare(create: ContainerCreate) -> io::Result<(Parts, ChildStdio)> {
+        let config_path = create.bundle.join("config.json");
+        let spec: Spec = serde_json::from_slice(&fs::read(&config_path)?).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", config_path.display()),
+            )
+        })?;
+        let log = log_file(&create)?.as_ref().map(CriLog::open).transpose()?;
+        let (stdio, outputs, stdin) = container_stdio(&create)?;
+        let oom_baseline = create
+            .oom_events
+            .as_deref()
+            .map(oom_kills)
+            .unwrap_or_default();
+        let parts = Parts {
+            create,
+            spec,
+            log,
+            outputs,
+            stdin,
+            oom_baseline,
+        };
+        Ok((parts, stdio))
+    }
+}
+
+/// A create in progress: its init forked, answered once the init is set
+/// up (or has failed), while the monitor goes on with everything else.
+struct Creating {
+    parts: Parts,
+    init: init::ForkedInit,
+    client: Client,
+    stage: Stage,
+    /// Only crid's `Placed` is waited for with a deadline; an init's setup
+    /// is the monitor's own work (and crid removes a create it gave up on).
+    deadline: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// The init waits at its gate for crid's `Placed` (on `client`).
+    Placing,
+    /// The init sets itself up and reports (on its report pipe).
+    SettingUp,
+}
+
+impl Creating {
+    /// What the poll loop watches for this create's next step.
+    fn fd(&self) -> BorrowedFd<'_> {
+        match self.stage {
+            Stage::Placing => self.client.stream.as_fd(),
+            Stage::SettingUp => self.init.reports_fd(),
+        }
+    }
+
+    /// Ends the create and tells crid why; `kill`: kill what of it runs
+    /// rather than let it fail on its own.
+    fn end(self, why: io::Error, kill: bool) {
+        let Creating {
+            init, mut client, ..
+        } = self;
+        let error = if kill {
+            init.kill(why)
+        } else {
+            init.abandon(why)
+        };
+        let _ = client.answer(&MonitorResponse::Error {
+            kind: ErrorKind::CreateFailed,
+            message: error.to_string(),
+        });
+    }
 }
 
 #[derive(Default)]
 pub struct Containers {
     table: BTreeMap<String, Container>,
+    creating: Vec<Creating>,
     execs: Vec<ExecSession>,
+    /// What happened since the monitor last published it.
+    events: Vec<MonitorEvent>,
 }
 
 pub fn now_nanos() -> i64 {
@@ -110,16 +222,21 @@ fn log_file(create: &ContainerCreate) -> io::Result<Option<LogFile>> {
             }))
         }
         _ => Err(io::Error::new(
-            ErrorKind::InvalidInput,
+            io::ErrorKind::InvalidInput,
             format!("log path {}: must be absolute without '..'", path.display()),
         )),
     }
 }
 
-fn error(message: impl Into<String>) -> Reply {
+fn error(kind: ErrorKind, message: impl Into<String>) -> Reply {
     Reply::Now(MonitorResponse::Error {
+        kind,
         message: message.into(),
     })
+}
+
+fn not_found(id: &str) -> Reply {
+    error(ErrorKind::NotFound, format!("container {id} not found"))
 }
 
 impl Containers {
@@ -135,7 +252,11 @@ impl Containers {
                 .iter()
                 .map(move |o| (OutputOwner::Exec(e.pid), o.file.as_fd()))
         });
-        containers.chain(execs).collect()
+        let creating = self
+            .creating
+            .iter()
+            .map(|c| (OutputOwner::Creating(c.parts.create.id.clone()), c.fd()));
+        containers.chain(execs).chain(creating).collect()
     }
 
     /// How long the poll loop may sleep before a deadline passes.
@@ -145,41 +266,110 @@ impl Containers {
             .values()
             .flat_map(|c| c.waiters.iter().map(|w| w.deadline));
         let execs = self.execs.iter().filter_map(|e| e.deadline);
-        waits.chain(execs).min()
+        let creating = self.creating.iter().filter_map(|c| c.deadline);
+        waits.chain(execs).chain(creating).min()
     }
 
-    /// `client`: crid's connection, on which a create that crid places
-    /// (`placed_by_crid`) asks for that.
-    pub fn create(&mut self, create: ContainerCreate, client: &mut UnixStream) -> Reply {
-        if self.table.contains_key(&create.id) {
-            return error(format!("container {} exists already", create.id));
+    /// Forks the container's init and answers once it is set up; a create
+    /// that crid places (`placed_by_crid`) first asks for that on `client`
+    /// with `Place`. Meanwhile the monitor serves everything else (see
+    /// [`Containers::create_progress`]).
+    pub fn create(&mut self, create: ContainerCreate, client: &Client) -> Reply {
+        let id = create.id.clone();
+        if self.table.contains_key(&id) || self.creating.iter().any(|c| c.parts.create.id == id) {
+            return error(
+                ErrorKind::AlreadyExists,
+                format!("container {id} exists already"),
+            );
         }
-        match self.try_create(create, client) {
-            Ok(pid) => Reply::Now(MonitorResponse::Created { pid: pid.as_raw() }),
-            Err(e) => error(e.to_string()),
+        let forked = Parts::prepare(create).and_then(|(parts, stdio)| {
+            let forked = init::fork_init(&parts.create, &parts.spec, stdio)?;
+            Ok((parts, forked))
+        });
+        let (parts, forked) = match forked {
+            Ok(forked) => forked,
+            Err(e) => return error(ErrorKind::CreateFailed, e.to_string()),
+        };
+        let to_place = forked.to_place();
+        let kept = client.try_clone().and_then(|mut client| {
+            if let Some((pid, holder)) = to_place {
+                let pids = vec![pid.as_raw(), holder.as_raw()];
+                client.answer(&MonitorResponse::Place { pids })?;
+            }
+            Ok(client)
+        });
+        let client = match kept {
+            Ok(client) => client,
+            Err(e) => return error(ErrorKind::CreateFailed, forked.abandon(e).to_string()),
+        };
+        let (stage, deadline) = match to_place {
+            Some(_) => (Stage::Placing, Some(Instant::now() + PLACE_TIMEOUT)),
+            None => (Stage::SettingUp, None),
+        };
+        self.creating.push(Creating {
+            parts,
+            init: forked,
+            client,
+            stage,
+            deadline,
+        });
+        Reply::Later
+    }
+
+    /// The next step of the create of `id`, whose descriptor is readable:
+    /// crid's `Placed` lets the init go on (anything else, or EOF, ends the
+    /// create); the init's reports say it is set up (answered `Created`)
+    /// or failed.
+    fn create_progress(&mut self, id: &str) {
+        let Some(index) = self.creating.iter().position(|c| c.parts.create.id == id) else {
+            return;
+        };
+        let creating = &mut self.creating[index];
+        let progress = match creating.stage {
+            Stage::Placing => match read_frame::<MonitorRequest>(&mut creating.client.stream) {
+                Ok((MonitorRequest::Placed, _)) => creating.init.release().map(|()| {
+                    creating.stage = Stage::SettingUp;
+                    creating.deadline = None;
+                    false
+                }),
+                Ok((other, _)) => Err(io::Error::other(format!(
+                    "crid answered Place with {}",
+                    other.name()
+                ))),
+                Err(e) => Err(io::Error::other(format!(
+                    "crid did not place the init: {e}"
+                ))),
+            },
+            Stage::SettingUp => creating.init.progress(),
+        };
+        match progress {
+            Ok(false) => {}
+            Ok(true) => {
+                let Creating {
+                    parts,
+                    init,
+                    mut client,
+                    ..
+                } = self.creating.swap_remove(index);
+                let pid = self.insert(parts, init.into_created());
+                let _ = client.answer(&MonitorResponse::Created { pid: pid.as_raw() });
+            }
+            Err(why) => self.creating.swap_remove(index).end(why, false),
         }
     }
 
-    fn try_create(&mut self, create: ContainerCreate, client: &mut UnixStream) -> io::Result<Pid> {
-        let config_path = create.bundle.join("config.json");
-        let spec: Spec = serde_json::from_slice(&fs::read(&config_path)?).map_err(|e| {
-            io::Error::new(
-                ErrorKind::InvalidData,
-                format!("{}: {e}", config_path.display()),
-            )
-        })?;
-        let log = log_file(&create)?.as_ref().map(CriLog::open).transpose()?;
-        let (stdio, outputs, stdin) = container_stdio(&create)?;
-        let oom_baseline = create
-            .oom_events
-            .as_deref()
-            .map(oom_kills)
-            .unwrap_or_default();
-        let mut init = init::create(&create, &spec, stdio, |pid, holder| {
-            place(client, pid, holder)
-        })?;
+    /// Records a container whose init is set up.
+    fn insert(&mut self, parts: Parts, mut init: init::CreatedInit) -> Pid {
         let pid = init.pid;
         let holder = init.holder.take();
+        let Parts {
+            create,
+            spec,
+            log,
+            outputs,
+            stdin,
+            oom_baseline,
+        } = parts;
         self.table.insert(
             create.id.clone(),
             Container {
@@ -197,49 +387,61 @@ impl Containers {
                 waiters: Vec::new(),
             },
         );
-        Ok(pid)
+        pid
     }
 
     pub fn start(&mut self, id: &str) -> Reply {
         let Some(container) = self.table.get_mut(id) else {
-            return error(format!("container {id} not found"));
+            return not_found(id);
         };
         if container.exit.is_some() {
-            return error(format!("container {id} has exited"));
+            return error(ErrorKind::NotRunning, format!("container {id} has exited"));
         }
         let Some(init) = container.init.take() else {
-            return error(format!("container {id} was started already"));
+            return error(
+                ErrorKind::NotRunning,
+                format!("container {id} was started already"),
+            );
         };
         match init.start() {
             Ok(()) => {
                 container.started_at = now_nanos();
+                self.events.push(MonitorEvent::ContainerStarted {
+                    id: id.to_string(),
+                    started_at: container.started_at,
+                });
                 Reply::Now(MonitorResponse::Started {
                     started_at: container.started_at,
                 })
             }
-            Err(e) => error(e.to_string()),
+            Err(e) => error(ErrorKind::StartFailed, e.to_string()),
         }
     }
 
     pub fn signal(&mut self, id: &str, signal: i32) -> Reply {
         let Some(container) = self.table.get(id) else {
-            return error(format!("container {id} not found"));
+            return not_found(id);
         };
         let signal = match Signal::try_from(signal) {
             Ok(signal) => signal,
-            Err(_) => return error(format!("{signal} is not a signal")),
+            Err(_) => {
+                return error(
+                    ErrorKind::InvalidRequest,
+                    format!("{signal} is not a signal"),
+                );
+            }
         };
         if container.exit.is_none()
             && let Err(e) = kill(container.pid, signal)
         {
-            return error(format!("signalling {id}: {e}"));
+            return error(ErrorKind::Internal, format!("signalling {id}: {e}"));
         }
         Reply::Now(MonitorResponse::Done)
     }
 
-    pub fn wait(&mut self, id: &str, timeout: Duration, client: &UnixStream) -> Reply {
+    pub fn wait(&mut self, id: &str, timeout: Duration, client: &Client) -> Reply {
         let Some(container) = self.table.get_mut(id) else {
-            return error(format!("container {id} not found"));
+            return not_found(id);
         };
         if let Some(exit) = container.exit {
             return Reply::Now(MonitorResponse::Exited(exit));
@@ -255,11 +457,16 @@ impl Containers {
                 });
                 Reply::Later
             }
-            Err(e) => error(e.to_string()),
+            Err(e) => error(ErrorKind::Internal, e.to_string()),
         }
     }
 
     pub fn remove(&mut self, id: &str) -> Reply {
+        if let Some(index) = self.creating.iter().position(|c| c.parts.create.id == id) {
+            // crid gave up on the create (it timed out) and rolls back.
+            let why = io::Error::other(format!("container {id} was removed while being created"));
+            self.creating.swap_remove(index).end(why, true);
+        }
         if self.table.contains_key(id) {
             self.kill_and_reap(id);
             self.table.remove(id);
@@ -267,48 +474,59 @@ impl Containers {
         Reply::Now(MonitorResponse::Done)
     }
 
-    pub fn states(&self) -> Reply {
-        Reply::Now(MonitorResponse::Containers(
-            self.table
-                .iter()
-                .map(|(id, c)| ContainerState {
-                    id: id.clone(),
-                    pid: c.pid.as_raw(),
-                    started_at: c.started_at,
-                    exit: c.exit,
-                })
-                .collect(),
-        ))
+    pub fn states(&self) -> Vec<ContainerState> {
+        self.table
+            .iter()
+            .map(|(id, c)| ContainerState {
+                id: id.clone(),
+                pid: c.pid.as_raw(),
+                started_at: c.started_at,
+                exit: c.exit,
+            })
+            .collect()
+    }
+
+    /// Something that happened outside the containers (pause's end).
+    pub fn push_event(&mut self, event: MonitorEvent) {
+        self.events.push(event);
+    }
+
+    /// What happened since the last call, in order.
+    pub fn take_events(&mut self) -> Vec<MonitorEvent> {
+        std::mem::take(&mut self.events)
     }
 
     pub fn reopen_log(&mut self, id: &str) -> Reply {
         let Some(container) = self.table.get_mut(id) else {
-            return error(format!("container {id} not found"));
+            return not_found(id);
         };
         if container.exit.is_some() {
-            return error(format!("container {id} is not running"));
+            return error(
+                ErrorKind::NotRunning,
+                format!("container {id} is not running"),
+            );
         }
         match container.log.as_mut().map(CriLog::reopen) {
-            Some(Err(e)) => error(format!("reopening the log of {id}: {e}")),
+            Some(Err(e)) => error(
+                ErrorKind::Internal,
+                format!("reopening the log of {id}: {e}"),
+            ),
             _ => Reply::Now(MonitorResponse::Done),
         }
     }
 
-    pub fn exec(
-        &mut self,
-        id: &str,
-        args: &[String],
-        timeout: Duration,
-        client: &UnixStream,
-    ) -> Reply {
+    pub fn exec(&mut self, id: &str, args: &[String], timeout: Duration, client: &Client) -> Reply {
         let Some(container) = self.table.get(id) else {
-            return error(format!("container {id} not found"));
+            return not_found(id);
         };
         if container.exit.is_some() || container.init.is_some() {
-            return error(format!("container {id} is not running"));
+            return error(
+                ErrorKind::NotRunning,
+                format!("container {id} is not running"),
+            );
         }
         if args.is_empty() {
-            return error("exec needs a command");
+            return error(ErrorKind::InvalidRequest, "exec needs a command");
         }
         let session = (|| {
             let stdin = OwnedFd::from(File::open("/dev/null")?);
@@ -335,13 +553,15 @@ impl Containers {
                 self.execs.push(session);
                 Reply::Later
             }
-            Err(e) => error(format!("exec in {id}: {e}")),
+            Err(e) => error(ErrorKind::ExecFailed, format!("exec in {id}: {e}")),
         }
     }
 
-    /// Copies what is readable on `owner`'s descriptors.
+    /// Copies what is readable on `owner`'s descriptors (or takes crid's
+    /// answer to a `Place`).
     pub fn drain(&mut self, owner: &OutputOwner) {
         match owner {
+            OutputOwner::Creating(id) => self.create_progress(id),
             OutputOwner::Container(id) => {
                 if let Some(c) = self.table.get_mut(id) {
                     let log = &mut c.log;
@@ -379,15 +599,24 @@ impl Containers {
         }
     }
 
-    /// Acts on passed deadlines: waiters get `StillRunning`, execs are killed.
+    /// Acts on passed deadlines: waiters get `StillRunning`, execs are
+    /// killed, creates that crid did not place end.
     pub fn expire(&mut self) {
         let now = Instant::now();
+        let (due, waiting): (Vec<Creating>, Vec<Creating>) = self
+            .creating
+            .drain(..)
+            .partition(|c| c.deadline.is_some_and(|d| d <= now));
+        self.creating = waiting;
+        for creating in due {
+            creating.end(io::Error::other("crid did not answer Place in time"), false);
+        }
         for c in self.table.values_mut() {
             let (due, waiting): (Vec<Waiter>, Vec<Waiter>) =
                 c.waiters.drain(..).partition(|w| w.deadline <= now);
             c.waiters = waiting;
             for mut w in due {
-                let _ = write_frame(&mut w.client, &MonitorResponse::StillRunning);
+                let _ = w.client.answer(&MonitorResponse::StillRunning);
             }
         }
         for e in &mut self.execs {
@@ -421,7 +650,7 @@ impl Containers {
                 stderr: std::mem::take(&mut session.stderr),
                 exit: (!session.timed_out).then_some(status),
             };
-            if let Err(e) = write_frame(&mut session.client, &response) {
+            if let Err(e) = session.client.answer(&response) {
                 eprintln!("crid-monitor: answering exec {pid}: {e}");
             }
             return true;
@@ -453,8 +682,12 @@ impl Containers {
             eprintln!("crid-monitor: recording the exit of {id}: {e}");
         }
         for mut w in c.waiters.drain(..) {
-            let _ = write_frame(&mut w.client, &MonitorResponse::Exited(exit));
+            let _ = w.client.answer(&MonitorResponse::Exited(exit));
         }
+        self.events.push(MonitorEvent::ContainerExited {
+            id: id.to_string(),
+            exit,
+        });
     }
 
     fn kill_and_reap(&mut self, id: &str) {
@@ -476,6 +709,9 @@ impl Containers {
 
     /// The pod goes away: every container is killed and its exit recorded.
     pub fn kill_all(&mut self) {
+        for creating in std::mem::take(&mut self.creating) {
+            creating.end(io::Error::other("the pod is shutting down"), true);
+        }
         let ids: Vec<String> = self.table.keys().cloned().collect();
         for id in ids {
             self.kill_and_reap(&id);
@@ -557,25 +793,11 @@ fn copy_available(output: &mut Output, mut sink: impl FnMut(Stream, &[u8])) -> b
         match output.file.read(&mut buffer) {
             Ok(0) => return false,
             Ok(n) => sink(output.stream, &buffer[..n]),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             // EIO: a pty whose last slave closed.
             Err(_) => return false,
         }
-    }
-}
-
-/// Asks crid to put the forked init `pid` and its `holder` into the
-/// container's cgroup and waits for its `Placed` (bounded by the
-/// connection's timeouts).
-fn place(client: &mut UnixStream, pid: Pid, holder: Pid) -> io::Result<()> {
-    let pids = vec![pid.as_raw(), holder.as_raw()];
-    write_frame(client, &MonitorResponse::Place { pids })?;
-    match read_frame::<MonitorRequest>(client)? {
-        MonitorRequest::Placed => Ok(()),
-        other => Err(io::Error::other(format!(
-            "crid answered Place with {other:?}"
-        ))),
     }
 }
 

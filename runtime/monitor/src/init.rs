@@ -27,7 +27,7 @@ use super::confine::confine;
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -176,6 +176,38 @@ pub fn create(
     stdio: ChildStdio,
     place: impl FnOnce(Pid, Pid) -> io::Result<()>,
 ) -> io::Result<CreatedInit> {
+    let forked = fork_init(create, spec, stdio)?;
+    if let Some((pid, holder)) = forked.to_place()
+        && let Err(error) = place(pid, holder)
+    {
+        return Err(forked.abandon(error));
+    }
+    forked.ready()
+}
+
+/// An init just forked: with `placed_by_crid` it waits, before it joins
+/// anything, until [`ForkedInit::ready`] opens its gate. The monitor goes
+/// on with other work while crid places it.
+pub struct ForkedInit {
+    spawned: Spawned,
+    gate: Option<File>,
+    holder: Option<Holder>,
+    start: File,
+    /// Seen `Ready` (set up, waiting for the start byte).
+    is_ready: bool,
+    /// A report line not yet whole.
+    partial: Vec<u8>,
+    /// The reports broke off or made no sense: kill before reaping.
+    untrusted: bool,
+}
+
+/// The first half of [`create`]: forks the init (and, for a placed one, its
+/// holder) without waiting for anything.
+pub fn fork_init(
+    create: &ContainerCreate,
+    spec: &Spec,
+    stdio: ChildStdio,
+) -> io::Result<ForkedInit> {
     let joins = Joins::for_create(spec, &create.cgroup_view)?;
     let (report_read, report_write) = pipe2(OFlag::O_CLOEXEC)?;
     let (start_read, start_write) = pipe2(OFlag::O_CLOEXEC)?;
@@ -216,39 +248,131 @@ pub fn create(
         Forked::Parent(child) => child,
     };
     drop((report_write, start_read));
-    let mut spawned = Spawned::new(child, joins.fork, report_read);
-    if let (Some((gate_read, gate_write)), Some(holder)) = (gate, &holder) {
-        drop(gate_read);
-        // A failed placement closes the gate unopened: the child exits
-        // (and so does the holder, dropped with it).
-        let placed = place(child, holder.pid).and_then(|()| File::from(gate_write).write_all(b"p"));
-        if let Err(error) = placed {
-            return Err(spawned.reap(error, false));
-        }
-    }
-    let mut ready = false;
-    while !(ready && spawned.pid.is_some()) {
-        match spawned.reports.next() {
-            Ok(Some(Report::Pid(grandchild))) => spawned.intermediate_done(grandchild),
-            Ok(Some(Report::Ready)) => ready = true,
-            Ok(Some(Report::Warning(_))) => {}
-            Ok(Some(Report::Error(message))) => {
-                return Err(spawned.reap(io::Error::other(message), false));
-            }
-            Ok(None) => {
-                let error = io::Error::other("the container init exited before it was ready");
-                return Err(spawned.reap(error, false));
-            }
-            Err(error) => return Err(spawned.reap(error, true)),
-        }
-    }
-    let pid = spawned.pid.unwrap_or(child);
-    Ok(CreatedInit {
-        pid,
+    Ok(ForkedInit {
+        spawned: Spawned::new(child, joins.fork, report_read),
+        gate: gate.map(|(gate_read, gate_write)| {
+            drop(gate_read);
+            File::from(gate_write)
+        }),
         holder,
         start: File::from(start_write),
-        reports: spawned.reports,
+        is_ready: false,
+        partial: Vec::new(),
+        untrusted: false,
     })
+}
+
+impl ForkedInit {
+    /// Readable when the init (or its intermediate) has reported.
+    pub fn reports_fd(&self) -> BorrowedFd<'_> {
+        self.spawned.reports.0.get_ref().as_fd()
+    }
+
+    /// Lets a placed init go on (a no-op for one that places itself).
+    pub fn release(&mut self) -> io::Result<()> {
+        match self.gate.take() {
+            Some(mut gate) => gate.write_all(b"p"),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes what the init reported, without blocking (call when
+    /// [`ForkedInit::reports_fd`] is readable): true once it is ready,
+    /// an error once it failed (then [`ForkedInit::abandon`] it).
+    pub fn progress(&mut self) -> io::Result<bool> {
+        let reports = match self.spawned.reports.take_available(&mut self.partial) {
+            Ok(Some(reports)) => reports,
+            Ok(None) => {
+                return Err(io::Error::other(
+                    "the container init exited before it was ready",
+                ));
+            }
+            Err(error) => {
+                self.untrusted = true;
+                return Err(error);
+            }
+        };
+        for report in reports {
+            match report {
+                Report::Pid(grandchild) => self.spawned.intermediate_done(grandchild),
+                Report::Ready => self.is_ready = true,
+                Report::Warning(_) => {}
+                Report::Error(message) => return Err(io::Error::other(message)),
+            }
+        }
+        Ok(self.is_ready && self.spawned.pid.is_some())
+    }
+
+    /// The init, once [`ForkedInit::progress`] said it is ready.
+    pub fn into_created(self) -> CreatedInit {
+        CreatedInit {
+            pid: self.spawned.pid.unwrap_or(self.spawned.child),
+            holder: self.holder,
+            start: self.start,
+            reports: self.spawned.reports,
+        }
+    }
+
+    /// What crid must put into the container's cgroup before the init
+    /// goes on: the init's pid and its holder's. None if the init places
+    /// itself.
+    pub fn to_place(&self) -> Option<(Pid, Pid)> {
+        let holder = self.holder.as_ref()?;
+        self.gate.as_ref()?;
+        Some((self.spawned.child, holder.pid))
+    }
+
+    /// Lets a placed init go on, and waits until it is ready (its rootfs
+    /// set up) or has failed; on failure nothing of it is left.
+    pub fn ready(mut self) -> io::Result<CreatedInit> {
+        if let Err(error) = self.release() {
+            return Err(self.abandon(error));
+        }
+        loop {
+            let mut fds = [nix::poll::PollFd::new(
+                self.reports_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(error) => {
+                    self.untrusted = true;
+                    return Err(self.abandon(error.into()));
+                }
+            }
+            match self.progress() {
+                Ok(true) => return Ok(self.into_created()),
+                Ok(false) => {}
+                Err(error) => return Err(self.abandon(error)),
+            }
+        }
+    }
+
+    /// Like [`ForkedInit::abandon`], but kills what of the init runs first
+    /// (a create removed half-way, or the pod going away) instead of
+    /// waiting for it to fail on its own.
+    pub fn kill(mut self, error: io::Error) -> io::Error {
+        self.untrusted = true;
+        self.abandon(error)
+    }
+
+    /// The create ends (placement failed, the init failed, the pod goes):
+    /// an unopened gate or the start pipe closes, the init exits and is
+    /// reaped (the holder with it); returns `error`.
+    pub fn abandon(self, error: io::Error) -> io::Error {
+        let ForkedInit {
+            spawned,
+            gate,
+            holder,
+            start,
+            untrusted,
+            ..
+        } = self;
+        drop((gate, start));
+        let error = spawned.reap(error, untrusted);
+        drop(holder);
+        error
+    }
 }
 
 impl CreatedInit {
@@ -428,21 +552,48 @@ impl Reports {
     /// The next report, `None` at EOF. Warnings go to the monitor's stderr
     /// (its log) and are returned too.
     fn next(&mut self) -> io::Result<Option<Report>> {
-        let mut line = String::new();
-        if self.0.read_line(&mut line)? == 0 {
+        let mut line = Vec::new();
+        if self.0.read_until(b'\n', &mut line)? == 0 {
             return Ok(None);
         }
-        let report: Report = serde_json::from_str(line.trim_end()).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("container process report {line:?}: {e}"),
-            )
-        })?;
-        if let Report::Warning(message) = &report {
-            eprintln!("crid-monitor: {message}");
-        }
-        Ok(Some(report))
+        parse_report(&line).map(Some)
     }
+
+    /// The reports that have arrived, with one read that does not block
+    /// once poll found the pipe readable (nothing has been read through the
+    /// buffer before, so it is empty and `fill_buf` reads). A line cut
+    /// short waits in `partial`. `None` at EOF.
+    fn take_available(&mut self, partial: &mut Vec<u8>) -> io::Result<Option<Vec<Report>>> {
+        let available = self.0.fill_buf()?;
+        if available.is_empty() {
+            return Ok(None);
+        }
+        partial.extend_from_slice(available);
+        let read = available.len();
+        self.0.consume(read);
+        let mut reports = Vec::new();
+        while let Some(end) = partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = partial.drain(..=end).collect();
+            reports.push(parse_report(&line)?);
+        }
+        Ok(Some(reports))
+    }
+}
+
+fn parse_report(line: &[u8]) -> io::Result<Report> {
+    let report: Report = serde_json::from_slice(line.trim_ascii_end()).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "container process report {:?}: {e}",
+                String::from_utf8_lossy(line)
+            ),
+        )
+    })?;
+    if let Report::Warning(message) = &report {
+        eprintln!("crid-monitor: {message}");
+    }
+    Ok(report)
 }
 
 /// The child's end of a report pipe.

@@ -32,17 +32,23 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, dup2_stderr, dup2_stdin, dup2_stdout};
 use proto::monitor::{
-    CONFIG_FILE, ExitStatus, MonitorConfig, MonitorRequest, MonitorResponse, MonitorStarted,
-    SOCKET_FILE,
+    CONFIG_FILE, ErrorKind, ExitStatus, MonitorConfig, MonitorEvent, MonitorRequest,
+    MonitorResponse, MonitorStarted, PROTOCOL_VERSION, SOCKET_FILE, Snapshot,
 };
-use runtime::wire::{read_frame, short_path, write_frame};
+use runtime::wire::{Framing, encode_frame, short_path, take_frame};
 
-use self::containers::{Containers, OutputOwner, Reply};
+use self::containers::{Client, Containers, OutputOwner, Reply};
 use crate::sys::{Forked, exit_child, fork_single_threaded};
 
 const LOG_FILE: &str = "monitor.log";
-/// A client that connects and then says nothing must not stall the pod.
+/// How long a connection may take to send its whole request, and a
+/// blocking answer to be taken. Requests are read as they arrive, so a
+/// client that says nothing never stalls the pod; it is dropped after this.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Unsent bytes a subscriber may fall behind by before it is dropped (it
+/// subscribes again and starts from a fresh snapshot): the monitor never
+/// waits for a subscriber, and never holds more than this for one.
+const SUBSCRIBER_BACKLOG: usize = 1024 * 1024;
 
 pub fn main() -> ExitCode {
     let Some(pod_dir) = std::env::args_os().nth(1).map(PathBuf::from) else {
@@ -141,6 +147,100 @@ struct Monitor {
     pause_exit: Option<ExitStatus>,
     signals: SignalFd,
     containers: Containers,
+    subscribers: Vec<Subscriber>,
+    incoming: Vec<Incoming>,
+}
+
+/// A connection whose request has not fully arrived: read as it comes,
+/// so a client that says nothing (or little) holds nothing up.
+struct Incoming {
+    stream: UnixStream,
+    received: Vec<u8>,
+    deadline: Instant,
+}
+
+impl Incoming {
+    /// Reads what is there; the request once it is whole. EOF before that
+    /// is an error.
+    fn read(&mut self) -> io::Result<Option<(MonitorRequest, Framing)>> {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "closed before a whole request",
+                    ));
+                }
+                Ok(n) => {
+                    self.received.extend_from_slice(&chunk[..n]);
+                    if let Some(request) = take_frame(&mut self.received)? {
+                        return Ok(Some(request));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// A whole request and the connection to answer it on.
+struct Request {
+    stream: UnixStream,
+    request: MonitorRequest,
+    framing: Framing,
+}
+
+/// A connection that asked for events: written without blocking, through
+/// a bounded backlog.
+struct Subscriber {
+    stream: UnixStream,
+    framing: Framing,
+    unsent: Vec<u8>,
+}
+
+impl Subscriber {
+    /// Queues `frame`; false if the subscriber fell too far behind.
+    fn queue(&mut self, frame: &[u8]) -> bool {
+        if self.unsent.len() + frame.len() > SUBSCRIBER_BACKLOG {
+            return false;
+        }
+        self.unsent.extend_from_slice(frame);
+        true
+    }
+
+    /// Writes what the socket takes now; false once the connection is
+    /// gone.
+    fn flush(&mut self) -> bool {
+        while !self.unsent.is_empty() {
+            match self.stream.write(&self.unsent) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    self.unsent.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// Reads (and ignores) what the subscriber sent; false once it closed.
+    fn still_open(&mut self) -> bool {
+        let mut scratch = [0u8; 512];
+        loop {
+            match self.stream.read(&mut scratch) {
+                Ok(0) => return false,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+    }
 }
 
 impl Monitor {
@@ -178,6 +278,8 @@ impl Monitor {
                 pause_exit: None,
                 signals,
                 containers: Containers::default(),
+                subscribers: Vec::new(),
+                incoming: Vec::new(),
             },
             listener,
         ))
@@ -187,7 +289,12 @@ impl Monitor {
     /// returns the exit code.
     fn serve(mut self, listener: UnixListener) -> i32 {
         loop {
-            let timeout = match self.containers.next_deadline() {
+            let incoming_deadline = self.incoming.iter().map(|i| i.deadline).min();
+            let next_deadline = match (self.containers.next_deadline(), incoming_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let timeout = match next_deadline {
                 Some(deadline) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     // Rounded up so a wake-up never comes before the deadline.
@@ -196,7 +303,7 @@ impl Monitor {
                 }
                 None => PollTimeout::NONE,
             };
-            let (signal_ready, client_ready, ready_outputs) = {
+            let (signal_ready, client_ready, ready_outputs, ready_subscribers, ready_incoming) = {
                 let outputs = self.containers.outputs();
                 let mut fds = vec![
                     PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
@@ -206,6 +313,18 @@ impl Monitor {
                     outputs
                         .iter()
                         .map(|(_, fd)| PollFd::new(*fd, PollFlags::POLLIN)),
+                );
+                fds.extend(self.subscribers.iter().map(|s| {
+                    let mut events = PollFlags::POLLIN;
+                    if !s.unsent.is_empty() {
+                        events |= PollFlags::POLLOUT;
+                    }
+                    PollFd::new(s.stream.as_fd(), events)
+                }));
+                fds.extend(
+                    self.incoming
+                        .iter()
+                        .map(|i| PollFd::new(i.stream.as_fd(), PollFlags::POLLIN)),
                 );
                 match poll(&mut fds, timeout) {
                     Ok(_) => {}
@@ -227,23 +346,105 @@ impl Monitor {
                     .filter(|(_, fd)| readable(fd))
                     .map(|((owner, _), _)| owner.clone())
                     .collect();
-                (readable(&fds[0]), readable(&fds[1]), ready_outputs)
+                let woken = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+                let subscribers_from = 2 + outputs.len();
+                let incoming_from = subscribers_from + self.subscribers.len();
+                let ready_subscribers: Vec<bool> = fds[subscribers_from..incoming_from]
+                    .iter()
+                    .map(woken)
+                    .collect();
+                let ready_incoming: Vec<bool> = fds[incoming_from..].iter().map(woken).collect();
+                (
+                    readable(&fds[0]),
+                    readable(&fds[1]),
+                    ready_outputs,
+                    ready_subscribers,
+                    ready_incoming,
+                )
             };
             for owner in &ready_outputs {
                 self.containers.drain(owner);
             }
+            self.serve_subscribers(&ready_subscribers);
             if signal_ready && self.handle_signals() {
                 return self.shut_down();
             }
             self.containers.expire();
-            if client_ready && let Ok((stream, _)) = listener.accept() {
-                match self.handle_client(stream) {
+            for request in self.read_incoming(&ready_incoming) {
+                match self.handle_request(request) {
                     Ok(true) => return self.shut_down(),
                     Ok(false) => {}
                     Err(error) => eprintln!("crid-monitor: client: {error}"),
                 }
             }
+            if client_ready && let Ok((stream, _)) = listener.accept() {
+                match stream.set_nonblocking(true) {
+                    Ok(()) => self.incoming.push(Incoming {
+                        stream,
+                        received: Vec::new(),
+                        deadline: Instant::now() + CLIENT_TIMEOUT,
+                    }),
+                    Err(error) => eprintln!("crid-monitor: client: {error}"),
+                }
+            }
+            self.publish();
         }
+    }
+
+    /// Subscribers the poll found ready: what they sent is dropped, what
+    /// they can take is written, the closed ones go.
+    fn serve_subscribers(&mut self, ready: &[bool]) {
+        let mut index = 0;
+        self.subscribers.retain_mut(|subscriber| {
+            let was_ready = ready.get(index).copied().unwrap_or(false);
+            index += 1;
+            !was_ready || (subscriber.still_open() && subscriber.flush())
+        });
+    }
+
+    /// Sends what happened since the last call to every subscriber.
+    fn publish(&mut self) {
+        let events = self.containers.take_events();
+        if events.is_empty() {
+            return;
+        }
+        self.subscribers.retain_mut(|subscriber| {
+            for event in &events {
+                let queued = encode_frame(event, subscriber.framing)
+                    .is_ok_and(|frame| subscriber.queue(&frame));
+                if !queued {
+                    eprintln!("crid-monitor: dropping a subscriber that fell behind");
+                    return false;
+                }
+            }
+            subscriber.flush()
+        });
+    }
+
+    /// Everything `Status` and `Containers` answer, and from now on every
+    /// event, on `client`'s connection.
+    fn subscribe(&mut self, client: Client) -> io::Result<()> {
+        // Events of before the snapshot go to the earlier subscribers only.
+        self.publish();
+        let snapshot = MonitorResponse::Subscribed(Snapshot {
+            version: PROTOCOL_VERSION,
+            pause_pid: self.pause.as_raw(),
+            pause_exit: self.pause_exit,
+            containers: self.containers.states(),
+        });
+        client.stream.set_nonblocking(true)?;
+        let mut subscriber = Subscriber {
+            stream: client.stream,
+            framing: client.framing,
+            unsent: Vec::new(),
+        };
+        let frame = encode_frame(&snapshot, subscriber.framing)?;
+        // The snapshot alone may exceed the backlog; it is sent anyway.
+        subscriber.unsent = frame;
+        if subscriber.flush() {
+            self.subscribers.push(subscriber);
+        }
+        Ok(())
     }
 
     /// Reaps every exited child; true if asked to terminate.
@@ -280,14 +481,69 @@ impl Monitor {
         if pid == self.pause {
             eprintln!("crid-monitor: pause {pid} ended: {status:?}");
             self.pause_exit = Some(status);
+            self.containers
+                .push_event(MonitorEvent::PauseExited { status });
         }
     }
 
-    /// One request per connection; true if it was Shutdown.
-    fn handle_client(&mut self, mut stream: UnixStream) -> io::Result<bool> {
-        stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
-        stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
-        let request: MonitorRequest = read_frame(&mut stream)?;
+    /// Reads what the ready connections sent; returns the requests that
+    /// are whole. Connections that closed, sent garbage, or said nothing
+    /// whole in time are dropped (garbage is answered first).
+    fn read_incoming(&mut self, ready: &[bool]) -> Vec<Request> {
+        let now = Instant::now();
+        let mut requests = Vec::new();
+        let mut index = 0;
+        self.incoming.retain_mut(|incoming| {
+            let was_ready = ready.get(index).copied().unwrap_or(false);
+            index += 1;
+            if !was_ready {
+                return incoming.deadline > now;
+            }
+            match incoming.read() {
+                Ok(None) => incoming.deadline > now,
+                Ok(Some((request, framing))) => {
+                    match incoming.stream.try_clone().and_then(|stream| {
+                        stream.set_nonblocking(false)?;
+                        stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+                        stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+                        Ok(stream)
+                    }) {
+                        Ok(stream) => requests.push(Request {
+                            stream,
+                            request,
+                            framing,
+                        }),
+                        Err(error) => eprintln!("crid-monitor: client: {error}"),
+                    }
+                    false
+                }
+                Err(error) if error.kind() == io::ErrorKind::InvalidData => {
+                    // A request of a newer crid, or garbage: said, not
+                    // dropped silently.
+                    let refusal = MonitorResponse::Error {
+                        kind: ErrorKind::InvalidRequest,
+                        message: format!("request not understood: {error}"),
+                    };
+                    if let Ok(frame) = encode_frame(&refusal, Framing::V1) {
+                        let _ = incoming.stream.write(&frame);
+                    }
+                    false
+                }
+                Err(_) => false,
+            }
+        });
+        requests
+    }
+
+    /// Answers one request (a subscriber keeps its connection); true if it
+    /// was Shutdown.
+    fn handle_request(&mut self, request: Request) -> io::Result<bool> {
+        let Request {
+            stream,
+            request,
+            framing,
+        } = request;
+        let mut client = Client { stream, framing };
         self.reap();
         let millis = Duration::from_millis;
         let reply = match request {
@@ -297,20 +553,23 @@ impl Monitor {
             }),
             MonitorRequest::Shutdown => {
                 self.kill_pause();
-                write_frame(&mut stream, &MonitorResponse::ShuttingDown)?;
+                client.answer(&MonitorResponse::ShuttingDown)?;
                 return Ok(true);
             }
-            MonitorRequest::CreateContainer(create) => self.containers.create(create, &mut stream),
+            MonitorRequest::CreateContainer(create) => self.containers.create(create, &client),
             MonitorRequest::Placed => Reply::Now(MonitorResponse::Error {
+                kind: ErrorKind::InvalidRequest,
                 message: "Placed without a container waiting for it".into(),
             }),
             MonitorRequest::StartContainer { id } => self.containers.start(&id),
             MonitorRequest::Signal { id, signal } => self.containers.signal(&id, signal),
             MonitorRequest::Wait { id, timeout_ms } => {
-                self.containers.wait(&id, millis(timeout_ms), &stream)
+                self.containers.wait(&id, millis(timeout_ms), &client)
             }
             MonitorRequest::RemoveContainer { id } => self.containers.remove(&id),
-            MonitorRequest::Containers => self.containers.states(),
+            MonitorRequest::Containers => {
+                Reply::Now(MonitorResponse::Containers(self.containers.states()))
+            }
             MonitorRequest::ReopenLog { id } => self.containers.reopen_log(&id),
             MonitorRequest::Exec {
                 id,
@@ -318,10 +577,17 @@ impl Monitor {
                 timeout_ms,
             } => self
                 .containers
-                .exec(&id, &args, millis(timeout_ms), &stream),
+                .exec(&id, &args, millis(timeout_ms), &client),
+            MonitorRequest::Hello => Reply::Now(MonitorResponse::Hello {
+                version: PROTOCOL_VERSION,
+            }),
+            MonitorRequest::Subscribe => {
+                self.subscribe(client)?;
+                return Ok(false);
+            }
         };
         if let Reply::Now(response) = reply {
-            write_frame(&mut stream, &response)?;
+            client.answer(&response)?;
         }
         Ok(false)
     }
@@ -344,6 +610,9 @@ impl Monitor {
 
     fn shut_down(mut self) -> i32 {
         self.kill_pause();
+        // The subscribers learn how everything ended, as far as their
+        // sockets take it now.
+        self.publish();
         let _ = fs::remove_file(self.pod_dir.join(SOCKET_FILE));
         0
     }
@@ -359,4 +628,34 @@ fn redirect_stdio(log: &Path) -> io::Result<()> {
     dup2_stdout(&null)?;
     dup2_stderr(&log)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subscriber_that_does_not_read_is_dropped_not_waited_for() {
+        let (ours, _never_read) = UnixStream::pair().expect("socketpair");
+        ours.set_nonblocking(true).expect("nonblocking");
+        let mut subscriber = Subscriber {
+            stream: ours,
+            framing: Framing::V2,
+            unsent: Vec::new(),
+        };
+        let frame = vec![7u8; 64 * 1024];
+        let mut queued = 0usize;
+        // Each flush returns at once with what the socket did not take;
+        // once the backlog is full, the subscriber is refused more.
+        while subscriber.queue(&frame) {
+            assert!(subscriber.flush(), "the peer is still there");
+            queued += frame.len();
+            assert!(
+                queued < 64 * 1024 * 1024,
+                "queued {queued} bytes without a limit"
+            );
+        }
+        assert!(subscriber.unsent.len() <= SUBSCRIBER_BACKLOG);
+        assert!(queued >= SUBSCRIBER_BACKLOG, "refused early: {queued}");
+    }
 }

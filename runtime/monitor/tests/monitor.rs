@@ -1,100 +1,19 @@
 //! The real crid-monitor binary, as root: pause in new namespaces, process
 //! names, PID 1, no inherited fds, hostname and sysctls, status, shutdown.
 
-use std::path::Path;
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{ALL, Cleanup, TestCgroup, config, monitor_binary, proc_text, wait_gone};
 use e2e::nsenter;
-use proto::monitor::{ExitStatus, MonitorConfig, MonitorRequest, MonitorResponse, NewNamespaces};
+use proto::monitor::{ExitStatus, MonitorRequest, MonitorResponse, NewNamespaces};
 use runtime::MonitorClient;
-
-fn monitor_binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_crid-monitor"))
-}
-
-fn config(namespaces: NewNamespaces) -> MonitorConfig {
-    MonitorConfig {
-        pod_id: "test-pod".into(),
-        namespaces,
-        hostname: Some("crid-test-host".into()),
-        sysctls: vec![],
-        cgroup_procs: vec![],
-    }
-}
-
-/// A pids cgroup of the test's own (v1 here), removed on drop.
-struct TestCgroup(std::path::PathBuf);
-
-impl TestCgroup {
-    fn new(name: &str) -> TestCgroup {
-        let dir = Path::new("/sys/fs/cgroup/pids")
-            .join(format!("crid-monitor-test-{name}-{}", std::process::id()));
-        std::fs::create_dir(&dir).expect("create a pids cgroup (needs root, cgroup v1 pids)");
-        TestCgroup(dir)
-    }
-    fn procs(&self) -> std::path::PathBuf {
-        self.0.join("cgroup.procs")
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
-const ALL: NewNamespaces = NewNamespaces {
-    net: true,
-    ipc: true,
-    uts: true,
-    pid: true,
-};
-
-fn proc_text(pid: i32, file: &str) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default()
-}
 
 fn ns_link(pid: &str, ns: &str) -> String {
     std::fs::read_link(format!("/proc/{pid}/ns/{ns}"))
         .map(|p| p.display().to_string())
         .unwrap_or_default()
-}
-
-/// Kills a started monitor and its pause when a test ends, also when it
-/// fails half-way, so no failed run leaves processes behind.
-struct Cleanup(runtime::StartedMonitor);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for pid in [self.0.pause_pid, self.0.monitor_pid] {
-            // Only if the pid is still one of ours (pause is a fork of the
-            // monitor, so both carry crid-monitor's command line).
-            if proc_text(pid, "cmdline").contains("crid-monitor") {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-    }
-}
-
-/// Waits (bounded) until `pid` is gone or a zombie nobody will ask about.
-fn wait_gone(pid: i32) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        let state = proc_text(pid, "stat");
-        if state.is_empty()
-            || state
-                .split(") ")
-                .nth(1)
-                .is_some_and(|rest| rest.starts_with('Z'))
-        {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("process {pid} still running");
 }
 
 #[tokio::test]
@@ -103,7 +22,7 @@ async fn pause_runs_in_new_namespaces_as_pid_1_under_a_detached_monitor() {
     let client = MonitorClient::new(pod_dir.path());
     let mut config = config(ALL);
     config.sysctls = vec![("net.ipv4.ip_unprivileged_port_start".into(), "80".into())];
-    let cgroup = TestCgroup::new("born");
+    let cgroup = TestCgroup::new("pids", "born");
     config.cgroup_procs = vec![cgroup.procs()];
     let started = client
         .start(monitor_binary(), &config)
@@ -358,4 +277,44 @@ async fn a_bad_sysctl_fails_the_start_and_leaves_no_process() {
         assert!(Instant::now() < deadline, "left running: {left:?}");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+#[tokio::test]
+async fn a_request_of_a_newer_crid_is_refused_not_dropped() {
+    use tokio::io::AsyncWriteExt;
+    let pod_dir = tempfile::tempdir().expect("tempdir");
+    let client = MonitorClient::new(pod_dir.path());
+    let started = client
+        .start(monitor_binary(), &config(ALL))
+        .await
+        .expect("start");
+    let _cleanup = Cleanup(started);
+    let (_dir, socket) =
+        runtime::wire::short_path(pod_dir.path(), proto::monitor::SOCKET_FILE).expect("socket");
+    let mut stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .expect("connect");
+    let unknown = br#"{"frobnicate":{"id":"x"}}"#;
+    let mut frame = u32::try_from(unknown.len())
+        .expect("length")
+        .to_be_bytes()
+        .to_vec();
+    frame.extend_from_slice(unknown);
+    stream.write_all(&frame).await.expect("write");
+    match runtime::wire::read_frame_async::<MonitorResponse>(&mut stream)
+        .await
+        .expect("an answer, not a dropped connection")
+    {
+        MonitorResponse::Error { kind, message } => {
+            assert_eq!(kind, proto::monitor::ErrorKind::InvalidRequest);
+            assert!(message.contains("frobnicate"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    client
+        .request(&MonitorRequest::Shutdown)
+        .await
+        .expect("shutdown");
+    wait_gone(started.pause_pid);
+    wait_gone(started.monitor_pid);
 }
