@@ -11,6 +11,9 @@ pub use image::RegistryConfig;
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/crid/config.toml";
+/// Drop-ins beside the config file (`/etc/crid/config.d/*.toml`), merged
+/// over it in name order.
+pub const DROP_IN_DIR: &str = "config.d";
 /// Where `/metrics` is served unless configured: loopback only, a port no
 /// common node agent uses (kubelet 10250, kube-proxy 10249, node-exporter 9100).
 pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:9337";
@@ -196,6 +199,11 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
+    #[error("config file {path}: {source}")]
+    InFile {
+        path: PathBuf,
+        source: Box<ConfigError>,
+    },
 }
 
 /// Command-line values that override the file.
@@ -208,15 +216,21 @@ pub struct Overrides {
 
 impl Config {
     /// Loads the effective config: defaults ← `file` (if given, it must
-    /// exist; if not given, the default path is read when present) ← flags.
+    /// exist; if not given, the default path is read when present) ← the
+    /// drop-ins in `config.d/` beside it, in name order ← flags.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
-        let mut config = match file {
-            Some(path) => Config::from_file(path)?,
-            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
-                Config::from_file(Path::new(DEFAULT_CONFIG_PATH))?
-            }
-            None => Config::default(),
+        let (main, required) = match file {
+            Some(path) => (path, true),
+            None => (Path::new(DEFAULT_CONFIG_PATH), false),
         };
+        let mut files = Vec::new();
+        if required || main.exists() {
+            files.push(main.to_path_buf());
+        }
+        if let Some(dir) = main.parent() {
+            files.extend(drop_ins(&dir.join(DROP_IN_DIR))?);
+        }
+        let mut config = Config::from_files(&files)?;
         if let Some(root) = &overrides.root {
             config.root = root.clone();
         }
@@ -231,14 +245,43 @@ impl Config {
     }
 
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
+        Config::from_files(&[path.to_path_buf()])
+    }
+
+    /// `files` merged in order, later ones winning key by key (tables
+    /// merge, any other value is replaced). Each file must be a valid
+    /// config on its own, so that an error names the file that has it.
+    pub fn from_files(files: &[PathBuf]) -> Result<Config, ConfigError> {
+        let mut merged = toml::Table::new();
+        for path in files {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let parse_error = |(key, message)| ConfigError::Parse {
+                path: path.clone(),
+                key,
+                message,
+            };
+            let alone = Config::from_toml(&text).map_err(parse_error)?;
+            alone.validate().map_err(|error| ConfigError::InFile {
+                path: path.clone(),
+                source: Box::new(error),
+            })?;
+            let table: toml::Table = text.parse().map_err(|error: toml::de::Error| {
+                parse_error((String::new(), error.to_string()))
+            })?;
+            merge_tables(&mut merged, table);
+        }
+        let text = toml::to_string(&merged).map_err(|error| ConfigError::Parse {
+            path: files.last().cloned().unwrap_or_default(),
+            key: String::new(),
+            message: error.to_string(),
         })?;
         Config::from_toml(&text).map_err(|(key, message)| ConfigError::Parse {
-            path: path.to_path_buf(),
+            path: files.last().cloned().unwrap_or_default(),
             key,
-            message,
+            message: format!("{message} (after merging {files:?})"),
         })
     }
 
@@ -329,6 +372,50 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// The `*.toml` files in `dir`, in name order; none if it does not exist.
+fn drop_ins(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|source| ConfigError::Read {
+                path: dir.to_path_buf(),
+                source,
+            })?
+            .path();
+        if path
+            .extension()
+            .is_some_and(|extension| extension == "toml")
+            && path.is_file()
+        {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// `over` onto `base`: tables merge key by key, anything else is replaced.
+fn merge_tables(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(base)), toml::Value::Table(over)) => merge_tables(base, over),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
     }
 }
 
@@ -555,6 +642,84 @@ mod tests {
         let config = Config::load(Some(&path), &overrides).expect("load");
         assert_eq!(config.root, PathBuf::from("/from/flag"));
         assert_eq!(config.state, PathBuf::from("/state/file"));
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+
+    #[test]
+    fn drop_ins_merge_over_the_file_in_name_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let main = write(
+            dir.path(),
+            "config.toml",
+            "root = \"/srv/crid\"\n[runtime]\ncgroup_driver = \"systemd\"\n\
+             [registries.\"a.example\"]\nendpoints = [\"http://127.0.0.1:5000\"]\n",
+        );
+        // Name order, not creation order: 20 wins over 10.
+        write(
+            dir.path(),
+            "config.d/20-later.toml",
+            "[images]\nmax_concurrent_layers = 7\n",
+        );
+        write(
+            dir.path(),
+            "config.d/10-first.toml",
+            "[images]\nmax_concurrent_layers = 5\npull_progress_timeout = \"1m\"\n\
+             [registries.\"b.example\"]\ninsecure = true\n",
+        );
+        write(dir.path(), "config.d/README", "not toml, not read");
+        let config = Config::load(Some(&main), &Overrides::default()).expect("load");
+        assert_eq!(
+            config.root,
+            PathBuf::from("/srv/crid"),
+            "the file's value stays"
+        );
+        assert_eq!(config.runtime.cgroup_driver, CgroupDriver::Systemd);
+        assert_eq!(
+            config.images.max_concurrent_layers, 7,
+            "the later drop-in wins"
+        );
+        assert_eq!(
+            config.images.pull_progress_timeout,
+            Duration::from_secs(60),
+            "keys of a table another drop-in also sets are kept"
+        );
+        assert_eq!(
+            config.registries.keys().collect::<Vec<_>>(),
+            ["a.example", "b.example"],
+            "tables merge"
+        );
+        assert!(config.registries["b.example"].insecure);
+    }
+
+    #[test]
+    fn a_bad_drop_in_is_named_with_its_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let main = write(dir.path(), "config.toml", "");
+        let bad = write(
+            dir.path(),
+            "config.d/50-typo.toml",
+            "[images]\nmax_concurent_layers = 2\n",
+        );
+        let error = Config::load(Some(&main), &Overrides::default()).expect_err("unknown key");
+        let message = error.to_string();
+        assert!(
+            message.contains(&bad.display().to_string())
+                && message.contains("max_concurent_layers"),
+            "{message}"
+        );
+        std::fs::write(&bad, "root = \"relative\"\n").expect("rewrite");
+        let error = Config::load(Some(&main), &Overrides::default()).expect_err("bad value");
+        let message = error.to_string();
+        assert!(
+            message.contains(&bad.display().to_string()) && message.contains("`root`"),
+            "{message}"
+        );
     }
 
     #[test]

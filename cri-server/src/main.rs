@@ -9,8 +9,19 @@ use clap::{Parser, Subcommand};
 use cri_server::config::{Config, Overrides};
 use tokio::signal::unix::{SignalKind, signal};
 
+/// `crid --version`: what is running, from which commit, speaking which CRI.
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("CRID_COMMIT"),
+    // proto::CRI_API_LEVEL, as a literal for concat! (a test keeps them equal).
+    ", CRI v1 at the Kubernetes ",
+    "1.36",
+    " level)"
+);
+
 #[derive(Parser)]
-#[command(name = "crid", version, about = "A Kubernetes CRI container runtime")]
+#[command(name = "crid", version = LONG_VERSION, about = "A Kubernetes CRI container runtime")]
 struct Cli {
     /// Config file [default: /etc/crid/config.toml, if present]
     #[arg(long, value_name = "FILE", global = true)]
@@ -28,6 +39,10 @@ struct Cli {
     #[arg(long, value_name = "LEVEL", default_value = "info",
           value_parser = ["error", "warn", "info", "debug", "trace"])]
     log_level: String,
+    /// Log lines as text, or one JSON object per line (for log shippers)
+    #[arg(long, value_name = "FORMAT", default_value = "text",
+          value_parser = ["text", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -45,6 +60,9 @@ enum Command {
 enum ConfigAction {
     /// Print the complete TOML config with every default
     Default,
+    /// Print the effective config: defaults, the config file, its drop-ins
+    /// (config.d/*.toml, in name order) and the command line, merged
+    Dump,
 }
 
 fn main() -> ExitCode {
@@ -59,29 +77,41 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Some(Command::Config {
-        action: ConfigAction::Default,
-    }) = cli.command
-    {
-        print!("{}", Config::default().to_toml()?);
-        return Ok(());
+    let overrides = Overrides {
+        root: cli.root,
+        state: cli.state,
+        listen: cli.listen,
+    };
+    match cli.command {
+        Some(Command::Config {
+            action: ConfigAction::Default,
+        }) => {
+            print!("{}", Config::default().to_toml()?);
+            return Ok(());
+        }
+        Some(Command::Config {
+            action: ConfigAction::Dump,
+        }) => {
+            let config = Config::load(cli.config.as_deref(), &overrides)?;
+            print!("{}", config.to_toml()?);
+            return Ok(());
+        }
+        None => {}
     }
     // The transport crates' debug output is per HTTP/2 frame: only at trace.
     let filter = match cli.log_level.as_str() {
         "trace" => "trace".to_string(),
         level => format!("{level},h2=info,hyper=info,hyper_util=info,tower=info,tonic=info"),
     };
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::stderr().is_terminal()).init();
+    }
 
-    let overrides = Overrides {
-        root: cli.root,
-        state: cli.state,
-        listen: cli.listen,
-    };
     let config = Config::load(cli.config.as_deref(), &overrides)?;
     raise_open_file_limit();
     tokio::runtime::Builder::new_multi_thread()
@@ -118,4 +148,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     started.serve(shutdown).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_version_names_the_cri_level_proto_has() {
+        assert!(
+            super::LONG_VERSION.contains(&format!("Kubernetes {} level", proto::CRI_API_LEVEL)),
+            "{}",
+            super::LONG_VERSION
+        );
+    }
 }

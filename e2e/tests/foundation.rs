@@ -463,6 +463,79 @@ fn config_default_prints_toml_that_crid_accepts() {
 }
 
 #[tokio::test]
+async fn drop_ins_merge_over_the_config_file_and_a_bad_one_stops_crid() {
+    let env = TestEnv::new();
+    let drop_ins = env.path().join("config.d");
+    std::fs::create_dir_all(&drop_ins).expect("config.d");
+    std::fs::write(
+        drop_ins.join("10-images.toml"),
+        "[images]\nmax_concurrent_layers = 9\n",
+    )
+    .expect("drop-in");
+    // `config dump` prints what crid would run with.
+    let output = env
+        .command(&["config", "dump"])
+        .output()
+        .expect("crid config dump");
+    let dump = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{dump}");
+    assert!(dump.contains("max_concurrent_layers = 9"), "{dump}");
+    assert!(
+        dump.contains(&format!("root = {:?}", env.root())),
+        "the file's keys are kept: {dump}"
+    );
+    // crid runs with it, and Status's verbose config says so.
+    let mut crid = env.start().await;
+    let info = crid
+        .runtime()
+        .await
+        .expect("client")
+        .status(proto::cri::StatusRequest { verbose: true })
+        .await
+        .expect("Status")
+        .into_inner()
+        .info;
+    assert!(
+        info["config"].contains("\"max_concurrent_layers\":9"),
+        "{info:?}"
+    );
+    crid.stop().await;
+
+    let typo = drop_ins.join("20-typo.toml");
+    std::fs::write(&typo, "[runtime]\ncgroup_drivr = \"systemd\"\n").expect("bad drop-in");
+    let (status, stderr) = env.run_to_exit(&mut env.command(&[]));
+    assert!(!status.success(), "a bad drop-in was accepted");
+    assert!(
+        stderr.contains(&typo.display().to_string()) && stderr.contains("cgroup_drivr"),
+        "names the file and the key: {stderr}"
+    );
+    assert!(!env.socket().exists());
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let env = TestEnv::new();
+    let command = env.command(&["--log-format", "json"]);
+    let mut crid = env.start_with(command, env.socket()).await;
+    crid.stop().await;
+    let log = crid.log();
+    let lines: Vec<&str> = log.lines().filter(|line| !line.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "crid logged nothing");
+    for line in &lines {
+        let entry: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"));
+        assert!(
+            entry["level"].is_string() && entry["fields"].is_object(),
+            "{line}"
+        );
+    }
+    assert!(
+        lines.iter().any(|line| line.contains("crid serving CRI")),
+        "{log}"
+    );
+}
+
+#[tokio::test]
 async fn flags_override_the_config_file() {
     let env = TestEnv::new();
     let flag_socket = env.path().join("flag.sock");

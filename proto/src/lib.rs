@@ -9,5 +9,8 @@ pub mod cri {
     tonic::include_proto!("runtime.v1");
 }
 
+/// The Kubernetes release whose CRI `cri/runtime_v1.proto` matches.
+pub const CRI_API_LEVEL: &str = "1.36";
+
 mod env_value;
 pub mod monitor;
