@@ -199,13 +199,6 @@ pub struct Containers {
     events: Vec<MonitorEvent>,
 }
 
-pub fn now_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// Where the container's log goes. A crid older than `log` (downgraded
 /// while this monitor ran) sends only the joined `log_path`: its file name
 /// is then resolved beneath its parent, the most of it that can be
@@ -405,7 +398,7 @@ impl Containers {
         };
         match init.start() {
             Ok(()) => {
-                container.started_at = now_nanos();
+                container.started_at = runtime::now_nanos();
                 self.events.push(MonitorEvent::ContainerStarted {
                     id: id.to_string(),
                     started_at: container.started_at,
@@ -671,7 +664,7 @@ impl Containers {
             .is_some_and(|file| oom_kills(file) > c.oom_baseline);
         let exit = ContainerExit {
             status,
-            finished_at: now_nanos(),
+            finished_at: runtime::now_nanos(),
             oom_killed,
         };
         c.exit = Some(exit);
