@@ -17,6 +17,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
+use e2e::status_field;
 use monitor::init::{self, ChildStdio};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::signal::{Signal, kill};
@@ -663,11 +664,8 @@ fn holder_is_confined(holder: Pid) -> Result {
         ("Seccomp", "2"),
         ("Uid", "65535\t65535\t65535\t65535"),
     ] {
-        let found = status
-            .lines()
-            .find_map(|line| line.strip_prefix(&format!("{key}:")))
-            .map(str::trim);
-        check(found == Some(wanted), || {
+        let found = status_field(&status, key);
+        check(found == wanted, || {
             format!("the holder's {key} is {found:?}, not {wanted:?}")
         })?;
     }

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{ALL, Cleanup, TestCgroup, config, monitor_binary, proc_text, wait_gone};
-use e2e::nsenter;
+use e2e::{nsenter, status_field};
 use proto::monitor::{ExitStatus, MonitorRequest, MonitorResponse, NewNamespaces};
 use runtime::MonitorClient;
 
@@ -110,19 +110,11 @@ async fn pause_runs_in_new_namespaces_as_pid_1_under_a_detached_monitor() {
         ("Gid", "65535\t65535\t65535\t65535"),
         ("Groups", ""),
     ] {
-        let line = status
-            .lines()
-            .find_map(|line| line.strip_prefix(&format!("{key}:")))
-            .unwrap_or_else(|| panic!("no {key} in {status}"));
-        assert_eq!(line.trim(), wanted, "pause's {key}");
+        assert_eq!(status_field(&status, key), wanted, "pause's {key}");
     }
-    let nspid = proc_text(pause, "status")
-        .lines()
-        .find(|l| l.starts_with("NSpid:"))
-        .map(str::to_string)
-        .expect("NSpid");
+    let nspid = status_field(&status, "NSpid");
     assert!(
-        nspid.trim_end().ends_with("\t1"),
+        nspid.ends_with("\t1"),
         "pause is not PID 1 in its namespace: {nspid}"
     );
 
