@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::{WaitStatus, waitpid};
+use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
 use proto::monitor::{
@@ -692,11 +692,10 @@ impl Containers {
         }
         let pid = c.pid;
         let _ = kill(pid, Signal::SIGKILL);
-        let status = match waitpid(pid, None) {
-            Ok(WaitStatus::Exited(_, code)) => ExitStatus::Exited(code),
-            Ok(WaitStatus::Signaled(_, signal, _)) => ExitStatus::Signaled(signal as i32),
-            _ => ExitStatus::Signaled(Signal::SIGKILL as i32),
-        };
+        let status = waitpid(pid, None)
+            .ok()
+            .and_then(crate::exit_status)
+            .unwrap_or(ExitStatus::Signaled(Signal::SIGKILL as i32));
         self.record_exit(id, status);
     }
 
