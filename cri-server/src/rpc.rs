@@ -97,7 +97,9 @@ where
 }
 
 /// Runs blocking work (the metadata store, filesystem checks) off the async
-/// workers.
+/// workers: `spawn_blocking(work).await?`, as every crate spells it (each
+/// error type takes a JoinError by From), with the closure's error fixed to
+/// CridError so the handlers' closures need no annotation.
 pub async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, CridError> + Send + 'static,
 ) -> Result<T, CridError> {
