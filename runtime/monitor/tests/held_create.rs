@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ALL, Cleanup, busybox_container, config, monitor_binary, run, wait_gone};
+use common::{ALL, busybox_container, config, run, shut_down, start_monitor, wait_gone};
 use proto::monitor::{ExitStatus, MonitorRequest, MonitorResponse};
 use runtime::MonitorClient;
 use runtime::wire::Framing;
@@ -58,12 +58,7 @@ async fn a_create_waiting_for_placement_or_a_slow_client_holds_nothing_else_up()
     let dir = tempfile::tempdir().expect("tempdir");
     let pod_dir = dir.path().join("pod");
     std::fs::create_dir(&pod_dir).expect("pod dir");
-    let client = MonitorClient::new(&pod_dir);
-    let started = client
-        .start(monitor_binary(), &config(ALL))
-        .await
-        .expect("start monitor");
-    let _cleanup = Cleanup(started);
+    let (client, started, _cleanup) = start_monitor(&pod_dir, &config(ALL)).await;
 
     // A client that sends the first bytes of its request, then nothing
     // for a while.
@@ -200,10 +195,5 @@ async fn a_create_waiting_for_placement_or_a_slow_client_holds_nothing_else_up()
             .await
             .expect("remove");
     }
-    client
-        .request(&MonitorRequest::Shutdown)
-        .await
-        .expect("shutdown");
-    wait_gone(started.pause_pid);
-    wait_gone(started.monitor_pid);
+    shut_down(&client, started).await;
 }

@@ -60,6 +60,33 @@ impl Drop for Cleanup {
     }
 }
 
+/// Starts the monitor of a pod in `pod_dir`: its client, its pids, and
+/// the guard that kills it (and its pause) when the test ends.
+pub async fn start_monitor(
+    pod_dir: &Path,
+    config: &MonitorConfig,
+) -> (MonitorClient, runtime::StartedMonitor, Cleanup) {
+    let client = MonitorClient::new(pod_dir);
+    let started = client
+        .start(monitor_binary(), config)
+        .await
+        .expect("start monitor");
+    (client, started, Cleanup(started))
+}
+
+/// Asks the monitor to shut down and waits until it and its pause are gone.
+pub async fn shut_down(client: &MonitorClient, started: runtime::StartedMonitor) {
+    assert_eq!(
+        client
+            .request(&MonitorRequest::Shutdown)
+            .await
+            .expect("shutdown"),
+        MonitorResponse::ShuttingDown
+    );
+    wait_gone(started.pause_pid);
+    wait_gone(started.monitor_pid);
+}
+
 /// Waits (bounded) until `pid` is gone or a zombie nobody will ask about.
 pub fn wait_gone(pid: i32) {
     let deadline = Instant::now() + Duration::from_secs(20);
