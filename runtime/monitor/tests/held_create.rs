@@ -53,6 +53,18 @@ async fn held_create(
     (pids, answer_tx, task)
 }
 
+/// The ids of the containers the monitor knows, in its order.
+async fn container_ids(client: &MonitorClient) -> Vec<String> {
+    match client
+        .request(&MonitorRequest::Containers)
+        .await
+        .expect("containers")
+    {
+        MonitorResponse::Containers(states) => states.into_iter().map(|s| s.id).collect(),
+        other => panic!("expected Containers, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn a_create_waiting_for_placement_or_a_slow_client_holds_nothing_else_up() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -101,17 +113,7 @@ async fn a_create_waiting_for_placement_or_a_slow_client_holds_nothing_else_up()
     }
     let logged = std::fs::read_to_string(&log).expect("talker's log");
     assert!(logged.contains("stdout F drained while held"), "{logged:?}");
-    match client
-        .request(&MonitorRequest::Containers)
-        .await
-        .expect("containers")
-    {
-        MonitorResponse::Containers(states) => {
-            let ids: Vec<&str> = states.iter().map(|s| s.id.as_str()).collect();
-            assert_eq!(ids, ["talker"]);
-        }
-        other => panic!("expected Containers, got {other:?}"),
-    }
+    assert_eq!(container_ids(&client).await, ["talker"]);
     // The held id is taken.
     let again = busybox_container(&dir.path().join("again"), "held", &["true"]);
     match client
@@ -144,17 +146,7 @@ async fn a_create_waiting_for_placement_or_a_slow_client_holds_nothing_else_up()
     for pid in pids {
         wait_gone(pid);
     }
-    match client
-        .request(&MonitorRequest::Containers)
-        .await
-        .expect("containers")
-    {
-        MonitorResponse::Containers(states) => {
-            let ids: Vec<&str> = states.iter().map(|s| s.id.as_str()).collect();
-            assert_eq!(ids, ["held", "talker"]);
-        }
-        other => panic!("expected Containers, got {other:?}"),
-    }
+    assert_eq!(container_ids(&client).await, ["held", "talker"]);
 
     // A create that crid gives up on and removes half-way ends, and its
     // processes with it.
