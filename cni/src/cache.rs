@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use tokio::task::spawn_blocking;
 
 use crate::error::CniError;
 
@@ -127,7 +128,9 @@ impl ResultCache {
         })?;
         let dir = self.dir.clone();
         let target = path.clone();
-        blocking(&path, move || write_atomic(&dir, &target, &bytes)).await?;
+        spawn_blocking(move || write_atomic(&dir, &target, &bytes))
+            .await?
+            .map_err(|e| cache_error(&path, e))?;
         Ok(path)
     }
 
@@ -186,7 +189,7 @@ impl ResultCache {
     pub(crate) async fn remove(&self, path: &Path) -> Result<(), CniError> {
         let dir = self.dir.clone();
         let target = path.to_path_buf();
-        blocking(path, move || {
+        spawn_blocking(move || {
             match fs::remove_file(&target) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -196,7 +199,8 @@ impl ResultCache {
             // entry whose DEL already ran (harmless, but noisy).
             fs::File::open(&dir)?.sync_all()
         })
-        .await
+        .await?
+        .map_err(|e| cache_error(path, e))
     }
 }
 
@@ -204,19 +208,6 @@ fn cache_error(path: &Path, e: io::Error) -> CniError {
     CniError::Cache {
         path: path.to_path_buf(),
         reason: e.to_string(),
-    }
-}
-
-async fn blocking<F>(path: &Path, f: F) -> Result<(), CniError>
-where
-    F: FnOnce() -> io::Result<()> + Send + 'static,
-{
-    match tokio::task::spawn_blocking(f).await {
-        Ok(result) => result.map_err(|e| cache_error(path, e)),
-        Err(join) => Err(CniError::Cache {
-            path: path.to_path_buf(),
-            reason: format!("cache task failed: {join}"),
-        }),
     }
 }
 

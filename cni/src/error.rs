@@ -136,6 +136,11 @@ pub enum CniError {
     #[error("CNI result cache {path}: {reason}")]
     Cache { path: PathBuf, reason: String },
 
+    /// Blocking cache work run off the async workers panicked or was
+    /// cancelled.
+    #[error("internal task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+
     /// CHECK needs the result of the ADD it checks.
     #[error(
         "CNI CHECK of network {network:?} for container {container_id}: no cached ADD result (was the pod attached by this crid?)"

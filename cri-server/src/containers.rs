@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use proto::cri;
 use proto::monitor::{
-    ContainerCreate, ContainerExit, ContainerState, ExitStatus, LogFile, MonitorRequest,
-    MonitorResponse,
+    ContainerCreate, ContainerExit, ContainerState, LogFile, MonitorRequest, MonitorResponse,
 };
 use runtime::MonitorClient;
 use runtime::container::ContainerDirs;
@@ -571,10 +570,7 @@ fn observed(
         (Some(exit), _) => {
             observed.state = cri::ContainerState::ContainerExited;
             observed.finished_at = exit.finished_at;
-            observed.exit_code = match exit.status {
-                ExitStatus::Exited(code) => code,
-                ExitStatus::Signaled(signal) => 128 + signal,
-            };
+            observed.exit_code = exit.status.code();
             observed.reason = if exit.oom_killed {
                 "OOMKilled"
             } else if observed.exit_code == 0 {
@@ -866,10 +862,7 @@ pub async fn exec_sync(
         } => Ok(cri::ExecSyncResponse {
             stdout,
             stderr,
-            exit_code: match exit {
-                ExitStatus::Exited(code) => code,
-                ExitStatus::Signaled(signal) => 128 + signal,
-            },
+            exit_code: exit.code(),
         }),
         MonitorResponse::ExecResult { exit: None, .. } => {
             Err(CridError::DeadlineExceeded(format!(

@@ -124,7 +124,7 @@ fn pod_code(error: &pod_sandbox::PodError) -> Code {
         E::Invalid { .. } => Code::InvalidArgument,
         E::NetworkNotReady(_) | E::Unsupported(_) => Code::FailedPrecondition,
         E::Cgroup(pod_sandbox::cgroup::CgroupError::Invalid { .. }) => Code::InvalidArgument,
-        E::Io { .. } | E::Cgroup(_) | E::Monitor(_) | E::Cni(_) => Code::Internal,
+        E::Io { .. } | E::Cgroup(_) | E::Monitor(_) | E::Cni(_) | E::Task(_) => Code::Internal,
     }
 }
 

@@ -10,6 +10,9 @@ use proto::cri;
 use tonic::{Code, Request, Response, Status};
 use tracing::{Instrument, field};
 
+// The handlers' clock, as CRI timestamps count.
+pub use runtime::now_nanos;
+
 use crate::daemon::Daemon;
 use crate::error::CridError;
 use crate::records::{Record, RecordStore};
@@ -94,19 +97,13 @@ where
 }
 
 /// Runs blocking work (the metadata store, filesystem checks) off the async
-/// workers.
+/// workers: `spawn_blocking(work).await?`, as every crate spells it (each
+/// error type takes a JoinError by From), with the closure's error fixed to
+/// CridError so the handlers' closures need no annotation.
 pub async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, CridError> + Send + 'static,
 ) -> Result<T, CridError> {
     tokio::task::spawn_blocking(work).await?
-}
-
-/// Now, in nanoseconds since the epoch, as CRI timestamps are.
-pub fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or_default()
 }
 
 /// The answer of every RPC whose issue has not landed yet.

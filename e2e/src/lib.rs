@@ -516,6 +516,18 @@ pub fn process_command_line(pid: i32) -> String {
         .unwrap_or_default()
 }
 
+/// The field `key` (`CapEff`, `NSpid`, …) of a `/proc/<pid>/status` text,
+/// trimmed. Panics if there is none: the kernel always shows the fields
+/// the tests ask for.
+pub fn status_field(status: &str, key: &str) -> String {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {key} in {status}"))
+        .trim()
+        .to_string()
+}
+
 /// Processes (other than this test process) whose command line, working
 /// directory or root mentions `needle`.
 pub fn processes_mentioning(needle: &str) -> Vec<i32> {

@@ -12,6 +12,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::*;
+use e2e::status_field;
 use proto::cri;
 
 /// Capability numbers (linux/capability.h) to the names CRI and the OCI
@@ -94,16 +95,6 @@ fn decode(mask: &str) -> BTreeSet<String> {
                 .unwrap_or_else(|| format!("unknown capability {bit}"))
         })
         .collect()
-}
-
-/// The field `key` (e.g. `CapEff`) of a `/proc/<pid>/status` text.
-fn status_field(status: &str, key: &str) -> String {
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(&format!("{key}:")))
-        .unwrap_or_else(|| panic!("no {key} in {status}"))
-        .trim()
-        .to_string()
 }
 
 /// What a privileged container gets: every capability crid holds, i.e.

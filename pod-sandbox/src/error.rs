@@ -24,6 +24,9 @@ pub enum PodError {
     NetworkNotReady(#[from] cni::CniConfigError),
     #[error("{0}")]
     Unsupported(String),
+    /// Blocking work run off the async workers panicked or was cancelled.
+    #[error("internal task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 impl PodError {

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use proto::monitor::{MonitorConfig, MonitorRequest, MonitorResponse, NewNamespaces};
 use runtime::MonitorClient;
 use serde_json::{Map, Value, json};
+use tokio::task::spawn_blocking;
 
 pub use cgroup::{Cgroups, Hierarchy, Placement};
 pub use error::PodError;
@@ -124,7 +125,7 @@ impl PodManager {
             .placement(&spec.id, spec.cgroup_parent.as_deref())?;
         state.cgroup = Some(placement.clone());
         let (cgroups, sandbox) = (self.cgroups.clone(), placement.clone());
-        let cgroup_procs = blocking(move || {
+        let cgroup_procs = spawn_blocking(move || -> Result<_, PodError> {
             files::write_file(&pod_dir, files::HOSTNAME_FILE, &format!("{hostname}\n"))?;
             let resolv = files::resolv_conf(dns.as_ref(), &host_resolv_conf)?;
             files::write_file(&pod_dir, files::RESOLV_FILE, &resolv)?;
@@ -134,7 +135,7 @@ impl PodManager {
             }
             Ok(cgroups.prepare_sandbox(&sandbox)?)
         })
-        .await?;
+        .await??;
         progress.step("pod.prepared");
 
         let namespaces = NewNamespaces {
@@ -167,7 +168,7 @@ impl PodManager {
             .await?;
 
         let pod_dir = self.pod_dir(&spec.id);
-        let pinned_netns = blocking(move || {
+        let pinned_netns = spawn_blocking(move || -> Result<_, PodError> {
             let mut netns = None;
             for (wanted, name) in [
                 (namespaces.net, "net"),
@@ -183,7 +184,7 @@ impl PodManager {
             }
             Ok(netns)
         })
-        .await?;
+        .await??;
         state.netns = pinned_netns;
         progress.step("pod.namespaces_pinned");
 
@@ -200,10 +201,10 @@ impl PodManager {
                 spec.hostname.clone(),
                 state.ips.clone(),
             );
-            blocking(move || {
+            spawn_blocking(move || {
                 files::write_file(&pod_dir, files::HOSTS_FILE, &files::hosts(&hostname, &ips))
             })
-            .await?;
+            .await??;
         }
         Ok(())
     }
@@ -213,7 +214,7 @@ impl PodManager {
             self.network.conf_dir.clone(),
             self.network.runner.bin_dirs().to_vec(),
         );
-        blocking(move || Ok(cni::load_network(&conf_dir, &bin_dirs)?)).await
+        spawn_blocking(move || Ok(cni::load_network(&conf_dir, &bin_dirs)?)).await?
     }
 
     /// Stops the pod: network detached, pause and monitor gone, namespaces
@@ -228,7 +229,7 @@ impl PodManager {
     pub async fn remove(&self, spec: &PodSpec, state: &SandboxState) -> Result<(), PodError> {
         self.teardown(spec, state, Teardown::Force).await?;
         let pod_dir = self.pod_dir(&spec.id);
-        blocking(move || {
+        spawn_blocking(move || {
             // Never delete through a mount that is still there.
             if let Some(mount) = mount_under(&pod_dir) {
                 return Err(PodError::Unsupported(format!(
@@ -243,7 +244,7 @@ impl PodManager {
                 _ => Ok(()),
             }
         })
-        .await
+        .await?
     }
 
     async fn teardown(
@@ -297,9 +298,9 @@ impl PodManager {
             Some(placement) => self.cgroups.remove_sandbox(&placement).await,
             None => Ok(()),
         };
-        let unmounted = blocking(move || mounts::unmount_all(&pod_dir)).await;
+        let unmounted = spawn_blocking(move || mounts::unmount_all(&pod_dir)).await;
         removed?;
-        unmounted
+        unmounted?
     }
 
     /// True while the pod's pause process runs.
@@ -362,13 +363,4 @@ fn mount_under(dir: &Path) -> Option<PathBuf> {
         .lines()
         .filter_map(|line| line.split(' ').nth(4).map(PathBuf::from))
         .find(|mount_point| mount_point.starts_with(dir))
-}
-
-/// Runs blocking filesystem and syscall work off the async workers.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, PodError> + Send + 'static,
-) -> Result<T, PodError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|error| PodError::Unsupported(format!("internal task failed: {error}")))?
 }

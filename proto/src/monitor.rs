@@ -357,3 +357,29 @@ pub enum ExitStatus {
     Exited(i32),
     Signaled(i32),
 }
+
+impl ExitStatus {
+    /// The exit code CRI reports, as a shell does: the process's own code,
+    /// or 128 + the signal that killed it.
+    pub fn code(self) -> i32 {
+        match self {
+            ExitStatus::Exited(code) => code,
+            // Saturating: the status may come from an exit file on disk.
+            ExitStatus::Signaled(signal) => 128_i32.saturating_add(signal),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ExitStatus;
+
+    #[test]
+    fn exit_code_is_the_code_or_128_plus_the_signal() {
+        assert_eq!(ExitStatus::Exited(0).code(), 0);
+        assert_eq!(ExitStatus::Exited(3).code(), 3);
+        assert_eq!(ExitStatus::Signaled(9).code(), 137);
+        assert_eq!(ExitStatus::Signaled(15).code(), 143);
+        assert_eq!(ExitStatus::Signaled(i32::MAX).code(), i32::MAX);
+    }
+}

@@ -16,3 +16,12 @@ mod sys;
 pub mod wire;
 
 pub use client::{MonitorClient, MonitorError, StartedMonitor};
+
+/// Now, in nanoseconds since the epoch: the timestamps of CRI and of the
+/// monitor's protocol. A clock before 1970 reads 0, one past 2262 the most.
+pub fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::{WaitStatus, waitpid};
+use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
 use proto::monitor::{
@@ -197,13 +197,6 @@ pub struct Containers {
     execs: Vec<ExecSession>,
     /// What happened since the monitor last published it.
     events: Vec<MonitorEvent>,
-}
-
-pub fn now_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// Where the container's log goes. A crid older than `log` (downgraded
@@ -405,7 +398,7 @@ impl Containers {
         };
         match init.start() {
             Ok(()) => {
-                container.started_at = now_nanos();
+                container.started_at = runtime::now_nanos();
                 self.events.push(MonitorEvent::ContainerStarted {
                     id: id.to_string(),
                     started_at: container.started_at,
@@ -671,7 +664,7 @@ impl Containers {
             .is_some_and(|file| oom_kills(file) > c.oom_baseline);
         let exit = ContainerExit {
             status,
-            finished_at: now_nanos(),
+            finished_at: runtime::now_nanos(),
             oom_killed,
         };
         c.exit = Some(exit);
@@ -699,11 +692,10 @@ impl Containers {
         }
         let pid = c.pid;
         let _ = kill(pid, Signal::SIGKILL);
-        let status = match waitpid(pid, None) {
-            Ok(WaitStatus::Exited(_, code)) => ExitStatus::Exited(code),
-            Ok(WaitStatus::Signaled(_, signal, _)) => ExitStatus::Signaled(signal as i32),
-            _ => ExitStatus::Signaled(Signal::SIGKILL as i32),
-        };
+        let status = waitpid(pid, None)
+            .ok()
+            .and_then(crate::exit_status)
+            .unwrap_or(ExitStatus::Signaled(Signal::SIGKILL as i32));
         self.record_exit(id, status);
     }
 

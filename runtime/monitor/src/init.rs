@@ -3,12 +3,9 @@
 //! code until it execs).
 //!
 //! # How a child talks back
-//! Each fork gets a report pipe (O_CLOEXEC) on which the child writes JSON
-//! lines ([`Report`]): the intermediate of a PID namespace says which pid
-//! the real child got, the init says `Ready` once its rootfs is set up,
-//! and any failure is one `Error` line before the child exits. The init
-//! keeps the pipe until it execs, so once started, EOF means the exec
-//! happened. The init waits for one byte on a second pipe before it execs.
+//! Each is forked with a report pipe ([`crate::report`]). The init keeps
+//! the pipe until it execs, so once started, EOF means the exec happened.
+//! The init waits for one byte on a second pipe before it execs.
 //!
 //! # PID namespaces
 //! setns/unshare of a PID namespace only moves the caller's future
@@ -26,20 +23,18 @@ pub(super) use rootfs::pivot_into;
 use super::confine::confine;
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
 use nix::sched::{CloneFlags, setns, unshare};
-use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::waitpid;
 use nix::unistd::{Pid, dup2_stderr, dup2_stdin, dup2_stdout, pipe2};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use proto::monitor::{CgroupView, ContainerCreate};
-use serde::{Deserialize, Serialize};
 
+use crate::report::{Report, Reporter, Reporting, Reports, Spawned, fork_reporting};
 use crate::sys::{Forked, close_inherited_fds, exit_child, fork_single_threaded};
 
 /// The child ends of a container's stdio (for a tty: the pty slave three
@@ -86,12 +81,10 @@ const HOLDER_SYSCALLS: [&str; 4] = ["read", "write", "close", "fcntl"];
 /// in a mount namespace of its own.
 fn fork_holder(mount_point: &Path) -> io::Result<Holder> {
     let (release_read, release_write) = pipe2(OFlag::O_CLOEXEC)?;
-    let (report_read, report_write) = pipe2(OFlag::O_CLOEXEC)?;
-    match fork_single_threaded()? {
-        Forked::Child => {
-            drop((release_write, report_read));
-            let mut report = File::from(report_write);
-            let keep = [release_read.as_raw_fd(), report.as_raw_fd()];
+    match fork_reporting(false)? {
+        Reporting::Child(mut report) => {
+            drop(release_write);
+            let keep = [release_read.as_raw_fd(), report.raw_fd()];
             let confined = close_inherited_fds(&keep)
                 .and_then(|()| {
                     nix::sys::signal::sigprocmask(
@@ -110,8 +103,7 @@ fn fork_holder(mount_point: &Path) -> io::Result<Holder> {
                     confine(mount_point, &keep, &HOLDER_SYSCALLS)
                 });
             if let Err(error) = confined {
-                let _ = report.write_all(error.to_string().as_bytes());
-                exit_child(1)
+                report.fail(&error)
             }
             // Confined: the monitor reads EOF.
             drop(report);
@@ -120,37 +112,17 @@ fn fork_holder(mount_point: &Path) -> io::Result<Holder> {
             let released = File::from(release_read).read(&mut byte);
             exit_child(i32::from(released.is_err()))
         }
-        Forked::Parent(pid) => {
-            drop(report_write);
-            let mut failure = String::new();
-            let read = File::from(report_read).read_to_string(&mut failure);
-            if read.is_err() || !failure.is_empty() {
-                let _ = kill(pid, Signal::SIGKILL);
-                let _ = waitpid(pid, None);
-                return Err(io::Error::other(format!(
-                    "holder: {}",
-                    read.err().map_or(failure, |e| e.to_string())
-                )));
-            }
+        Reporting::Parent(spawned) => {
+            drop(release_read);
+            let pid = spawned
+                .until_closed()
+                .map_err(|error| io::Error::other(format!("holder: {error}")))?;
             Ok(Holder {
                 pid,
                 _release: File::from(release_write),
             })
         }
     }
-}
-
-/// One line on a report pipe.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum Report {
-    /// From the intermediate: the (host) pid of the container process.
-    Pid(i32),
-    /// From the init: rootfs done, waiting for the start byte.
-    Ready,
-    /// Something the monitor should log, not fail on.
-    Warning(String),
-    Error(String),
 }
 
 /// Builds an `io::Error` that says what was being done.
@@ -209,7 +181,6 @@ pub fn fork_init(
     stdio: ChildStdio,
 ) -> io::Result<ForkedInit> {
     let joins = Joins::for_create(spec, &create.cgroup_view)?;
-    let (report_read, report_write) = pipe2(OFlag::O_CLOEXEC)?;
     let (start_read, start_write) = pipe2(OFlag::O_CLOEXEC)?;
     let (gate, holder) = match create.placed_by_crid {
         true => (
@@ -218,10 +189,9 @@ pub fn fork_init(
         ),
         false => (None, None),
     };
-    let child = match fork_single_threaded()? {
-        Forked::Child => {
-            drop((report_read, start_write));
-            let mut report = Reporter(File::from(report_write));
+    let spawned = match fork_reporting(joins.fork)? {
+        Reporting::Child(mut report) => {
+            drop(start_write);
             if let Some((gate_read, gate_write)) = gate {
                 drop(gate_write);
                 let mut byte = [0u8; 1];
@@ -245,11 +215,11 @@ pub fn fork_init(
                 Err(error) => report.fail(&error),
             }
         }
-        Forked::Parent(child) => child,
+        Reporting::Parent(spawned) => spawned,
     };
-    drop((report_write, start_read));
+    drop(start_read);
     Ok(ForkedInit {
-        spawned: Spawned::new(child, joins.fork, report_read),
+        spawned,
         gate: gate.map(|(gate_read, gate_write)| {
             drop(gate_read);
             File::from(gate_write)
@@ -265,7 +235,7 @@ pub fn fork_init(
 impl ForkedInit {
     /// Readable when the init (or its intermediate) has reported.
     pub fn reports_fd(&self) -> BorrowedFd<'_> {
-        self.spawned.reports.0.get_ref().as_fd()
+        self.spawned.reports.fd()
     }
 
     /// Lets a placed init go on (a no-op for one that places itself).
@@ -426,11 +396,8 @@ pub fn exec(
         ));
     }
     let joins = Joins::for_exec(init_pid)?;
-    let (report_read, report_write) = pipe2(OFlag::O_CLOEXEC)?;
-    let child = match fork_single_threaded()? {
-        Forked::Child => {
-            drop(report_read);
-            let mut report = Reporter(File::from(report_write));
+    match fork_reporting(joins.fork)? {
+        Reporting::Child(mut report) => {
             // Counted for the fork after the mount join, when this
             // process's /proc entry is out of sight.
             let tasks = match File::open("/proc/self/task") {
@@ -464,166 +431,7 @@ pub fn exec(
                 Err(error) => report.fail(&error),
             }
         }
-        Forked::Parent(child) => child,
-    };
-    drop(report_write);
-    let mut spawned = Spawned::new(child, joins.fork, report_read);
-    loop {
-        match spawned.reports.next() {
-            Ok(Some(Report::Pid(grandchild))) => spawned.intermediate_done(grandchild),
-            Ok(Some(Report::Ready | Report::Warning(_))) => {}
-            Ok(Some(Report::Error(message))) => {
-                return Err(spawned.reap(io::Error::other(message), false));
-            }
-            // The exec happened: its copy of the pipe closed on exec.
-            Ok(None) => match spawned.pid {
-                Some(pid) => return Ok(pid),
-                None => {
-                    let error = io::Error::other("the exec process ended without reporting");
-                    return Err(spawned.reap(error, false));
-                }
-            },
-            Err(error) => return Err(spawned.reap(error, true)),
-        }
-    }
-}
-
-/// The processes of one fork as the monitor knows them so far.
-struct Spawned {
-    child: Pid,
-    /// The child was the intermediate of a PID namespace and is reaped.
-    child_reaped: bool,
-    /// The container process, once known.
-    pid: Option<Pid>,
-    reports: Reports,
-}
-
-impl Spawned {
-    fn new(child: Pid, forks: bool, report_read: OwnedFd) -> Spawned {
-        Spawned {
-            child,
-            child_reaped: false,
-            pid: (!forks).then_some(child),
-            reports: Reports(BufReader::new(File::from(report_read))),
-        }
-    }
-
-    fn intermediate_done(&mut self, grandchild: i32) {
-        // It exits right after saying so; once reaped, its child is ours.
-        let _ = waitpid(self.child, None);
-        self.child_reaped = true;
-        self.pid = Some(Pid::from_raw(grandchild));
-    }
-
-    /// On failure: waits until every writer is gone (EOF; they exit after
-    /// an error), then reaps the child and the container process, so
-    /// nothing of it is left. `kill`: the reports cannot be trusted (not
-    /// an orderly error), so kill what is known first.
-    fn reap(mut self, error: io::Error, kill_first: bool) -> io::Error {
-        let live = |s: &Spawned| {
-            let child = (!s.child_reaped).then_some(s.child);
-            let pid = s.pid.filter(|&pid| Some(pid) != child);
-            [child, pid].into_iter().flatten().collect::<Vec<_>>()
-        };
-        if kill_first {
-            for pid in live(&self) {
-                let _ = kill(pid, Signal::SIGKILL);
-            }
-        }
-        while let Ok(Some(report)) = self.reports.next() {
-            if let Report::Pid(grandchild) = report {
-                if kill_first {
-                    let _ = kill(Pid::from_raw(grandchild), Signal::SIGKILL);
-                }
-                self.intermediate_done(grandchild);
-            }
-        }
-        for pid in live(&self) {
-            let _ = waitpid(pid, None);
-        }
-        error
-    }
-}
-
-/// The monitor's end of a report pipe.
-struct Reports(BufReader<File>);
-
-impl Reports {
-    /// The next report, `None` at EOF. Warnings go to the monitor's stderr
-    /// (its log) and are returned too.
-    fn next(&mut self) -> io::Result<Option<Report>> {
-        let mut line = Vec::new();
-        if self.0.read_until(b'\n', &mut line)? == 0 {
-            return Ok(None);
-        }
-        parse_report(&line).map(Some)
-    }
-
-    /// The reports that have arrived, with one read that does not block
-    /// once poll found the pipe readable (nothing has been read through the
-    /// buffer before, so it is empty and `fill_buf` reads). A line cut
-    /// short waits in `partial`. `None` at EOF.
-    fn take_available(&mut self, partial: &mut Vec<u8>) -> io::Result<Option<Vec<Report>>> {
-        let available = self.0.fill_buf()?;
-        if available.is_empty() {
-            return Ok(None);
-        }
-        partial.extend_from_slice(available);
-        let read = available.len();
-        self.0.consume(read);
-        let mut reports = Vec::new();
-        while let Some(end) = partial.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = partial.drain(..=end).collect();
-            reports.push(parse_report(&line)?);
-        }
-        Ok(Some(reports))
-    }
-}
-
-fn parse_report(line: &[u8]) -> io::Result<Report> {
-    let report: Report = serde_json::from_slice(line.trim_ascii_end()).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "container process report {:?}: {e}",
-                String::from_utf8_lossy(line)
-            ),
-        )
-    })?;
-    if let Report::Warning(message) = &report {
-        eprintln!("crid-monitor: {message}");
-    }
-    Ok(report)
-}
-
-/// The child's end of a report pipe.
-pub(super) struct Reporter(File);
-
-impl Reporter {
-    fn send(&mut self, report: &Report) {
-        if let Ok(mut line) = serde_json::to_string(report) {
-            line.push('\n');
-            // Nothing to do if the monitor is gone.
-            let _ = self.0.write_all(line.as_bytes());
-        }
-    }
-
-    pub(super) fn warn(&mut self, message: String) {
-        self.send(&Report::Warning(message));
-    }
-
-    pub(super) fn raw_fd(&self) -> RawFd {
-        self.0.as_raw_fd()
-    }
-
-    fn fail(&mut self, error: &io::Error) -> ! {
-        self.send(&Report::Error(error.to_string()));
-        exit_child(127)
-    }
-
-    fn intermediate_done(&mut self, pid: Pid) -> ! {
-        self.send(&Report::Pid(pid.as_raw()));
-        exit_child(0)
+        Reporting::Parent(spawned) => spawned.until_closed(),
     }
 }
 

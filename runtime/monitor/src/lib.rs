@@ -15,6 +15,7 @@ pub mod crilog;
 pub mod init;
 mod loopback;
 mod pause;
+mod report;
 mod sys;
 
 use std::ffi::CStr;
@@ -63,6 +64,16 @@ pub fn main() -> ExitCode {
             });
             ExitCode::FAILURE
         }
+    }
+}
+
+/// How a process ended, from what waitpid saw; None while it has not
+/// (stopped, continued, still alive).
+fn exit_status(status: WaitStatus) -> Option<ExitStatus> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(ExitStatus::Exited(code)),
+        WaitStatus::Signaled(_, signal, _) => Some(ExitStatus::Signaled(signal as i32)),
+        _ => None,
     }
 }
 
@@ -462,14 +473,12 @@ impl Monitor {
     fn reap(&mut self) {
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => {
-                    self.record_exit(pid, ExitStatus::Exited(code))
-                }
-                Ok(WaitStatus::Signaled(pid, signal, _)) => {
-                    self.record_exit(pid, ExitStatus::Signaled(signal as i32))
-                }
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
-                Ok(_) => {}
+                Ok(status) => {
+                    if let (Some(pid), Some(exit)) = (status.pid(), exit_status(status)) {
+                        self.record_exit(pid, exit)
+                    }
+                }
             }
         }
     }
@@ -597,13 +606,7 @@ impl Monitor {
         self.containers.kill_all();
         if self.pause_exit.is_none() {
             let _ = kill(self.pause, Signal::SIGKILL);
-            match waitpid(self.pause, None) {
-                Ok(WaitStatus::Signaled(_, signal, _)) => {
-                    self.pause_exit = Some(ExitStatus::Signaled(signal as i32))
-                }
-                Ok(WaitStatus::Exited(_, code)) => self.pause_exit = Some(ExitStatus::Exited(code)),
-                _ => {}
-            }
+            self.pause_exit = waitpid(self.pause, None).ok().and_then(exit_status);
         }
         self.reap();
     }

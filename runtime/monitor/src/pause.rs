@@ -6,9 +6,7 @@
 //! nothing of the host or of crid in it.
 
 use std::ffi::CStr;
-use std::fs::File;
-use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use nix::sched::{CloneFlags, unshare};
@@ -18,6 +16,7 @@ use nix::unistd::Pid;
 use proto::monitor::MonitorConfig;
 
 use super::confine::confine;
+use crate::report::{Reporting, fork_reporting};
 use crate::sys::{Forked, close_inherited_fds, exit_child, fork_single_threaded};
 
 /// What pause calls once confined: sigwait, waitpid, and the close of its
@@ -28,12 +27,9 @@ const PAUSE_SYSCALLS: [&str; 4] = ["rt_sigtimedwait", "wait4", "close", "fcntl"]
 /// is confined (see [`confine`]); its empty root is mounted over
 /// `pod_dir`, in its own mount namespace only.
 pub fn start(config: &MonitorConfig, pod_dir: &Path) -> io::Result<Pid> {
-    let (report_read, report_write) = nix::unistd::pipe()?;
-    let child = match fork_single_threaded()? {
-        Forked::Child => {
-            drop(report_read);
-            let kept = close_inherited_fds(&[report_write.as_raw_fd()]);
-            let mut report = File::from(report_write);
+    match fork_reporting(config.namespaces.pid)? {
+        Reporting::Child(mut report) => {
+            let kept = close_inherited_fds(&[report.raw_fd()]);
             match kept.and_then(|()| enter_namespaces(config)) {
                 Ok(Forked::Child) => {
                     // The pod's PID 1 (or pause in shared host PID):
@@ -41,62 +37,26 @@ pub fn start(config: &MonitorConfig, pod_dir: &Path) -> io::Result<Pid> {
                     // waits forever.
                     let signals = waited_signals();
                     let ready = block(&signals)
-                        .and_then(|()| confine(pod_dir, &[report.as_raw_fd()], &PAUSE_SYSCALLS));
+                        .and_then(|()| confine(pod_dir, &[report.raw_fd()], &PAUSE_SYSCALLS));
                     match ready {
                         Ok(()) => {
                             drop(report);
                             run(&signals)
                         }
-                        Err(error) => {
-                            let _ = writeln!(report, "error {error}");
-                            exit_child(1)
-                        }
+                        Err(error) => report.fail(&error),
                     }
                 }
-                Ok(Forked::Parent(pause)) => {
-                    // The intermediate of a new PID namespace: its child is
-                    // pause; tell the monitor which pid that is.
-                    let _ = writeln!(report, "pid {}", pause.as_raw());
-                    exit_child(0)
-                }
-                Err(error) => {
-                    let _ = writeln!(report, "error {error}");
-                    exit_child(1)
-                }
+                // The intermediate of a new PID namespace: its child is
+                // pause; it tells the monitor which pid that is.
+                Ok(Forked::Parent(pause)) => report.intermediate_done(pause),
+                Err(error) => report.fail(&error),
             }
         }
-        Forked::Parent(child) => child,
-    };
-    drop(report_write);
-    let mut report = String::new();
-    File::from(report_read).read_to_string(&mut report)?;
-    // Lines from the intermediate (its pid) and from pause (its error).
-    let mut pause = None;
-    let mut failure = None;
-    for line in report.lines() {
-        match (line.strip_prefix("pid "), line.strip_prefix("error ")) {
-            (Some(pid), _) => match pid.trim().parse() {
-                Ok(pid) => pause = Some(Pid::from_raw(pid)),
-                Err(_) => failure = Some(format!("pause reported {line:?}")),
-            },
-            (None, Some(message)) => failure = Some(message.to_string()),
-            (None, None) => failure = Some(format!("pause reported {line:?}")),
-        }
-    }
-    // The child has exited unless it is pause itself and well.
-    if pause.is_some() || failure.is_some() {
-        let _ = waitpid(child, None);
-    }
-    match (failure, pause) {
-        (None, pause) => Ok(pause.unwrap_or(child)),
-        (Some(message), pause) => {
-            // A failed pause in a new PID namespace exits on its own; the
-            // monitor, its sub-reaper, reaps it.
-            if let Some(pause) = pause {
-                let _ = waitpid(pause, None);
-            }
-            Err(io::Error::other(format!("pause: {message}")))
-        }
+        // A failed pause in a new PID namespace exits on its own; the
+        // monitor, its sub-reaper, reaps it.
+        Reporting::Parent(spawned) => spawned
+            .until_closed()
+            .map_err(|error| io::Error::other(format!("pause: {error}"))),
     }
 }
 

@@ -7,11 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ALL, Cleanup, TestCgroup, busybox_container, config, monitor_binary, run, wait_gone};
+use common::{ALL, TestCgroup, busybox_container, config, run, start_monitor, wait_gone};
 use proto::monitor::{
     ContainerExit, ExitStatus, MonitorEvent, MonitorRequest, MonitorResponse, PROTOCOL_VERSION,
 };
-use runtime::MonitorClient;
 use runtime::client::Subscription;
 
 /// The next event; a monitor that pushes nothing fails the test, not hangs it.
@@ -34,12 +33,7 @@ async fn starts_exits_oom_kills_and_pause_deaths_are_pushed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pod_dir = dir.path().join("pod");
     std::fs::create_dir(&pod_dir).expect("pod dir");
-    let client = MonitorClient::new(&pod_dir);
-    let started = client
-        .start(monitor_binary(), &config(ALL))
-        .await
-        .expect("start monitor");
-    let _cleanup = Cleanup(started);
+    let (client, started, _cleanup) = start_monitor(&pod_dir, &config(ALL)).await;
     assert_eq!(client.hello().await.expect("hello"), PROTOCOL_VERSION);
 
     let mut events = client.subscribe().await.expect("subscribe");

@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ALL, Cleanup, busybox_container, config, monitor_binary, run, wait_gone};
+use common::{ALL, busybox_container, config, run, shut_down, start_monitor, wait_gone};
 use proto::monitor::{ExitStatus, MonitorRequest, MonitorResponse};
 use runtime::MonitorClient;
 use runtime::wire::Framing;
@@ -53,17 +53,24 @@ async fn held_create(
     (pids, answer_tx, task)
 }
 
+/// The ids of the containers the monitor knows, in its order.
+async fn container_ids(client: &MonitorClient) -> Vec<String> {
+    match client
+        .request(&MonitorRequest::Containers)
+        .await
+        .expect("containers")
+    {
+        MonitorResponse::Containers(states) => states.into_iter().map(|s| s.id).collect(),
+        other => panic!("expected Containers, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn a_create_waiting_for_placement_or_a_slow_client_holds_nothing_else_up() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pod_dir = dir.path().join("pod");
     std::fs::create_dir(&pod_dir).expect("pod dir");
-    let client = MonitorClient::new(&pod_dir);
-    let started = client
-        .start(monitor_binary(), &config(ALL))
-        .await
-        .expect("start monitor");
-    let _cleanup = Cleanup(started);
+    let (client, started, _cleanup) = start_monitor(&pod_dir, &config(ALL)).await;
 
     // A client that sends the first bytes of its request, then nothing
     // for a while.
@@ -106,17 +113,7 @@ async fn a_create_waiting_for_placement_or_a_slow_client_holds_nothing_else_up()
     }
     let logged = std::fs::read_to_string(&log).expect("talker's log");
     assert!(logged.contains("stdout F drained while held"), "{logged:?}");
-    match client
-        .request(&MonitorRequest::Containers)
-        .await
-        .expect("containers")
-    {
-        MonitorResponse::Containers(states) => {
-            let ids: Vec<&str> = states.iter().map(|s| s.id.as_str()).collect();
-            assert_eq!(ids, ["talker"]);
-        }
-        other => panic!("expected Containers, got {other:?}"),
-    }
+    assert_eq!(container_ids(&client).await, ["talker"]);
     // The held id is taken.
     let again = busybox_container(&dir.path().join("again"), "held", &["true"]);
     match client
@@ -149,17 +146,7 @@ async fn a_create_waiting_for_placement_or_a_slow_client_holds_nothing_else_up()
     for pid in pids {
         wait_gone(pid);
     }
-    match client
-        .request(&MonitorRequest::Containers)
-        .await
-        .expect("containers")
-    {
-        MonitorResponse::Containers(states) => {
-            let ids: Vec<&str> = states.iter().map(|s| s.id.as_str()).collect();
-            assert_eq!(ids, ["held", "talker"]);
-        }
-        other => panic!("expected Containers, got {other:?}"),
-    }
+    assert_eq!(container_ids(&client).await, ["held", "talker"]);
 
     // A create that crid gives up on and removes half-way ends, and its
     // processes with it.
@@ -200,10 +187,5 @@ async fn a_create_waiting_for_placement_or_a_slow_client_holds_nothing_else_up()
             .await
             .expect("remove");
     }
-    client
-        .request(&MonitorRequest::Shutdown)
-        .await
-        .expect("shutdown");
-    wait_gone(started.pause_pid);
-    wait_gone(started.monitor_pid);
+    shut_down(&client, started).await;
 }

@@ -11,20 +11,24 @@
 //! the stand-in overlay, so nothing it mounts can outlive or leak out of
 //! it; it still unmounts and checks.
 
+mod common;
+
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
+use common::own_namespaces;
+use e2e::status_field;
 use monitor::init::{self, ChildStdio};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use oci_spec::runtime::{
-    Capability, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxSeccomp,
-    MountBuilder, PosixRlimitBuilder, PosixRlimitType, Spec,
+    Capability, LinuxCapabilitiesBuilder, LinuxSeccomp, MountBuilder, PosixRlimitBuilder,
+    PosixRlimitType, Spec,
 };
 use proto::monitor::{CgroupV1Mount, CgroupView, ContainerCreate};
 use runtime::spec::seccomp::{localhost, runtime_default};
@@ -214,23 +218,8 @@ impl Fixture {
         };
         let mut spec = build_spec(&container, &ImageConfigView::default(), &self.rootfs, &user)
             .map_err(|e| format!("build_spec: {e}"))?;
-        // A UTS, IPC and network namespace of the container's own, so the
-        // test touches nothing of the host's, and a hostname to set in it.
-        let linux = spec.linux_mut().as_mut().ok_or("spec without linux")?;
-        let mut namespaces = linux.namespaces().clone().unwrap_or_default();
-        for typ in [
-            LinuxNamespaceType::Uts,
-            LinuxNamespaceType::Ipc,
-            LinuxNamespaceType::Network,
-        ] {
-            namespaces.push(
-                LinuxNamespaceBuilder::default()
-                    .typ(typ)
-                    .build()
-                    .map_err(|e| e.to_string())?,
-            );
-        }
-        linux.set_namespaces(Some(namespaces));
+        // A hostname to set in the container's own UTS namespace.
+        own_namespaces(&mut spec)?;
         spec.set_hostname(Some("crid-init-test".into()));
         let caps: oci_spec::runtime::Capabilities = [
             Capability::Chown,
@@ -663,11 +652,8 @@ fn holder_is_confined(holder: Pid) -> Result {
         ("Seccomp", "2"),
         ("Uid", "65535\t65535\t65535\t65535"),
     ] {
-        let found = status
-            .lines()
-            .find_map(|line| line.strip_prefix(&format!("{key}:")))
-            .map(str::trim);
-        check(found == Some(wanted), || {
+        let found = status_field(&status, key);
+        check(found == wanted, || {
             format!("the holder's {key} is {found:?}, not {wanted:?}")
         })?;
     }

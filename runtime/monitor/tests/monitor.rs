@@ -5,8 +5,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{ALL, Cleanup, TestCgroup, config, monitor_binary, proc_text, wait_gone};
-use e2e::nsenter;
+use common::{
+    ALL, TestCgroup, config, monitor_binary, proc_text, shut_down, start_monitor, wait_gone,
+};
+use e2e::{nsenter, status_field};
 use proto::monitor::{ExitStatus, MonitorRequest, MonitorResponse, NewNamespaces};
 use runtime::MonitorClient;
 
@@ -19,16 +21,11 @@ fn ns_link(pid: &str, ns: &str) -> String {
 #[tokio::test]
 async fn pause_runs_in_new_namespaces_as_pid_1_under_a_detached_monitor() {
     let pod_dir = tempfile::tempdir().expect("tempdir");
-    let client = MonitorClient::new(pod_dir.path());
     let mut config = config(ALL);
     config.sysctls = vec![("net.ipv4.ip_unprivileged_port_start".into(), "80".into())];
     let cgroup = TestCgroup::new("pids", "born");
     config.cgroup_procs = vec![cgroup.procs()];
-    let started = client
-        .start(monitor_binary(), &config)
-        .await
-        .expect("start monitor");
-    let _cleanup = Cleanup(started);
+    let (client, started, _cleanup) = start_monitor(pod_dir.path(), &config).await;
     let (monitor, pause) = (started.monitor_pid, started.pause_pid);
 
     assert_eq!(proc_text(monitor, "comm").trim(), "crid-monitor");
@@ -110,19 +107,11 @@ async fn pause_runs_in_new_namespaces_as_pid_1_under_a_detached_monitor() {
         ("Gid", "65535\t65535\t65535\t65535"),
         ("Groups", ""),
     ] {
-        let line = status
-            .lines()
-            .find_map(|line| line.strip_prefix(&format!("{key}:")))
-            .unwrap_or_else(|| panic!("no {key} in {status}"));
-        assert_eq!(line.trim(), wanted, "pause's {key}");
+        assert_eq!(status_field(&status, key), wanted, "pause's {key}");
     }
-    let nspid = proc_text(pause, "status")
-        .lines()
-        .find(|l| l.starts_with("NSpid:"))
-        .map(str::to_string)
-        .expect("NSpid");
+    let nspid = status_field(&status, "NSpid");
     assert!(
-        nspid.trim_end().ends_with("\t1"),
+        nspid.ends_with("\t1"),
         "pause is not PID 1 in its namespace: {nspid}"
     );
 
@@ -162,15 +151,7 @@ async fn pause_runs_in_new_namespaces_as_pid_1_under_a_detached_monitor() {
         other => panic!("unexpected {other:?}"),
     }
 
-    assert_eq!(
-        client
-            .request(&MonitorRequest::Shutdown)
-            .await
-            .expect("shutdown"),
-        MonitorResponse::ShuttingDown
-    );
-    wait_gone(pause);
-    wait_gone(monitor);
+    shut_down(&client, started).await;
     assert!(
         !pod_dir.path().join(proto::monitor::SOCKET_FILE).exists(),
         "socket left"
@@ -180,16 +161,11 @@ async fn pause_runs_in_new_namespaces_as_pid_1_under_a_detached_monitor() {
 #[tokio::test]
 async fn host_namespaces_are_kept_when_not_asked_for() {
     let pod_dir = tempfile::tempdir().expect("tempdir");
-    let client = MonitorClient::new(pod_dir.path());
     let only_ipc = NewNamespaces {
         ipc: true,
         ..NewNamespaces::default()
     };
-    let started = client
-        .start(monitor_binary(), &config(only_ipc))
-        .await
-        .expect("start");
-    let _cleanup = Cleanup(started);
+    let (client, started, _cleanup) = start_monitor(pod_dir.path(), &config(only_ipc)).await;
     let pause = started.pause_pid.to_string();
     assert_ne!(ns_link(&pause, "ipc"), ns_link("self", "ipc"));
     for ns in ["net", "uts", "pid"] {
@@ -199,23 +175,13 @@ async fn host_namespaces_are_kept_when_not_asked_for() {
             "{ns} should be the host's"
         );
     }
-    client
-        .request(&MonitorRequest::Shutdown)
-        .await
-        .expect("shutdown");
-    wait_gone(started.pause_pid);
-    wait_gone(started.monitor_pid);
+    shut_down(&client, started).await;
 }
 
 #[tokio::test]
 async fn a_pause_killed_from_outside_is_reported() {
     let pod_dir = tempfile::tempdir().expect("tempdir");
-    let client = MonitorClient::new(pod_dir.path());
-    let started = client
-        .start(monitor_binary(), &config(ALL))
-        .await
-        .expect("start");
-    let _cleanup = Cleanup(started);
+    let (client, started, _cleanup) = start_monitor(pod_dir.path(), &config(ALL)).await;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(started.pause_pid),
         nix::sys::signal::Signal::SIGKILL,
@@ -283,12 +249,7 @@ async fn a_bad_sysctl_fails_the_start_and_leaves_no_process() {
 async fn a_request_of_a_newer_crid_is_refused_not_dropped() {
     use tokio::io::AsyncWriteExt;
     let pod_dir = tempfile::tempdir().expect("tempdir");
-    let client = MonitorClient::new(pod_dir.path());
-    let started = client
-        .start(monitor_binary(), &config(ALL))
-        .await
-        .expect("start");
-    let _cleanup = Cleanup(started);
+    let (client, started, _cleanup) = start_monitor(pod_dir.path(), &config(ALL)).await;
     let (_dir, socket) =
         runtime::wire::short_path(pod_dir.path(), proto::monitor::SOCKET_FILE).expect("socket");
     let mut stream = tokio::net::UnixStream::connect(socket)
@@ -311,10 +272,5 @@ async fn a_request_of_a_newer_crid_is_refused_not_dropped() {
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
-    client
-        .request(&MonitorRequest::Shutdown)
-        .await
-        .expect("shutdown");
-    wait_gone(started.pause_pid);
-    wait_gone(started.monitor_pid);
+    shut_down(&client, started).await;
 }

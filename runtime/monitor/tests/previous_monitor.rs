@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{ALL, Cleanup, busybox_container, config, run, wait_gone};
+use common::{ALL, Cleanup, busybox_container, config, run, shut_down};
 use proto::monitor::{
     CONFIG_FILE, ErrorKind, ExitStatus, FIRST_PROTOCOL_VERSION, MonitorRequest, MonitorResponse,
 };
@@ -220,13 +220,5 @@ async fn a_monitor_of_protocol_version_1_keeps_working_with_this_client() {
         .request(&MonitorRequest::RemoveContainer { id: "app".into() })
         .await
         .expect("remove");
-    assert_eq!(
-        client
-            .request(&MonitorRequest::Shutdown)
-            .await
-            .expect("shutdown"),
-        MonitorResponse::ShuttingDown
-    );
-    wait_gone(started.pause_pid);
-    wait_gone(started.monitor_pid);
+    shut_down(&client, started).await;
 }

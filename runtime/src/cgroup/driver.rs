@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use oci_spec::runtime::LinuxDeviceCgroup;
+use tokio::task::spawn_blocking;
 
 use super::systemd::{self, Systemd};
 use super::{CgroupError, Hierarchy, Placement, limits};
@@ -32,23 +33,11 @@ pub struct Cgroups {
     systemd: Option<Systemd>,
 }
 
-/// Runs blocking cgroup file work off the async workers.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, CgroupError> + Send + 'static,
-) -> Result<T, CgroupError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|error| CgroupError::Cgroup {
-            path: String::new(),
-            reason: format!("internal task failed: {error}"),
-        })?
-}
-
 impl Cgroups {
     /// Reads the host's layout and, for the systemd driver, connects to
     /// systemd (refusing a host whose init is not systemd).
     pub async fn new(driver: Driver) -> Result<Cgroups, CgroupError> {
-        let hierarchy = blocking(Hierarchy::detect).await?;
+        let hierarchy = spawn_blocking(Hierarchy::detect).await??;
         let systemd = match driver {
             Driver::Cgroupfs => None,
             Driver::Systemd => {
@@ -142,7 +131,7 @@ impl Cgroups {
             .await?;
         // v1: into the hierarchies systemd does not manage (cpuset, …) too.
         let (hierarchy, sandbox) = (self.hierarchy.clone(), placement.sandbox.clone());
-        blocking(move || {
+        spawn_blocking(move || {
             for file in hierarchy.procs_files(&sandbox) {
                 for pid in &pids {
                     std::fs::write(&file, pid.to_string())
@@ -151,7 +140,7 @@ impl Cgroups {
             }
             Ok(())
         })
-        .await
+        .await?
     }
 
     /// The scope of `cgroup` with `pids` in it and `resources` as its
@@ -171,7 +160,7 @@ impl Cgroups {
             systemd::scope_properties(systemd::pod_slice(placement), pids, resources, self.v2())?;
         systemd.start_scope(unit, &properties).await?;
         let (hierarchy, cgroup) = (self.hierarchy.clone(), cgroup.to_owned());
-        blocking(move || hierarchy.create_leaf(&cgroup)).await
+        spawn_blocking(move || hierarchy.create_leaf(&cgroup)).await?
     }
 
     fn connected(&self, cgroup: &str) -> Result<&Systemd, CgroupError> {
@@ -190,7 +179,7 @@ impl Cgroups {
             return Ok(());
         }
         let (hierarchy, pod) = (self.hierarchy.clone(), placement.pod.clone());
-        blocking(move || hierarchy.remove_owned(&pod)).await
+        spawn_blocking(move || hierarchy.remove_owned(&pod)).await?
     }
 
     /// Before a container's init is forked (blocking): the cgroupfs driver
@@ -248,11 +237,11 @@ impl Cgroups {
             resources.clone(),
             devices.to_vec(),
         );
-        blocking(move || {
+        spawn_blocking(move || {
             hierarchy.apply(&cgroup, &resources)?;
             hierarchy.apply_devices(&cgroup, &devices)
         })
-        .await
+        .await?
     }
 
     /// New limits for a container (UpdateContainerResources): with systemd
@@ -273,14 +262,14 @@ impl Cgroups {
         }
         let (hierarchy, cgroup, resources) =
             (self.hierarchy.clone(), cgroup.to_owned(), resources.clone());
-        blocking(move || hierarchy.apply(&cgroup, &resources)).await
+        spawn_blocking(move || hierarchy.apply(&cgroup, &resources)).await?
     }
 
     /// SIGKILLs everything in `cgroup`, stops its unit (systemd) and
     /// removes it everywhere. Idempotent.
     pub async fn kill_and_remove(&self, cgroup: &str) -> Result<(), CgroupError> {
         let (hierarchy, owned) = (self.hierarchy.clone(), cgroup.to_owned());
-        blocking(move || hierarchy.kill(&owned)).await?;
+        spawn_blocking(move || hierarchy.kill(&owned)).await??;
         if let Some(unit) = systemd::unit_of(cgroup) {
             match &self.systemd {
                 Some(systemd) => systemd.stop(unit).await?,
@@ -291,7 +280,7 @@ impl Cgroups {
             }
         }
         let (hierarchy, owned) = (self.hierarchy.clone(), cgroup.to_owned());
-        blocking(move || hierarchy.remove(&owned)).await
+        spawn_blocking(move || hierarchy.remove(&owned)).await?
     }
 }
 

@@ -51,6 +51,9 @@ pub enum CgroupError {
         value: String,
         reason: String,
     },
+    /// Blocking cgroup work run off the async workers panicked or was cancelled.
+    #[error("internal task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 impl CgroupError {

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType};
+use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType, Spec};
 use proto::monitor::{
     CgroupView, ContainerCreate, LogFile, MonitorConfig, MonitorRequest, MonitorResponse,
     NewNamespaces, PROTOCOL_VERSION,
@@ -60,6 +60,33 @@ impl Drop for Cleanup {
     }
 }
 
+/// Starts the monitor of a pod in `pod_dir`: its client, its pids, and
+/// the guard that kills it (and its pause) when the test ends.
+pub async fn start_monitor(
+    pod_dir: &Path,
+    config: &MonitorConfig,
+) -> (MonitorClient, runtime::StartedMonitor, Cleanup) {
+    let client = MonitorClient::new(pod_dir);
+    let started = client
+        .start(monitor_binary(), config)
+        .await
+        .expect("start monitor");
+    (client, started, Cleanup(started))
+}
+
+/// Asks the monitor to shut down and waits until it and its pause are gone.
+pub async fn shut_down(client: &MonitorClient, started: runtime::StartedMonitor) {
+    assert_eq!(
+        client
+            .request(&MonitorRequest::Shutdown)
+            .await
+            .expect("shutdown"),
+        MonitorResponse::ShuttingDown
+    );
+    wait_gone(started.pause_pid);
+    wait_gone(started.monitor_pid);
+}
+
 /// Waits (bounded) until `pid` is gone or a zombie nobody will ask about.
 pub fn wait_gone(pid: i32) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -108,6 +135,27 @@ impl Drop for TestCgroup {
     }
 }
 
+/// Gives a container UTS, IPC and network namespaces of its own, so a
+/// test touches nothing of the host's.
+pub fn own_namespaces(spec: &mut Spec) -> Result<(), String> {
+    let linux = spec.linux_mut().as_mut().ok_or("spec without linux")?;
+    let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+    for typ in [
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Network,
+    ] {
+        namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(typ)
+                .build()
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    linux.set_namespaces(Some(namespaces));
+    Ok(())
+}
+
 /// A busybox rootfs and `config.json` in `dir/<id>`, and the create crid
 /// would send for it: its own UTS, IPC, network and PID namespaces (nothing
 /// of the host's is touched), output into `dir/<id>.log`.
@@ -136,21 +184,7 @@ pub fn busybox_container(dir: &Path, id: &str, args: &[&str]) -> ContainerCreate
     };
     let mut spec =
         build_spec(&container, &ImageConfigView::default(), &rootfs, &user).expect("build_spec");
-    let linux = spec.linux_mut().as_mut().expect("linux");
-    let mut namespaces = linux.namespaces().clone().unwrap_or_default();
-    for typ in [
-        LinuxNamespaceType::Uts,
-        LinuxNamespaceType::Ipc,
-        LinuxNamespaceType::Network,
-    ] {
-        namespaces.push(
-            LinuxNamespaceBuilder::default()
-                .typ(typ)
-                .build()
-                .expect("namespace"),
-        );
-    }
-    linux.set_namespaces(Some(namespaces));
+    own_namespaces(&mut spec).expect("namespaces");
     // crid's default NOFILE limit may be above what the test runs with.
     if let Some(process) = spec.process_mut().as_mut() {
         process.set_rlimits(None);
