@@ -224,11 +224,14 @@ impl Started {
             version = env!("CARGO_PKG_VERSION"),
             "crid serving CRI"
         );
+        // Under systemd (Type=notify): the unit is up once kubelet can connect.
+        notify_systemd(sd_notify::NotifyState::Ready);
 
         let result = tokio::select! {
             result = &mut server => result,
             signal = shutdown => {
                 tracing::info!(signal, "shutting down");
+                notify_systemd(sd_notify::NotifyState::Stopping);
                 // New clients get ENOENT rather than a server that is leaving.
                 socket.remove_file();
                 let _ = stop_tx.send(());
@@ -245,5 +248,18 @@ impl Started {
         result?;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Tells systemd how crid is doing, when systemd started it with a
+/// notification socket (`$NOTIFY_SOCKET`); nothing otherwise. crid's
+/// children never see the variable: each is started with a cleared
+/// environment.
+fn notify_systemd(state: sd_notify::NotifyState) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    if let Err(error) = sd_notify::notify(false, &[state]) {
+        tracing::warn!(%error, "cannot notify systemd");
     }
 }

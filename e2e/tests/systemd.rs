@@ -245,3 +245,135 @@ async fn pods_without_a_parent_have_their_scopes_in_system_slice() {
     assert_eq!(show(&unit, "ActiveState"), "inactive");
     assert!(!cgroup_dir(&sandbox).exists(), "{sandbox} left");
 }
+
+/// crid.service as shipped (packaging/crid.service), ExecStart pointed at
+/// this build and this test's config, installed as a runtime unit; stopped
+/// and removed at the end (also after a failed assert).
+struct CridUnit {
+    name: String,
+    path: PathBuf,
+}
+
+impl CridUnit {
+    fn install(config: &Path) -> CridUnit {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/crid.service");
+        let unit = std::fs::read_to_string(&shipped).expect("packaging/crid.service");
+        let exec_start = format!(
+            "ExecStart={} --config {}",
+            e2e::crid_binary().display(),
+            config.display()
+        );
+        assert!(unit.contains("\nExecStart=/usr/bin/crid\n"), "{unit}");
+        let unit = unit.replace("\nExecStart=/usr/bin/crid\n", &format!("\n{exec_start}\n"));
+        let name = format!("crid-e2e-{}.service", std::process::id());
+        let path = Path::new("/run/systemd/system").join(&name);
+        std::fs::write(&path, unit).expect("install the unit");
+        systemctl(&["daemon-reload"]);
+        CridUnit { name, path }
+    }
+
+    fn main_pid(&self) -> i32 {
+        show(&self.name, "MainPID").parse().expect("MainPID")
+    }
+
+    fn journal(&self) -> String {
+        Command::new("journalctl")
+            .args(["--no-pager", "-n", "50", "-u", &self.name])
+            .output()
+            .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for CridUnit {
+    fn drop(&mut self) {
+        let _ = Command::new("systemctl")
+            .args(["stop", &self.name])
+            .status();
+        let _ = std::fs::remove_file(&self.path);
+        let _ = Command::new("systemctl").arg("daemon-reload").status();
+    }
+}
+
+fn systemctl(args: &[&str]) {
+    let output = Command::new("systemctl")
+        .args(args)
+        .output()
+        .expect("systemctl");
+    assert!(output.status.success(), "systemctl {args:?}: {output:?}");
+}
+
+fn alive(pid: i64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// As an admin runs it: `systemctl start` returns once crid serves (it is
+/// Type=notify), a restart or stop of crid leaves the pods running
+/// (KillMode=process), and the restarted crid still lists them.
+#[tokio::test]
+async fn the_shipped_unit_starts_crid_and_restarts_leave_pods_running() {
+    let mut world = World::new().await;
+    // From here on systemd runs crid, on the same config and socket.
+    world.crid.stop().await;
+    let unit = CridUnit::install(&world.env.config_path());
+    systemctl(&["start", &unit.name]);
+    assert_eq!(
+        show(&unit.name, "ActiveState"),
+        "active",
+        "{}",
+        unit.journal()
+    );
+    assert_eq!(show(&unit.name, "Type"), "notify");
+    let first_pid = unit.main_pid();
+    assert!(first_pid > 0, "{}", unit.journal());
+
+    let pod = world.pod("unit").await;
+    let ctr = world.run(&pod, "steady", &["sleep", "1000"]).await;
+    let (status, info) = world.status(&ctr).await;
+    assert_eq!(
+        status.state,
+        i32::from(cri::ContainerState::ContainerRunning)
+    );
+    let ctr_pid = info["pid"].as_i64().expect("the container's pid");
+    let monitor_pid = pod_info(&world, &pod).await["monitorPid"]
+        .as_i64()
+        .expect("the monitor's pid");
+
+    systemctl(&["restart", &unit.name]);
+    assert_eq!(
+        show(&unit.name, "ActiveState"),
+        "active",
+        "{}",
+        unit.journal()
+    );
+    assert_ne!(unit.main_pid(), first_pid, "a new crid");
+    assert!(
+        alive(ctr_pid) && alive(monitor_pid),
+        "the pod survived the restart"
+    );
+    let (status, _) = world.status(&ctr).await;
+    assert_eq!(
+        status.state,
+        i32::from(cri::ContainerState::ContainerRunning),
+        "the restarted crid still knows the container"
+    );
+    assert_eq!(world.list(None).await.len(), 1);
+
+    systemctl(&["stop", &unit.name]);
+    assert_eq!(show(&unit.name, "ActiveState"), "inactive");
+    assert!(
+        alive(ctr_pid) && alive(monitor_pid),
+        "stopping crid leaves the pod running"
+    );
+
+    // Back up to remove the pod as kubelet would.
+    systemctl(&["start", &unit.name]);
+    world.remove_pod(&pod).await;
+    assert!(world.list(None).await.is_empty());
+    assert!(
+        !alive(ctr_pid) && !alive(monitor_pid),
+        "the pod's processes are gone"
+    );
+    drop(unit);
+    assert!(world.env.leaks().is_empty(), "{:?}", world.env.leaks());
+}
