@@ -723,6 +723,14 @@ mod tests {
     }
 
     #[test]
+    fn the_packaged_config_is_the_default() {
+        // packaging/config.toml is `crid config default`; regenerate it with
+        // that command when a default changes.
+        let shipped = include_str!("../../packaging/config.toml");
+        assert_eq!(shipped, Config::default().to_toml().expect("serialize"));
+    }
+
+    #[test]
     fn a_named_config_file_must_exist() {
         let error = Config::load(
             Some(Path::new("/nonexistent/crid.toml")),
