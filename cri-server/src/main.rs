@@ -54,6 +54,9 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Check this node as `Status` would, and say it for a person: kernel,
+    /// cgroups, directories, the CNI network. Exit 0 only if a pod could run.
+    Check,
 }
 
 #[derive(Subcommand)]
@@ -96,6 +99,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", config.to_toml()?);
             return Ok(());
         }
+        Some(Command::Check) => {
+            let config = Config::load(cli.config.as_deref(), &overrides)?;
+            return if check(&config) {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("this node cannot run pods yet (see above)"))
+            };
+        }
         None => {}
     }
     // The transport crates' debug output is per HTTP/2 frame: only at trace.
@@ -119,6 +130,91 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?
         .block_on(serve(config))
+}
+
+/// `crid check`: one line per thing a pod needs, `ok` or what is wrong.
+fn check(config: &Config) -> bool {
+    use cri_server::status;
+    let mut ready = true;
+    let mut line = |ok: bool, what: &str, detail: String| {
+        ready &= ok;
+        println!("{:<4} {what:<12} {detail}", if ok { "ok" } else { "FAIL" });
+    };
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let missing = status::missing_kernel_features();
+    line(
+        missing.is_empty(),
+        "kernel",
+        if missing.is_empty() {
+            format!("Linux {} has what crid needs", kernel.trim())
+        } else {
+            missing.join("; ")
+        },
+    );
+    match runtime::cgroup::Hierarchy::detect() {
+        Ok(hierarchy) => line(
+            true,
+            "cgroups",
+            format!(
+                "{}, driver {} ([runtime] cgroup_driver; kubelet's cgroupDriver must match)",
+                match hierarchy {
+                    runtime::cgroup::Hierarchy::V1 { .. } => "v1",
+                    runtime::cgroup::Hierarchy::V2 { .. } => "v2",
+                },
+                match config.runtime.cgroup_driver {
+                    cri_server::config::CgroupDriver::Cgroupfs => "cgroupfs",
+                    cri_server::config::CgroupDriver::Systemd => "systemd",
+                }
+            ),
+        ),
+        Err(error) => line(false, "cgroups", error.to_string()),
+    }
+    for (name, dir) in [("root", &config.root), ("state", &config.state)] {
+        match status::dir_usable(dir) {
+            Ok(()) => line(true, name, format!("{} is usable", dir.display())),
+            // crid makes its directories at start, if it can.
+            Err(_) if !dir.exists() => {
+                let parent = dir.ancestors().skip(1).find(|ancestor| ancestor.exists());
+                match parent.map(status::dir_usable) {
+                    Some(Ok(())) => line(
+                        true,
+                        name,
+                        format!("{} will be created at start", dir.display()),
+                    ),
+                    Some(Err(problem)) => line(
+                        false,
+                        name,
+                        format!("{}: cannot be created: {problem}", dir.display()),
+                    ),
+                    None => line(false, name, format!("{}: no parent exists", dir.display())),
+                }
+            }
+            Err(problem) => line(false, name, format!("{}: {problem}", dir.display())),
+        }
+    }
+    match cni::load_network(&config.cni.conf_dir, &config.cni.bin_dirs) {
+        Ok(network) => line(
+            true,
+            "network",
+            format!(
+                "{} ({}): plugins {}",
+                network.name,
+                network.path.display(),
+                network
+                    .plugins
+                    .iter()
+                    .map(|plugin| plugin.plugin_type.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+        Err(error) => line(
+            false,
+            "network",
+            format!("{error} (host-network pods still run)"),
+        ),
+    }
+    ready
 }
 
 /// Every pod and container holds a few of crid's descriptors (monitor

@@ -57,7 +57,7 @@ fn condition(kind: &str, problems: Vec<String>, reason: &str) -> RuntimeConditio
     }
 }
 
-fn dir_usable(dir: &Path) -> Result<(), String> {
+pub fn dir_usable(dir: &Path) -> Result<(), String> {
     match std::fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => {}
         Ok(_) => return Err("not a directory".into()),
@@ -68,7 +68,7 @@ fn dir_usable(dir: &Path) -> Result<(), String> {
         .map_err(|errno| format!("not writable: {errno}"))
 }
 
-fn missing_kernel_features() -> Vec<String> {
+pub fn missing_kernel_features() -> Vec<String> {
     let mut missing = Vec::new();
     let filesystems = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
     for fs in ["overlay", "tmpfs"] {

@@ -535,6 +535,24 @@ async fn json_logs_are_one_object_per_line() {
     );
 }
 
+#[test]
+fn crid_check_says_what_a_pod_needs_and_fails_without_a_network() {
+    let env = TestEnv::new();
+    // No CNI config yet: not ready, and the output says why.
+    let output = env.command(&["check"]).output().expect("crid check");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{stdout}");
+    assert!(stdout.contains("FAIL network"), "{stdout}");
+    assert!(stdout.contains("ok   kernel"), "{stdout}");
+    assert!(stdout.contains("driver cgroupfs"), "{stdout}");
+    env.bridge_network("cridchk0", "10.251.99.0/24");
+    let output = env.command(&["check"]).output().expect("crid check");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("ok   network"), "{stdout}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+}
+
 #[tokio::test]
 async fn flags_override_the_config_file() {
     let env = TestEnv::new();
