@@ -54,6 +54,24 @@ fn assert_clean(store_root: &Path) {
     assert_eq!(n, 0, "temp files left in {}", tmp.display());
 }
 
+/// A pull that failed on the bottom layer left neither it unpacked nor its
+/// blob stored.
+fn assert_bottom_layer_not_kept(store: &ImageStore, pushed: &PushedImage, why: &str) {
+    let diff_ids: Vec<String> = pushed.layers.iter().map(|l| l.diff_id.clone()).collect();
+    let chain = image::chain_ids(&diff_ids);
+    assert!(
+        !store.layer_dir(&chain[0]).expect("dir").exists(),
+        "the {why} layer is unpacked"
+    );
+    assert!(
+        !store
+            .blob_path(&pushed.layers[0].digest)
+            .expect("path")
+            .exists(),
+        "the {why} blob is stored"
+    );
+}
+
 fn check_busybox_image(store: &ImageStore, img: &PulledImage, pushed: &PushedImage, host: &str) {
     assert_eq!(img.id, pushed.id);
     assert_eq!(img.manifest_digest, pushed.manifest);
@@ -382,21 +400,7 @@ async fn tampered_blob_is_refused_and_nothing_of_it_is_kept() {
         other => panic!("expected DigestMismatch, got {other:?}"),
     }
     assert_clean(root.path());
-    let chain = image::chain_ids(
-        &pushed
-            .layers
-            .iter()
-            .map(|l| l.diff_id.clone())
-            .collect::<Vec<_>>(),
-    );
-    assert!(
-        !store.layer_dir(&chain[0]).expect("dir").exists(),
-        "tampered layer unpacked"
-    );
-    assert!(
-        !store.blob_path(&victim.digest).expect("p").exists(),
-        "tampered blob stored"
-    );
+    assert_bottom_layer_not_kept(&store, &pushed, "tampered");
     // Without the bottom layer no chain can have been completed... but the
     // layers are keyed by chain id, so the others may be done; all of them
     // go away with GC since no image references them.
@@ -663,21 +667,7 @@ async fn a_registry_that_stops_sending_ends_the_pull_and_nothing_is_kept() {
         "the proxy never saw the layer asked for"
     );
     assert_clean(root.path());
-    let chain = image::chain_ids(
-        &pushed
-            .layers
-            .iter()
-            .map(|l| l.diff_id.clone())
-            .collect::<Vec<_>>(),
-    );
-    assert!(
-        !store.layer_dir(&chain[0]).expect("dir").exists(),
-        "the stalled layer is not unpacked"
-    );
-    assert!(
-        !store.blob_path(&victim).expect("path").exists(),
-        "the stalled blob is not stored"
-    );
+    assert_bottom_layer_not_kept(&store, &pushed, "stalled");
 
     // The same image from a registry that answers: the store is usable.
     let direct = reference(&format!("{}/test/stalled:multi", reg.host()));

@@ -29,21 +29,28 @@ fn dir_of(view: &CgroupView, name: &str) -> PathBuf {
         .clone()
 }
 
-#[test]
-fn container_leaf_limits_updates_and_removal_on_v1() {
+/// The host's v1 hierarchy and a pod placement under a test parent of its
+/// own (`/crid-test-<name>-<pid>`).
+fn v1_test_pod(name: &str) -> (Hierarchy, String, Placement) {
     require_root();
     let hierarchy = Hierarchy::detect().expect("detect");
     assert!(
         matches!(hierarchy, Hierarchy::V1 { .. }),
         "this test reads v1 control files; the host is cgroup v2: {hierarchy:?}"
     );
-    let parent = format!("/crid-test-{}", std::process::id());
+    let parent = format!("/crid-test-{name}-{}", std::process::id());
     let placement = Placement {
         pod: format!("{parent}/pod"),
         sandbox: format!("{parent}/pod/sandbox"),
         owns_pod: true,
         systemd: false,
     };
+    (hierarchy, parent, placement)
+}
+
+#[test]
+fn container_leaf_limits_updates_and_removal_on_v1() {
+    let (hierarchy, parent, placement) = v1_test_pod("limits");
     let container = container_cgroup(&placement, "c1");
     assert_eq!(container, format!("{parent}/pod/c1"));
     let mut cleanup = Cleanup {
@@ -167,19 +174,7 @@ fn container_leaf_limits_updates_and_removal_on_v1() {
 /// that field's error, and every file written before it is put back.
 #[test]
 fn an_update_the_kernel_refuses_leaves_every_limit_as_it_was() {
-    require_root();
-    let hierarchy = Hierarchy::detect().expect("detect");
-    assert!(
-        matches!(hierarchy, Hierarchy::V1 { .. }),
-        "this test reads v1 control files; the host is cgroup v2: {hierarchy:?}"
-    );
-    let parent = format!("/crid-test-refused-{}", std::process::id());
-    let placement = Placement {
-        pod: format!("{parent}/pod"),
-        sandbox: format!("{parent}/pod/sandbox"),
-        owns_pod: true,
-        systemd: false,
-    };
+    let (hierarchy, parent, placement) = v1_test_pod("refused");
     let container = container_cgroup(&placement, "c1");
     let _cleanup = Cleanup {
         hierarchy: hierarchy.clone(),
