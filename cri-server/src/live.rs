@@ -244,6 +244,11 @@ impl LiveStates {
         self.pods.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    /// Where the pod's live state comes from, if the pod is watched.
+    pub fn source(&self, pod_id: &str) -> Option<Source> {
+        self.pod(pod_id).map(|pod| pod.read().source)
+    }
+
     /// The pod's monitor client, if the pod is watched.
     pub fn client(&self, pod_id: &str) -> Option<MonitorClient> {
         self.pod(pod_id).map(|pod| pod.client.clone())
@@ -538,6 +543,34 @@ mod tests {
         assert_eq!(view.source, Source::Gone);
         assert!(!view.pause_running());
         assert_eq!(view.containers.keys().collect::<Vec<_>>(), vec!["ended"]);
+    }
+
+    #[tokio::test]
+    async fn version_1_monitors_are_polled_and_missing_ones_are_gone() {
+        let dirs = tempfile::tempdir().expect("temp dir");
+        let pod_dir = |name: &str, config: &str| {
+            let dir = dirs.path().join(name);
+            std::fs::create_dir(&dir).expect("pod dir");
+            std::fs::write(dir.join(proto::monitor::CONFIG_FILE), config).expect("config");
+            dir
+        };
+        // What a version 1 crid wrote has no protocol; no socket either.
+        let old = pod_dir("old", "{}");
+        let missing = pod_dir("missing", r#"{"protocol": 2}"#);
+        let live = LiveStates::default();
+        live.watch("old", &old).await;
+        live.watch("missing", &missing).await;
+        assert_eq!(live.source("old"), Some(Source::Polled));
+        assert_eq!(live.source("missing"), Some(Source::Gone));
+        // Polled: asked, and here it cannot answer.
+        assert!(!live.pause_running("old").await);
+        assert!(live.containers("old").await.is_empty());
+        assert!(!live.pause_running("missing").await);
+        assert_eq!(live.watched(), 2);
+        live.forget("old");
+        live.forget("missing");
+        assert_eq!(live.watched(), 0);
+        assert_eq!(live.source("old"), None);
     }
 
     #[test]
