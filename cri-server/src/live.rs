@@ -55,9 +55,9 @@ pub enum Source {
 /// One pod as its monitor last reported it.
 #[derive(Debug, Clone)]
 pub struct PodView {
-    pub source: Source,
-    pub pause_exit: Option<ExitStatus>,
-    pub containers: HashMap<String, ContainerState>,
+    source: Source,
+    pause_exit: Option<ExitStatus>,
+    containers: HashMap<String, ContainerState>,
     /// A subscription is being (re)made: its snapshot may predate removals
     /// done meanwhile, which `removed` remembers until it is applied.
     resyncing: bool,
@@ -100,7 +100,7 @@ impl PodView {
 
     /// A subscription begins: the snapshot's word, merged over what is
     /// known (answers applied meanwhile may be newer than it).
-    pub fn apply_snapshot(&mut self, snapshot: &Snapshot) {
+    fn apply_snapshot(&mut self, snapshot: &Snapshot) {
         for state in &snapshot.containers {
             if !self.removed.contains(&state.id) {
                 self.merge(state);
@@ -116,7 +116,7 @@ impl PodView {
 
     /// An event of the subscription. Events of containers not known (removed
     /// by crid since) are dropped.
-    pub fn apply_event(&mut self, event: &MonitorEvent) {
+    fn apply_event(&mut self, event: &MonitorEvent) {
         match event {
             MonitorEvent::ContainerStarted { id, started_at } => self.started(id, *started_at),
             MonitorEvent::ContainerExited { id, exit } => self.exited(id, *exit),
@@ -158,7 +158,7 @@ impl PodView {
     }
 
     /// The monitor is gone: what it had not seen end, nobody will.
-    pub fn gone(&mut self) {
+    fn gone(&mut self) {
         self.source = Source::Gone;
         self.containers.retain(|_, state| state.exit.is_some());
         self.resyncing = false;
@@ -239,8 +239,8 @@ impl LiveStates {
         }
     }
 
-    /// The watched pods (for tests and diagnostics).
-    pub fn watched(&self) -> usize {
+    #[cfg(test)]
+    fn watched(&self) -> usize {
         self.pods.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
