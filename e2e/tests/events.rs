@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -74,8 +74,14 @@ async fn exits_and_oom_kills_are_reported_while_the_monitor_cannot_answer() {
         i32::try_from(info["monitorPid"].as_i64().expect("monitorPid")).expect("a pid");
 
     // A crid that asked the monitor now would wait for it and then report
-    // every container's end as unknown, and the pod as not ready.
+    // the running container's end as unknown, and the pod as not ready.
     let stopped = Stopped::new(monitor_pid);
+    // Nor can the exits come from the monitor's exit records.
+    for id in [&failing, &hog] {
+        let record = exit_record(&world, id);
+        std::fs::remove_file(&record)
+            .unwrap_or_else(|e| panic!("remove {}: {e}", record.display()));
+    }
     let listed = world.list(None).await;
     assert_eq!(
         state_of(&listed, &failing),
@@ -153,14 +159,19 @@ async fn release(fifo: &Path) {
     }
 }
 
-/// Waits (bounded) until the monitor has recorded the container's exit.
-async fn wait_exit_record(world: &World, id: &str) {
-    let record = world
+/// Where the monitor records the container's exit.
+fn exit_record(world: &World, id: &str) -> PathBuf {
+    world
         .env
         .state()
         .join("containers")
         .join(id)
-        .join("exit.json");
+        .join("exit.json")
+}
+
+/// Waits (bounded) until the monitor has recorded the container's exit.
+async fn wait_exit_record(world: &World, id: &str) {
+    let record = exit_record(world, id);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !record.exists() {
         assert!(Instant::now() < deadline, "{id} did not exit");
