@@ -42,7 +42,8 @@ const FIRST_SNAPSHOT_WAIT: Duration = Duration::from_secs(5);
 /// Where a pod's live state comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
-    /// No snapshot yet: reads ask the monitor.
+    /// No snapshot yet, or the subscription broke and is being renewed:
+    /// reads ask the monitor.
     Pending,
     /// The monitor pushes; the view is its word.
     Subscribed,
@@ -393,9 +394,11 @@ async fn follow(pod_id: String, pod: Arc<PodLive>, first: tokio::sync::oneshot::
                         }
                     }
                 }
-                // The monitor exited (pod stopped) or dropped this
-                // subscriber: the next attempt says which.
-                continue;
+                // The monitor exited (pod stopped, crashed) or dropped
+                // this subscriber: until the next attempt says which
+                // (after the shortest pause, so a monitor that keeps
+                // dropping it is not spun on), reads ask the monitor.
+                pod.write().source = Source::Pending;
             }
         }
         tokio::time::sleep(backoff).await;
