@@ -5,6 +5,7 @@
 //! writes into the bundle is the truth once the monitor is gone.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,8 +146,13 @@ fn dirs(daemon: &Daemon, id: &str) -> ContainerDirs {
     ContainerDirs::new(&daemon.config.state, &daemon.config.root, id)
 }
 
+/// The client of the container's pod's monitor: the pod's own while crid
+/// watches the pod, else (recovery, before the watch) a new one.
 fn monitor(daemon: &Daemon, record: &ContainerRecord) -> MonitorClient {
-    MonitorClient::new(&daemon.pods.pod_dir(&record.pod_id))
+    daemon
+        .live
+        .client(&record.pod_id)
+        .unwrap_or_else(|| MonitorClient::new(&daemon.pods.pod_dir(&record.pod_id)))
 }
 
 pub async fn create(
@@ -373,6 +379,9 @@ async fn build(
     {
         MonitorResponse::Created { pid } => {
             progress.step("container.init_created");
+            daemon
+                .live
+                .update(&record.pod_id, |pod| pod.created(&record.id, pid));
             Ok((pid, user))
         }
         other => Err(unexpected("CreateContainer", &other)),
@@ -393,6 +402,9 @@ async fn teardown(daemon: &Arc<Daemon>, record: &ContainerRecord) -> Result<(), 
         // The pod's monitor is gone (pod stopped, crash): the cgroup kill ends it.
         tracing::debug!(container_id = %record.id, %error, "monitor did not take RemoveContainer");
     }
+    daemon
+        .live
+        .update(&record.pod_id, |pod| pod.removed(&record.id));
     daemon
         .pods
         .cgroups()
@@ -427,6 +439,11 @@ pub async fn start(daemon: Arc<Daemon>, id: &str) -> Result<(), CridError> {
     };
     match monitor(&daemon, &record).request(&start).await? {
         MonitorResponse::Started { started_at } => {
+            // Status right after this answer says running, whenever the
+            // monitor's event of it arrives.
+            daemon
+                .live
+                .update(&record.pod_id, |pod| pod.started(&record.id, started_at));
             pod_sandbox::fault::point("container.started");
             record.phase = ContainerPhase::Started;
             record.started_at = started_at;
@@ -472,9 +489,20 @@ async fn stop_record(
         id: id.clone(),
         timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
     };
+    // Each exit this learns is applied at once: Status right after
+    // StopContainer says exited, whenever the monitor's event arrives.
+    let exited = |exit: ContainerExit| {
+        daemon
+            .live
+            .update(&record.pod_id, |pod| pod.exited(&record.id, exit));
+    };
     match client.request(&wait(Duration::ZERO)).await {
         Ok(MonitorResponse::StillRunning) => {}
-        // Exited, unknown to the monitor, or the monitor is gone: nothing runs.
+        Ok(MonitorResponse::Exited(exit)) => {
+            exited(exit);
+            return Ok(());
+        }
+        // Unknown to the monitor, or the monitor is gone: nothing runs.
         _ => return Ok(()),
     }
     if !grace.is_zero() {
@@ -487,9 +515,10 @@ async fn stop_record(
         client.request(&request).await?;
         drop(pod_lock);
         let margin = runtime::client::REQUEST_TIMEOUT;
-        if let MonitorResponse::Exited(_) =
+        if let MonitorResponse::Exited(exit) =
             client.request_within(&wait(grace), grace + margin).await?
         {
+            exited(exit);
             return Ok(());
         }
         tracing::info!(container_id = %id, ?grace, "container outlived its grace period; killing it");
@@ -506,7 +535,10 @@ async fn stop_record(
         )
         .await?
     {
-        MonitorResponse::Exited(_) => Ok(()),
+        MonitorResponse::Exited(exit) => {
+            exited(exit);
+            Ok(())
+        }
         other => Err(CridError::Internal(format!(
             "container {id} survived SIGKILL: {other:?}"
         ))),
@@ -597,29 +629,21 @@ fn observed(
     observed
 }
 
-/// The live states of a pod's containers, or None when its monitor is gone.
-async fn live_states(daemon: &Daemon, pod_id: &str) -> Option<Vec<ContainerState>> {
-    match MonitorClient::new(&daemon.pods.pod_dir(pod_id))
-        .request(&MonitorRequest::Containers)
-        .await
-    {
-        Ok(MonitorResponse::Containers(states)) => Some(states),
-        _ => None,
-    }
-}
-
 async fn observe_one(daemon: &Arc<Daemon>, record: &ContainerRecord) -> Observed {
-    let live = live_states(daemon, &record.pod_id).await;
-    observe(daemon, record, live.as_deref()).await
+    let live = daemon.live.containers(&record.pod_id).await;
+    observe(daemon, record, &live).await
 }
 
+/// The container as `live` (its pod's containers, as the monitor last
+/// reported them) says. Only a container no monitor knows has its exit
+/// record read: the monitor's word carries the exit otherwise.
 async fn observe(
     daemon: &Arc<Daemon>,
     record: &ContainerRecord,
-    live: Option<&[ContainerState]>,
+    live: &HashMap<String, ContainerState>,
 ) -> Observed {
-    let state = live.and_then(|states| states.iter().find(|s| s.id == record.id));
-    let exit_file = if state.and_then(|s| s.exit).is_some() {
+    let state = live.get(&record.id);
+    let exit_file = if state.is_some() {
         None
     } else {
         let dirs = dirs(daemon, &record.id);
@@ -753,15 +777,14 @@ pub async fn list(
                 .iter()
                 .all(|(k, v)| r.config.labels.get(k) == Some(v))
     });
-    // One round trip per pod, not per container.
-    let mut live: HashMap<String, Option<Vec<ContainerState>>> = HashMap::new();
+    // One look per pod, not per container.
+    let mut live: HashMap<String, HashMap<String, ContainerState>> = HashMap::new();
     let mut containers = Vec::new();
     for record in records {
-        if !live.contains_key(&record.pod_id) {
-            let states = live_states(&daemon, &record.pod_id).await;
-            live.insert(record.pod_id.clone(), states);
-        }
-        let states = live.get(&record.pod_id).and_then(|s| s.as_deref());
+        let states = match live.entry(record.pod_id.clone()) {
+            Entry::Occupied(known) => known.into_mut(),
+            Entry::Vacant(vacant) => vacant.insert(daemon.live.containers(&record.pod_id).await),
+        };
         let observed = observe(&daemon, &record, states).await;
         if filter
             .state

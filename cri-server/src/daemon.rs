@@ -15,6 +15,7 @@ use crate::image_service::ImageApi;
 use crate::images::ImageRecord;
 use crate::instance::{BoundSocket, DirLock, InstanceError, ensure_dir};
 use crate::limits::{LIST_BUDGET_BYTES, ListBudget, MAX_MESSAGE_BYTES};
+use crate::live::LiveStates;
 use crate::locks::KeyedLocks;
 use crate::pods::PodRecord;
 use crate::records::RecordStore;
@@ -52,6 +53,9 @@ pub struct Daemon {
     pub image_records: RecordStore<ImageRecord>,
     pub images: image::ImageStore,
     pub pods: pod_sandbox::PodManager,
+    /// What runs in each pod, as its monitor pushes it: List and Status
+    /// read it and ask no monitor.
+    pub live: LiveStates,
     /// Serialises the operations on one pod and its containers, keyed by
     /// the pod id: every pod and container operation that changes a pod or
     /// one of its containers holds its pod's lock (CNI ADD/DEL must not
@@ -139,6 +143,7 @@ pub async fn start(config: Config) -> Result<Started, DaemonError> {
         image_records,
         images,
         pods,
+        live: LiveStates::default(),
         pod_locks: KeyedLocks::default(),
         image_lock: tokio::sync::Mutex::new(()),
         lists,
@@ -181,6 +186,9 @@ impl Started {
         // Before serving: kubelet must never see a half-made pod.
         crate::pods::recover(&daemon).await;
         crate::containers::recover(&daemon).await;
+        // Every pod's monitor is followed again; its snapshot catches up
+        // with what ended while crid was down.
+        crate::pods::watch_all(&daemon).await;
         // Layers of pulls a crash interrupted go now; serving need not wait.
         let collector = daemon.clone();
         tokio::spawn(async move {

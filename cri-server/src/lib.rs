@@ -11,6 +11,7 @@ pub mod image_service;
 pub mod images;
 pub mod instance;
 pub mod limits;
+pub mod live;
 pub mod locks;
 pub mod pods;
 pub mod records;

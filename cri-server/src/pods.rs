@@ -139,6 +139,7 @@ pub async fn run(
             record.sandbox = sandbox;
             record.phase = PodPhase::Ready;
             save(&daemon, &record).await?;
+            daemon.live.watch(&id, &daemon.pods.pod_dir(&id)).await;
             tracing::info!(pod_id = %id, name = %reserved_name, ips = ?record.sandbox.ips, "pod ready");
             Ok(id)
         }
@@ -179,13 +180,14 @@ pub async fn remove(daemon: Arc<Daemon>, id: &str) -> Result<(), CridError> {
     };
     crate::containers::remove_all_in_pod(&daemon, &record.id).await?;
     daemon.pods.remove(&record.spec, &record.sandbox).await?;
+    daemon.live.forget(&record.id);
     forget(&daemon, &*record).await?;
     tracing::info!(pod_id = %record.id, "pod removed");
     Ok(())
 }
 
 async fn is_ready(daemon: &Daemon, record: &PodRecord) -> bool {
-    record.phase == PodPhase::Ready && daemon.pods.is_ready(&record.id).await
+    record.phase == PodPhase::Ready && daemon.live.pause_running(&record.id).await
 }
 
 pub async fn status(
@@ -296,6 +298,23 @@ fn list_entry(record: &PodRecord, state: i32) -> cri::PodSandbox {
         annotations: record.config.annotations.clone(),
         runtime_handler: record.runtime_handler.clone(),
     }
+}
+
+/// At start, after recovery: every pod's monitor is followed again (all
+/// at once: each waits for its monitor's snapshot).
+pub async fn watch_all(daemon: &Arc<Daemon>) {
+    let mut watches = tokio::task::JoinSet::new();
+    for record in daemon
+        .pod_records
+        .filtered(|record| record.phase != PodPhase::Creating)
+    {
+        let daemon = daemon.clone();
+        watches.spawn(async move {
+            let pod_dir = daemon.pods.pod_dir(&record.id);
+            daemon.live.watch(&record.id, &pod_dir).await;
+        });
+    }
+    watches.join_all().await;
 }
 
 /// At start: a pod whose RunPodSandbox a crash interrupted is rolled back.

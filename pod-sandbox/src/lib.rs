@@ -18,7 +18,7 @@ pub mod sysctl;
 
 use std::path::{Path, PathBuf};
 
-use proto::monitor::{MonitorConfig, MonitorRequest, MonitorResponse, NewNamespaces};
+use proto::monitor::{MonitorConfig, MonitorRequest, NewNamespaces};
 use runtime::MonitorClient;
 use serde_json::{Map, Value, json};
 use tokio::task::spawn_blocking;
@@ -301,19 +301,6 @@ impl PodManager {
         let unmounted = spawn_blocking(move || mounts::unmount_all(&pod_dir)).await;
         removed?;
         unmounted?
-    }
-
-    /// True while the pod's pause process runs.
-    pub async fn is_ready(&self, id: &str) -> bool {
-        matches!(
-            MonitorClient::new(&self.pod_dir(id))
-                .request(&MonitorRequest::Status)
-                .await,
-            Ok(MonitorResponse::Status {
-                pause_exit: None,
-                ..
-            })
-        )
     }
 }
 
