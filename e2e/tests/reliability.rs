@@ -10,6 +10,7 @@
 mod common;
 
 use common::*;
+use e2e::registry::Layer;
 use proto::cri;
 use tonic::Code;
 
@@ -93,5 +94,62 @@ async fn a_start_that_fails_keeps_its_cause_and_what_cannot_start_is_refused_at_
         "{status:?}"
     );
     assert!(status.message.contains(cause), "{status:?}");
+    world.finish(&[&pod]).await;
+}
+
+#[tokio::test]
+async fn a_missing_working_dir_is_made_inside_the_rootfs() {
+    let world = World::new().await;
+    // /escape points at a host path: the working dir made through it must
+    // land inside the rootfs, never on the host.
+    let host_target = tempfile::Builder::new()
+        .prefix("crid-e2e-wd-escape-")
+        .tempdir()
+        .expect("tempdir");
+    // The target exists inside the rootfs too: there is where it must go.
+    let target = host_target.path().display().to_string();
+    let mut layer = Layer::new();
+    layer.dir("tmp/");
+    layer.dir(&format!("{}/", target.trim_start_matches('/')));
+    layer.symlink("escape", &target);
+    let image = world.push_and_pull("e2e/workdir", vec![layer.gzip()]).await;
+    let pod = world.pod("workdir").await;
+
+    let mut config = world.container_config("made", &["sh", "-c", "pwd; ls -ldn ."]);
+    config.working_dir = "/no/such/dir".into();
+    let made = world.run_config(&pod, config).await;
+    let status = world.wait_exited(&made).await;
+    assert_eq!(status.exit_code, 0, "{status:?}");
+    let out: Vec<String> = log_records(&world.log_file("workdir", "made"))
+        .into_iter()
+        .map(|(_, _, line)| line)
+        .collect();
+    assert_eq!(
+        out.first().map(String::as_str),
+        Some("/no/such/dir"),
+        "{out:?}"
+    );
+    // root's, 0755, as runc makes it.
+    let listing = out.get(1).cloned().unwrap_or_default();
+    assert!(listing.starts_with("drwxr-xr-x"), "{listing}");
+    let fields: Vec<&str> = listing.split_whitespace().collect();
+    assert_eq!(fields.get(2..4), Some(&["0", "0"][..]), "{listing}");
+
+    let mut config = world.container_config("through", &["pwd"]);
+    config.image = Some(image_spec(&image));
+    config.working_dir = "/escape/sub".into();
+    let through = world.run_config(&pod, config).await;
+    let status = world.wait_exited(&through).await;
+    assert_eq!(status.exit_code, 0, "{status:?}");
+    let out: Vec<String> = log_records(&world.log_file("workdir", "through"))
+        .into_iter()
+        .map(|(_, _, line)| line)
+        .collect();
+    // The container's own copy of the path (getcwd resolves the link).
+    assert_eq!(out.first(), Some(&format!("{target}/sub")), "{out:?}");
+    assert!(
+        !host_target.path().join("sub").exists(),
+        "the working dir was made on the host"
+    );
     world.finish(&[&pod]).await;
 }
