@@ -893,14 +893,17 @@ pub async fn exec_sync(
             stdout,
             stderr,
             exit: Some(exit),
-        } => Ok(cri::ExecSyncResponse {
-            stdout,
-            stderr,
-            exit_code: match exit {
-                ExitStatus::Exited(code) => code,
-                ExitStatus::Signaled(signal) => 128 + signal,
-            },
-        }),
+        } => {
+            let (stdout, stderr) = crate::limits::fit_exec_output(stdout, stderr);
+            Ok(cri::ExecSyncResponse {
+                stdout,
+                stderr,
+                exit_code: match exit {
+                    ExitStatus::Exited(code) => code,
+                    ExitStatus::Signaled(signal) => 128 + signal,
+                },
+            })
+        }
         MonitorResponse::ExecResult { exit: None, .. } => {
             Err(CridError::DeadlineExceeded(format!(
                 "command {:?} timed out after {}s and was killed",

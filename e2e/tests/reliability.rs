@@ -153,3 +153,39 @@ async fn a_missing_working_dir_is_made_inside_the_rootfs() {
     );
     world.finish(&[&pod]).await;
 }
+
+#[tokio::test]
+async fn exec_sync_output_over_the_cap_is_cut_and_says_so() {
+    let world = World::new().await;
+    let pod = world.pod("bigexec").await;
+    let id = world.run(&pod, "talker", &["sleep", "1000"]).await;
+    // kubelet reads answers of up to 16 MiB.
+    let mut kubelet = Runtime::new(world.crid.channel().await.expect("channel"))
+        .max_decoding_message_size(16 * 1024 * 1024);
+    let out = kubelet
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: ["sh", "-c", "head -c 50000000 /dev/zero; echo done >&2"]
+                .map(String::from)
+                .to_vec(),
+            timeout: 60,
+        })
+        .await
+        .expect("exec")
+        .into_inner();
+    assert_eq!(out.exit_code, 0);
+    // More than the old 4 MiB cap, all of it what was written.
+    assert!(out.stdout.len() > 15 * 1024 * 1024, "{}", out.stdout.len());
+    assert!(out.stdout.iter().all(|&b| b == 0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("done\n"), "{stderr}");
+    assert!(stderr.contains("stdout truncated"), "{stderr}");
+
+    // Output under the cap comes whole, with nothing added.
+    let out = world
+        .exec(&id, &["sh", "-c", "head -c 3000000 /dev/zero"], 60)
+        .await
+        .expect("exec");
+    assert_eq!((out.stdout.len(), out.stderr.len()), (3_000_000, 0));
+    world.finish(&[&pod]).await;
+}
