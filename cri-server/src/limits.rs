@@ -29,6 +29,27 @@ use crate::store::Table;
 /// caps at 16 MiB, so crid accepts as much and never answers more.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// tonic refuses a message over its size limit with OUT_OF_RANGE; gRPC's
+/// code for it is RESOURCE_EXHAUSTED (what grpc-go, so kubelet, expects).
+/// crid itself never answers OUT_OF_RANGE, so every such answer is tonic's
+/// limit (the refusal comes before any handler, as a trailers-only answer).
+pub fn size_refusal_as_resource_exhausted<B>(
+    mut response: tonic::codegen::http::Response<B>,
+) -> tonic::codegen::http::Response<B> {
+    let out_of_range = (tonic::Code::OutOfRange as i32).to_string();
+    let headers = response.headers_mut();
+    if headers
+        .get("grpc-status")
+        .is_some_and(|status| status.as_bytes() == out_of_range.as_bytes())
+    {
+        let exhausted = (tonic::Code::ResourceExhausted as i32).to_string();
+        if let Ok(value) = tonic::codegen::http::HeaderValue::from_str(&exhausted) {
+            headers.insert("grpc-status", value);
+        }
+    }
+    response
+}
+
 /// What the output of one ExecSync may add up to: the monitor keeps up to
 /// 16 MiB per stream (kubelet's figure per stream), but kubelet takes no
 /// answer over [`MAX_MESSAGE_BYTES`] in all, so both streams share that,

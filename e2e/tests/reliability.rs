@@ -10,7 +10,7 @@
 mod common;
 
 use common::*;
-use e2e::registry::Layer;
+use e2e::registry::{Blob, Layer};
 use proto::cri;
 use tonic::Code;
 
@@ -152,6 +152,108 @@ async fn a_missing_working_dir_is_made_inside_the_rootfs() {
         "the working dir was made on the host"
     );
     world.finish(&[&pod]).await;
+}
+
+#[tokio::test]
+async fn requests_crid_cannot_honour_get_the_code_that_says_why() {
+    let world = World::new().await;
+    let mut rt = world.rt().await;
+
+    // A pod name with a NUL byte (it would go into CNI_ARGS).
+    let mut config = world.pod_config("nul", cri::NamespaceMode::Container);
+    if let Some(metadata) = config.metadata.as_mut() {
+        metadata.name = "a\0b".into();
+    }
+    assert_refused(
+        rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        })
+        .await,
+        Code::InvalidArgument,
+        "config.metadata.name",
+    );
+    // A cgroup name the kernel refuses.
+    let mut config = world.pod_config("parent", cri::NamespaceMode::Container);
+    if let Some(linux) = config.linux.as_mut() {
+        linux.cgroup_parent = "/x\ny".into();
+    }
+    assert_refused(
+        rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        })
+        .await,
+        Code::InvalidArgument,
+        "linux.cgroup_parent",
+    );
+
+    // Sysctl values the kernel would refuse inside the pod.
+    for (key, value, network) in [
+        ("fs.mqueue.msg_max", "2000000000", cri::NamespaceMode::Node),
+        ("net.ipv4.ip_forward", "junk", cri::NamespaceMode::Pod),
+    ] {
+        let mut config = world.pod_config("sysctl", cri::NamespaceMode::Container);
+        if let Some(linux) = config.linux.as_mut() {
+            linux.sysctls = [(key.to_string(), value.to_string())].into();
+            if let Some(options) = linux
+                .security_context
+                .as_mut()
+                .and_then(|s| s.namespace_options.as_mut())
+            {
+                options.network = network.into();
+            }
+        }
+        assert_refused(
+            rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config),
+                runtime_handler: String::new(),
+            })
+            .await,
+            Code::InvalidArgument,
+            &format!("linux.sysctls[{key}]"),
+        );
+    }
+
+    // Over the size limit: RESOURCE_EXHAUSTED, gRPC's code for it.
+    let mut big = Runtime::new(world.crid.channel().await.expect("channel"))
+        .max_encoding_message_size(64 * 1024 * 1024);
+    let status = big
+        .container_status(cri::ContainerStatusRequest {
+            container_id: "x".repeat(17 * 1024 * 1024),
+            verbose: false,
+        })
+        .await
+        .expect_err("over the limit");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+
+    // A layer entry whose name no file system takes: the pull is refused
+    // naming it.
+    let long = "n".repeat(5000);
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_mode(0o644);
+    header.set_size(1);
+    // A GNU long-name entry carries the name.
+    tar.append_data(&mut header, format!("dir/{long}"), &b"x"[..])
+        .expect("tar entry");
+    let layer = Blob::gzip(&tar.into_inner().expect("tar"));
+    let image = push_image_with(&world.registry, "e2e/longname", vec![layer]).await;
+    let status = world
+        .crid
+        .images()
+        .await
+        .expect("image client")
+        .pull_image(cri::PullImageRequest {
+            image: Some(image_spec(&image)),
+            ..Default::default()
+        })
+        .await
+        .expect_err("the pull must be refused");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("nnnnnnnn"), "{status:?}");
+    world.finish(&[]).await;
 }
 
 #[tokio::test]
