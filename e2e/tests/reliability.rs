@@ -188,10 +188,13 @@ async fn requests_crid_cannot_honour_get_the_code_that_says_why() {
         "linux.cgroup_parent",
     );
 
-    // Sysctl values the kernel would refuse inside the pod.
+    // Sysctl values the kernel would refuse inside the pod: refused by
+    // their known format, or (kernel.msgmni takes no negative number,
+    // which only the kernel says) when the pod's namespaces refuse them.
     for (key, value, network) in [
         ("fs.mqueue.msg_max", "2000000000", cri::NamespaceMode::Node),
         ("net.ipv4.ip_forward", "junk", cri::NamespaceMode::Pod),
+        ("kernel.msgmni", "-5", cri::NamespaceMode::Node),
     ] {
         let mut config = world.pod_config("sysctl", cri::NamespaceMode::Container);
         if let Some(linux) = config.linux.as_mut() {

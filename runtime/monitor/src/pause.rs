@@ -60,7 +60,14 @@ pub fn start(config: &MonitorConfig, pod_dir: &Path) -> io::Result<Pid> {
                     exit_child(0)
                 }
                 Err(error) => {
-                    let _ = writeln!(report, "error {error}");
+                    match refused_sysctl(&error) {
+                        Some(key) => {
+                            let _ = writeln!(report, "sysctl {key} {error}");
+                        }
+                        None => {
+                            let _ = writeln!(report, "error {error}");
+                        }
+                    }
                     exit_child(1)
                 }
             }
@@ -73,6 +80,7 @@ pub fn start(config: &MonitorConfig, pod_dir: &Path) -> io::Result<Pid> {
     // Lines from the intermediate (its pid) and from pause (its error).
     let mut pause = None;
     let mut failure = None;
+    let mut sysctl = None;
     for line in report.lines() {
         match (line.strip_prefix("pid "), line.strip_prefix("error ")) {
             (Some(pid), _) => match pid.trim().parse() {
@@ -80,7 +88,13 @@ pub fn start(config: &MonitorConfig, pod_dir: &Path) -> io::Result<Pid> {
                 Err(_) => failure = Some(format!("pause reported {line:?}")),
             },
             (None, Some(message)) => failure = Some(message.to_string()),
-            (None, None) => failure = Some(format!("pause reported {line:?}")),
+            (None, None) => match line.strip_prefix("sysctl ").and_then(|l| l.split_once(' ')) {
+                Some((key, message)) => {
+                    sysctl = Some(key.to_string());
+                    failure = Some(message.to_string());
+                }
+                None => failure = Some(format!("pause reported {line:?}")),
+            },
         }
     }
     // The child has exited unless it is pause itself and well.
@@ -95,9 +109,37 @@ pub fn start(config: &MonitorConfig, pod_dir: &Path) -> io::Result<Pid> {
             if let Some(pause) = pause {
                 let _ = waitpid(pause, None);
             }
-            Err(io::Error::other(format!("pause: {message}")))
+            let message = format!("pause: {message}");
+            Err(match sysctl {
+                Some(key) => io::Error::other(SysctlRefused { key, message }),
+                None => io::Error::other(message),
+            })
         }
     }
+}
+
+/// A sysctl of the pod that its namespaces refused (absent there, not
+/// writable, or a value the kernel rejects): the request's fault.
+#[derive(Debug)]
+struct SysctlRefused {
+    key: String,
+    message: String,
+}
+
+impl std::fmt::Display for SysctlRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SysctlRefused {}
+
+/// The key of the sysctl `error` says was refused, if that is what it is.
+pub fn refused_sysctl(error: &io::Error) -> Option<String> {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<SysctlRefused>())
+        .map(|refused| refused.key.clone())
 }
 
 /// In the forked child: unshare the pod's namespaces, set hostname and
@@ -129,8 +171,14 @@ fn enter_namespaces(config: &MonitorConfig) -> io::Result<Forked> {
         // /proc/sys/net and the IPC sysctls are those of the writer's
         // namespaces, which are now the pod's.
         let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
-        std::fs::write(&path, value)
-            .map_err(|e| io::Error::other(format!("sysctl {key}={value}: {e}")))?;
+        std::fs::write(&path, value).map_err(|e| {
+            io::Error::other(SysctlRefused {
+                key: key.clone(),
+                message: format!(
+                    "linux.sysctls[{key}]: the pod's namespaces refuse {value:?}: {e}"
+                ),
+            })
+        })?;
     }
     if ns.pid {
         fork_single_threaded()
