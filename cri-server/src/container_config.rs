@@ -60,6 +60,25 @@ pub fn translate(
         return Err(unsupported("config.CDI_devices", "CDI devices are"));
     }
 
+    // The init execs these as C strings: a NUL would cut them short (or
+    // fail the start with nothing to say why).
+    for (list, values) in [("command", &config.command), ("args", &config.args)] {
+        if let Some((i, value)) = values.iter().enumerate().find(|(_, v)| v.contains('\0')) {
+            return Err(CridError::invalid(
+                format!("config.{list}[{i}]"),
+                value,
+                "must contain no NUL",
+            ));
+        }
+    }
+    if config.working_dir.contains('\0') {
+        return Err(CridError::invalid(
+            "config.working_dir",
+            &config.working_dir,
+            "must contain no NUL",
+        ));
+    }
+
     let mut env = Vec::with_capacity(config.envs.len());
     for (i, kv) in config.envs.iter().enumerate() {
         if kv.key.is_empty() || kv.key.contains(['=', '\0']) {
@@ -385,6 +404,13 @@ fn mount(i: usize, m: &cri::Mount) -> Result<MountSpec, CridError> {
             ));
         }
     }
+    if let Some(reason) = forbidden_destination(Path::new(&m.container_path)) {
+        return Err(CridError::invalid(
+            field("container_path"),
+            &m.container_path,
+            reason,
+        ));
+    }
     let propagation = match cri::MountPropagation::try_from(m.propagation) {
         Ok(cri::MountPropagation::PropagationPrivate) => Propagation::Private,
         Ok(cri::MountPropagation::PropagationHostToContainer) => Propagation::RSlave,
@@ -425,6 +451,36 @@ fn mount(i: usize, m: &cri::Mount) -> Result<MountSpec, CridError> {
         propagation,
         recursive_read_only: m.recursive_read_only,
     })
+}
+
+/// Files of /proc a bind may cover, as runc allows (lxcfs binds its
+/// views of these); anything else at or beneath /proc would hide or
+/// replace the container's procfs, which its setup needs.
+const PROC_BIND_DESTINATIONS: [&str; 10] = [
+    "/proc/cpuinfo",
+    "/proc/diskstats",
+    "/proc/meminfo",
+    "/proc/stat",
+    "/proc/swaps",
+    "/proc/uptime",
+    "/proc/loadavg",
+    "/proc/slabinfo",
+    "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid",
+];
+
+/// Why a mount may not go at `destination` (a clean absolute path), as
+/// runc refuses it: over the root itself, or over /proc.
+fn forbidden_destination(destination: &Path) -> Option<&'static str> {
+    if destination == Path::new("/") {
+        return Some("must not be the container's root");
+    }
+    let allowed = PROC_BIND_DESTINATIONS
+        .iter()
+        .any(|file| destination == Path::new(file));
+    (destination.starts_with("/proc") && !allowed).then_some(
+        "must not be /proc or beneath it (but for the files runc allows, as /proc/cpuinfo)",
+    )
 }
 
 /// Where the container's log goes: `config.log_path` beneath the pod's
@@ -1005,6 +1061,19 @@ mod tests {
     }
 
     #[test]
+    fn nul_bytes_in_what_is_execed_name_the_field() {
+        let mut c = config();
+        c.command = vec!["sh".into(), "ec\0ho".into()];
+        assert_refused(&err(&c), Code::InvalidArgument, "config.command[1]");
+        let mut c = config();
+        c.args = vec!["\0".into()];
+        assert_refused(&err(&c), Code::InvalidArgument, "config.args[0]");
+        let mut c = config();
+        c.working_dir = "/srv\0x".into();
+        assert_refused(&err(&c), Code::InvalidArgument, "config.working_dir");
+    }
+
+    #[test]
     fn privileged_needs_a_privileged_pod() {
         let mut c = config();
         security(&mut c).privileged = true;
@@ -1416,6 +1485,21 @@ mod tests {
                 bind("/d", ""),
                 Code::InvalidArgument,
                 "config.mounts[1].host_path",
+            ),
+            (
+                bind("/", "/h"),
+                Code::InvalidArgument,
+                "config.mounts[1].container_path",
+            ),
+            (
+                bind("/proc", "/h"),
+                Code::InvalidArgument,
+                "config.mounts[1].container_path",
+            ),
+            (
+                bind("/proc/sys/net", "/h"),
+                Code::InvalidArgument,
+                "config.mounts[1].container_path",
             ),
             (
                 bind("/d", "/h/../etc"),

@@ -32,6 +32,9 @@ use crate::store::Table;
 /// Exit code and reason when a container's end was never observed (its
 /// pod's monitor is gone: crash, reboot), as containerd reports it.
 const UNKNOWN_EXIT_CODE: i32 = 255;
+/// Exit code (reason `StartError`) of a container whose command could not
+/// be run, as containerd reports it.
+const START_ERROR_EXIT_CODE: i32 = 128;
 /// After SIGKILL, how long to wait for the exit before giving up.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
@@ -72,6 +75,11 @@ pub struct ContainerRecord {
     pub cgroup: String,
     pub user: Option<ResolvedUser>,
     pub pid: i32,
+    /// Why StartContainer could not run the command (the monitor's
+    /// message), kept for ContainerStatus: reason `StartError`, as
+    /// containerd reports it.
+    #[serde(default)]
+    pub start_error: Option<String>,
 }
 
 impl Stored for ContainerRecord {
@@ -224,6 +232,7 @@ pub async fn create(
         layers: image.image.chain_ids(),
         stop_signal: image.image.config.stop_signal.clone(),
         settled_stop_signal: Some(settled_stop_signal),
+        start_error: None,
         config,
         spec,
         phase: ContainerPhase::Creating,
@@ -437,7 +446,23 @@ pub async fn start(daemon: Arc<Daemon>, id: &str) -> Result<(), CridError> {
     let start = MonitorRequest::StartContainer {
         id: record.id.clone(),
     };
-    match monitor(&daemon, &record).request(&start).await? {
+    let started = match monitor(&daemon, &record).request(&start).await {
+        Err(runtime::MonitorError::Refused {
+            kind: proto::monitor::ErrorKind::StartFailed,
+            message,
+            ..
+        }) => {
+            // The init has exited: keep why, for ContainerStatus.
+            record.start_error = Some(message.clone());
+            save(&daemon, &record).await?;
+            return Err(CridError::FailedPrecondition(format!(
+                "starting container {}: {message}",
+                record.id
+            )));
+        }
+        other => other?,
+    };
+    match started {
         MonitorResponse::Started { started_at } => {
             // Status right after this answer says running, whenever the
             // monitor's event of it arrives.
@@ -603,7 +628,12 @@ fn observed(
             observed.state = cri::ContainerState::ContainerExited;
             observed.finished_at = exit.finished_at;
             observed.exit_code = exit.status.code();
-            observed.reason = if exit.oom_killed {
+            observed.reason = if let Some(message) = &record.start_error {
+                // containerd's code for a command that never ran.
+                observed.exit_code = START_ERROR_EXIT_CODE;
+                observed.message = message.clone();
+                "StartError"
+            } else if exit.oom_killed {
                 "OOMKilled"
             } else if observed.exit_code == 0 {
                 "Completed"
@@ -882,11 +912,14 @@ pub async fn exec_sync(
             stdout,
             stderr,
             exit: Some(exit),
-        } => Ok(cri::ExecSyncResponse {
-            stdout,
-            stderr,
-            exit_code: exit.code(),
-        }),
+        } => {
+            let (stdout, stderr) = crate::limits::fit_exec_output(stdout, stderr);
+            Ok(cri::ExecSyncResponse {
+                stdout,
+                stderr,
+                exit_code: exit.code(),
+            })
+        }
         MonitorResponse::ExecResult { exit: None, .. } => {
             Err(CridError::DeadlineExceeded(format!(
                 "command {:?} timed out after {}s and was killed",
@@ -966,6 +999,7 @@ mod tests {
                 layers: Vec::new(),
                 stop_signal: image.map(str::to_string),
                 settled_stop_signal: settled,
+                start_error: None,
                 phase: ContainerPhase::Created,
                 created_at: 0,
                 started_at: 0,

@@ -219,6 +219,9 @@ impl Started {
 
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
+            .layer(tower::util::MapResponseLayer::new(
+                crate::limits::size_refusal_as_resource_exhausted,
+            ))
             .add_service(runtime)
             .add_service(images)
             .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {

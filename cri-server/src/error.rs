@@ -124,6 +124,11 @@ fn pod_code(error: &pod_sandbox::PodError) -> Code {
         E::Invalid { .. } => Code::InvalidArgument,
         E::NetworkNotReady(_) | E::Unsupported(_) => Code::FailedPrecondition,
         E::Cgroup(pod_sandbox::cgroup::CgroupError::Invalid { .. }) => Code::InvalidArgument,
+        // A sysctl that passed validation but that the pod's namespaces
+        // refuse (not offered there, not writable, a value out of range).
+        E::Monitor(runtime::MonitorError::Failed {
+            sysctl: Some(_), ..
+        }) => Code::InvalidArgument,
         E::Io { .. } | E::Cgroup(_) | E::Monitor(_) | E::Cni(_) | E::Task(_) => Code::Internal,
     }
 }

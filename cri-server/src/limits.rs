@@ -29,6 +29,66 @@ use crate::store::Table;
 /// caps at 16 MiB, so crid accepts as much and never answers more.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// tonic refuses a message over its size limit with OUT_OF_RANGE; gRPC's
+/// code for it is RESOURCE_EXHAUSTED (what grpc-go, so kubelet, expects).
+/// crid itself never answers OUT_OF_RANGE, so every such answer is tonic's
+/// limit (the refusal comes before any handler, as a trailers-only answer).
+pub fn size_refusal_as_resource_exhausted<B>(
+    mut response: tonic::codegen::http::Response<B>,
+) -> tonic::codegen::http::Response<B> {
+    let out_of_range = (tonic::Code::OutOfRange as i32).to_string();
+    let headers = response.headers_mut();
+    if headers
+        .get("grpc-status")
+        .is_some_and(|status| status.as_bytes() == out_of_range.as_bytes())
+    {
+        let exhausted = (tonic::Code::ResourceExhausted as i32).to_string();
+        if let Ok(value) = tonic::codegen::http::HeaderValue::from_str(&exhausted) {
+            headers.insert("grpc-status", value);
+        }
+    }
+    response
+}
+
+/// What the output of one ExecSync may add up to: the monitor keeps up to
+/// 16 MiB per stream (kubelet's figure per stream), but kubelet takes no
+/// answer over [`MAX_MESSAGE_BYTES`] in all, so both streams share that,
+/// less room for the framing and the notice of a cut.
+pub const EXEC_OUTPUT_BUDGET: usize = MAX_MESSAGE_BYTES - 4096;
+
+/// Fits an exec's output into [`EXEC_OUTPUT_BUDGET`]: each stream keeps at
+/// least half of it if it needs that much, and what one leaves unused the
+/// other may take. A cut is said in a line at the end of stderr, as the
+/// monitor says its own.
+pub fn fit_exec_output(mut stdout: Vec<u8>, mut stderr: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
+    if stdout.len() + stderr.len() <= EXEC_OUTPUT_BUDGET {
+        return (stdout, stderr);
+    }
+    let half = EXEC_OUTPUT_BUDGET / 2;
+    let stderr_keep = stderr
+        .len()
+        .min(half.max(EXEC_OUTPUT_BUDGET.saturating_sub(stdout.len())));
+    let stdout_keep = stdout.len().min(EXEC_OUTPUT_BUDGET - stderr_keep);
+    let mut notice = String::new();
+    for (name, stream, keep) in [
+        ("stdout", &mut stdout, stdout_keep),
+        ("stderr", &mut stderr, stderr_keep),
+    ] {
+        if stream.len() > keep {
+            notice.push_str(&format!(
+                "crid: exec {name} truncated to {keep} bytes to fit the {MAX_MESSAGE_BYTES}-byte answer ({} more bytes dropped)\n",
+                stream.len() - keep
+            ));
+            stream.truncate(keep);
+        }
+    }
+    if !stderr.is_empty() && !stderr.ends_with(b"\n") {
+        stderr.push(b'\n');
+    }
+    stderr.extend_from_slice(notice.as_bytes());
+    (stdout, stderr)
+}
+
 /// The default of `[runtime] max_labels_annotations_bytes`. Kubernetes
 /// itself allows 256 KiB of annotations per object.
 pub const DEFAULT_MAX_LABELS_ANNOTATIONS_BYTES: u64 = 1024 * 1024;
@@ -217,6 +277,30 @@ mod tests {
             .iter()
             .map(|(key, len)| (key.to_string(), "v".repeat(*len)))
             .collect()
+    }
+
+    #[test]
+    fn exec_output_fits_one_answer_and_says_what_was_cut() {
+        let small = fit_exec_output(b"out".to_vec(), b"err".to_vec());
+        assert_eq!(small, (b"out".to_vec(), b"err".to_vec()));
+
+        // Both streams full: each keeps half, and stderr says so.
+        let full = 16 * 1024 * 1024;
+        let (stdout, stderr) = fit_exec_output(vec![b'o'; full], vec![b'e'; full]);
+        assert_eq!(stdout.len(), EXEC_OUTPUT_BUDGET / 2);
+        let notice = &stderr[EXEC_OUTPUT_BUDGET / 2..];
+        let notice = String::from_utf8_lossy(notice);
+        assert!(
+            notice.starts_with("\ncrid: exec stdout truncated"),
+            "{notice}"
+        );
+        assert!(notice.contains("crid: exec stderr truncated"), "{notice}");
+        assert!(stdout.len() + stderr.len() < MAX_MESSAGE_BYTES);
+
+        // A short stderr leaves the rest to stdout.
+        let (stdout, stderr) = fit_exec_output(vec![b'o'; full], b"warn\n".to_vec());
+        assert_eq!(stdout.len(), EXEC_OUTPUT_BUDGET - 5);
+        assert!(stderr.starts_with(b"warn\ncrid: exec stdout truncated"));
     }
 
     #[test]

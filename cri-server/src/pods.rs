@@ -356,6 +356,14 @@ pub fn translate(
         if value.is_empty() {
             return Err(CridError::invalid(field, value, "is required"));
         }
+        // They go into CNI_ARGS (';'-separated, passed as C strings).
+        if value.contains(['\0', ';']) {
+            return Err(CridError::invalid(
+                field,
+                value,
+                "must not contain NUL or ';'",
+            ));
+        }
         if value.contains('_') && field == "config.metadata.uid" {
             // '_' separates the parts of the reserved name.
             return Err(CridError::invalid(field, value, "must not contain '_'"));

@@ -29,6 +29,9 @@ const WHITEOUT_PREFIX: &str = ".wh.";
 const WHITEOUT_META_PREFIX: &str = ".wh..wh.";
 const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 const COPY_BUF: usize = 256 * 1024;
+/// The longest file name Linux file systems take (ext4, xfs, btrfs,
+/// overlayfs' upper dirs).
+const NAME_MAX: usize = 255;
 
 /// Why a layer could not be applied.
 #[derive(Debug)]
@@ -186,6 +189,15 @@ impl Unpacker {
             path: shown.clone(),
             reason,
         })?;
+        if let Some(long) = comps.iter().find(|c| c.len() > NAME_MAX) {
+            return Err(UnpackError::Bad {
+                path: shown.clone(),
+                reason: format!(
+                    "a name of {} bytes; no file system here takes more than {NAME_MAX}",
+                    long.len()
+                ),
+            });
+        }
         let Some((name, parent_comps)) = comps.split_last() else {
             // The layer root itself ("./"): its attributes are not ours to change.
             return Ok(());

@@ -70,9 +70,80 @@ pub fn validate(
                 "a sysctl value is one non-empty line",
             ));
         }
+        if let Some(reason) = value_error(&key, value) {
+            return Err(PodError::invalid(field, value, reason));
+        }
         valid.insert(key, value.clone());
     }
     Ok(valid)
+}
+
+/// What the kernel takes in a sysctl whose format is known (integers, in
+/// a range where the kernel has one), so a value it would refuse inside
+/// the pod is refused here, naming the sysctl. Others go through as
+/// given.
+enum Format {
+    /// `count` whitespace-separated integers.
+    Integers(usize),
+    /// One integer in this range.
+    Range(i64, i64),
+}
+
+/// The formats kernel/ipc, ipc/mq_sysctl.c and net/ipv4 give them.
+fn format_of(key: &str) -> Option<Format> {
+    // fs/mqueue: HARD_MSGMAX and HARD_MSGSIZEMAX bound what may be set.
+    const HARD_MSGMAX: i64 = 65_536;
+    const HARD_MSGSIZEMAX: i64 = 16 * 1024 * 1024;
+    let forwarding = |family: &str| {
+        key.strip_prefix(family)
+            .and_then(|rest| rest.strip_suffix(".forwarding"))
+            .is_some_and(|interface| !interface.contains('.'))
+    };
+    Some(match key {
+        "fs.mqueue.msg_max" | "fs.mqueue.msg_default" => Format::Range(1, HARD_MSGMAX),
+        "fs.mqueue.msgsize_max" | "fs.mqueue.msgsize_default" => {
+            Format::Range(128, HARD_MSGSIZEMAX)
+        }
+        "fs.mqueue.queues_max" => Format::Range(0, i64::from(i32::MAX)),
+        "kernel.sem" => Format::Integers(4),
+        "kernel.shmall" | "kernel.shmmax" | "kernel.shmmni" | "kernel.msgmax" | "kernel.msgmnb"
+        | "kernel.msgmni" => Format::Integers(1),
+        "kernel.shm_rmid_forced" => Format::Range(0, 1),
+        "net.ipv4.ip_local_port_range" | "net.ipv4.ping_group_range" => Format::Integers(2),
+        "net.ipv4.tcp_mem" | "net.ipv4.udp_mem" | "net.ipv4.tcp_rmem" | "net.ipv4.tcp_wmem" => {
+            Format::Integers(3)
+        }
+        "net.ipv4.ip_unprivileged_port_start" => Format::Range(0, 65_535),
+        "net.ipv4.ip_forward"
+        | "net.ipv4.tcp_syncookies"
+        | "net.ipv4.tcp_keepalive_time"
+        | "net.ipv4.tcp_keepalive_intvl"
+        | "net.ipv4.tcp_keepalive_probes"
+        | "net.ipv4.tcp_fin_timeout" => Format::Integers(1),
+        _ if forwarding("net.ipv4.conf.") || forwarding("net.ipv6.conf.") => Format::Integers(1),
+        _ => return None,
+    })
+}
+
+/// Why the kernel would refuse `value` for `key`, if its format is known.
+fn value_error(key: &str, value: &str) -> Option<String> {
+    let integers = |count: usize| {
+        let words: Vec<&str> = value.split_whitespace().collect();
+        let all_integers = words
+            .iter()
+            .all(|w| w.parse::<i64>().is_ok() || w.parse::<u64>().is_ok());
+        (words.len() != count || !all_integers).then(|| match count {
+            1 => "must be an integer".to_string(),
+            n => format!("must be {n} integers separated by spaces"),
+        })
+    };
+    match format_of(key)? {
+        Format::Integers(count) => integers(count),
+        Format::Range(min, max) => match value.trim().parse::<i64>() {
+            Ok(n) if (min..=max).contains(&n) => None,
+            _ => Some(format!("must be an integer from {min} to {max}")),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -128,6 +199,29 @@ mod tests {
     }
 
     #[test]
+    fn values_of_known_formats_are_checked() {
+        for (key, value) in [
+            ("kernel.sem", "250 32000 32 128"),
+            ("net.ipv4.tcp_mem", "1 2 3"),
+            ("net.ipv4.ping_group_range", "0\t2147483647"),
+            ("kernel.shmmax", "18446744073709551615"),
+            ("net.ipv4.conf.eth0.forwarding", "1"),
+            ("net.ipv4.tcp_congestion_control", "reno"),
+        ] {
+            assert_eq!(value_error(key, value), None, "{key}={value}");
+        }
+        for (key, value) in [
+            ("kernel.sem", "250 32000"),
+            ("net.ipv4.tcp_mem", "1 2 x"),
+            ("net.ipv4.conf.all.forwarding", "yes"),
+            ("fs.mqueue.msgsize_max", "1"),
+            ("kernel.shm_rmid_forced", "2"),
+        ] {
+            assert!(value_error(key, value).is_some(), "{key}={value}");
+        }
+    }
+
+    #[test]
     fn refusals_name_the_sysctl() {
         let proc_sys = fake_proc_sys();
         let cases = [
@@ -166,6 +260,18 @@ mod tests {
                 NamespaceMode::Pod,
                 NamespaceMode::Pod,
                 "unknown sysctl",
+            ),
+            (
+                ("net.ipv4.ip_forward", "junk"),
+                NamespaceMode::Pod,
+                NamespaceMode::Pod,
+                "must be an integer",
+            ),
+            (
+                ("fs.mqueue.msg_max", "2000000000"),
+                NamespaceMode::Pod,
+                NamespaceMode::Pod,
+                "from 1 to 65536",
             ),
             (
                 ("net.ipv4.ip_forward", "1\n2"),

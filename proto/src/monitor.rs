@@ -66,8 +66,17 @@ pub struct MonitorConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MonitorStarted {
-    Ready { monitor_pid: i32, pause_pid: i32 },
-    Failed { message: String },
+    Ready {
+        monitor_pid: i32,
+        pause_pid: i32,
+    },
+    Failed {
+        message: String,
+        /// The pod's sysctl the pod's namespaces refused (its key): the
+        /// request's fault, not the node's. Older monitors never set it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sysctl: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -372,7 +381,7 @@ impl ExitStatus {
 
 #[cfg(test)]
 mod tests {
-    use super::ExitStatus;
+    use super::*;
 
     #[test]
     fn exit_code_is_the_code_or_128_plus_the_signal() {
@@ -381,5 +390,34 @@ mod tests {
         assert_eq!(ExitStatus::Signaled(9).code(), 137);
         assert_eq!(ExitStatus::Signaled(15).code(), 143);
         assert_eq!(ExitStatus::Signaled(i32::MAX).code(), i32::MAX);
+    }
+
+    #[test]
+    fn a_start_failure_names_its_sysctl_only_when_there_is_one() {
+        // What a monitor older than the field reports still reads.
+        let old: MonitorStarted =
+            serde_json::from_str(r#"{"failed":{"message":"pause: x"}}"#).expect("old report");
+        assert_eq!(
+            old,
+            MonitorStarted::Failed {
+                message: "pause: x".into(),
+                sysctl: None
+            }
+        );
+        let plain = MonitorStarted::Failed {
+            message: "m".into(),
+            sysctl: None,
+        };
+        let json = serde_json::to_string(&plain).expect("json");
+        assert_eq!(json, r#"{"failed":{"message":"m"}}"#);
+        let refused = MonitorStarted::Failed {
+            message: "m".into(),
+            sysctl: Some("kernel.msgmni".into()),
+        };
+        let json = serde_json::to_string(&refused).expect("json");
+        assert_eq!(
+            serde_json::from_str::<MonitorStarted>(&json).ok(),
+            Some(refused)
+        );
     }
 }

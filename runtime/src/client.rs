@@ -25,7 +25,12 @@ pub enum MonitorError {
         source: std::io::Error,
     },
     #[error("crid-monitor for {pod_dir} failed: {message}")]
-    Failed { pod_dir: PathBuf, message: String },
+    Failed {
+        pod_dir: PathBuf,
+        message: String,
+        /// The sysctl the pod's namespaces refused, if that is why.
+        sysctl: Option<String>,
+    },
     #[error("crid-monitor for {pod_dir} did not answer within {timeout:?}")]
     Timeout { pod_dir: PathBuf, timeout: Duration },
     #[error("crid-monitor for {pod_dir} is unreachable: {source}")]
@@ -269,7 +274,11 @@ impl MonitorClient {
                     pause_pid,
                 })
             }
-            Ok(MonitorStarted::Failed { message }) => Err(self.failed(message)),
+            Ok(MonitorStarted::Failed { message, sysctl }) => Err(MonitorError::Failed {
+                pod_dir: self.pod_dir.clone(),
+                message,
+                sysctl,
+            }),
             Err(_) => Err(self.failed(format!(
                 "exit {}, stdout {stdout:?}, stderr {:?}",
                 output.status,
@@ -282,6 +291,7 @@ impl MonitorClient {
         MonitorError::Failed {
             pod_dir: self.pod_dir.clone(),
             message,
+            sysctl: None,
         }
     }
 

@@ -25,8 +25,10 @@ use runtime::wire::{Framing, read_frame, write_frame};
 use super::init::{self, ChildStdio, CreatedInit};
 use crate::crilog::{CriLog, Stream};
 
-/// Output an exec session keeps per stream; the rest is read and dropped.
-const MAX_EXEC_OUTPUT: usize = 4 * 1024 * 1024;
+/// Output an exec session keeps per stream; the rest is read and dropped
+/// (and the cut said in stderr). kubelet's figure (dockershim kept 16 MiB
+/// per stream; CRI-O does too).
+const MAX_EXEC_OUTPUT: usize = 16 * 1024 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 
 /// Where a readable descriptor belongs (poll bookkeeping).
@@ -95,11 +97,53 @@ struct Container {
 struct ExecSession {
     pid: Pid,
     outputs: Vec<Output>,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
+    stdout: CappedOutput,
+    stderr: CappedOutput,
     client: Client,
     deadline: Option<Instant>,
     timed_out: bool,
+}
+
+/// One stream of an exec: the first [`MAX_EXEC_OUTPUT`] bytes, and how
+/// many more were dropped.
+#[derive(Default)]
+struct CappedOutput {
+    kept: Vec<u8>,
+    dropped: u64,
+}
+
+impl CappedOutput {
+    fn push(&mut self, data: &[u8]) {
+        let room = MAX_EXEC_OUTPUT.saturating_sub(self.kept.len());
+        let (keep, drop) = data.split_at(data.len().min(room));
+        self.kept.extend_from_slice(keep);
+        self.dropped += drop.len() as u64;
+    }
+
+    /// The line that says a stream was cut, if it was.
+    fn notice(&self, stream: &str) -> Option<String> {
+        (self.dropped > 0).then(|| {
+            format!(
+                "crid: exec {stream} truncated at {MAX_EXEC_OUTPUT} bytes ({} more bytes dropped)\n",
+                self.dropped
+            )
+        })
+    }
+}
+
+/// An exec's output as crid gets it: a cut stream says so at the end of
+/// stderr (as a line of its own).
+fn exec_output(stdout: CappedOutput, stderr: CappedOutput) -> (Vec<u8>, Vec<u8>) {
+    let notices: String = [stdout.notice("stdout"), stderr.notice("stderr")]
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut err = stderr.kept;
+    if !notices.is_empty() && !err.is_empty() && !err.ends_with(b"\n") {
+        err.push(b'\n');
+    }
+    err.extend_from_slice(notices.as_bytes());
+    (stdout.kept, err)
 }
 
 /// How long a create waits at `Place` for crid's `Placed`.
@@ -534,8 +578,8 @@ impl Containers {
             Ok::<_, io::Error>(ExecSession {
                 pid,
                 outputs,
-                stdout: Vec::new(),
-                stderr: Vec::new(),
+                stdout: CappedOutput::default(),
+                stderr: CappedOutput::default(),
                 client: client.try_clone()?,
                 deadline: (!timeout.is_zero()).then(|| Instant::now() + timeout),
                 timed_out: false,
@@ -578,13 +622,9 @@ impl Containers {
                 if let Some(e) = self.execs.iter_mut().find(|e| e.pid == *pid) {
                     let (stdout, stderr) = (&mut e.stdout, &mut e.stderr);
                     e.outputs.retain_mut(|o| {
-                        copy_available(o, |stream, data| {
-                            let buffer = match stream {
-                                Stream::Stdout => &mut *stdout,
-                                Stream::Stderr => &mut *stderr,
-                            };
-                            let room = MAX_EXEC_OUTPUT.saturating_sub(buffer.len());
-                            buffer.extend_from_slice(&data[..data.len().min(room)]);
+                        copy_available(o, |stream, data| match stream {
+                            Stream::Stdout => stdout.push(data),
+                            Stream::Stderr => stderr.push(data),
                         })
                     });
                 }
@@ -638,9 +678,13 @@ impl Containers {
         }
         if let Some(index) = self.execs.iter().position(|e| e.pid == pid) {
             let mut session = self.execs.swap_remove(index);
+            let (stdout, stderr) = exec_output(
+                std::mem::take(&mut session.stdout),
+                std::mem::take(&mut session.stderr),
+            );
             let response = MonitorResponse::ExecResult {
-                stdout: std::mem::take(&mut session.stdout),
-                stderr: std::mem::take(&mut session.stderr),
+                stdout,
+                stderr,
                 exit: (!session.timed_out).then_some(status),
             };
             if let Err(e) = session.client.answer(&response) {
@@ -838,6 +882,26 @@ mod tests {
             json["log"] = log;
         }
         serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn exec_output_is_capped_per_stream_and_the_cut_is_said_in_stderr() {
+        let (mut out, mut err) = (CappedOutput::default(), CappedOutput::default());
+        out.push(&vec![b'o'; MAX_EXEC_OUTPUT - 1]);
+        out.push(b"xyz");
+        err.push(b"oops");
+        let (stdout, stderr) = exec_output(out, err);
+        assert_eq!(stdout.len(), MAX_EXEC_OUTPUT);
+        assert!(stdout.ends_with(b"ox"));
+        let stderr = String::from_utf8(stderr).unwrap();
+        assert!(
+            stderr.starts_with("oops\ncrid: exec stdout truncated"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("(2 more bytes dropped)"), "{stderr}");
+
+        let (stdout, stderr) = exec_output(CappedOutput::default(), CappedOutput::default());
+        assert!(stdout.is_empty() && stderr.is_empty());
     }
 
     #[test]

@@ -267,7 +267,9 @@ impl ForkedInit {
                 Report::Pid(grandchild) => self.spawned.intermediate_done(grandchild),
                 Report::Ready => self.is_ready = true,
                 Report::Warning(_) => {}
-                Report::Error(message) => return Err(io::Error::other(message)),
+                Report::Error(message) | Report::SysctlRefused { message, .. } => {
+                    return Err(io::Error::other(message));
+                }
             }
         }
         Ok(self.is_ready && self.spawned.pid.is_some())

@@ -61,6 +61,7 @@ pub fn main() -> ExitCode {
         Err(error) => {
             report_to_crid(&MonitorStarted::Failed {
                 message: error.to_string(),
+                sysctl: report::refused_sysctl(&error),
             });
             ExitCode::FAILURE
         }
@@ -112,6 +113,7 @@ fn launch(pod_dir: &Path) -> io::Result<ExitCode> {
             let started: MonitorStarted =
                 serde_json::from_str(report.trim()).unwrap_or(MonitorStarted::Failed {
                     message: format!("monitor exited before reporting: {report:?}"),
+                    sysctl: None,
                 });
             report_to_crid(&started);
             Ok(match started {
@@ -135,6 +137,7 @@ fn launch(pod_dir: &Path) -> io::Result<ExitCode> {
                         ready_write,
                         &MonitorStarted::Failed {
                             message: error.to_string(),
+                            sysctl: report::refused_sysctl(&error),
                         },
                     );
                     1

@@ -16,7 +16,7 @@ use nix::unistd::Pid;
 use proto::monitor::MonitorConfig;
 
 use super::confine::confine;
-use crate::report::{Reporting, fork_reporting};
+use crate::report::{Reporting, SysctlRefused, fork_reporting, refused_sysctl};
 use crate::sys::{Forked, close_inherited_fds, exit_child, fork_single_threaded};
 
 /// What pause calls once confined: sigwait, waitpid, and the close of its
@@ -53,10 +53,15 @@ pub fn start(config: &MonitorConfig, pod_dir: &Path) -> io::Result<Pid> {
             }
         }
         // A failed pause in a new PID namespace exits on its own; the
-        // monitor, its sub-reaper, reaps it.
-        Reporting::Parent(spawned) => spawned
-            .until_closed()
-            .map_err(|error| io::Error::other(format!("pause: {error}"))),
+        // monitor, its sub-reaper, reaps it. A refused sysctl keeps its
+        // type (and key) for crid.
+        Reporting::Parent(spawned) => spawned.until_closed().map_err(|error| {
+            if refused_sysctl(&error).is_some() {
+                error
+            } else {
+                io::Error::other(format!("pause: {error}"))
+            }
+        }),
     }
 }
 
@@ -89,8 +94,14 @@ fn enter_namespaces(config: &MonitorConfig) -> io::Result<Forked> {
         // /proc/sys/net and the IPC sysctls are those of the writer's
         // namespaces, which are now the pod's.
         let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
-        std::fs::write(&path, value)
-            .map_err(|e| io::Error::other(format!("sysctl {key}={value}: {e}")))?;
+        std::fs::write(&path, value).map_err(|e| {
+            io::Error::other(SysctlRefused {
+                key: key.clone(),
+                message: format!(
+                    "linux.sysctls[{key}]: the pod's namespaces refuse {value:?}: {e}"
+                ),
+            })
+        })?;
     }
     if ns.pid {
         fork_single_threaded()

@@ -34,6 +34,36 @@ pub(crate) enum Report {
     /// Something the monitor should log, not fail on.
     Warning(String),
     Error(String),
+    /// A sysctl of the pod that its namespaces refuse (absent there, not
+    /// writable, a value the kernel rejects): the request's fault, so crid
+    /// answers InvalidArgument naming the key.
+    SysctlRefused {
+        key: String,
+        message: String,
+    },
+}
+
+/// The error of a [`Report::SysctlRefused`], on both sides of the pipe.
+#[derive(Debug)]
+pub(crate) struct SysctlRefused {
+    pub(crate) key: String,
+    pub(crate) message: String,
+}
+
+impl std::fmt::Display for SysctlRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SysctlRefused {}
+
+/// The key of the sysctl `error` says was refused, if that is what it is.
+pub fn refused_sysctl(error: &io::Error) -> Option<String> {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<SysctlRefused>())
+        .map(|refused| refused.key.clone())
 }
 
 /// The two sides of [`fork_reporting`].
@@ -93,6 +123,10 @@ impl Spawned {
                 Ok(Some(Report::Ready | Report::Warning(_))) => {}
                 Ok(Some(Report::Error(message))) => {
                     return Err(self.reap(io::Error::other(message), false));
+                }
+                Ok(Some(Report::SysctlRefused { key, message })) => {
+                    let error = io::Error::other(SysctlRefused { key, message });
+                    return Err(self.reap(error, false));
                 }
                 Ok(None) => match self.pid {
                     Some(pid) => return Ok(pid),
@@ -217,7 +251,17 @@ impl Reporter {
     }
 
     pub(crate) fn fail(&mut self, error: &io::Error) -> ! {
-        self.send(&Report::Error(error.to_string()));
+        let report = match error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<SysctlRefused>())
+        {
+            Some(refused) => Report::SysctlRefused {
+                key: refused.key.clone(),
+                message: refused.message.clone(),
+            },
+            None => Report::Error(error.to_string()),
+        };
+        self.send(&report);
         exit_child(127)
     }
 

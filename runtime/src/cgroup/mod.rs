@@ -481,15 +481,17 @@ pub fn placement(sandbox_id: &str, cgroup_parent: Option<&str>) -> Placement {
 
 /// Checks a cgroupfs `cgroup_parent`: an absolute path without `..`.
 pub fn validate_parent(parent: &str) -> Result<(), CgroupError> {
-    let valid =
-        parent.starts_with('/') && !parent.split('/').any(|part| part == ".." || part == ".");
+    // The kernel refuses a cgroup name with a newline (EINVAL at mkdir).
+    let valid = parent.starts_with('/')
+        && !parent.contains(['\n', '\0'])
+        && !parent.split('/').any(|part| part == ".." || part == ".");
     if valid {
         Ok(())
     } else {
         Err(CgroupError::invalid(
             "linux.cgroup_parent",
             parent,
-            "must be an absolute cgroupfs path without '.' or '..' (the cgroupfs driver)",
+            "must be an absolute cgroupfs path without '.', '..', newline or NUL (the cgroupfs driver)",
         ))
     }
 }

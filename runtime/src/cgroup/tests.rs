@@ -55,7 +55,13 @@ fn placement_uses_kubelets_parent_or_crids_own() {
         ("/crid/abc", "/crid/abc/sandbox", true)
     );
     validate_parent("/kubepods/pod1").expect("valid");
-    for bad in ["kubepods", "/a/../b", "kubepods-pod1.slice"] {
+    for bad in [
+        "kubepods",
+        "/a/../b",
+        "kubepods-pod1.slice",
+        "/x\ny",
+        "/x\0y",
+    ] {
         assert!(validate_parent(bad).is_err(), "{bad}");
     }
 }

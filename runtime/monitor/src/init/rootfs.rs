@@ -121,6 +121,12 @@ pub(super) fn prepare(bundle: &Path, spec: &Spec, view: &CgroupView) -> io::Resu
             make_read_only(&root, Path::new(path))?;
         }
     }
+    // A missing working directory is made (root's, 0755), as runc makes
+    // it: images often name one they do not ship. Resolved beneath the
+    // root, after the mounts, so it lands in a volume mounted there.
+    if let Some(process) = spec.process() {
+        mkdir_in(&root, process.cwd())?;
+    }
     drop(root);
 
     pivot_into(&rootfs)?;
