@@ -11,6 +11,7 @@ pub mod cgroup;
 pub mod client;
 pub mod container;
 pub mod host;
+pub mod netstats;
 pub mod spec;
 mod sys;
 pub mod wire;

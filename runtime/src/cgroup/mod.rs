@@ -22,6 +22,7 @@ use limits::{apply_v1, apply_v2};
 mod devices;
 mod driver;
 mod limits;
+pub mod stats;
 pub mod systemd;
 
 pub use driver::{Cgroups, Driver};

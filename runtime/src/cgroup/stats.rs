@@ -1,0 +1,611 @@
+//! What a pod's or a container's cgroup has used: CPU, memory, pids and (on
+//! v2) pressure, read from the v1 or v2 control files the way cAdvisor reads
+//! them, so kubelet and Prometheus see the figures they see with containerd.
+//! Both drivers name a cgroup by its path below the hierarchy's root (a
+//! systemd scope is `<slice path>/crid-<id>.scope`), so one reader serves both.
+//!
+//! The parsers take the files' text and are tested against the kernel's
+//! documented formats; [`Hierarchy::stats`] reads the files (blocking).
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use super::{Hierarchy, V1Mount, v1_mount};
+
+/// A v1 limit at or above this is "no limit" (the kernel's unlimited is
+/// `PAGE_COUNTER_MAX` pages, 9223372036854771712 bytes with 4 KiB pages).
+const V1_UNLIMITED: u64 = 1 << 62;
+/// `cpuacct.stat` counts in USER_HZ ticks, which Linux fixes at 100 for
+/// user space on every architecture crid runs on (as runc assumes too).
+const USER_HZ: u64 = 100;
+const NANOS_PER_TICK: u64 = 1_000_000_000 / USER_HZ;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatsError {
+    /// The cgroup does not exist (any more): its container has ended or
+    /// was removed, possibly while it was being read.
+    #[error("cgroup {0} does not exist")]
+    Gone(String),
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {reason}")]
+    Parse { path: PathBuf, reason: String },
+}
+
+/// A cgroup's figures at one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CgroupStats {
+    pub cpu: CpuStats,
+    pub memory: MemoryStats,
+    pub pids: PidsStats,
+    /// Pressure stall information: cgroup v2 on a kernel with PSI only.
+    pub pressure: Option<Pressure>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CpuStats {
+    /// CPU time used, all CPUs, since the cgroup was made.
+    pub usage_ns: u64,
+    pub user_ns: u64,
+    pub system_ns: u64,
+    /// CFS bandwidth periods, and how many of them were throttled.
+    pub periods: u64,
+    pub throttled_periods: u64,
+    pub throttled_ns: u64,
+    /// The limits in force: quota per period (None: no quota), the period,
+    /// and the weight as v1 `cpu.shares` (v2's weight converted).
+    pub quota_us: Option<u64>,
+    pub period_us: u64,
+    pub shares: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemoryStats {
+    pub usage_bytes: u64,
+    /// usage − inactive file pages (floored at 0): what the kernel cannot
+    /// easily reclaim, the figure kubelet's eviction watches.
+    pub working_set_bytes: u64,
+    /// Anonymous memory (v1 `total_rss`, v2 `anon`).
+    pub rss_bytes: u64,
+    /// Page cache (v1 `total_cache`, v2 `file`).
+    pub cache_bytes: u64,
+    /// Swap used; None where swap is not accounted.
+    pub swap_bytes: Option<u64>,
+    pub page_faults: u64,
+    pub major_page_faults: u64,
+    /// How often the limit was hit (v1 `memory.failcnt`, v2 `max` events).
+    pub failcnt: u64,
+    /// None: no limit.
+    pub limit_bytes: Option<u64>,
+    pub oom_kills: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PidsStats {
+    pub current: u64,
+    /// None: no limit (or no pids controller).
+    pub limit: Option<u64>,
+}
+
+/// `cpu.pressure`, `memory.pressure`, `io.pressure`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Pressure {
+    pub cpu: Option<Psi>,
+    pub memory: Option<Psi>,
+    pub io: Option<Psi>,
+}
+
+/// One pressure file: time some (and all, `full`) tasks were stalled.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Psi {
+    pub some: PsiLine,
+    /// Absent in `cpu.pressure` of kernels before 5.13.
+    pub full: Option<PsiLine>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PsiLine {
+    /// Percent of wall time stalled over the last 10 s, 60 s, 300 s.
+    pub avg10: f64,
+    pub avg60: f64,
+    pub avg300: f64,
+    /// Total stall time, microseconds.
+    pub total_us: u64,
+}
+
+impl Hierarchy {
+    /// The figures of `cgroup` now (blocking). [`StatsError::Gone`] when
+    /// the cgroup is not there, or vanished while it was read.
+    pub fn stats(&self, cgroup: &str) -> Result<CgroupStats, StatsError> {
+        let relative = cgroup.trim_start_matches('/');
+        match self {
+            Hierarchy::V1 { mounts } => v1_stats(mounts, relative, cgroup),
+            Hierarchy::V2 { root } => v2_stats(&root.join(relative), cgroup),
+        }
+    }
+}
+
+/// Reads a control file; a missing file or directory means the cgroup is gone.
+fn read(dir: &Path, file: &str, cgroup: &str) -> Result<String, StatsError> {
+    let path = dir.join(file);
+    fs::read_to_string(&path).map_err(|source| match source.kind() {
+        // ENODEV: the cgroup was removed after the file was opened.
+        ErrorKind::NotFound => StatsError::Gone(cgroup.to_owned()),
+        _ if source.raw_os_error() == Some(libc::ENODEV) => StatsError::Gone(cgroup.to_owned()),
+        _ => StatsError::Io { path, source },
+    })
+}
+
+/// A control file that a kernel or a configuration may lack (swap
+/// accounting, PSI, pids): None when it is missing.
+fn read_optional(dir: &Path, file: &str, cgroup: &str) -> Result<Option<String>, StatsError> {
+    match read(dir, file, cgroup) {
+        Ok(text) => Ok(Some(text)),
+        Err(StatsError::Gone(_)) if dir.is_dir() => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+fn number(text: &str, path: &Path) -> Result<u64, StatsError> {
+    text.trim().parse().map_err(|_| StatsError::Parse {
+        path: path.to_owned(),
+        reason: format!("not a number: {:?}", text.trim()),
+    })
+}
+
+/// A `max`-or-number file (v2 limits, `pids.max`): None for `max`.
+fn limit(text: &str, path: &Path) -> Result<Option<u64>, StatsError> {
+    match text.trim() {
+        "max" => Ok(None),
+        value => number(value, path).map(Some),
+    }
+}
+
+/// A flat keyed file (`memory.stat`, `cpu.stat`, `memory.events`,
+/// `cpuacct.stat`, `memory.oom_control`): `key value` per line; a key it
+/// lacks reads 0, as cAdvisor reads it.
+#[derive(Debug, Default)]
+pub struct KeyedFile(Vec<(String, u64)>);
+
+impl KeyedFile {
+    pub fn parse(text: &str) -> KeyedFile {
+        KeyedFile(
+            text.lines()
+                .filter_map(|line| {
+                    let mut words = line.split_whitespace();
+                    let key = words.next()?;
+                    let value = words.next()?.parse().ok()?;
+                    Some((key.to_owned(), value))
+                })
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, key: &str) -> Option<u64> {
+        self.0.iter().find(|(k, _)| k == key).map(|&(_, v)| v)
+    }
+
+    fn value(&self, key: &str) -> u64 {
+        self.get(key).unwrap_or(0)
+    }
+}
+
+/// A PSI file (Documentation/accounting/psi.rst):
+/// `some avg10=0.00 avg60=0.00 avg300=0.00 total=0`, then a `full` line.
+pub fn parse_psi(text: &str) -> Option<Psi> {
+    let mut some = None;
+    let mut full = None;
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let kind = words.next();
+        let mut parsed = PsiLine::default();
+        for word in words {
+            let (key, value) = word.split_once('=')?;
+            match key {
+                "avg10" => parsed.avg10 = value.parse().ok()?,
+                "avg60" => parsed.avg60 = value.parse().ok()?,
+                "avg300" => parsed.avg300 = value.parse().ok()?,
+                "total" => parsed.total_us = value.parse().ok()?,
+                _ => {}
+            }
+        }
+        match kind {
+            Some("some") => some = Some(parsed),
+            Some("full") => full = Some(parsed),
+            _ => {}
+        }
+    }
+    Some(Psi { some: some?, full })
+}
+
+/// v2 `cpu.weight` (1..10000) as v1 `cpu.shares` (2..262144), the inverse
+/// of the conversion runc and systemd apply when writing it.
+pub fn weight_to_shares(weight: u64) -> u64 {
+    2 + (weight.saturating_sub(1) * 262_142) / 9_999
+}
+
+/// v2 `cpu.max`: `$MAX $PERIOD`, `max` for no quota.
+fn parse_cpu_max(text: &str, path: &Path) -> Result<(Option<u64>, u64), StatsError> {
+    let mut words = text.split_whitespace();
+    let quota = limit(words.next().unwrap_or("max"), path)?;
+    let period = match words.next() {
+        Some(period) => number(period, path)?,
+        None => 100_000,
+    };
+    Ok((quota, period))
+}
+
+fn v2_stats(dir: &Path, cgroup: &str) -> Result<CgroupStats, StatsError> {
+    if !dir.is_dir() {
+        return Err(StatsError::Gone(cgroup.to_owned()));
+    }
+    let cpu_stat = KeyedFile::parse(&read(dir, "cpu.stat", cgroup)?);
+    let (quota_us, period_us) = match read_optional(dir, "cpu.max", cgroup)? {
+        Some(text) => parse_cpu_max(&text, &dir.join("cpu.max"))?,
+        None => (None, 100_000),
+    };
+    let shares = match read_optional(dir, "cpu.weight", cgroup)? {
+        Some(text) => weight_to_shares(number(&text, &dir.join("cpu.weight"))?),
+        None => 0,
+    };
+    let cpu = CpuStats {
+        usage_ns: cpu_stat.value("usage_usec") * 1000,
+        user_ns: cpu_stat.value("user_usec") * 1000,
+        system_ns: cpu_stat.value("system_usec") * 1000,
+        periods: cpu_stat.value("nr_periods"),
+        throttled_periods: cpu_stat.value("nr_throttled"),
+        throttled_ns: cpu_stat.value("throttled_usec") * 1000,
+        quota_us,
+        period_us,
+        shares,
+    };
+
+    let memory = match read_optional(dir, "memory.current", cgroup)? {
+        // No memory controller delegated here: no memory figures.
+        None => MemoryStats::default(),
+        Some(current) => {
+            let usage_bytes = number(&current, &dir.join("memory.current"))?;
+            let stat = KeyedFile::parse(&read(dir, "memory.stat", cgroup)?);
+            let events = KeyedFile::parse(&read(dir, "memory.events", cgroup)?);
+            let swap_bytes = read_optional(dir, "memory.swap.current", cgroup)?
+                .map(|text| number(&text, &dir.join("memory.swap.current")))
+                .transpose()?;
+            let limit_bytes = limit(&read(dir, "memory.max", cgroup)?, &dir.join("memory.max"))?;
+            MemoryStats {
+                usage_bytes,
+                working_set_bytes: usage_bytes.saturating_sub(stat.value("inactive_file")),
+                rss_bytes: stat.value("anon"),
+                cache_bytes: stat.value("file"),
+                swap_bytes,
+                page_faults: stat.value("pgfault"),
+                major_page_faults: stat.value("pgmajfault"),
+                failcnt: events.value("max"),
+                limit_bytes,
+                oom_kills: events.value("oom_kill"),
+            }
+        }
+    };
+
+    let pids = pids_stats(dir, cgroup)?;
+    let mut pressure = Pressure::default();
+    for (file, slot) in [
+        ("cpu.pressure", &mut pressure.cpu),
+        ("memory.pressure", &mut pressure.memory),
+        ("io.pressure", &mut pressure.io),
+    ] {
+        // Reading a pressure file of a kernel booted with psi=0 fails
+        // with EOPNOTSUPP: that is "no PSI" as well.
+        match read_optional(dir, file, cgroup) {
+            Ok(text) => *slot = text.as_deref().and_then(parse_psi),
+            Err(StatsError::Io { source, .. })
+                if source.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    let has_pressure = pressure.cpu.is_some() || pressure.memory.is_some() || pressure.io.is_some();
+    Ok(CgroupStats {
+        cpu,
+        memory,
+        pids,
+        pressure: has_pressure.then_some(pressure),
+    })
+}
+
+fn pids_stats(dir: &Path, cgroup: &str) -> Result<PidsStats, StatsError> {
+    let Some(current) = read_optional(dir, "pids.current", cgroup)? else {
+        return Ok(PidsStats::default());
+    };
+    let max = read_optional(dir, "pids.max", cgroup)?;
+    Ok(PidsStats {
+        current: number(&current, &dir.join("pids.current"))?,
+        limit: max
+            .map(|text| limit(&text, &dir.join("pids.max")))
+            .transpose()?
+            .flatten(),
+    })
+}
+
+/// The dir of `relative` in the v1 hierarchy of `controller`.
+fn v1_dir(mounts: &[V1Mount], controller: &str, relative: &str) -> Option<PathBuf> {
+    v1_mount(mounts, controller).map(|mount| mount.dir.join(relative))
+}
+
+fn v1_stats(mounts: &[V1Mount], relative: &str, cgroup: &str) -> Result<CgroupStats, StatsError> {
+    let memory_dir = v1_dir(mounts, "memory", relative);
+    let cpuacct_dir = v1_dir(mounts, "cpuacct", relative);
+    // Every container has a memory and a cpuacct dir: without them it is gone.
+    if ![&memory_dir, &cpuacct_dir]
+        .into_iter()
+        .flatten()
+        .any(|dir| dir.is_dir())
+    {
+        return Err(StatsError::Gone(cgroup.to_owned()));
+    }
+
+    let mut cpu = CpuStats::default();
+    if let Some(dir) = &cpuacct_dir {
+        cpu.usage_ns = number(
+            &read(dir, "cpuacct.usage", cgroup)?,
+            &dir.join("cpuacct.usage"),
+        )?;
+        // usage_user/usage_sys (Linux 4.6+) count in ns; cpuacct.stat in ticks.
+        match (
+            read_optional(dir, "cpuacct.usage_user", cgroup)?,
+            read_optional(dir, "cpuacct.usage_sys", cgroup)?,
+        ) {
+            (Some(user), Some(system)) => {
+                cpu.user_ns = number(&user, &dir.join("cpuacct.usage_user"))?;
+                cpu.system_ns = number(&system, &dir.join("cpuacct.usage_sys"))?;
+            }
+            _ => {
+                let stat = KeyedFile::parse(&read(dir, "cpuacct.stat", cgroup)?);
+                cpu.user_ns = stat.value("user") * NANOS_PER_TICK;
+                cpu.system_ns = stat.value("system") * NANOS_PER_TICK;
+            }
+        }
+    }
+    cpu.period_us = 100_000;
+    if let Some(dir) = v1_dir(mounts, "cpu", relative) {
+        if let Some(text) = read_optional(&dir, "cpu.stat", cgroup)? {
+            let stat = KeyedFile::parse(&text);
+            cpu.periods = stat.value("nr_periods");
+            cpu.throttled_periods = stat.value("nr_throttled");
+            cpu.throttled_ns = stat.value("throttled_time");
+        }
+        if let Some(text) = read_optional(&dir, "cpu.cfs_period_us", cgroup)? {
+            cpu.period_us = number(&text, &dir.join("cpu.cfs_period_us"))?;
+        }
+        if let Some(text) = read_optional(&dir, "cpu.cfs_quota_us", cgroup)? {
+            // -1: no quota.
+            cpu.quota_us = text.trim().parse::<u64>().ok();
+        }
+        if let Some(text) = read_optional(&dir, "cpu.shares", cgroup)? {
+            cpu.shares = number(&text, &dir.join("cpu.shares"))?;
+        }
+    }
+
+    let memory = match &memory_dir {
+        Some(dir) => v1_memory(dir, cgroup)?,
+        None => MemoryStats::default(),
+    };
+    let pids = match v1_dir(mounts, "pids", relative) {
+        Some(dir) => pids_stats(&dir, cgroup)?,
+        None => PidsStats::default(),
+    };
+    Ok(CgroupStats {
+        cpu,
+        memory,
+        pids,
+        pressure: None,
+    })
+}
+
+fn v1_memory(dir: &Path, cgroup: &str) -> Result<MemoryStats, StatsError> {
+    let usage_bytes = number(
+        &read(dir, "memory.usage_in_bytes", cgroup)?,
+        &dir.join("memory.usage_in_bytes"),
+    )?;
+    let stat = KeyedFile::parse(&read(dir, "memory.stat", cgroup)?);
+    let oom = KeyedFile::parse(&read(dir, "memory.oom_control", cgroup)?);
+    let failcnt = number(
+        &read(dir, "memory.failcnt", cgroup)?,
+        &dir.join("memory.failcnt"),
+    )?;
+    let limit = number(
+        &read(dir, "memory.limit_in_bytes", cgroup)?,
+        &dir.join("memory.limit_in_bytes"),
+    )?;
+    // memsw counts memory + swap; only with swap accounting on.
+    let swap_bytes = read_optional(dir, "memory.memsw.usage_in_bytes", cgroup)?
+        .map(|text| number(&text, &dir.join("memory.memsw.usage_in_bytes")))
+        .transpose()?
+        .map(|memsw| memsw.saturating_sub(usage_bytes));
+    Ok(v1_memory_from(
+        usage_bytes,
+        &stat,
+        &oom,
+        failcnt,
+        limit,
+        swap_bytes,
+    ))
+}
+
+/// The v1 memory figures from the files' values (the `total_` keys of
+/// `memory.stat` count the whole subtree, which a pod cgroup needs).
+fn v1_memory_from(
+    usage_bytes: u64,
+    stat: &KeyedFile,
+    oom_control: &KeyedFile,
+    failcnt: u64,
+    limit: u64,
+    swap_bytes: Option<u64>,
+) -> MemoryStats {
+    MemoryStats {
+        usage_bytes,
+        working_set_bytes: usage_bytes.saturating_sub(stat.value("total_inactive_file")),
+        rss_bytes: stat.value("total_rss"),
+        cache_bytes: stat.value("total_cache"),
+        swap_bytes,
+        page_faults: stat.value("total_pgfault"),
+        major_page_faults: stat.value("total_pgmajfault"),
+        failcnt,
+        limit_bytes: (limit < V1_UNLIMITED).then_some(limit),
+        oom_kills: oom_control.value("oom_kill"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v1_memory_is_read_as_cadvisor_reads_it() {
+        let stat = KeyedFile::parse(
+            "cache 100\nrss 50\ninactive_file 7\ntotal_cache 4096\ntotal_rss 8192\n\
+             total_swap 0\ntotal_pgfault 31\ntotal_pgmajfault 2\ntotal_inactive_file 1024\n",
+        );
+        let oom = KeyedFile::parse("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n");
+        let memory = v1_memory_from(20_000, &stat, &oom, 5, 9223372036854771712, Some(0));
+        assert_eq!(
+            memory,
+            MemoryStats {
+                usage_bytes: 20_000,
+                working_set_bytes: 20_000 - 1024,
+                rss_bytes: 8192,
+                cache_bytes: 4096,
+                swap_bytes: Some(0),
+                page_faults: 31,
+                major_page_faults: 2,
+                failcnt: 5,
+                limit_bytes: None,
+                oom_kills: 3,
+            }
+        );
+        let limited = v1_memory_from(10, &stat, &oom, 0, 64 << 20, None);
+        assert_eq!(limited.limit_bytes, Some(64 << 20));
+        assert_eq!(limited.working_set_bytes, 0, "floored at 0");
+    }
+
+    #[test]
+    fn v2_files_parse_as_the_kernel_documents_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = [
+            (
+                "cpu.stat",
+                "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 10\n\
+                 nr_throttled 2\nthrottled_usec 7\nnr_bursts 0\nburst_usec 0\n",
+            ),
+            ("cpu.max", "50000 100000\n"),
+            ("cpu.weight", "100\n"),
+            ("memory.current", "1048576\n"),
+            (
+                "memory.stat",
+                "anon 4096\nfile 8192\nkernel 0\nshmem 0\ninactive_anon 0\nactive_anon 4096\n\
+                 inactive_file 12288\nactive_file 0\npgfault 99\npgmajfault 1\n",
+            ),
+            (
+                "memory.events",
+                "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\noom_group_kill 0\n",
+            ),
+            ("memory.swap.current", "0\n"),
+            ("memory.max", "max\n"),
+            ("pids.current", "3\n"),
+            ("pids.max", "100\n"),
+            (
+                "cpu.pressure",
+                "some avg10=1.50 avg60=0.25 avg300=0.00 total=12345\n\
+                 full avg10=0.00 avg60=0.00 avg300=0.00 total=678\n",
+            ),
+            (
+                "memory.pressure",
+                "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n\
+                 full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+            ),
+        ];
+        for (name, text) in files {
+            fs::write(dir.path().join(name), text).expect("write");
+        }
+        let stats = v2_stats(dir.path(), "/test").expect("stats");
+        assert_eq!(
+            stats.cpu,
+            CpuStats {
+                usage_ns: 1_500_000,
+                user_ns: 1_000_000,
+                system_ns: 500_000,
+                periods: 10,
+                throttled_periods: 2,
+                throttled_ns: 7000,
+                quota_us: Some(50_000),
+                period_us: 100_000,
+                // v2's default weight, as runc converts it back.
+                shares: 2597,
+            }
+        );
+        assert_eq!(
+            stats.memory,
+            MemoryStats {
+                usage_bytes: 1_048_576,
+                working_set_bytes: 1_048_576 - 12288,
+                rss_bytes: 4096,
+                cache_bytes: 8192,
+                swap_bytes: Some(0),
+                page_faults: 99,
+                major_page_faults: 1,
+                failcnt: 4,
+                limit_bytes: None,
+                oom_kills: 1,
+            }
+        );
+        assert_eq!(
+            stats.pids,
+            PidsStats {
+                current: 3,
+                limit: Some(100)
+            }
+        );
+        let pressure = stats.pressure.expect("pressure");
+        let cpu = pressure.cpu.expect("cpu pressure");
+        assert_eq!(cpu.some.avg10, 1.5);
+        assert_eq!(cpu.some.total_us, 12345);
+        assert_eq!(cpu.full.map(|full| full.total_us), Some(678));
+        assert!(pressure.memory.is_some());
+        assert!(pressure.io.is_none(), "no io.pressure file");
+
+        // A missing cgroup, and one removed under the reader, are Gone.
+        let gone = v2_stats(&dir.path().join("removed"), "/removed");
+        assert!(matches!(gone, Err(StatsError::Gone(_))), "{gone:?}");
+        fs::remove_file(dir.path().join("memory.stat")).expect("remove");
+        fs::remove_file(dir.path().join("cpu.stat")).expect("remove");
+        let vanished = v2_stats(dir.path(), "/test");
+        assert!(matches!(vanished, Err(StatsError::Gone(_))), "{vanished:?}");
+    }
+
+    #[test]
+    fn psi_without_full_and_cpu_max_without_quota() {
+        let psi = parse_psi("some avg10=0.00 avg60=0.00 avg300=0.00 total=5\n").expect("psi");
+        assert_eq!(psi.some.total_us, 5);
+        assert!(psi.full.is_none());
+        assert!(parse_psi("garbage\n").is_none());
+        let path = Path::new("cpu.max");
+        assert_eq!(
+            parse_cpu_max("max 100000\n", path).expect("cpu.max"),
+            (None, 100_000)
+        );
+        assert!(parse_cpu_max("lots 100000\n", path).is_err());
+        assert_eq!(weight_to_shares(1), 2);
+        assert_eq!(weight_to_shares(10_000), 262_144);
+    }
+
+    #[test]
+    fn keyed_files_skip_lines_that_are_not_key_value() {
+        let file = KeyedFile::parse("user 12\nsystem 3\n\nbogus\nhalf x\n");
+        assert_eq!(file.get("user"), Some(12));
+        assert_eq!(file.value("system"), 3);
+        assert_eq!(file.get("half"), None);
+        assert_eq!(file.value("missing"), 0);
+    }
+}
