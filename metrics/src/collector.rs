@@ -1,0 +1,458 @@
+//! The one place container and pod figures are read. It samples on demand:
+//! a caller (a stats RPC, a scrape) names what it wants, and whatever was
+//! sampled less than [`Options::freshness`] ago is answered from the kept
+//! sample, everything older is read again. So a kubelet poll and a scrape
+//! arriving together read the files once, nobody waits for a sampler's
+//! next tick, an idle node costs nothing, and a removed container is never
+//! read again. The latest sample is kept; a new one's rates (CPU per
+//! second) are computed against it, the previous, when it is taken.
+//!
+//! Samplings take turns (one at a time), so two callers asking at once do
+//! not both read: the second finds the first one's figures fresh.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use runtime::cgroup::Hierarchy;
+use runtime::cgroup::stats::{CgroupStats, StatsError};
+use runtime::netstats::{self, InterfaceStats};
+
+use crate::layer::{self, LayerUsage};
+
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// A sample younger than this is answered as it is.
+    pub freshness: Duration,
+    /// How often a container's writable layer is walked again.
+    pub layer_refresh: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            // Below kubelet's and Prometheus's intervals (10 s, 15 s and
+            // up), above the gap between kubelet's paired stats calls.
+            freshness: Duration::from_secs(1),
+            // cAdvisor's fs usage period.
+            layer_refresh: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A container to sample.
+#[derive(Debug, Clone)]
+pub struct ContainerTarget {
+    pub id: String,
+    /// Its cgroup, as the hierarchy names it (`/kubepods/…/<id>`).
+    pub cgroup: String,
+    /// Its writable layer (overlay upper dir), if it has one.
+    pub layer: Option<PathBuf>,
+}
+
+/// A pod to sample.
+#[derive(Debug, Clone)]
+pub struct PodTarget {
+    pub id: String,
+    /// The pod cgroup (sandbox and containers inside).
+    pub cgroup: Option<String>,
+    /// Its pinned network namespace, when it has its own.
+    pub netns: Option<PathBuf>,
+}
+
+/// Which targets a call names: every one crid has (so any other kept
+/// sample belongs to something removed and is dropped), or some.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    Some,
+}
+
+#[derive(Debug, Clone)]
+pub struct ContainerSample {
+    /// When it was read, nanoseconds since the epoch.
+    pub timestamp: i64,
+    pub stats: CgroupStats,
+    /// CPU used per second since the previous sample, in billionths of a
+    /// core; None for the first sample.
+    pub cpu_nano_cores: Option<u64>,
+    pub layer: Option<LayerUsage>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PodSample {
+    pub timestamp: i64,
+    /// None when the pod cgroup is gone.
+    pub cgroup: Option<CgroupStats>,
+    pub cpu_nano_cores: Option<u64>,
+    /// Per interface (no loopback); None without a netns of its own or
+    /// when it is gone.
+    pub network: Option<Vec<InterfaceStats>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CollectorError {
+    #[error("sampling failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+struct Kept<T> {
+    latest: Arc<T>,
+    taken: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    containers: HashMap<String, Kept<ContainerSample>>,
+    pods: HashMap<String, Kept<PodSample>>,
+    layers: HashMap<String, (Instant, LayerUsage)>,
+}
+
+struct Inner {
+    hierarchy: Hierarchy,
+    options: Options,
+    state: Mutex<State>,
+    turn: tokio::sync::Mutex<()>,
+}
+
+/// Cheap to clone; every clone shares the samples.
+#[derive(Clone)]
+pub struct Collector {
+    inner: Arc<Inner>,
+}
+
+impl Collector {
+    pub fn new(hierarchy: Hierarchy, options: Options) -> Collector {
+        Collector {
+            inner: Arc::new(Inner {
+                hierarchy,
+                options,
+                state: Mutex::new(State::default()),
+                turn: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// The latest samples of `targets`, by id; a container whose cgroup is
+    /// gone has none.
+    pub async fn containers(
+        &self,
+        targets: Vec<ContainerTarget>,
+        scope: Scope,
+    ) -> Result<HashMap<String, Arc<ContainerSample>>, CollectorError> {
+        let _turn = self.inner.turn.lock().await;
+        let inner = self.inner.clone();
+        Ok(tokio::task::spawn_blocking(move || inner.sample_containers(targets, scope)).await?)
+    }
+
+    /// The latest samples of `targets`, by id.
+    pub async fn pods(
+        &self,
+        targets: Vec<PodTarget>,
+        scope: Scope,
+    ) -> Result<HashMap<String, Arc<PodSample>>, CollectorError> {
+        let _turn = self.inner.turn.lock().await;
+        let inner = self.inner.clone();
+        Ok(tokio::task::spawn_blocking(move || inner.sample_pods(targets, scope)).await?)
+    }
+}
+
+/// CPU per second between two cumulative readings, in billionths of a core.
+fn nano_cores(previous_ns: u64, latest_ns: u64, elapsed: Duration) -> Option<u64> {
+    let elapsed = elapsed.as_nanos();
+    if elapsed == 0 {
+        return None;
+    }
+    let used = u128::from(latest_ns.saturating_sub(previous_ns));
+    u64::try_from(used * 1_000_000_000 / elapsed).ok()
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic elsewhere leaves only samples behind: still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn stale<T>(&self, kept: &HashMap<String, Kept<T>>, id: &str, now: Instant) -> bool {
+        kept.get(id)
+            .is_none_or(|kept| now.duration_since(kept.taken) >= self.options.freshness)
+    }
+
+    fn sample_containers(
+        &self,
+        targets: Vec<ContainerTarget>,
+        scope: Scope,
+    ) -> HashMap<String, Arc<ContainerSample>> {
+        let now = Instant::now();
+        let (stale, layers_due): (Vec<&ContainerTarget>, HashSet<&str>) = {
+            let state = self.lock();
+            let stale: Vec<&ContainerTarget> = targets
+                .iter()
+                .filter(|target| self.stale(&state.containers, &target.id, now))
+                .collect();
+            let layers_due = stale
+                .iter()
+                .filter(|target| {
+                    state.layers.get(&target.id).is_none_or(|(walked, _)| {
+                        now.duration_since(*walked) >= self.options.layer_refresh
+                    })
+                })
+                .map(|target| target.id.as_str())
+                .collect();
+            (stale, layers_due)
+        };
+        // Read without holding the lock.
+        let reads: Vec<(&ContainerTarget, Result<CgroupStats, StatsError>, Option<LayerUsage>)> =
+            stale
+                .into_iter()
+                .map(|target| {
+                    let stats = self.hierarchy.stats(&target.cgroup);
+                    let walked = match (&target.layer, stats.is_ok()) {
+                        (Some(dir), true) if layers_due.contains(target.id.as_str()) => {
+                            layer::usage(dir)
+                                .inspect_err(|error| {
+                                    tracing::debug!(container_id = %target.id, %error, "cannot measure the writable layer")
+                                })
+                                .ok()
+                        }
+                        _ => None,
+                    };
+                    (target, stats, walked)
+                })
+                .collect();
+        let timestamp = runtime::now_nanos();
+        let taken = Instant::now();
+
+        let mut state = self.lock();
+        for (target, stats, walked) in reads {
+            let stats = match stats {
+                Ok(stats) => stats,
+                Err(error) => {
+                    if !matches!(error, StatsError::Gone(_)) {
+                        tracing::warn!(container_id = %target.id, %error, "cannot read container stats");
+                    }
+                    state.containers.remove(&target.id);
+                    state.layers.remove(&target.id);
+                    continue;
+                }
+            };
+            if let Some(usage) = walked {
+                state.layers.insert(target.id.clone(), (taken, usage));
+            }
+            let previous = state.containers.remove(&target.id);
+            let cpu_nano_cores = previous.as_ref().and_then(|kept| {
+                nano_cores(
+                    kept.latest.stats.cpu.usage_ns,
+                    stats.cpu.usage_ns,
+                    taken.duration_since(kept.taken),
+                )
+            });
+            let sample = ContainerSample {
+                timestamp,
+                stats,
+                cpu_nano_cores,
+                layer: state.layers.get(&target.id).map(|(_, usage)| usage.clone()),
+            };
+            state.containers.insert(
+                target.id.clone(),
+                Kept {
+                    latest: Arc::new(sample),
+                    taken,
+                },
+            );
+        }
+        if scope == Scope::All {
+            let wanted: HashSet<&str> = targets.iter().map(|target| target.id.as_str()).collect();
+            state
+                .containers
+                .retain(|id, _| wanted.contains(id.as_str()));
+            state.layers.retain(|id, _| wanted.contains(id.as_str()));
+        }
+        targets
+            .iter()
+            .filter_map(|target| {
+                let kept = state.containers.get(&target.id)?;
+                Some((target.id.clone(), kept.latest.clone()))
+            })
+            .collect()
+    }
+
+    fn sample_pods(
+        &self,
+        targets: Vec<PodTarget>,
+        scope: Scope,
+    ) -> HashMap<String, Arc<PodSample>> {
+        let now = Instant::now();
+        let stale: Vec<&PodTarget> = {
+            let state = self.lock();
+            targets
+                .iter()
+                .filter(|target| self.stale(&state.pods, &target.id, now))
+                .collect()
+        };
+        let cgroups: Vec<Option<CgroupStats>> = stale
+            .iter()
+            .map(|target| {
+                let cgroup = target.cgroup.as_deref()?;
+                self.hierarchy
+                    .stats(cgroup)
+                    .inspect_err(|error| {
+                        if !matches!(error, StatsError::Gone(_)) {
+                            tracing::warn!(pod_id = %target.id, %error, "cannot read pod cgroup stats");
+                        }
+                    })
+                    .ok()
+            })
+            .collect();
+        // Every pod's netns in one pass of one thread.
+        let with_netns: Vec<(usize, PathBuf)> = stale
+            .iter()
+            .enumerate()
+            .filter_map(|(index, target)| Some((index, target.netns.clone()?)))
+            .collect();
+        let mut networks: Vec<Option<Vec<InterfaceStats>>> = vec![None; stale.len()];
+        match netstats::read_in_namespaces(with_netns.iter().map(|(_, p)| p.clone()).collect()) {
+            Ok(results) => {
+                for ((index, path), result) in with_netns.iter().zip(results) {
+                    match result {
+                        Ok(interfaces) => networks[*index] = Some(interfaces),
+                        Err(netstats::NetStatsError::Gone(_)) => {}
+                        Err(error) => {
+                            tracing::warn!(netns = %path.display(), %error, "cannot read pod network stats")
+                        }
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot read pod network stats"),
+        }
+        let timestamp = runtime::now_nanos();
+        let taken = Instant::now();
+
+        let mut state = self.lock();
+        for ((target, cgroup), network) in stale.into_iter().zip(cgroups).zip(networks) {
+            let previous = state.pods.remove(&target.id);
+            let cpu_nano_cores = previous.as_ref().and_then(|kept| {
+                let (before, now) = (kept.latest.cgroup.as_ref()?, cgroup.as_ref()?);
+                nano_cores(
+                    before.cpu.usage_ns,
+                    now.cpu.usage_ns,
+                    taken.duration_since(kept.taken),
+                )
+            });
+            state.pods.insert(
+                target.id.clone(),
+                Kept {
+                    latest: Arc::new(PodSample {
+                        timestamp,
+                        cgroup,
+                        cpu_nano_cores,
+                        network,
+                    }),
+                    taken,
+                },
+            );
+        }
+        if scope == Scope::All {
+            let wanted: HashSet<&str> = targets.iter().map(|target| target.id.as_str()).collect();
+            state.pods.retain(|id, _| wanted.contains(id.as_str()));
+        }
+        targets
+            .iter()
+            .filter_map(|target| {
+                let kept = state.pods.get(&target.id)?;
+                Some((target.id.clone(), kept.latest.clone()))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nano_cores_is_cpu_time_per_wall_second() {
+        assert_eq!(
+            nano_cores(1_000_000_000, 1_500_000_000, Duration::from_secs(1)),
+            Some(500_000_000)
+        );
+        assert_eq!(
+            nano_cores(0, 4_000_000_000, Duration::from_secs(2)),
+            Some(2_000_000_000)
+        );
+        assert_eq!(nano_cores(5, 3, Duration::from_secs(1)), Some(0), "reset");
+        assert_eq!(nano_cores(0, 1, Duration::ZERO), None);
+    }
+
+    /// A v2 tree of files is a cgroup to the reader: samples are kept
+    /// within the freshness window, re-read after it with a rate from the
+    /// previous one, and a cgroup that goes leaves no sample behind.
+    #[tokio::test]
+    async fn samples_are_kept_fresh_then_renewed_then_dropped() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let cgroup = root.path().join("c1");
+        std::fs::create_dir(&cgroup).expect("mkdir");
+        let write_usage = |usec: u64| {
+            std::fs::write(cgroup.join("cpu.stat"), format!("usage_usec {usec}\n")).expect("write")
+        };
+        write_usage(1000);
+        let collector = Collector::new(
+            Hierarchy::V2 {
+                root: root.path().to_owned(),
+            },
+            Options {
+                freshness: Duration::from_millis(200),
+                layer_refresh: Duration::from_secs(60),
+            },
+        );
+        let targets = vec![ContainerTarget {
+            id: "c1".into(),
+            cgroup: "/c1".into(),
+            layer: None,
+        }];
+        let first = collector
+            .containers(targets.clone(), Scope::All)
+            .await
+            .expect("sample");
+        let first = first.get("c1").expect("c1").clone();
+        assert_eq!(first.stats.cpu.usage_ns, 1_000_000);
+        assert_eq!(first.cpu_nano_cores, None);
+
+        write_usage(2000);
+        let again = collector
+            .containers(targets.clone(), Scope::Some)
+            .await
+            .expect("sample");
+        assert!(Arc::ptr_eq(&first, &again["c1"]), "fresh: not read again");
+
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let renewed = collector
+            .containers(targets.clone(), Scope::Some)
+            .await
+            .expect("sample");
+        assert_eq!(renewed["c1"].stats.cpu.usage_ns, 2_000_000);
+        assert!(
+            renewed["c1"].cpu_nano_cores.is_some(),
+            "a rate against the previous"
+        );
+
+        // Not among every target any more: dropped without a read.
+        let none = collector
+            .containers(Vec::new(), Scope::All)
+            .await
+            .expect("sample");
+        assert!(none.is_empty());
+        assert!(collector.inner.lock().containers.is_empty());
+
+        std::fs::remove_file(cgroup.join("cpu.stat")).expect("rm");
+        std::fs::remove_dir(&cgroup).expect("rmdir");
+        let gone = collector
+            .containers(targets, Scope::All)
+            .await
+            .expect("sample");
+        assert!(gone.is_empty(), "a gone cgroup has no sample");
+    }
+}
