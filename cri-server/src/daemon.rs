@@ -65,6 +65,9 @@ pub struct Daemon {
     pub image_lock: tokio::sync::Mutex<()>,
     /// What the pods and containers weigh in List answers.
     pub lists: ListBudget,
+    /// Samples cgroups, pod networks and writable layers for the stats
+    /// RPCs and /metrics alike.
+    pub collector: metrics::Collector,
     pod_cidr: RwLock<String>,
 }
 
@@ -91,6 +94,7 @@ impl Daemon {
 pub struct Started {
     daemon: Arc<Daemon>,
     socket: BoundSocket,
+    metrics_listener: tokio::net::TcpListener,
     _locks: Vec<DirLock>,
 }
 
@@ -133,7 +137,12 @@ pub async fn start(config: Config) -> Result<Started, DaemonError> {
     let cgroups = runtime::cgroup::Cgroups::new(driver)
         .await
         .map_err(|error| DaemonError::Setup(format!("[runtime] cgroup_driver: {error}")))?;
+    let collector =
+        metrics::Collector::new(cgroups.hierarchy().clone(), metrics::Options::default());
     let pods = pod_sandbox::PodManager::new(&config.state, monitor_binary()?, network, cgroups)?;
+    let metrics_listener = metrics::exposition::bind(config.metrics.address)
+        .await
+        .map_err(|error| DaemonError::Setup(format!("[metrics] address: {error}")))?;
     let socket = BoundSocket::bind(&config.listen)?;
     let daemon = Arc::new(Daemon {
         config,
@@ -147,11 +156,13 @@ pub async fn start(config: Config) -> Result<Started, DaemonError> {
         pod_locks: KeyedLocks::default(),
         image_lock: tokio::sync::Mutex::new(()),
         lists,
+        collector,
         pod_cidr: RwLock::new(pod_cidr),
     });
     Ok(Started {
         daemon,
         socket,
+        metrics_listener,
         _locks: locks,
     })
 }
@@ -181,6 +192,7 @@ impl Started {
         let Started {
             daemon,
             socket,
+            metrics_listener,
             _locks,
         } = self;
         // Before serving: kubelet must never see a half-made pod.
@@ -217,6 +229,17 @@ impl Started {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
+        let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+        if let Ok(address) = metrics_listener.local_addr() {
+            tracing::info!(%address, "serving /metrics");
+        }
+        tokio::spawn(metrics::exposition::serve(
+            metrics_listener,
+            crate::stats::metrics_source(daemon.clone()),
+            async {
+                let _ = metrics_stopped.await;
+            },
+        ));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
             .layer(tower::util::MapResponseLayer::new(
@@ -256,6 +279,7 @@ impl Started {
             }
         };
         socket.remove_file();
+        let _ = stop_metrics.send(());
         result?;
         tracing::info!("stopped");
         Ok(())

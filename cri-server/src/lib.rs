@@ -17,5 +17,6 @@ pub mod pods;
 pub mod records;
 pub mod rpc;
 pub mod runtime_service;
+pub mod stats;
 pub mod status;
 pub mod store;

@@ -82,7 +82,10 @@ where
     async move {
         let started = Instant::now();
         let result = handler(request).await.map_err(Status::from);
-        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let elapsed = started.elapsed().as_secs_f64();
+        let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+        metrics::own::observe_rpc(method, &format!("{code:?}"), elapsed);
+        let elapsed_ms = elapsed * 1000.0;
         match &result {
             Ok(_) => tracing::debug!(elapsed_ms, "ok"),
             Err(status) if matches!(status.code(), Code::Internal | Code::Unknown | Code::DataLoss) => {

@@ -281,15 +281,20 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<ContainerStatsRequest>,
     ) -> RpcResult<ContainerStatsResponse> {
-        traced("ContainerStats", request, |_| not_built("ContainerStats")).await
+        let daemon = self.daemon.clone();
+        traced("ContainerStats", request, |request| {
+            crate::stats::container_stats(daemon, request)
+        })
+        .await
     }
 
     async fn list_container_stats(
         &self,
         request: Request<ListContainerStatsRequest>,
     ) -> RpcResult<ListContainerStatsResponse> {
-        traced("ListContainerStats", request, |_| {
-            not_built("ListContainerStats")
+        let daemon = self.daemon.clone();
+        traced("ListContainerStats", request, |request| {
+            crate::stats::list_container_stats(daemon, request)
         })
         .await
     }
@@ -298,15 +303,20 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<PodSandboxStatsRequest>,
     ) -> RpcResult<PodSandboxStatsResponse> {
-        traced("PodSandboxStats", request, |_| not_built("PodSandboxStats")).await
+        let daemon = self.daemon.clone();
+        traced("PodSandboxStats", request, |request| {
+            crate::stats::pod_sandbox_stats(daemon, request)
+        })
+        .await
     }
 
     async fn list_pod_sandbox_stats(
         &self,
         request: Request<ListPodSandboxStatsRequest>,
     ) -> RpcResult<ListPodSandboxStatsResponse> {
-        traced("ListPodSandboxStats", request, |_| {
-            not_built("ListPodSandboxStats")
+        let daemon = self.daemon.clone();
+        traced("ListPodSandboxStats", request, |request| {
+            crate::stats::list_pod_sandbox_stats(daemon, request)
         })
         .await
     }
@@ -337,8 +347,8 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<ListMetricDescriptorsRequest>,
     ) -> RpcResult<ListMetricDescriptorsResponse> {
-        traced("ListMetricDescriptors", request, |_| {
-            not_built("ListMetricDescriptors")
+        traced("ListMetricDescriptors", request, |_| async {
+            Ok(crate::stats::list_metric_descriptors())
         })
         .await
     }
@@ -347,8 +357,9 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<ListPodSandboxMetricsRequest>,
     ) -> RpcResult<ListPodSandboxMetricsResponse> {
+        let daemon = self.daemon.clone();
         traced("ListPodSandboxMetrics", request, |_| {
-            not_built("ListPodSandboxMetrics")
+            crate::stats::list_pod_sandbox_metrics(daemon)
         })
         .await
     }

@@ -112,10 +112,10 @@ impl TestEnv {
     }
 
     /// The config file every start uses: this env's paths, Debian's CNI
-    /// plugins, then `extra_config`.
+    /// plugins, `/metrics` on a free port (crid logs which), then `extra_config`.
     pub fn write_config(&self) {
         let config = format!(
-            "root = {root:?}\nstate = {state:?}\nlisten = {socket:?}\n{extra}\n[cni]\nconf_dir = {conf:?}\nbin_dirs = [{bin:?}]\n",
+            "root = {root:?}\nstate = {state:?}\nlisten = {socket:?}\n{extra}\n[cni]\nconf_dir = {conf:?}\nbin_dirs = [{bin:?}]\n[metrics]\naddress = \"127.0.0.1:0\"\n",
             root = self.root(),
             state = self.state(),
             socket = self.socket(),
