@@ -512,3 +512,26 @@ async fn pod_network_counters_rise_when_the_pod_is_sent_traffic() {
 
     world.finish(&[&pod]).await;
 }
+
+#[test]
+fn a_metrics_address_that_cannot_be_bound_stops_crid_naming_the_key() {
+    let env = e2e::TestEnv::new();
+    // Taken by the test for as long as crid tries it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = taken.local_addr().expect("address");
+    let drop_ins = env.path().join("config.d");
+    std::fs::create_dir_all(&drop_ins).expect("config.d");
+    std::fs::write(
+        drop_ins.join("10-metrics.toml"),
+        format!("[metrics]\naddress = \"{address}\"\n"),
+    )
+    .expect("drop-in");
+    let (status, stderr) = env.run_to_exit(&mut env.command(&[]));
+    assert!(!status.success(), "crid started on a taken metrics address");
+    assert!(
+        stderr.contains("[metrics] address") && stderr.contains(&address.to_string()),
+        "{stderr}"
+    );
+    assert!(!env.socket().exists(), "a refused crid left its socket");
+    assert!(env.leaks().is_empty(), "{:?}", env.leaks());
+}
