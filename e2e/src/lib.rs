@@ -462,6 +462,15 @@ impl Crid {
         }
         text
     }
+
+    /// Where crid serves `/metrics`: the address it logged at start (the
+    /// harness asks for a free port).
+    pub fn metrics_address(&self) -> Option<String> {
+        let log = self.log();
+        let line = log.lines().find(|line| line.contains("serving /metrics"))?;
+        let rest = line.split("address=").nth(1)?;
+        Some(rest.split_whitespace().next()?.trim_matches('"').to_owned())
+    }
 }
 
 impl Drop for Crid {

@@ -13,7 +13,10 @@
 //! By default it times whole pod lifecycles (`--runs`). With `--density`
 //! it instead starts PODS pods of K running containers each, then times
 //! what kubelet asks of a full node (ListContainers, ListPodSandbox,
-//! PodSandboxStatus, ContainerStatus, M times each) and reports what the
+//! PodSandboxStatus, ContainerStatus, M times each; ListContainerStats,
+//! ListPodSandboxStats and, on crid, a `/metrics` scrape 10 times each,
+//! every one after the collector's freshness window, as kubelet's and
+//! Prometheus's polls come) and reports what the
 //! runtime's own per-pod processes weigh (PSS and private memory of
 //! crid-monitor + pause, or containerd-shim + pause) and how much the
 //! daemon grew.
@@ -151,7 +154,16 @@ const LIST_RPCS: &[&str] = &[
     "ListPodSandbox",
     "PodSandboxStatus",
     "ContainerStatus",
+    "ListContainerStats",
+    "ListPodSandboxStats",
+    SCRAPE,
 ];
+const SCRAPE: &str = "GET /metrics";
+/// Stats calls with `--density`: each after a pause longer than crid's
+/// collector keeps a sample (1 s), so each reads every container's files,
+/// as kubelet's polls (10 s apart and more) do.
+const STATS_CALLS: usize = 10;
+const STATS_PAUSE: Duration = Duration::from_millis(1100);
 /// What `--density` times while it fills the node (one sample per pod or
 /// container), to see how starting scales with what already runs.
 const FILL_RPCS: &[&str] = &["RunPodSandbox", "CreateContainer", "StartContainer"];
@@ -421,6 +433,7 @@ async fn bench_crid(args: &Args, registry: &Registry, images: &Images) -> Result
         images,
         env.path(),
         daemon.pid(),
+        daemon.metrics_address(),
     )
     .await;
     let cleanup = remove_everything(channel).await;
@@ -452,6 +465,7 @@ async fn bench_containerd(args: &Args, registry: &Registry, images: &Images) -> 
             images,
             containerd.dir.path(),
             pid,
+            None,
         )
         .await;
         let cleanup = remove_everything(channel).await;
@@ -494,7 +508,8 @@ fn runc_version() -> String {
 
 /// Pulls, warms up, then times `args.runs` runs (or fills the node, with
 /// `--density`). The same code for every runtime: only `channel` differs;
-/// `dir` holds everything of the runtime's and `daemon` is its pid.
+/// `dir` holds everything of the runtime's and `daemon` is its pid;
+/// `metrics` is where it serves Prometheus metrics, if it does (crid).
 async fn bench(
     runtime: Runtime,
     channel: Channel,
@@ -502,6 +517,7 @@ async fn bench(
     images: &Images,
     dir: &Path,
     daemon: i32,
+    metrics: Option<String>,
 ) -> Result<Report> {
     let mut rt = RuntimeServiceClient::new(channel.clone());
     let mut images_client = ImageServiceClient::new(channel);
@@ -539,8 +555,15 @@ async fn bench(
 
     let logs = dir.join("pod-logs");
     if let Some(pods) = args.density {
-        let (samples, density) =
+        let (mut samples, density) =
             fill_node(&mut rt, pods, args, &image_ref, &logs, dir, daemon).await?;
+        time_stats(
+            &mut rt,
+            &mut samples,
+            density.containers,
+            metrics.as_deref(),
+        )
+        .await?;
         return Ok(Report {
             runtime,
             version,
@@ -719,6 +742,68 @@ async fn fill_node(
             daemon_after,
         },
     ))
+}
+
+/// The stats RPCs (and crid's `/metrics`) on the full node, each call
+/// after [`STATS_PAUSE`].
+async fn time_stats(
+    rt: &mut RuntimeServiceClient<Channel>,
+    samples: &mut Samples,
+    containers: usize,
+    metrics: Option<&str>,
+) -> Result<()> {
+    for _ in 0..STATS_CALLS {
+        tokio::time::sleep(STATS_PAUSE).await;
+        let listed = timed(
+            samples,
+            "ListContainerStats",
+            rt.list_container_stats(cri::ListContainerStatsRequest::default()),
+        )
+        .await?;
+        ensure!(
+            listed.stats.len() == containers,
+            "ListContainerStats shows {} containers, {containers} run",
+            listed.stats.len()
+        );
+        timed(
+            samples,
+            "ListPodSandboxStats",
+            rt.list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest::default()),
+        )
+        .await?;
+    }
+    let Some(address) = metrics else {
+        return Ok(());
+    };
+    for _ in 0..STATS_CALLS {
+        tokio::time::sleep(STATS_PAUSE).await;
+        let start = Instant::now();
+        let body = scrape(address).await?;
+        samples.add(SCRAPE, start.elapsed());
+        ensure!(
+            body.contains("container_cpu_usage_seconds_total"),
+            "/metrics shows no container"
+        );
+    }
+    Ok(())
+}
+
+/// One plain HTTP/1.0 GET of `/metrics`: its body.
+async fn scrape(address: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .with_context(|| format!("connect to /metrics at {address}"))?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: crid\r\n\r\n")
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("/metrics: not an HTTP response")?;
+    ensure!(head.starts_with("HTTP/1.0 200"), "/metrics: {head}");
+    Ok(body.to_owned())
 }
 
 /// Times `call` into `samples` under `rpc`; the error names the RPC.
