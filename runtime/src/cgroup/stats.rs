@@ -132,11 +132,30 @@ impl Hierarchy {
 /// Reads a control file; a missing file or directory means the cgroup is gone.
 fn read(dir: &Path, file: &str, cgroup: &str) -> Result<String, StatsError> {
     let path = dir.join(file);
-    fs::read_to_string(&path).map_err(|source| match source.kind() {
+    let error = |source: std::io::Error| match source.kind() {
         // ENODEV: the cgroup was removed after the file was opened.
         ErrorKind::NotFound => StatsError::Gone(cgroup.to_owned()),
         _ if source.raw_os_error() == Some(libc::ENODEV) => StatsError::Gone(cgroup.to_owned()),
-        _ => StatsError::Io { path, source },
+        _ => StatsError::Io {
+            path: path.clone(),
+            source,
+        },
+    };
+    let mut file = fs::File::open(&path).map_err(error)?;
+    // Not fs::read_to_string: it stats the file for a size, which a control
+    // file does not have; one syscall less per file, ~15 files per cgroup.
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let read = std::io::Read::read(&mut file, &mut chunk).map_err(error)?;
+        if read == 0 {
+            break;
+        }
+        bytes.extend_from_slice(&chunk[..read]);
+    }
+    String::from_utf8(bytes).map_err(|_| StatsError::Parse {
+        path: path.clone(),
+        reason: "not UTF-8".into(),
     })
 }
 
