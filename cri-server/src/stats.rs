@@ -459,7 +459,8 @@ fn container_labels(record: &ContainerRecord, pod: Option<&PodRecord>) -> Labels
     }
 }
 
-/// A pod's labels on its network series: the sandbox, as cAdvisor shows it.
+/// A pod's labels on its own series (network, pod cgroup): `container`
+/// empty, as cAdvisor shows a pod.
 fn pod_labels(record: &PodRecord) -> Labels {
     let (pod, namespace) = pod_names(Some(record));
     Labels {
@@ -506,7 +507,23 @@ async fn sample_everything(daemon: &Daemon) -> Result<Sampled, CridError> {
         .iter()
         .filter_map(|record| {
             let sample = pod_samples.get(&record.id)?;
-            let points = series::network_points(&pod_labels(record), sample);
+            let labels = pod_labels(record);
+            let mut points = series::network_points(&labels, sample);
+            // The pod cgroup's own series, as cAdvisor shows a pod's
+            // (`container` empty).
+            if let Some(stats) = &sample.cgroup {
+                let as_container = ContainerSample {
+                    timestamp: sample.timestamp,
+                    stats: stats.clone(),
+                    cpu_nano_cores: sample.cpu_nano_cores,
+                    layer: None,
+                };
+                points.extend(series::container_points(
+                    &labels,
+                    &as_container,
+                    record.created_at,
+                ));
+            }
             Some((record.clone(), points, sample.timestamp))
         })
         .collect();
