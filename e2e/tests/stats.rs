@@ -528,3 +528,37 @@ fn a_metrics_address_that_cannot_be_bound_stops_crid_naming_the_key() {
     assert!(!env.socket().exists(), "a refused crid left its socket");
     assert!(env.leaks().is_empty(), "{:?}", env.leaks());
 }
+
+#[tokio::test]
+async fn an_oom_kill_inside_a_running_container_is_counted() {
+    let world = World::new().await;
+    let pod = world.pod("oomcount").await;
+    // The hog is killed; the container's shell lives on, so its series stay.
+    let mut config =
+        world.container_config("survivor", &["sh", "-c", "tail /dev/zero; sleep 3600"]);
+    if let Some(linux) = config.linux.as_mut() {
+        linux.resources = Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 16 * 1024 * 1024,
+            ..Default::default()
+        });
+    }
+    let id = world.run_config(&pod, config).await;
+    let address = metrics_address(&world);
+    let (ooms, limit) = eventually("an OOM event on /metrics", || async {
+        let scrape = parse(&scrape(&address).await);
+        let ooms = series(&scrape, "container_oom_events_total", &id)?;
+        let limit = series(&scrape, "container_spec_memory_limit_bytes", &id)?;
+        (ooms >= 1.0).then_some((ooms, limit))
+    })
+    .await;
+    assert!(ooms >= 1.0);
+    assert_eq!(limit, (16 * MIB) as f64);
+    let stats = container_stats(&world, &id).await.expect("still running");
+    let memory = stats.memory.expect("memory");
+    let available = memory
+        .available_bytes
+        .expect("a limit, so available bytes")
+        .value;
+    assert!(available <= 16 * MIB, "{available}");
+    world.finish(&[&pod]).await;
+}
