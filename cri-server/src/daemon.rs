@@ -233,6 +233,7 @@ impl Started {
         if let Ok(address) = metrics_listener.local_addr() {
             tracing::info!(%address, "serving /metrics");
         }
+        let refresher = tokio::spawn(crate::stats::refresh_for_metrics(daemon.clone()));
         tokio::spawn(metrics::exposition::serve(
             metrics_listener,
             crate::stats::metrics_source(daemon.clone()),
@@ -280,6 +281,7 @@ impl Started {
         };
         socket.remove_file();
         let _ = stop_metrics.send(());
+        refresher.abort();
         result?;
         tracing::info!("stopped");
         Ok(())

@@ -8,7 +8,9 @@
 //! second) are computed against it, the previous, when it is taken.
 //!
 //! Samplings take turns (one at a time), so two callers asking at once do
-//! not both read: the second finds the first one's figures fresh.
+//! not both read: the second finds the first one's figures fresh. For
+//! `/metrics` the daemon asks for everything every 10 s and scrapes show
+//! the kept samples ([`Collector::kept_containers`]), so a scrape reads nothing.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -155,6 +157,31 @@ impl Collector {
         let _turn = self.inner.turn.lock().await;
         let inner = self.inner.clone();
         Ok(tokio::task::spawn_blocking(move || inner.sample_pods(targets, scope)).await?)
+    }
+}
+
+impl Collector {
+    /// The kept samples of `ids`, however old, reading nothing: what a
+    /// scrape shows between the periodic samplings.
+    pub fn kept_containers<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a str>,
+    ) -> HashMap<String, Arc<ContainerSample>> {
+        let state = self.inner.lock();
+        ids.into_iter()
+            .filter_map(|id| Some((id.to_owned(), state.containers.get(id)?.latest.clone())))
+            .collect()
+    }
+
+    /// The kept samples of `ids`, however old, reading nothing.
+    pub fn kept_pods<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a str>,
+    ) -> HashMap<String, Arc<PodSample>> {
+        let state = self.inner.lock();
+        ids.into_iter()
+            .filter_map(|id| Some((id.to_owned(), state.pods.get(id)?.latest.clone())))
+            .collect()
     }
 }
 
@@ -427,6 +454,12 @@ mod tests {
             .await
             .expect("sample");
         assert!(Arc::ptr_eq(&first, &again["c1"]), "fresh: not read again");
+        let kept = collector.kept_containers(["c1", "other"]);
+        assert!(
+            Arc::ptr_eq(&first, &kept["c1"]),
+            "kept: the latest, not read"
+        );
+        assert_eq!(kept.len(), 1);
 
         tokio::time::sleep(Duration::from_millis(250)).await;
         let renewed = collector
