@@ -1,8 +1,13 @@
-//! The daemon's lifecycle: claim the root, state dir and socket, open the
-//! metadata store, serve CRI until told to stop, then clean up.
+//! The daemon's lifecycle and wiring: claim the root, state dir and socket,
+//! open the metadata store, build the stores, the controllers over them and
+//! the CRI services over those, serve CRI until told to stop, then clean up.
+//!
+//! The layers, each using only those below it: stores (`records`, `store`,
+//! `live`, `objects`) → controllers (`images`, `containers`, `pods`) →
+//! services (`runtime_service`, `image_service`) → this wiring.
 
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use proto::cri::image_service_server::ImageServiceServer;
@@ -10,21 +15,21 @@ use proto::cri::runtime_service_server::RuntimeServiceServer;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::Config;
-use crate::containers::ContainerRecord;
+use crate::containers::{ContainerController, ContainerDeps};
 use crate::image_service::ImageApi;
-use crate::images::ImageRecord;
+use crate::images::ImageController;
 use crate::instance::{BoundSocket, DirLock, InstanceError, ensure_dir};
 use crate::limits::{LIST_BUDGET_BYTES, ListBudget, MAX_MESSAGE_BYTES};
 use crate::live::LiveStates;
 use crate::locks::KeyedLocks;
-use crate::pods::PodRecord;
+use crate::objects::{ContainerRecord, ImageRecord, PodRecord};
+use crate::pods::PodController;
 use crate::records::RecordStore;
 use crate::runtime_service::RuntimeApi;
-use crate::store::{MetadataStore, StoreError};
+use crate::store::{MetadataStore, PodCidr, StoreError};
 
 /// How long in-flight RPCs may finish after SIGTERM before crid exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-const POD_CIDR_SETTING: &str = "pod_cidr";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -42,54 +47,19 @@ pub enum DaemonError {
     Setup(String),
 }
 
-/// What every handler shares.
+/// What the daemon is made of: the controllers, and what the services
+/// need besides them. Built once by [`start`].
 pub struct Daemon {
-    pub config: Config,
-    /// redb itself: node settings and compaction. Records go through the
-    /// stores below, which write through to it.
-    pub store: Arc<MetadataStore>,
-    pub pod_records: RecordStore<PodRecord>,
-    pub container_records: RecordStore<ContainerRecord>,
-    pub image_records: RecordStore<ImageRecord>,
-    pub images: image::ImageStore,
-    pub pods: pod_sandbox::PodManager,
-    /// What runs in each pod, as its monitor pushes it: List and Status
-    /// read it and ask no monitor.
-    pub live: LiveStates,
-    /// Serialises the operations on one pod and its containers, keyed by
-    /// the pod id: every pod and container operation that changes a pod or
-    /// one of its containers holds its pod's lock (CNI ADD/DEL must not
-    /// interleave; no container is created into a pod being removed).
-    pub pod_locks: KeyedLocks,
-    /// Serialises image record updates against image GC.
-    pub image_lock: tokio::sync::Mutex<()>,
-    /// What the pods and containers weigh in List answers.
-    pub lists: ListBudget,
-    pod_cidr: RwLock<String>,
-}
-
-impl Daemon {
-    pub fn pod_cidr(&self) -> String {
-        self.pod_cidr
-            .read()
-            .map(|cidr| cidr.clone())
-            .unwrap_or_default()
-    }
-
-    /// Persists first, so what kubelet was told is kept survives a restart.
-    pub fn set_pod_cidr(&self, cidr: String) -> Result<(), StoreError> {
-        self.store.put_setting(POD_CIDR_SETTING, &cidr)?;
-        if let Ok(mut current) = self.pod_cidr.write() {
-            tracing::info!(pod_cidr = %cidr, "pod CIDR updated");
-            *current = cidr;
-        }
-        Ok(())
-    }
+    pub config: Arc<Config>,
+    pub pod_cidr: Arc<PodCidr>,
+    pub images: Arc<ImageController>,
+    pub containers: Arc<ContainerController>,
+    pub pods: Arc<PodController>,
 }
 
 /// A daemon that holds its directories and socket, ready to serve.
 pub struct Started {
-    daemon: Arc<Daemon>,
+    daemon: Daemon,
     socket: BoundSocket,
     _locks: Vec<DirLock>,
 }
@@ -106,16 +76,14 @@ pub async fn start(config: Config) -> Result<Started, DaemonError> {
     }
     let store = Arc::new(MetadataStore::open(&config.root)?);
     // Every record is read and decoded here, once.
-    let pod_records = RecordStore::<PodRecord>::load(store.clone())?;
-    let container_records = RecordStore::<ContainerRecord>::load(store.clone())?;
-    let image_records = RecordStore::<ImageRecord>::load(store.clone())?;
-    let lists = ListBudget::new(LIST_BUDGET_BYTES);
+    let pod_records = Arc::new(RecordStore::<PodRecord>::load(store.clone())?);
+    let container_records = Arc::new(RecordStore::<ContainerRecord>::load(store.clone())?);
+    let image_records = Arc::new(RecordStore::<ImageRecord>::load(store.clone())?);
+    let lists = Arc::new(ListBudget::new(LIST_BUDGET_BYTES));
     pod_records.charge_loaded(&lists);
     container_records.charge_loaded(&lists);
-    let pod_cidr = store
-        .get_setting::<String>(POD_CIDR_SETTING)?
-        .unwrap_or_default();
-    let images = image::ImageStore::open(
+    let pod_cidr = Arc::new(PodCidr::load(store)?);
+    let image_store = image::ImageStore::open(
         &config.root.join("images"),
         config.registries.clone(),
         config.images.pull_limits(),
@@ -133,22 +101,50 @@ pub async fn start(config: Config) -> Result<Started, DaemonError> {
     let cgroups = runtime::cgroup::Cgroups::new(driver)
         .await
         .map_err(|error| DaemonError::Setup(format!("[runtime] cgroup_driver: {error}")))?;
-    let pods = pod_sandbox::PodManager::new(&config.state, monitor_binary()?, network, cgroups)?;
+    let sandboxes = Arc::new(pod_sandbox::PodManager::new(
+        &config.state,
+        monitor_binary()?,
+        network,
+        cgroups,
+    )?);
     let socket = BoundSocket::bind(&config.listen)?;
-    let daemon = Arc::new(Daemon {
-        config,
-        store,
-        pod_records,
-        container_records,
+
+    let live = Arc::new(LiveStates::default());
+    // One lock per pod id, taken by every pod and container operation that
+    // changes a pod or one of its containers (CNI ADD/DEL must not
+    // interleave; no container is created into a pod being removed).
+    let pod_locks = Arc::new(KeyedLocks::default());
+    let images = Arc::new(ImageController::new(
         image_records,
-        images,
-        pods,
-        live: LiveStates::default(),
-        pod_locks: KeyedLocks::default(),
-        image_lock: tokio::sync::Mutex::new(()),
+        container_records.clone(),
+        image_store,
+    ));
+    let containers = Arc::new(ContainerController::new(ContainerDeps {
+        records: container_records,
+        pods: pod_records.clone(),
+        images: images.clone(),
+        sandboxes: sandboxes.clone(),
+        live: live.clone(),
+        pod_locks: pod_locks.clone(),
+        lists: lists.clone(),
+        state: config.state.clone(),
+        root: config.root.clone(),
+    }));
+    let pods = Arc::new(PodController::new(
+        pod_records,
+        sandboxes,
+        containers.clone(),
+        live,
+        pod_locks,
         lists,
-        pod_cidr: RwLock::new(pod_cidr),
-    });
+    ));
+    let daemon = Daemon {
+        config: Arc::new(config),
+        pod_cidr,
+        images,
+        containers,
+        pods,
+    };
     Ok(Started {
         daemon,
         socket,
@@ -184,15 +180,15 @@ impl Started {
             _locks,
         } = self;
         // Before serving: kubelet must never see a half-made pod.
-        crate::pods::recover(&daemon).await;
-        crate::containers::recover(&daemon).await;
+        daemon.pods.recover().await;
+        daemon.containers.recover().await;
         // Every pod's monitor is followed again; its snapshot catches up
         // with what ended while crid was down.
-        crate::pods::watch_all(&daemon).await;
+        daemon.pods.watch_all().await;
         // Layers of pulls a crash interrupted go now; serving need not wait.
-        let collector = daemon.clone();
+        let collector = daemon.images.clone();
         tokio::spawn(async move {
-            if let Err(error) = crate::images::collect_garbage(&collector).await {
+            if let Err(error) = collector.collect_garbage().await {
                 tracing::warn!(%error, "image garbage collection at start failed");
             }
         });
@@ -210,10 +206,15 @@ impl Started {
                 source,
             })?;
 
-        let runtime = RuntimeServiceServer::new(RuntimeApi::new(daemon.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let images = ImageServiceServer::new(ImageApi::new(daemon.clone()))
+        let runtime = RuntimeServiceServer::new(RuntimeApi::new(
+            daemon.config.clone(),
+            daemon.pod_cidr.clone(),
+            daemon.pods.clone(),
+            daemon.containers.clone(),
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let images = ImageServiceServer::new(ImageApi::new(daemon.images.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
 

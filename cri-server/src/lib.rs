@@ -13,6 +13,7 @@ pub mod instance;
 pub mod limits;
 pub mod live;
 pub mod locks;
+pub mod objects;
 pub mod pods;
 pub mod records;
 pub mod rpc;
