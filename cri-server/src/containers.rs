@@ -831,8 +831,141 @@ fn observed(
 #[cfg(test)]
 mod tests {
     use runtime::spec::ContainerSpec;
+    use tonic::{Code, Status};
 
     use super::*;
+    use crate::testing::{self, TestDaemon};
+
+    /// A layer the image store cannot have: a container of it fails at its
+    /// rootfs, before any mount, after its record was written.
+    const UNPACKED_NOWHERE: &str = "not-a-chain-id";
+
+    fn app(image: &str) -> cri::ContainerConfig {
+        cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: "app".into(),
+                attempt: 0,
+            }),
+            image: Some(cri::ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// No record, no charge, no name: nothing a restart would find.
+    fn assert_nothing_kept(test: &TestDaemon) {
+        assert!(test.daemon.stores.containers.all().is_empty());
+        assert!(test.stored_containers().is_empty());
+        assert_eq!(test.daemon.stores.lists.usage().containers, 0);
+    }
+
+    #[tokio::test]
+    async fn a_create_into_a_missing_pod_is_not_found_and_keeps_nothing() {
+        let test = TestDaemon::new().await;
+        test.daemon
+            .stores
+            .images
+            .put(testing::image("busybox", UNPACKED_NOWHERE))
+            .expect("image recorded");
+        let error = test
+            .daemon
+            .containers
+            .create("p1", app("busybox"))
+            .await
+            .expect_err("there is no pod p1");
+        let status = Status::from(error);
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
+        assert!(status.message().contains("p1"), "{status:?}");
+        assert_nothing_kept(&test);
+    }
+
+    #[tokio::test]
+    async fn a_create_into_a_pod_being_removed_is_refused_and_keeps_nothing() {
+        let test = TestDaemon::new().await;
+        let stores = &test.daemon.stores;
+        test.add_pod(testing::pod("p1", PodPhase::Ready));
+        stores
+            .images
+            .put(testing::image("busybox", UNPACKED_NOWHERE))
+            .expect("image recorded");
+        // A RemovePodSandbox in progress holds the pod's lock.
+        let removal = test.daemon.pod_locks.lock("p1").await;
+        let containers = test.daemon.containers.clone();
+        let create = tokio::spawn(async move { containers.create("p1", app("busybox")).await });
+        // The create found the pod ready and now waits for the removal.
+        while test.daemon.pod_locks.users("p1") < 2 {
+            assert!(!create.is_finished(), "the create ended before the lock");
+            tokio::task::yield_now().await;
+        }
+        let pod = stores.pods.get("p1").expect("the pod is there");
+        stores
+            .pods
+            .remove_releasing(&pod, &stores.lists)
+            .expect("the removal forgets the pod");
+        drop(removal);
+        let error = create
+            .await
+            .expect("the create task ends")
+            .expect_err("the pod is gone");
+        let status = Status::from(error);
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
+        assert_nothing_kept(&test);
+    }
+
+    #[tokio::test]
+    async fn a_create_into_a_stopped_pod_is_refused() {
+        let test = TestDaemon::new().await;
+        test.add_pod(testing::pod("p1", PodPhase::Stopped));
+        test.daemon
+            .stores
+            .images
+            .put(testing::image("busybox", UNPACKED_NOWHERE))
+            .expect("image recorded");
+        let error = test
+            .daemon
+            .containers
+            .create("p1", app("busybox"))
+            .await
+            .expect_err("the pod is stopped");
+        assert_eq!(Status::from(error).code(), Code::FailedPrecondition);
+        assert_nothing_kept(&test);
+    }
+
+    #[tokio::test]
+    async fn a_create_that_fails_after_recording_is_rolled_back() {
+        let test = TestDaemon::new().await;
+        test.add_pod(testing::pod("p1", PodPhase::Ready));
+        test.daemon
+            .stores
+            .images
+            .put(testing::image("busybox", UNPACKED_NOWHERE))
+            .expect("image recorded");
+        for attempt in 0..2 {
+            let error = test
+                .daemon
+                .containers
+                .create("p1", app("busybox"))
+                .await
+                .expect_err("the layer is missing");
+            // The second attempt reserves the same name: it was released.
+            let status = Status::from(error);
+            assert!(
+                status.message().contains("chain id"),
+                "attempt {attempt}: {status:?}"
+            );
+            assert_nothing_kept(&test);
+        }
+        // Nothing of either container is left on disk.
+        for dir in [test.dir.path().join("state"), test.dir.path().join("root")] {
+            let containers = dir.join("containers");
+            let left: Vec<_> = std::fs::read_dir(&containers)
+                .map(|entries| entries.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            assert!(left.is_empty(), "{left:?}");
+        }
+    }
 
     #[test]
     fn old_records_stop_with_the_images_signal() {

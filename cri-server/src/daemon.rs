@@ -19,12 +19,11 @@ use crate::containers::{ContainerController, ContainerDeps};
 use crate::image_service::ImageApi;
 use crate::images::ImageController;
 use crate::instance::{BoundSocket, DirLock, InstanceError, ensure_dir};
-use crate::limits::{LIST_BUDGET_BYTES, ListBudget, MAX_MESSAGE_BYTES};
+use crate::limits::MAX_MESSAGE_BYTES;
 use crate::live::LiveStates;
 use crate::locks::KeyedLocks;
-use crate::objects::{ContainerRecord, ImageRecord, PodRecord};
+use crate::objects::Stores;
 use crate::pods::PodController;
-use crate::records::RecordStore;
 use crate::runtime_service::RuntimeApi;
 use crate::store::{MetadataStore, PodCidr, StoreError};
 
@@ -51,10 +50,13 @@ pub enum DaemonError {
 /// need besides them. Built once by [`start`].
 pub struct Daemon {
     pub config: Arc<Config>,
+    pub stores: Stores,
     pub pod_cidr: Arc<PodCidr>,
     pub images: Arc<ImageController>,
     pub containers: Arc<ContainerController>,
     pub pods: Arc<PodController>,
+    /// The pods' locks the controllers share.
+    pub pod_locks: Arc<KeyedLocks>,
 }
 
 /// A daemon that holds its directories and socket, ready to serve.
@@ -75,14 +77,6 @@ pub async fn start(config: Config) -> Result<Started, DaemonError> {
         locks.push(DirLock::acquire(&config.state)?);
     }
     let store = Arc::new(MetadataStore::open(&config.root)?);
-    // Every record is read and decoded here, once.
-    let pod_records = Arc::new(RecordStore::<PodRecord>::load(store.clone())?);
-    let container_records = Arc::new(RecordStore::<ContainerRecord>::load(store.clone())?);
-    let image_records = Arc::new(RecordStore::<ImageRecord>::load(store.clone())?);
-    let lists = Arc::new(ListBudget::new(LIST_BUDGET_BYTES));
-    pod_records.charge_loaded(&lists);
-    container_records.charge_loaded(&lists);
-    let pod_cidr = Arc::new(PodCidr::load(store)?);
     let image_store = image::ImageStore::open(
         &config.root.join("images"),
         config.registries.clone(),
@@ -101,55 +95,81 @@ pub async fn start(config: Config) -> Result<Started, DaemonError> {
     let cgroups = runtime::cgroup::Cgroups::new(driver)
         .await
         .map_err(|error| DaemonError::Setup(format!("[runtime] cgroup_driver: {error}")))?;
-    let sandboxes = Arc::new(pod_sandbox::PodManager::new(
-        &config.state,
-        monitor_binary()?,
-        network,
-        cgroups,
-    )?);
+    let sandboxes =
+        pod_sandbox::PodManager::new(&config.state, monitor_binary()?, network, cgroups)?;
     let socket = BoundSocket::bind(&config.listen)?;
-
-    let live = Arc::new(LiveStates::default());
-    // One lock per pod id, taken by every pod and container operation that
-    // changes a pod or one of its containers (CNI ADD/DEL must not
-    // interleave; no container is created into a pod being removed).
-    let pod_locks = Arc::new(KeyedLocks::default());
-    let images = Arc::new(ImageController::new(
-        image_records,
-        container_records.clone(),
-        image_store,
-    ));
-    let containers = Arc::new(ContainerController::new(ContainerDeps {
-        records: container_records,
-        pods: pod_records.clone(),
-        images: images.clone(),
-        sandboxes: sandboxes.clone(),
-        live: live.clone(),
-        pod_locks: pod_locks.clone(),
-        lists: lists.clone(),
-        state: config.state.clone(),
-        root: config.root.clone(),
-    }));
-    let pods = Arc::new(PodController::new(
-        pod_records,
-        sandboxes,
-        containers.clone(),
-        live,
-        pod_locks,
-        lists,
-    ));
-    let daemon = Daemon {
-        config: Arc::new(config),
-        pod_cidr,
-        images,
-        containers,
-        pods,
-    };
+    let daemon = Daemon::wire(config, store, image_store, sandboxes)?;
     Ok(Started {
         daemon,
         socket,
         _locks: locks,
     })
+}
+
+impl Daemon {
+    /// Loads the stores from `store` and builds the controllers over them
+    /// and the libraries given. Blocking (see [`Stores::load`]).
+    pub fn wire(
+        config: Config,
+        store: Arc<MetadataStore>,
+        image_store: image::ImageStore,
+        sandboxes: pod_sandbox::PodManager,
+    ) -> Result<Daemon, StoreError> {
+        let stores = Stores::load(store.clone())?;
+        let pod_cidr = Arc::new(PodCidr::load(store)?);
+        let sandboxes = Arc::new(sandboxes);
+        let live = Arc::new(LiveStates::default());
+        // One lock per pod id, taken by every pod and container operation
+        // that changes a pod or one of its containers (CNI ADD/DEL must not
+        // interleave; no container is created into a pod being removed).
+        let pod_locks = Arc::new(KeyedLocks::default());
+        let images = Arc::new(ImageController::new(
+            stores.images.clone(),
+            stores.containers.clone(),
+            image_store,
+        ));
+        let containers = Arc::new(ContainerController::new(ContainerDeps {
+            records: stores.containers.clone(),
+            pods: stores.pods.clone(),
+            images: images.clone(),
+            sandboxes: sandboxes.clone(),
+            live: live.clone(),
+            pod_locks: pod_locks.clone(),
+            lists: stores.lists.clone(),
+            state: config.state.clone(),
+            root: config.root.clone(),
+        }));
+        let pods = Arc::new(PodController::new(
+            stores.pods.clone(),
+            sandboxes,
+            containers.clone(),
+            live,
+            pod_locks.clone(),
+            stores.lists.clone(),
+        ));
+        Ok(Daemon {
+            config: Arc::new(config),
+            stores,
+            pod_cidr,
+            images,
+            containers,
+            pods,
+            pod_locks,
+        })
+    }
+
+    pub fn runtime_api(&self) -> RuntimeApi {
+        RuntimeApi::new(
+            self.config.clone(),
+            self.pod_cidr.clone(),
+            self.pods.clone(),
+            self.containers.clone(),
+        )
+    }
+
+    pub fn image_api(&self) -> ImageApi {
+        ImageApi::new(self.images.clone())
+    }
 }
 
 /// crid-monitor is installed beside crid.
@@ -206,15 +226,10 @@ impl Started {
                 source,
             })?;
 
-        let runtime = RuntimeServiceServer::new(RuntimeApi::new(
-            daemon.config.clone(),
-            daemon.pod_cidr.clone(),
-            daemon.pods.clone(),
-            daemon.containers.clone(),
-        ))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let images = ImageServiceServer::new(ImageApi::new(daemon.images.clone()))
+        let runtime = RuntimeServiceServer::new(daemon.runtime_api())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let images = ImageServiceServer::new(daemon.image_api())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
 

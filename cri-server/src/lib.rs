@@ -20,3 +20,5 @@ pub mod rpc;
 pub mod runtime_service;
 pub mod status;
 pub mod store;
+#[cfg(test)]
+mod testing;

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use image::PulledImage;
 use pod_sandbox::{PodSpec, SandboxState};
@@ -13,9 +14,37 @@ use runtime::spec::{ContainerSpec, ResolvedUser};
 use serde::{Deserialize, Serialize};
 
 use crate::error::CridError;
-use crate::records::{Record, Stored};
+use crate::limits::{LIST_BUDGET_BYTES, ListBudget};
+use crate::records::{Record, RecordStore, Stored};
 use crate::rpc::blocking;
-use crate::store::Table;
+use crate::store::{MetadataStore, StoreError, Table};
+
+/// Every record store, and the budget the pods' and containers' List
+/// entries are charged to. The controllers each get the ones they use.
+pub struct Stores {
+    pub pods: Arc<RecordStore<PodRecord>>,
+    pub containers: Arc<RecordStore<ContainerRecord>>,
+    pub images: Arc<RecordStore<ImageRecord>>,
+    pub lists: Arc<ListBudget>,
+}
+
+impl Stores {
+    /// Every record is read and decoded here, once. Blocking; at start.
+    pub fn load(metadata: Arc<MetadataStore>) -> Result<Stores, StoreError> {
+        let pods = Arc::new(RecordStore::<PodRecord>::load(metadata.clone())?);
+        let containers = Arc::new(RecordStore::<ContainerRecord>::load(metadata.clone())?);
+        let images = Arc::new(RecordStore::<ImageRecord>::load(metadata)?);
+        let lists = Arc::new(ListBudget::new(LIST_BUDGET_BYTES));
+        pods.charge_loaded(&lists);
+        containers.charge_loaded(&lists);
+        Ok(Stores {
+            pods,
+            containers,
+            images,
+            lists,
+        })
+    }
+}
 
 /// Where a pod is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -814,6 +814,105 @@ fn validate_pod_cidrs(value: &str) -> Result<(), CridError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{self, TestDaemon};
+
+    fn refusal<T: std::fmt::Debug>(result: RpcResult<T>) -> Status {
+        result.expect_err("a bad request is refused")
+    }
+
+    #[tokio::test]
+    async fn bad_requests_are_refused_naming_the_field_before_any_controller() {
+        let test = TestDaemon::new().await;
+        let api = test.daemon.runtime_api();
+        let pod_config = testing::pod("p1", crate::objects::PodPhase::Ready).config;
+        let mut refused = Vec::new();
+        refused.push((
+            "config",
+            refusal(
+                api.create_container(Request::new(CreateContainerRequest {
+                    pod_sandbox_id: "p1".into(),
+                    config: None,
+                    sandbox_config: None,
+                }))
+                .await,
+            ),
+        ));
+        refused.push((
+            "config.image.image",
+            refusal(
+                api.create_container(Request::new(CreateContainerRequest {
+                    pod_sandbox_id: "p1".into(),
+                    config: Some(ContainerConfig {
+                        metadata: Some(ContainerMetadata {
+                            name: "app".into(),
+                            attempt: 0,
+                        }),
+                        ..Default::default()
+                    }),
+                    sandbox_config: None,
+                }))
+                .await,
+            ),
+        ));
+        refused.push((
+            "runtime_handler",
+            refusal(
+                api.run_pod_sandbox(Request::new(RunPodSandboxRequest {
+                    config: Some(pod_config),
+                    runtime_handler: "gvisor".into(),
+                }))
+                .await,
+            ),
+        ));
+        // No container "c1" exists: a controller would answer NotFound.
+        refused.push((
+            "cmd",
+            refusal(
+                api.exec_sync(Request::new(ExecSyncRequest {
+                    container_id: "c1".into(),
+                    cmd: Vec::new(),
+                    timeout: 0,
+                }))
+                .await,
+            ),
+        ));
+        refused.push((
+            "memory_limit_in_bytes",
+            refusal(
+                api.update_container_resources(Request::new(UpdateContainerResourcesRequest {
+                    container_id: "c1".into(),
+                    linux: Some(LinuxContainerResources {
+                        memory_limit_in_bytes: -5,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }))
+                .await,
+            ),
+        ));
+        refused.push((
+            "runtime_config",
+            refusal(
+                api.update_runtime_config(Request::new(UpdateRuntimeConfigRequest {
+                    runtime_config: None,
+                }))
+                .await,
+            ),
+        ));
+        for (field, status) in refused {
+            assert_eq!(
+                status.code(),
+                tonic::Code::InvalidArgument,
+                "{field}: {status:?}"
+            );
+            assert!(status.message().contains(field), "{field}: {status:?}");
+        }
+        let stores = &test.daemon.stores;
+        assert!(stores.pods.all().is_empty());
+        assert!(stores.containers.all().is_empty());
+        assert_eq!(stores.lists.usage().pods, 0);
+        assert_eq!(stores.lists.usage().containers, 0);
+    }
 
     #[test]
     fn pod_cidr_validation() {
