@@ -16,7 +16,8 @@ use std::time::Duration;
 use pod_sandbox::PodManager;
 use proto::cri;
 use proto::monitor::{
-    ContainerCreate, ContainerExit, ContainerState, LogFile, MonitorRequest, MonitorResponse,
+    ContainerCreate, ContainerExit, ContainerState, ExitStatus, LogFile, MonitorRequest,
+    MonitorResponse,
 };
 use runtime::MonitorClient;
 use runtime::container::ContainerDirs;
@@ -27,7 +28,7 @@ use crate::container_config;
 use crate::error::CridError;
 use crate::images::ImageController;
 use crate::limits::ListBudget;
-use crate::live::LiveStates;
+use crate::live::{LiveStates, Source, monitor_gone};
 use crate::locks::KeyedLocks;
 use crate::objects::{ContainerPhase, ContainerRecord, ImageRecord, PodPhase, PodRecord, new_id};
 use crate::records::{RecordStore, forget, insert_reserving, save};
@@ -41,6 +42,10 @@ const UNKNOWN_EXIT_CODE: i32 = 255;
 const START_ERROR_EXIT_CODE: i32 = 128;
 /// After SIGKILL, how long to wait for the exit before giving up.
 const KILL_WAIT: Duration = Duration::from_secs(10);
+/// ContainerStatus's message for a container its pod's monitor's death
+/// ended (reason `Error`).
+const MONITOR_DIED: &str =
+    "the pod's monitor (crid-monitor) died; crid killed what was left of the container";
 
 pub struct ContainerController {
     records: Arc<RecordStore<ContainerRecord>>,
@@ -191,6 +196,7 @@ impl ContainerController {
             stop_signal: image.image.config.stop_signal.clone(),
             settled_stop_signal: Some(settled_stop_signal),
             start_error: None,
+            monitor_died: None,
             config,
             spec,
             phase: ContainerPhase::Creating,
@@ -486,8 +492,19 @@ impl ContainerController {
                 exited(exit);
                 return Ok(());
             }
-            // Unknown to the monitor, or the monitor is gone: nothing runs.
-            _ => return Ok(()),
+            // The monitor is gone: its death ended the container, whatever
+            // of it is left dies now.
+            Err(error) if monitor_gone(&error) => {
+                tracing::info!(container_id = %id, %error, "stopping a container whose monitor is gone");
+                let live = self.live.containers(&record.pod_id).await;
+                return self.end_without_monitor(record, &live).await;
+            }
+            // Unknown to the monitor, or it does not answer: nothing may
+            // run on in the container's cgroup once Stop says it stopped.
+            other => {
+                tracing::debug!(container_id = %id, answer = ?other, "the monitor cannot stop the container; killing its cgroup");
+                return self.kill_cgroup(&record.cgroup).await;
+            }
         }
         if !grace.is_zero() {
             let signal = container_config::signal_number(stop_signal(record))
@@ -527,6 +544,93 @@ impl ContainerController {
                 "container {id} survived SIGKILL: {other:?}"
             ))),
         }
+    }
+
+    /// Follows the ids of pods whose monitor was found gone for good (see
+    /// [`LiveStates::reporting_deaths`]) and ends what each left behind.
+    pub async fn follow_monitor_deaths(
+        self: Arc<Self>,
+        mut deaths: tokio::sync::mpsc::UnboundedReceiver<String>,
+    ) {
+        while let Some(pod_id) = deaths.recv().await {
+            let controller = self.clone();
+            tokio::spawn(async move { controller.monitor_died(&pod_id).await });
+        }
+    }
+
+    /// The pod's monitor is gone for good while the pod should run: what is
+    /// left of the pod's processes is killed through their cgroups, and
+    /// each container that had not ended is recorded as ended by it. The
+    /// pod is not ready from then on (its live state says its monitor is
+    /// gone). A pod stopped or removed meanwhile is left alone: its monitor
+    /// went with it.
+    pub async fn monitor_died(&self, pod_id: &str) {
+        let _guard = self.pod_locks.lock(pod_id).await;
+        let Some(pod) = self.pods.get(pod_id) else {
+            return;
+        };
+        if pod.phase != PodPhase::Ready || self.live.source(pod_id) != Some(Source::Gone) {
+            return;
+        }
+        tracing::warn!(
+            pod_id,
+            "the pod's monitor died; killing what is left of the pod"
+        );
+        let live = self.live.containers(pod_id).await;
+        for record in self.records.filtered(|r| r.pod_id == pod_id) {
+            if let Err(error) = self.end_without_monitor(&record, &live).await {
+                tracing::error!(container_id = %record.id, pod_id, %error, "cannot end a container whose monitor died");
+            }
+        }
+        // pause (and the monitor, were anything of it left).
+        if let Some(placement) = &pod.sandbox.cgroup
+            && let Err(error) = self.kill_cgroup(&placement.sandbox).await
+        {
+            tracing::error!(pod_id, %error, "cannot kill what is left of the pod's sandbox");
+        }
+    }
+
+    /// Kills what is left in the container's cgroup and, if the container
+    /// had not ended (`live`: its pod's containers as last known), records
+    /// that its monitor's death ended it. Ok only once nothing of it runs.
+    async fn end_without_monitor(
+        &self,
+        record: &ContainerRecord,
+        live: &HashMap<String, ContainerState>,
+    ) -> Result<(), CridError> {
+        self.kill_cgroup(&record.cgroup).await?;
+        if record.phase == ContainerPhase::Creating || record.monitor_died.is_some() {
+            return Ok(());
+        }
+        if live.get(&record.id).and_then(|state| state.exit).is_some() {
+            return Ok(());
+        }
+        let dirs = self.dirs(&record.id);
+        // No bundle: the node rebooted, nothing says how it ended (Unknown).
+        let (ended, bundle) =
+            blocking(move || Ok((dirs.read_exit().is_some(), dirs.bundle.exists()))).await?;
+        if ended || !bundle {
+            return Ok(());
+        }
+        let mut record = ContainerRecord::clone(record);
+        record.monitor_died = Some(ContainerExit {
+            status: ExitStatus::Signaled(nix::sys::signal::Signal::SIGKILL as i32),
+            finished_at: now_nanos(),
+            oom_killed: false,
+        });
+        save(&self.records, &record).await?;
+        tracing::warn!(container_id = %record.id, pod_id = %record.pod_id, "container ended by its monitor's death");
+        Ok(())
+    }
+
+    /// SIGKILLs everything in `cgroup` until it is empty; an error if
+    /// anything survives.
+    async fn kill_cgroup(&self, cgroup: &str) -> Result<(), CridError> {
+        let (hierarchy, cgroup) = (
+            self.sandboxes.cgroups().hierarchy().clone(),
+            cgroup.to_string(),
+        );
+        blocking(move || Ok(hierarchy.kill(&cgroup)?)).await
     }
 
     pub async fn remove(&self, id: &str) -> Result<(), CridError> {
@@ -783,7 +887,10 @@ fn observed(
         .map(|s| s.started_at)
         .filter(|&t| t > 0)
         .unwrap_or(record.started_at);
-    let exit = live.and_then(|s| s.exit).or(exit_file);
+    // An end the monitor saw, else the one its death made (crid's kill).
+    let seen = live.and_then(|s| s.exit).or(exit_file);
+    let ended_by_monitor_death = seen.is_none() && record.monitor_died.is_some();
+    let exit = seen.or(record.monitor_died);
     let mut observed = Observed {
         state: cri::ContainerState::ContainerCreated,
         started_at,
@@ -802,6 +909,9 @@ fn observed(
                 observed.exit_code = START_ERROR_EXIT_CODE;
                 observed.message = message.clone();
                 "StartError"
+            } else if ended_by_monitor_death {
+                observed.message = MONITOR_DIED.to_string();
+                "Error"
             } else if exit.oom_killed {
                 "OOMKilled"
             } else if observed.exit_code == 0 {
@@ -984,6 +1094,7 @@ mod tests {
                 stop_signal: image.map(str::to_string),
                 settled_stop_signal: settled,
                 start_error: None,
+                monitor_died: None,
                 phase: ContainerPhase::Created,
                 created_at: 0,
                 started_at: 0,
@@ -1008,5 +1119,72 @@ mod tests {
             stored(Some("QUIT"), Some(cri::Signal::Sigusr1)),
             cri::Signal::Sigusr1
         );
+    }
+
+    #[tokio::test]
+    async fn a_dead_monitor_ends_the_pods_running_containers_as_errors() {
+        let test = TestDaemon::new().await;
+        test.add_pod(testing::pod("p1", PodPhase::Ready));
+        test.add_container(testing::container("c1", "p1"));
+        // The pod's dir has no monitor socket: the watch finds the monitor
+        // gone and the controller's task ends the pod.
+        let pod_dir = test.daemon.pods.pod_dir("p1");
+        std::fs::create_dir_all(&pod_dir).expect("the pod dir");
+        let live = &test.daemon.live;
+        live.watch("p1", &pod_dir).await;
+        assert_eq!(live.source("p1"), Some(Source::Gone));
+        // The task runs under the pod's lock; taking it after the record
+        // changed proves nothing is half done.
+        let ended = loop {
+            let lock = test.daemon.pod_locks.lock("p1").await;
+            let record = test.daemon.stores.containers.get("c1").expect("kept");
+            if record.monitor_died.is_some() {
+                break record;
+            }
+            drop(lock);
+            tokio::task::yield_now().await;
+        };
+        let observed = test.daemon.containers.observe_one(&ended).await;
+        assert_eq!(observed.state, cri::ContainerState::ContainerExited);
+        assert_eq!(
+            (observed.exit_code, observed.reason.as_str()),
+            (137, "Error")
+        );
+        assert_eq!(observed.message, MONITOR_DIED);
+        assert!(observed.finished_at > 0);
+        // Recorded: a restart says the same.
+        let stored = test.stored_containers();
+        assert!(stored[0].monitor_died.is_some(), "{stored:?}");
+        // Stopping it answers OK: nothing of it runs.
+        test.daemon
+            .containers
+            .stop("c1", 0)
+            .await
+            .expect("a container its monitor's death ended stops");
+    }
+
+    #[test]
+    fn an_exit_the_monitor_saw_is_kept_over_its_death() {
+        let mut record = testing::container("c1", "p1");
+        record.monitor_died = Some(ContainerExit {
+            status: ExitStatus::Signaled(9),
+            finished_at: 9,
+            oom_killed: false,
+        });
+        let seen = ContainerExit {
+            status: ExitStatus::Exited(3),
+            finished_at: 5,
+            oom_killed: false,
+        };
+        let observed = observed(&record, None, Some(seen));
+        assert_eq!(
+            (
+                observed.exit_code,
+                observed.reason.as_str(),
+                observed.finished_at
+            ),
+            (3, "Error", 5)
+        );
+        assert!(observed.message.is_empty(), "{observed:?}");
     }
 }

@@ -55,8 +55,9 @@ pub struct Daemon {
     pub images: Arc<ImageController>,
     pub containers: Arc<ContainerController>,
     pub pods: Arc<PodController>,
-    /// The pods' locks the controllers share.
+    /// The pods' locks and live states the controllers share.
     pub pod_locks: Arc<KeyedLocks>,
+    pub live: Arc<LiveStates>,
 }
 
 /// A daemon that holds its directories and socket, ready to serve.
@@ -108,7 +109,8 @@ pub async fn start(config: Config) -> Result<Started, DaemonError> {
 
 impl Daemon {
     /// Loads the stores from `store` and builds the controllers over them
-    /// and the libraries given. Blocking (see [`Stores::load`]).
+    /// and the libraries given. Blocking (see [`Stores::load`]); in a
+    /// Tokio runtime (it starts the controllers' own tasks).
     pub fn wire(
         config: Config,
         store: Arc<MetadataStore>,
@@ -118,7 +120,8 @@ impl Daemon {
         let stores = Stores::load(store.clone())?;
         let pod_cidr = Arc::new(PodCidr::load(store)?);
         let sandboxes = Arc::new(sandboxes);
-        let live = Arc::new(LiveStates::default());
+        let (deaths_tx, deaths) = tokio::sync::mpsc::unbounded_channel();
+        let live = Arc::new(LiveStates::reporting_deaths(deaths_tx));
         // One lock per pod id, taken by every pod and container operation
         // that changes a pod or one of its containers (CNI ADD/DEL must not
         // interleave; no container is created into a pod being removed).
@@ -139,11 +142,13 @@ impl Daemon {
             state: config.state.clone(),
             root: config.root.clone(),
         }));
+        // Pods whose monitor died are ended by the container controller.
+        tokio::spawn(containers.clone().follow_monitor_deaths(deaths));
         let pods = Arc::new(PodController::new(
             stores.pods.clone(),
             sandboxes,
             containers.clone(),
-            live,
+            live.clone(),
             pod_locks.clone(),
             stores.lists.clone(),
         ));
@@ -155,6 +160,7 @@ impl Daemon {
             containers,
             pods,
             pod_locks,
+            live,
         })
     }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use image::PulledImage;
 use pod_sandbox::{PodSpec, SandboxState};
 use proto::cri;
+use proto::monitor::ContainerExit;
 use runtime::spec::{ContainerSpec, ResolvedUser};
 use serde::{Deserialize, Serialize};
 
@@ -151,6 +152,11 @@ pub struct ContainerRecord {
     /// containerd reports it.
     #[serde(default)]
     pub start_error: Option<String>,
+    /// Set when the pod's monitor died before the container ended: crid
+    /// killed what was left of it through its cgroup, and this is the end
+    /// ContainerStatus reports (reason `Error`, saying why).
+    #[serde(default)]
+    pub monitor_died: Option<ContainerExit>,
 }
 
 impl Stored for ContainerRecord {

@@ -59,6 +59,22 @@ impl TestDaemon {
         }
     }
 
+    /// Records `container` as CreateContainer would, with its bundle dir.
+    pub fn add_container(&self, container: ContainerRecord) {
+        let bundle = self
+            .daemon
+            .config
+            .state
+            .join("containers")
+            .join(&container.id);
+        std::fs::create_dir_all(bundle).expect("the bundle dir");
+        let stores = &self.daemon.stores;
+        stores
+            .containers
+            .insert_reserving(container, &stores.lists)
+            .expect("the container is recorded");
+    }
+
     /// Records `pod` as RunPodSandbox would (its name reserved, charged).
     pub fn add_pod(&self, pod: PodRecord) {
         let stores = &self.daemon.stores;
@@ -148,5 +164,38 @@ pub fn image(name: &str, chain_id: &str) -> ImageRecord {
         pulled_at: 1,
         blobs: Default::default(),
         image: pulled,
+    }
+}
+
+/// A started container's record in `pod_id`, as CreateContainer and
+/// StartContainer leave it (its cgroup a path no host has).
+pub fn container(id: &str, pod_id: &str) -> ContainerRecord {
+    ContainerRecord {
+        id: id.into(),
+        pod_id: pod_id.into(),
+        reserved_name: format!("app_web_default_uid-{pod_id}_0"),
+        config: proto::cri::ContainerConfig {
+            metadata: Some(proto::cri::ContainerMetadata {
+                name: "app".into(),
+                attempt: 0,
+            }),
+            ..Default::default()
+        },
+        spec: Default::default(),
+        image_ref: "busybox".into(),
+        image_id: format!("sha256:{}", "a".repeat(64)),
+        image_digest: None,
+        layers: Vec::new(),
+        stop_signal: None,
+        settled_stop_signal: None,
+        phase: crate::objects::ContainerPhase::Started,
+        created_at: 1,
+        started_at: 2,
+        log_path: None,
+        cgroup: format!("/crid-unit-test-no-such-cgroup/{id}"),
+        user: None,
+        pid: 0,
+        start_error: None,
+        monitor_died: None,
     }
 }
