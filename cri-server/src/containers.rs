@@ -125,6 +125,30 @@ impl ContainerController {
         Ok(self.records.get(&found.id).map(|record| (guard, record)))
     }
 
+    /// The pod a container is created into, which must be ready (its
+    /// monitor there to run it); `requested` is the id the request named.
+    fn ready_pod(
+        &self,
+        pod: Option<Arc<PodRecord>>,
+        requested: &str,
+    ) -> Result<Arc<PodRecord>, CridError> {
+        let pod =
+            pod.ok_or_else(|| CridError::NotFound(format!("pod sandbox {requested:?} not found")))?;
+        if pod.phase != PodPhase::Ready {
+            return Err(CridError::FailedPrecondition(format!(
+                "pod sandbox {} is not ready",
+                pod.id
+            )));
+        }
+        if self.live.source(&pod.id) == Some(Source::Gone) {
+            return Err(CridError::FailedPrecondition(format!(
+                "pod sandbox {} is not ready: its monitor (crid-monitor) died",
+                pod.id
+            )));
+        }
+        Ok(pod)
+    }
+
     fn dirs(&self, id: &str) -> ContainerDirs {
         ContainerDirs::new(&self.state, &self.root, id)
     }
@@ -142,7 +166,7 @@ impl ContainerController {
         pod_sandbox_id: &str,
         config: cri::ContainerConfig,
     ) -> Result<String, CridError> {
-        let pod = ready_pod(
+        let pod = self.ready_pod(
             self.pods.find("pod_sandbox_id", pod_sandbox_id)?,
             pod_sandbox_id,
         )?;
@@ -212,7 +236,7 @@ impl ContainerController {
         // one that comes later waits for this create and then finds the
         // container.
         let _guard = self.pod_locks.lock(&pod.id).await;
-        ready_pod(self.pods.get(&pod.id), pod_sandbox_id)?;
+        self.ready_pod(self.pods.get(&pod.id), pod_sandbox_id)?;
         // Name reserved and record written before the host is touched: a crash
         // from here on is found and rolled back at the next start.
         insert_reserving(&self.records, &self.lists, &record).await?;
@@ -765,7 +789,16 @@ impl ContainerController {
         } else {
             timeout + runtime::client::REQUEST_TIMEOUT
         };
-        match self.monitor(&record).request_within(&exec, bound).await? {
+        let answer = match self.monitor(&record).request_within(&exec, bound).await {
+            Err(error) if monitor_gone(&error) => {
+                return Err(CridError::FailedPrecondition(format!(
+                    "container {} is not running: its pod's monitor (crid-monitor) died",
+                    record.id
+                )));
+            }
+            answer => answer?,
+        };
+        match answer {
             MonitorResponse::ExecResult {
                 stdout,
                 stderr,
@@ -839,20 +872,6 @@ impl ContainerController {
 
 fn not_found(id: &str) -> CridError {
     CridError::NotFound(format!("container {id:?} not found"))
-}
-
-/// The pod a container is created into, which must be ready; `requested`
-/// is the id the request named.
-fn ready_pod(pod: Option<Arc<PodRecord>>, requested: &str) -> Result<Arc<PodRecord>, CridError> {
-    let pod =
-        pod.ok_or_else(|| CridError::NotFound(format!("pod sandbox {requested:?} not found")))?;
-    if pod.phase != PodPhase::Ready {
-        return Err(CridError::FailedPrecondition(format!(
-            "pod sandbox {} is not ready",
-            pod.id
-        )));
-    }
-    Ok(pod)
 }
 
 fn unexpected(request: &str, response: &MonitorResponse) -> CridError {

@@ -379,6 +379,19 @@ async fn a_dead_monitor_is_noticed_and_what_it_left_is_killed_and_reported() {
     assert!(!status.message.contains("monitor"), "{status:?}");
     let (status, _) = world.pod_status(&pod).await;
     assert_eq!(status.state(), cri::PodSandboxState::SandboxNotready);
+    // Nothing more runs in it, and crid says why.
+    let refused = world
+        .create(&pod, "late", world.container_config("late", &["true"]))
+        .await
+        .expect_err("no container is created into a pod whose monitor died");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("monitor"), "{refused:?}");
+    let refused = world
+        .exec(&sleeper, &["true"], 10)
+        .await
+        .expect_err("nothing is exec'd in a pod whose monitor died");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("monitor"), "{refused:?}");
 
     // Recorded: a restarted crid says the same.
     world.crid.stop().await;
