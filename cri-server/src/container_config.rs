@@ -18,7 +18,7 @@ use runtime::spec::{
 };
 
 use crate::error::CridError;
-use crate::pods::PodRecord;
+use crate::objects::PodRecord;
 
 const SECURITY: &str = "config.linux.security_context";
 
@@ -777,7 +777,7 @@ mod tests {
     use tonic::{Code, Status};
 
     use super::*;
-    use crate::pods::PodPhase;
+    use crate::objects::PodPhase;
 
     const POD_DIR: &str = "/run/crid/pods/p1";
 

@@ -13,9 +13,12 @@ pub mod instance;
 pub mod limits;
 pub mod live;
 pub mod locks;
+pub mod objects;
 pub mod pods;
 pub mod records;
 pub mod rpc;
 pub mod runtime_service;
 pub mod status;
 pub mod store;
+#[cfg(test)]
+mod testing;
