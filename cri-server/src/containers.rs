@@ -30,7 +30,9 @@ use crate::images::ImageController;
 use crate::limits::ListBudget;
 use crate::live::{LiveStates, Source, monitor_gone};
 use crate::locks::KeyedLocks;
-use crate::objects::{ContainerPhase, ContainerRecord, ImageRecord, PodPhase, PodRecord, new_id};
+use crate::objects::{
+    ContainerPhase, ContainerRecord, ImageRecord, ImageVolume, PodPhase, PodRecord, new_id,
+};
 use crate::records::{RecordStore, forget, insert_reserving, save};
 use crate::rpc::{blocking, now_nanos};
 
@@ -183,6 +185,7 @@ impl ContainerController {
         let target_pid_ns = self.target_pid_namespace(&pod, &config).await?;
         let pod_dir = self.sandboxes.pod_dir(&pod.id);
         let mut spec = container_config::translate(&config, &pod, &pod_dir, target_pid_ns)?;
+        let image_volumes = self.image_volumes(&config)?;
         let settled_stop_signal =
             container_config::stop_signal(&config, image.image.config.stop_signal.as_deref())?;
         let id = new_id().await?;
@@ -221,6 +224,7 @@ impl ContainerController {
             settled_stop_signal: Some(settled_stop_signal),
             start_error: None,
             monitor_died: None,
+            image_volumes,
             config,
             spec,
             phase: ContainerPhase::Creating,
@@ -264,6 +268,33 @@ impl ContainerController {
                 Err(error)
             }
         }
+    }
+
+    /// The images the config mounts as volumes; each must have been pulled
+    /// (kubelet pulls them before it creates the container).
+    fn image_volumes(&self, config: &cri::ContainerConfig) -> Result<Vec<ImageVolume>, CridError> {
+        let mut volumes = Vec::new();
+        for (mount, m) in config.mounts.iter().enumerate() {
+            if !container_config::is_image_volume(m) {
+                continue;
+            }
+            let name = m
+                .image
+                .as_ref()
+                .map(|image| image.image.as_str())
+                .unwrap_or_default();
+            let image = self.images.find(name)?.ok_or_else(|| {
+                CridError::NotFound(format!(
+                    "config.mounts[{mount}].image: image {name:?} not found: pull it before creating a container"
+                ))
+            })?;
+            volumes.push(ImageVolume {
+                mount,
+                image_id: image.id.clone(),
+                layers: image.image.chain_ids(),
+            });
+        }
+        Ok(volumes)
     }
 
     /// The PID namespace of the target container (CRI `TARGET`), if asked for.
@@ -323,12 +354,36 @@ impl ContainerController {
             cmd: config.cmd.clone(),
             working_dir: config.working_dir.clone(),
         };
+        let volumes = record
+            .image_volumes
+            .iter()
+            .map(|volume| {
+                let lower = volume
+                    .layers
+                    .iter()
+                    .map(|chain_id| self.images.layer_dir(chain_id))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let sub_path = record
+                    .config
+                    .mounts
+                    .get(volume.mount)
+                    .map(|m| PathBuf::from(&m.image_sub_path))
+                    .unwrap_or_default();
+                Ok((volume.mount, lower, sub_path))
+            })
+            .collect::<Result<Vec<_>, CridError>>()?;
         let cgroups = self.sandboxes.cgroups().clone();
         let (spec, cgroup) = (record.spec.clone(), record.cgroup.clone());
         let prepared = blocking(move || {
             let hierarchy = cgroups.hierarchy();
             dirs.mount_rootfs(&lower)?;
             let mut spec = spec;
+            for (mount, lower, sub_path) in &volumes {
+                let source = dirs.mount_image_volume(*mount, lower, sub_path)?;
+                if let Some(spec_mount) = spec.mounts.get_mut(*mount) {
+                    spec_mount.host_path = source;
+                }
+            }
             runtime::container::prepare_host_paths(&mut spec)?;
             let user = runtime::spec::resolve_user(&spec, &view.user, &dirs.rootfs)?;
             let mut oci = runtime::spec::build_spec(&spec, &view, &dirs.rootfs, &user)?;
@@ -1114,6 +1169,7 @@ mod tests {
                 settled_stop_signal: settled,
                 start_error: None,
                 monitor_died: None,
+                image_volumes: Vec::new(),
                 phase: ContainerPhase::Created,
                 created_at: 0,
                 started_at: 0,

@@ -343,11 +343,15 @@ impl ImageController {
             keep.blobs.extend(record.image.blob_digests());
             keep.blobs.extend(record.blobs.iter().cloned());
         }
-        // A container keeps its rootfs layers and image config even when its
-        // image was removed.
+        // A container keeps its rootfs and image volumes' layers and image
+        // configs even when their images were removed.
         for record in self.containers.all() {
             keep.chain_ids.extend(record.layers.iter().cloned());
             keep.blobs.insert(record.image_id.clone());
+            for volume in &record.image_volumes {
+                keep.chain_ids.extend(volume.layers.iter().cloned());
+                keep.blobs.insert(volume.image_id.clone());
+            }
         }
         keep
     }

@@ -157,6 +157,21 @@ pub struct ContainerRecord {
     /// ContainerStatus reports (reason `Error`, saying why).
     #[serde(default)]
     pub monitor_died: Option<ContainerExit>,
+    /// The images mounted as volumes (CRI `Mount.image`): image GC keeps
+    /// their layers, and create mounts them read-only.
+    #[serde(default)]
+    pub image_volumes: Vec<ImageVolume>,
+}
+
+/// One image volume of a container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageVolume {
+    /// Its index in the CRI config's mounts (and the spec's).
+    pub mount: usize,
+    /// The image id (config digest), as PullImage returned it.
+    pub image_id: String,
+    /// Chain ids of its layers, bottom first.
+    pub layers: Vec<String>,
 }
 
 impl Stored for ContainerRecord {

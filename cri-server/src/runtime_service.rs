@@ -739,7 +739,7 @@ fn container_status_of(record: &ContainerRecord, observed: &Observed) -> Contain
         message: observed.message.clone(),
         labels: record.config.labels.clone(),
         annotations: record.config.annotations.clone(),
-        mounts: record.config.mounts.clone(),
+        mounts: mounts_status(record),
         log_path: record
             .log_path
             .as_ref()
@@ -752,6 +752,21 @@ fn container_status_of(record: &ContainerRecord, observed: &Observed) -> Contain
         user,
         stop_signal: containers::stop_signal(record).into(),
     }
+}
+
+/// The config's mounts, each image volume's with the id of the image it
+/// mounts (CRI `ImageSpec.image_ref`: what PullImage returned).
+fn mounts_status(record: &ContainerRecord) -> Vec<Mount> {
+    let mut mounts = record.config.mounts.clone();
+    for volume in &record.image_volumes {
+        if let Some(image) = mounts
+            .get_mut(volume.mount)
+            .and_then(|mount| mount.image.as_mut())
+        {
+            image.image_ref = volume.image_id.clone();
+        }
+    }
+    mounts
 }
 
 async fn list_containers(

@@ -197,5 +197,6 @@ pub fn container(id: &str, pod_id: &str) -> ContainerRecord {
         pid: 0,
         start_error: None,
         monitor_died: None,
+        image_volumes: Vec::new(),
     }
 }

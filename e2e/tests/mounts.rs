@@ -3,12 +3,14 @@
 //! host directory made a shared mount, given to a privileged container as a
 //! BIDIRECTIONAL mount, sees what the host mounts under it, and the host
 //! sees what the container mounts; HOST_TO_CONTAINER sees the host's only.
+//! Image volumes (CRI `Mount.image`): an image's content, read-only.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 
 use common::World;
+use e2e::registry::Layer;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use proto::cri;
 
@@ -208,4 +210,124 @@ async fn bidirectional_mounts_propagate_both_ways_and_host_to_container_one_way(
 
     world.finish(&[&pod]).await;
     drop(host);
+}
+
+fn image_volume(container_path: &str, image: &str, sub_path: &str) -> cri::Mount {
+    cri::Mount {
+        container_path: container_path.into(),
+        image: Some(common::image_spec(image)),
+        readonly: true,
+        image_sub_path: sub_path.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn image_volumes_mount_an_images_content_read_only_and_leave_nothing() {
+    let world = World::new().await;
+    let mut data = Layer::new();
+    data.dir("data/")
+        .file("data/hello", 0o644, b"from the image\n")
+        // Resolved as if the image were `/`: it cannot lead to the host.
+        .symlink("data/up", "../../../../../..");
+    let volume_image = world.push_and_pull("e2e/vol", vec![data.gzip()]).await;
+    let volume_id = world
+        .crid
+        .images()
+        .await
+        .expect("image client")
+        .image_status(cri::ImageStatusRequest {
+            image: Some(common::image_spec(&volume_image)),
+            verbose: false,
+        })
+        .await
+        .expect("image status")
+        .into_inner()
+        .image
+        .expect("the volume's image is pulled")
+        .id;
+    let pod = world.pod("volumes").await;
+
+    // Refusals name the field and leave nothing behind.
+    let mut writable = world.container_config("writable", &["sleep", "1000"]);
+    writable.mounts = vec![cri::Mount {
+        readonly: false,
+        ..image_volume("/mnt/image", &volume_image, "")
+    }];
+    let refused = world
+        .create(&pod, "writable", writable)
+        .await
+        .expect_err("read-write");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().contains("config.mounts[0].readonly"),
+        "{refused:?}"
+    );
+    let mut missing = world.container_config("missing", &["sleep", "1000"]);
+    missing.mounts = vec![image_volume("/mnt/image", &volume_image, "data/nope")];
+    let refused = world
+        .create(&pod, "missing", missing)
+        .await
+        .expect_err("no such dir");
+    assert!(
+        refused
+            .message()
+            .contains("config.mounts[0].image_sub_path"),
+        "{refused:?}"
+    );
+    let mut unpulled = world.container_config("unpulled", &["sleep", "1000"]);
+    unpulled.mounts = vec![image_volume("/mnt/image", "127.0.0.1:1/none:1", "")];
+    let refused = world
+        .create(&pod, "unpulled", unpulled)
+        .await
+        .expect_err("not pulled");
+    assert_eq!(refused.code(), tonic::Code::NotFound, "{refused:?}");
+
+    let mut config = world.container_config("reader", &["sleep", "1000"]);
+    config.mounts = vec![
+        image_volume("/mnt/image", &volume_image, ""),
+        image_volume("/mnt/data", &volume_image, "data"),
+        image_volume("/mnt/up", &volume_image, "data/up"),
+    ];
+    let id = world.run_config(&pod, config).await;
+    assert_eq!(
+        world.sh(&id, "cat /mnt/image/data/hello").await,
+        "from the image"
+    );
+    assert_eq!(world.sh(&id, "cat /mnt/data/hello").await, "from the image");
+    // The image's own binaries run from it (not noexec).
+    assert_eq!(
+        world.sh(&id, "/mnt/image/bin/busybox echo ran").await,
+        "ran"
+    );
+    // The escaping link resolved to the image's root, not the host's.
+    assert_eq!(
+        world.sh(&id, "cat /mnt/up/data/hello").await,
+        "from the image"
+    );
+    let write = world
+        .exec(&id, &["touch", "/mnt/image/data/new"], 10)
+        .await
+        .expect("exec");
+    assert_ne!(write.exit_code, 0, "an image volume took a write");
+
+    let (status, _) = world.status(&id).await;
+    let reported: Vec<(String, String)> = status
+        .mounts
+        .iter()
+        .map(|m| {
+            let image = m.image.clone().unwrap_or_default();
+            (m.container_path.clone(), image.image_ref)
+        })
+        .collect();
+    assert_eq!(
+        reported,
+        vec![
+            ("/mnt/image".to_owned(), volume_id.clone()),
+            ("/mnt/data".to_owned(), volume_id.clone()),
+            ("/mnt/up".to_owned(), volume_id.clone()),
+        ]
+    );
+
+    world.finish(&[&pod]).await;
 }
