@@ -122,14 +122,18 @@ impl PodController {
         let Some(record) = self.records.get(&record.id) else {
             return Ok(());
         };
+        if record.phase == PodPhase::Stopped {
+            // Its teardown completed before the phase was saved; kubelet
+            // repeats Stop, and a second CNI DEL would run every plugin again
+            // on a netns that is gone.
+            return Ok(());
+        }
         self.containers.stop_all_in_pod(&record.id).await?;
         self.sandboxes.stop(&record.spec, &record.sandbox).await?;
-        if record.phase != PodPhase::Stopped {
-            let mut record = PodRecord::clone(&record);
-            record.phase = PodPhase::Stopped;
-            save(&self.records, &record).await?;
-            tracing::info!(pod_id = %record.id, "pod stopped");
-        }
+        let mut record = PodRecord::clone(&record);
+        record.phase = PodPhase::Stopped;
+        save(&self.records, &record).await?;
+        tracing::info!(pod_id = %record.id, "pod stopped");
         Ok(())
     }
 
@@ -142,7 +146,10 @@ impl PodController {
             return Ok(());
         };
         self.containers.remove_all_in_pod(&record.id).await?;
-        self.sandboxes.remove(&record.spec, &record.sandbox).await?;
+        let stopped = record.phase == PodPhase::Stopped;
+        self.sandboxes
+            .remove(&record.spec, &record.sandbox, stopped)
+            .await?;
         self.live.forget(&record.id);
         forget(&self.records, &self.lists, &*record).await?;
         tracing::info!(pod_id = %record.id, "pod removed");
@@ -190,7 +197,11 @@ impl PodController {
             .filtered(|record| record.phase == PodPhase::Creating)
         {
             tracing::warn!(pod_id = %record.id, "rolling back a pod whose start was interrupted");
-            match self.sandboxes.remove(&record.spec, &record.sandbox).await {
+            match self
+                .sandboxes
+                .remove(&record.spec, &record.sandbox, false)
+                .await
+            {
                 Ok(()) => {
                     if let Err(error) = forget(&self.records, &self.lists, &*record).await {
                         tracing::error!(pod_id = %record.id, %error, "cannot forget rolled-back pod");

@@ -289,6 +289,13 @@ async fn a_pod_gets_namespaces_an_address_and_files_and_leaves_nothing_when_remo
     assert_eq!(error.code(), Code::NotFound);
     assert!(list_pods(&crid, None).await.is_empty());
     assert!(!pod_dir.exists());
+    // The network was taken down once: a repeated Stop and the Remove
+    // after a Stop run no CNI DEL on the gone netns.
+    assert!(
+        !crid.log().contains("DEL without it"),
+        "a second CNI DEL ran:\n{}",
+        crid.log()
+    );
     crid.stop().await;
 }
 
