@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pod_sandbox::PodManager;
+use pod_sandbox::{PodManager, fault};
 use proto::cri;
 use proto::monitor::{
     ContainerCreate, ContainerExit, ContainerState, ExitStatus, LogFile, MonitorRequest,
@@ -458,10 +458,12 @@ impl ContainerController {
         }
         self.live
             .update(&record.pod_id, |pod| pod.removed(&record.id));
+        fault::point("container.teardown.monitor_done");
         self.sandboxes
             .cgroups()
             .kill_and_remove(&record.cgroup)
             .await?;
+        fault::point("container.teardown.cgroup_removed");
         let dirs = self.dirs(&record.id);
         blocking(move || Ok(dirs.remove()?)).await
     }
@@ -512,7 +514,7 @@ impl ContainerController {
                 // monitor's event of it arrives.
                 self.live
                     .update(&record.pod_id, |pod| pod.started(&record.id, started_at));
-                pod_sandbox::fault::point("container.started");
+                fault::point("container.started");
                 record.phase = ContainerPhase::Started;
                 record.started_at = started_at;
                 save(&self.records, &record).await?;
@@ -593,6 +595,7 @@ impl ContainerController {
                 signal,
             };
             client.request(&request).await?;
+            fault::point("container.stop.signalled");
             drop(pod_lock);
             let margin = runtime::client::REQUEST_TIMEOUT;
             if let MonitorResponse::Exited(exit) =
@@ -608,6 +611,7 @@ impl ContainerController {
             signal: nix::sys::signal::Signal::SIGKILL as i32,
         };
         client.request(&kill).await?;
+        fault::point("container.stop.killed");
         match client
             .request_within(
                 &wait(KILL_WAIT),
@@ -725,6 +729,7 @@ impl ContainerController {
     /// lock.
     async fn remove_locked(&self, record: &ContainerRecord) -> Result<(), CridError> {
         self.teardown(record).await?;
+        fault::point("container.remove.torn_down");
         forget(&self.records, &self.lists, record).await
     }
 
@@ -805,6 +810,7 @@ impl ContainerController {
             .cgroups()
             .update(&record.cgroup, &resources)
             .await?;
+        fault::point("container.update.applied");
         record.spec.resources = resources;
         save(&self.records, &record).await?;
         tracing::info!(container_id = %record.id, "container resources updated");

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use image::{Credentials, FsUsage, GcReport, ImageError, ImageStore, PulledImage, Reference};
+use pod_sandbox::fault;
 use proto::cri;
 
 use crate::error::CridError;
@@ -270,6 +271,7 @@ impl ImageController {
             // Pulls run without the image lock; the store pins what a pull in
             // progress uses, so GC leaves it alone until the pull returns.
             let pulled = self.store.pull(reference, creds.clone()).await?;
+            fault::point("image.pull.fetched");
             let _guard = self.lock.lock().await;
             let recorded = {
                 let images = self.clone();
@@ -328,6 +330,7 @@ impl ImageController {
         };
         if let Some(record) = removed {
             tracing::info!(id = %record.id, tags = ?record.repo_tags, "image removed");
+            fault::point("image.remove.forgotten");
             self.records.compact_if_due();
             self.collect_garbage_locked().await?;
         }

@@ -9,7 +9,9 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use pod_sandbox::{DnsConfig, NamespaceMode, PodManager, PodSpec, PortMapping, SandboxState};
+use pod_sandbox::{
+    DnsConfig, NamespaceMode, PodManager, PodSpec, PortMapping, SandboxState, fault,
+};
 use proto::cri;
 
 use crate::containers::ContainerController;
@@ -95,10 +97,10 @@ impl PodController {
         // waits for the pod to be built or rolled back.
         let _guard = self.pod_locks.lock(&id).await;
         insert_reserving(&self.records, &self.lists, &record).await?;
-        pod_sandbox::fault::point("pod.recorded");
+        fault::point("pod.recorded");
         match self.sandboxes.run(&record.spec).await {
             Ok(sandbox) => {
-                pod_sandbox::fault::point("pod.built");
+                fault::point("pod.built");
                 record.sandbox = sandbox;
                 record.phase = PodPhase::Ready;
                 save(&self.records, &record).await?;
@@ -129,7 +131,9 @@ impl PodController {
             return Ok(());
         }
         self.containers.stop_all_in_pod(&record.id).await?;
+        fault::point("pod.stop.containers_stopped");
         self.sandboxes.stop(&record.spec, &record.sandbox).await?;
+        fault::point("pod.stop.torn_down");
         let mut record = PodRecord::clone(&record);
         record.phase = PodPhase::Stopped;
         save(&self.records, &record).await?;
@@ -146,10 +150,12 @@ impl PodController {
             return Ok(());
         };
         self.containers.remove_all_in_pod(&record.id).await?;
+        fault::point("pod.remove.containers_removed");
         let stopped = record.phase == PodPhase::Stopped;
         self.sandboxes
             .remove(&record.spec, &record.sandbox, stopped)
             .await?;
+        fault::point("pod.remove.torn_down");
         self.live.forget(&record.id);
         forget(&self.records, &self.lists, &*record).await?;
         tracing::info!(pod_id = %record.id, "pod removed");

@@ -287,6 +287,7 @@ impl PodManager {
                 }
                 Err(error) => return Err(error.into()),
             }
+            fault::point("pod.teardown.network_removed");
         }
 
         let monitor = MonitorClient::new(&pod_dir);
@@ -294,6 +295,7 @@ impl PodManager {
             // Gone already (crash, reboot) or stuck: the cgroup kill below ends it.
             tracing::debug!(pod_id = %spec.id, %error, "monitor did not take Shutdown");
         }
+        fault::point("pod.teardown.monitor_shut_down");
         // A crash before the placement was recorded: it follows from the spec.
         let placement = match &state.cgroup {
             Some(placement) => Some(placement.clone()),
