@@ -157,6 +157,14 @@ impl TestEnv {
             .await
     }
 
+    /// [`TestEnv::start`], with crid killing itself at crash point `step`
+    /// (debug builds; see pod_sandbox::fault).
+    pub async fn start_crashing_at(&self, step: &str) -> Crid {
+        let mut command = self.command(&["--log-level", "debug"]);
+        command.env("CRID_TEST_CRASH_AT", step);
+        self.start_with(command, self.socket()).await
+    }
+
     /// Starts `command` and waits until crid answers on `socket`.
     pub async fn start_with(&self, mut command: Command, socket: PathBuf) -> Crid {
         let log = fs::OpenOptions::new()

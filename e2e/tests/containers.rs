@@ -633,9 +633,7 @@ async fn crid_killed_at_each_step_of_create_and_start_leaves_nothing_wrong() {
         "container.started",
     ] {
         world.crid.stop().await;
-        let mut command = world.env.command(&["--log-level", "debug"]);
-        command.env("CRID_TEST_CRASH_AT", step);
-        world.crid = world.env.start_with(command, world.env.socket()).await;
+        world.crid = world.env.start_crashing_at(step).await;
         let config = world.container_config("victim", &["sleep", "1000"]);
         let created = world.create(&pod, "victim", config).await;
         let id = match created {
@@ -715,9 +713,7 @@ async fn crid_killed_inside_stop_update_and_remove_leaves_nothing_wrong() {
     for (step, operation) in cases {
         let id = world.run(&pod, "victim", &["sleep", "1000"]).await;
         world.crid.stop().await;
-        let mut command = world.env.command(&["--log-level", "debug"]);
-        command.env("CRID_TEST_CRASH_AT", step);
-        world.crid = world.env.start_with(command, world.env.socket()).await;
+        world.crid = world.env.start_crashing_at(step).await;
         let update = cri::UpdateContainerResourcesRequest {
             container_id: id.clone(),
             linux: Some(cri::LinuxContainerResources {

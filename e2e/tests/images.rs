@@ -829,9 +829,7 @@ async fn crid_killed_inside_pull_and_remove_leaves_no_phantom_and_no_orphan() {
     let pushed = registry.pusher().busybox("e2e/crash", "v1").await;
     let env = env_for(&registry);
 
-    let mut command = env.command(&[]);
-    command.env("CRID_TEST_CRASH_AT", "image.pull.fetched");
-    let mut crid = env.start_with(command, env.socket()).await;
+    let mut crid = env.start_crashing_at("image.pull.fetched").await;
     let mut images = client(&crid).await;
     pull_with(&mut images, &pushed.reference, None)
         .await
@@ -849,9 +847,7 @@ async fn crid_killed_inside_pull_and_remove_leaves_no_phantom_and_no_orphan() {
     drop(images);
     crid.stop().await;
 
-    let mut command = env.command(&[]);
-    command.env("CRID_TEST_CRASH_AT", "image.remove.forgotten");
-    let mut crid = env.start_with(command, env.socket()).await;
+    let mut crid = env.start_crashing_at("image.remove.forgotten").await;
     let mut images = client(&crid).await;
     assert!(status(&mut images, &pushed.reference).await.is_some());
     images

@@ -620,9 +620,7 @@ async fn a_crash_at_any_step_of_pod_creation_is_rolled_back_at_the_next_start() 
         "pod.built",
     ];
     for step in steps {
-        let mut command = env.command(&["--log-level", "debug"]);
-        command.env("CRID_TEST_CRASH_AT", step);
-        let mut crid = env.start_with(command, env.socket()).await;
+        let mut crid = env.start_crashing_at(step).await;
         let error = run_pod(&crid, pod_config("crashy"))
             .await
             .expect_err("crid dies mid-way");
@@ -697,9 +695,7 @@ async fn a_crash_inside_stop_and_remove_is_finished_by_the_repeated_call() {
         }
         let mut crid = crid;
         crid.stop().await;
-        let mut command = env.command(&["--log-level", "debug"]);
-        command.env("CRID_TEST_CRASH_AT", step);
-        let mut crid = env.start_with(command, env.socket()).await;
+        let mut crid = env.start_crashing_at(step).await;
         let mut client = crid.runtime().await.expect("client");
         let interrupted = if call == "stop" {
             client
