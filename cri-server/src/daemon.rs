@@ -65,6 +65,8 @@ pub struct Daemon {
     pub image_lock: tokio::sync::Mutex<()>,
     /// What the pods and containers weigh in List answers.
     pub lists: ListBudget,
+    /// Exec/Attach/PortForward requests waiting for their clients.
+    pub streaming: Arc<streaming::Requests>,
     pod_cidr: RwLock<String>,
 }
 
@@ -91,6 +93,7 @@ impl Daemon {
 pub struct Started {
     daemon: Arc<Daemon>,
     socket: BoundSocket,
+    streaming: std::net::TcpListener,
     _locks: Vec<DirLock>,
 }
 
@@ -135,6 +138,8 @@ pub async fn start(config: Config) -> Result<Started, DaemonError> {
         .map_err(|error| DaemonError::Setup(format!("[runtime] cgroup_driver: {error}")))?;
     let pods = pod_sandbox::PodManager::new(&config.state, monitor_binary()?, network, cgroups)?;
     let socket = BoundSocket::bind(&config.listen)?;
+    let (streaming, streaming_requests) = streaming::bind(config.streaming.address)
+        .map_err(|error| DaemonError::Setup(format!("[streaming] address: {error}")))?;
     let daemon = Arc::new(Daemon {
         config,
         store,
@@ -147,11 +152,13 @@ pub async fn start(config: Config) -> Result<Started, DaemonError> {
         pod_locks: KeyedLocks::default(),
         image_lock: tokio::sync::Mutex::new(()),
         lists,
+        streaming: Arc::new(streaming_requests),
         pod_cidr: RwLock::new(pod_cidr),
     });
     Ok(Started {
         daemon,
         socket,
+        streaming,
         _locks: locks,
     })
 }
@@ -181,6 +188,7 @@ impl Started {
         let Started {
             daemon,
             socket,
+            streaming,
             _locks,
         } = self;
         // Before serving: kubelet must never see a half-made pod.
@@ -210,6 +218,16 @@ impl Started {
                 source,
             })?;
 
+        let sessions = Arc::new(crate::streaming::Sessions::new(daemon.clone()));
+        tracing::info!(
+            url = daemon.streaming.base_url(),
+            "streaming server listening"
+        );
+        let streaming_server = tokio::spawn(streaming::serve(
+            streaming,
+            daemon.streaming.clone(),
+            sessions,
+        ));
         let runtime = RuntimeServiceServer::new(RuntimeApi::new(daemon.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -256,6 +274,7 @@ impl Started {
             }
         };
         socket.remove_file();
+        streaming_server.abort();
         result?;
         tracing::info!("stopped");
         Ok(())

@@ -19,3 +19,4 @@ pub mod rpc;
 pub mod runtime_service;
 pub mod status;
 pub mod store;
+pub mod streaming;

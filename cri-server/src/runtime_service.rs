@@ -274,7 +274,11 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<PortForwardRequest>,
     ) -> RpcResult<PortForwardResponse> {
-        traced("PortForward", request, |_| not_built("PortForward")).await
+        let daemon = self.daemon.clone();
+        traced("PortForward", request, |request| {
+            crate::streaming::port_forward(daemon, request)
+        })
+        .await
     }
 
     async fn container_stats(

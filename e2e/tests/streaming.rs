@@ -1,0 +1,464 @@
+//! The streaming server as crictl and kubelet use it: the URL an RPC
+//! returns, upgraded to SPDY/3.1, with port-forward connections into a
+//! pod's own network namespace and exec sessions in a container. The
+//! client is the test's own (an HTTP upgrade and SPDY frames), not crid's
+//! server code.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use http::HeaderMap;
+use proto::cri;
+use spdystream_rs::frame::{DATA_FLAG_FIN, DataFrame, FLAG_FIN, Frame, SynStreamFrame};
+use spdystream_rs::framer::Framer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::Notify;
+
+/// A bound for waits on the server, not a timing assertion.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The server's answer to an upgrade request, and the connection.
+struct Upgrade {
+    status: u16,
+    head: String,
+    stream: TcpStream,
+}
+
+impl Upgrade {
+    fn header(&self, name: &str) -> Vec<String> {
+        self.head
+            .lines()
+            .filter_map(|line| line.split_once(':'))
+            .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_string())
+            .collect()
+    }
+}
+
+/// POSTs an SPDY upgrade to `url` offering `protocols` (none: no header).
+async fn upgrade(url: &str, protocols: &[&str]) -> Upgrade {
+    let rest = url.strip_prefix("http://").expect("an absolute http URL");
+    let (host, path) = rest.split_at(rest.find('/').expect("a path"));
+    assert!(host.starts_with("127.0.0.1:"), "{url}");
+    let mut stream = TcpStream::connect(host).await.expect("connect");
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nContent-Length: 0\r\n"
+    );
+    for protocol in protocols {
+        request.push_str(&format!("X-Stream-Protocol-Version: {protocol}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send request");
+    // Byte by byte: what follows the head is SPDY.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let byte = tokio::time::timeout(PATIENCE, stream.read_u8())
+            .await
+            .expect("an answer in time")
+            .expect("read answer");
+        head.push(byte);
+    }
+    let head = String::from_utf8(head).expect("text head");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    Upgrade {
+        status,
+        head,
+        stream,
+    }
+}
+
+/// What arrived on one stream.
+#[derive(Debug, Default, Clone)]
+struct Received {
+    data: Vec<u8>,
+    fin: bool,
+    reset: bool,
+}
+
+/// The client side of an SPDY connection.
+struct Spdy {
+    writer: tokio::sync::Mutex<Framer<OwnedWriteHalf, tokio::io::Empty>>,
+    next_id: AtomicU32,
+    streams: Arc<std::sync::Mutex<HashMap<u32, Received>>>,
+    changed: Arc<Notify>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Spdy {
+    fn new(stream: TcpStream) -> Spdy {
+        let (read, write) = stream.into_split();
+        let streams = Arc::new(std::sync::Mutex::new(HashMap::<u32, Received>::new()));
+        let changed = Arc::new(Notify::new());
+        let reader = tokio::spawn(read_frames(read, streams.clone(), changed.clone()));
+        Spdy {
+            writer: tokio::sync::Mutex::new(Framer::new(write, tokio::io::empty())),
+            next_id: AtomicU32::new(1),
+            streams,
+            changed,
+            reader,
+        }
+    }
+
+    async fn open(&self, headers: &[(&str, &str)]) -> u32 {
+        let id = self.next_id.fetch_add(2, Ordering::SeqCst);
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(
+                http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                value.parse().expect("value"),
+            );
+        }
+        self.streams
+            .lock()
+            .expect("lock")
+            .insert(id, Received::default());
+        self.writer
+            .lock()
+            .await
+            .write_frame(&Frame::SynStream(SynStreamFrame {
+                stream_id: id,
+                associated_stream_id: 0,
+                priority: 0,
+                headers: map,
+                flags: 0,
+            }))
+            .await
+            .expect("SYN_STREAM");
+        id
+    }
+
+    async fn send(&self, id: u32, data: &[u8], fin: bool) {
+        self.writer
+            .lock()
+            .await
+            .write_frame(&Frame::Data(DataFrame {
+                stream_id: id,
+                flags: if fin { DATA_FLAG_FIN } else { 0 },
+                data: Bytes::copy_from_slice(data),
+            }))
+            .await
+            .expect("DATA");
+    }
+
+    /// Waits until what arrived on `id` satisfies `done`.
+    async fn until(&self, id: u32, done: impl Fn(&Received) -> bool) -> Received {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now = self
+                .streams
+                .lock()
+                .expect("lock")
+                .get(&id)
+                .cloned()
+                .unwrap_or_default();
+            if done(&now) {
+                return now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stream {id} never got there: {now:?}"
+            );
+            let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
+        }
+    }
+
+    async fn ended(&self, id: u32) -> Received {
+        self.until(id, |r| r.fin || r.reset).await
+    }
+}
+
+impl Drop for Spdy {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+async fn read_frames(
+    read: OwnedReadHalf,
+    streams: Arc<std::sync::Mutex<HashMap<u32, Received>>>,
+    changed: Arc<Notify>,
+) {
+    let mut framer = Framer::new(tokio::io::sink(), read);
+    loop {
+        let frame = framer.read_frame().await;
+        {
+            let mut streams = streams.lock().expect("lock");
+            match frame {
+                Ok(Frame::Data(data)) => {
+                    let entry = streams.entry(data.stream_id).or_default();
+                    entry.data.extend_from_slice(&data.data);
+                    entry.fin |= data.flags & DATA_FLAG_FIN != 0;
+                }
+                Ok(Frame::SynReply(reply)) => {
+                    streams.entry(reply.stream_id).or_default().fin |= reply.flags & FLAG_FIN != 0;
+                }
+                Ok(Frame::RstStream(reset)) => {
+                    streams.entry(reset.stream_id).or_default().reset = true;
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    // The server closed: nothing more comes on any stream.
+                    for received in streams.values_mut() {
+                        received.fin = true;
+                    }
+                    drop(streams);
+                    changed.notify_waiters();
+                    return;
+                }
+            }
+        }
+        changed.notify_waiters();
+    }
+}
+
+/// A pod with its own network namespace (on a bridge of this test's own).
+async fn pod_with_network(world: &World, name: &str) -> String {
+    let mut config = world.pod_config(name, cri::NamespaceMode::Container);
+    if let Some(options) = config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+    {
+        options.network = cri::NamespaceMode::Pod.into();
+    }
+    world
+        .rt()
+        .await
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("RunPodSandbox")
+        .into_inner()
+        .pod_sandbox_id
+}
+
+/// Waits until `port` listens in the container's network namespace.
+async fn listening(world: &World, container: &str, port: u16) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let table = world.sh(container, "busybox netstat -ltn").await;
+        if table.contains(&format!(":{port} ")) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on {port}: {table}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn port_forward_url(world: &World, pod: &str, ports: Vec<i32>) -> String {
+    world
+        .rt()
+        .await
+        .port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: pod.into(),
+            port: ports,
+        })
+        .await
+        .expect("PortForward")
+        .into_inner()
+        .url
+}
+
+/// Bytes that show where a copy went wrong.
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u64 * 31 + u64::from(seed)) as u8)
+        .collect()
+}
+
+#[tokio::test]
+async fn port_forward_serves_concurrent_connections_into_the_pod_and_survives_a_refused_port() {
+    let world = World::new().await;
+    world.env.bridge_network("cridst1", "10.251.61.0/24");
+    let pod = pod_with_network(&world, "forward").await;
+    // An echo server for every connection (-ll: persistent, one cat each).
+    let echo = world
+        .run(
+            &pod,
+            "echo",
+            &["busybox", "nc", "-ll", "-p", "9000", "-e", "/bin/cat"],
+        )
+        .await;
+    listening(&world, &echo, 9000).await;
+
+    let url = port_forward_url(&world, &pod, vec![9000]).await;
+    assert!(url.starts_with("http://127.0.0.1:"), "absolute URL: {url}");
+    assert!(url.contains("/portforward/"), "{url}");
+    let session = upgrade(&url, &["portforward.k8s.io"]).await;
+    assert_eq!(session.status, 101, "{}", session.head);
+    assert_eq!(
+        session.header("x-stream-protocol-version"),
+        vec!["portforward.k8s.io"]
+    );
+    let spdy = Spdy::new(session.stream);
+
+    // As client-go opens them: the error stream, then the data stream.
+    let mut pairs = Vec::new();
+    for (request, port) in [("0", "9000"), ("1", "9000"), ("2", "9999")] {
+        let error = spdy
+            .open(&[
+                ("streamtype", "error"),
+                ("port", port),
+                ("requestid", request),
+            ])
+            .await;
+        let data = spdy
+            .open(&[
+                ("streamtype", "data"),
+                ("port", port),
+                ("requestid", request),
+            ])
+            .await;
+        pairs.push((error, data));
+    }
+    // Nothing listens on 9999: its pair alone fails, with the reason.
+    let (refused_error, refused_data) = pairs[2];
+    let refused = spdy.ended(refused_error).await;
+    let message = String::from_utf8_lossy(&refused.data).to_string();
+    assert!(
+        message.contains("9999") && message.contains("refused"),
+        "{message:?}"
+    );
+    assert!(
+        spdy.ended(refused_data).await.reset,
+        "the data stream is reset"
+    );
+
+    // Both others echo more than the server's per-stream buffer, at once.
+    let size = 3 * 1024 * 1024;
+    let sent = [pattern(1, size), pattern(2, size)];
+    for chunk in 0..size / 16384 {
+        for (index, (_, data)) in pairs[..2].iter().enumerate() {
+            let bytes = &sent[index][chunk * 16384..(chunk + 1) * 16384];
+            spdy.send(*data, bytes, false).await;
+        }
+    }
+    for (_, data) in &pairs[..2] {
+        spdy.send(*data, b"", true).await;
+    }
+    for (index, (error, data)) in pairs[..2].iter().enumerate() {
+        let echoed = spdy.ended(*data).await;
+        assert!(!echoed.reset, "pair {index} reset");
+        assert_eq!(echoed.data.len(), size, "pair {index} echoed all");
+        assert!(echoed.data == sent[index], "pair {index} echoed in order");
+        let error = spdy.ended(*error).await;
+        assert!(
+            error.data.is_empty(),
+            "{:?}",
+            String::from_utf8_lossy(&error.data)
+        );
+    }
+
+    // A connection whose client vanishes mid-stream is closed in the pod.
+    let (_, data) = (
+        spdy.open(&[
+            ("streamtype", "error"),
+            ("port", "9000"),
+            ("requestid", "3"),
+        ])
+        .await,
+        spdy.open(&[("streamtype", "data"), ("port", "9000"), ("requestid", "3")])
+            .await,
+    );
+    spdy.send(data, b"half", false).await;
+    spdy.until(data, |r| r.data == b"half").await;
+    assert!(established(&world, &echo).await > 0);
+    drop(spdy);
+    let deadline = Instant::now() + PATIENCE;
+    while established(&world, &echo).await > 0 {
+        assert!(Instant::now() < deadline, "the pod connection stayed open");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    world.finish(&[&pod]).await;
+}
+
+/// TCP connections established in the container's network namespace.
+async fn established(world: &World, container: &str) -> usize {
+    world
+        .sh(container, "busybox netstat -tn")
+        .await
+        .lines()
+        .filter(|l| l.contains("ESTABLISHED"))
+        .count()
+}
+
+#[tokio::test]
+async fn tokens_are_single_use_and_the_upgrade_is_negotiated() {
+    let world = World::new().await;
+    let pod = world.pod("tokens").await;
+
+    let url = port_forward_url(&world, &pod, vec![80]).await;
+    let (base, _token) = url.rsplit_once('/').expect("a token");
+    let unknown = format!("{base}/nosuchtoken");
+    assert_eq!(upgrade(&unknown, &["portforward.k8s.io"]).await.status, 404);
+
+    // No protocol header: 400, and the token is spent.
+    assert_eq!(upgrade(&url, &[]).await.status, 400);
+    assert_eq!(upgrade(&url, &["portforward.k8s.io"]).await.status, 404);
+
+    // Nothing in common: 403 naming what the server accepts.
+    let url = port_forward_url(&world, &pod, vec![80]).await;
+    let refused = upgrade(&url, &["v4.channel.k8s.io"]).await;
+    assert_eq!(refused.status, 403, "{}", refused.head);
+    assert_eq!(
+        refused.header("x-accepted-stream-protocol-versions"),
+        vec!["portforward.k8s.io"]
+    );
+
+    // A good upgrade uses its token up.
+    let url = port_forward_url(&world, &pod, vec![80]).await;
+    let first = upgrade(&url, &["portforward.k8s.io"]).await;
+    assert_eq!(first.status, 101);
+    assert_eq!(upgrade(&url, &["portforward.k8s.io"]).await.status, 404);
+    drop(first);
+
+    // A token of one kind is no good for another.
+    let url = port_forward_url(&world, &pod, vec![80]).await;
+    let as_exec = url.replace("/portforward/", "/exec/");
+    assert_eq!(upgrade(&as_exec, &["v4.channel.k8s.io"]).await.status, 404);
+
+    // Requests are validated before a token is made.
+    let mut rt = world.rt().await;
+    let status = rt
+        .port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: pod.clone(),
+            port: vec![70000],
+        })
+        .await
+        .expect_err("port out of range");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("port[0]"), "{}", status.message());
+    let status = rt
+        .port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: "nosuchpod".into(),
+            port: vec![80],
+        })
+        .await
+        .expect_err("unknown pod");
+    assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+    world.finish(&[&pod]).await;
+}

@@ -1,0 +1,444 @@
+//! Exec over SPDY (remotecommand `channel.k8s.io` v1 to v4): the client
+//! opens one stream per channel (header `streamType`: `error`, `stdin`,
+//! `stdout`, `stderr`, `resize`); the server copies between them and the
+//! process, and ends with the outcome on the error stream (v4: a JSON
+//! `Status`; older versions: plain text, nothing on success).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use spdystream_rs::{Connection, Stream};
+use tokio::sync::mpsc;
+
+use std::os::fd::OwnedFd;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+
+use crate::fdio;
+use crate::server::STREAM_CREATION_TIMEOUT;
+use crate::{Backend, ExecRequest};
+
+const COPY_CHUNK: usize = 32 * 1024;
+/// How long output may still come after the process exited (a child it
+/// left behind can hold its stdout open forever).
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+
+/// The streams of a session, as the client opened them.
+#[derive(Default)]
+struct Channels {
+    error: Option<Arc<Stream>>,
+    stdin: Option<Arc<Stream>>,
+    stdout: Option<Arc<Stream>>,
+    stderr: Option<Arc<Stream>>,
+    resize: Option<Arc<Stream>>,
+}
+
+/// Which streams a session waits for before it starts.
+#[derive(Debug, Clone, Copy)]
+struct Expected {
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    resize: bool,
+}
+
+impl Channels {
+    fn complete(&self, expected: Expected) -> bool {
+        self.error.is_some()
+            && (!expected.stdin || self.stdin.is_some())
+            && (!expected.stdout || self.stdout.is_some())
+            && (!expected.stderr || self.stderr.is_some())
+            && (!expected.resize || self.resize.is_some())
+    }
+
+    fn take(&mut self, stream: Arc<Stream>) {
+        let kind = stream
+            .headers
+            .get("streamtype")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let slot = match kind {
+            "error" => &mut self.error,
+            "stdin" => &mut self.stdin,
+            "stdout" => &mut self.stdout,
+            "stderr" => &mut self.stderr,
+            "resize" => &mut self.resize,
+            _ => {
+                tracing::debug!(stream_type = %kind, "exec: unknown stream type");
+                stream.discard_incoming();
+                return;
+            }
+        };
+        if slot.is_none() {
+            *slot = Some(stream);
+        } else {
+            stream.discard_incoming();
+        }
+    }
+
+    /// Waits for the expected streams; None when the client did not open
+    /// them in time or went away (whatever came is returned for the error).
+    async fn gather(
+        streams: &mut mpsc::Receiver<Arc<Stream>>,
+        expected: Expected,
+    ) -> Result<Channels, Channels> {
+        let mut channels = Channels::default();
+        let deadline = tokio::time::Instant::now() + STREAM_CREATION_TIMEOUT;
+        while !channels.complete(expected) {
+            match tokio::time::timeout_at(deadline, streams.recv()).await {
+                Ok(Some(stream)) => channels.take(stream),
+                Ok(None) | Err(_) => return Err(channels),
+            }
+        }
+        Ok(channels)
+    }
+}
+
+/// The protocol's number: 4 for `v4.channel.k8s.io`, 1 for `channel.k8s.io`.
+fn version(protocol: &str) -> u32 {
+    protocol
+        .strip_prefix('v')
+        .and_then(|p| p.split('.').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
+}
+
+/// How a session ended, as its error stream says it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    Exited(i32),
+    Failed(String),
+}
+
+/// The error stream's message; None: nothing to say (success before v4).
+fn outcome_message(outcome: &Outcome, version: u32) -> Option<String> {
+    if version >= 4 {
+        let status = match outcome {
+            Outcome::Exited(0) => serde_json::json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+            }),
+            Outcome::Exited(code) => serde_json::json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": format!("command terminated with non-zero exit code: exit status {code}"),
+                "reason": "NonZeroExitCode",
+                "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
+            }),
+            Outcome::Failed(message) => serde_json::json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": message, "reason": "InternalError", "code": 500,
+            }),
+        };
+        return Some(status.to_string());
+    }
+    match outcome {
+        Outcome::Exited(0) => None,
+        Outcome::Exited(code) => Some(format!(
+            "command terminated with non-zero exit code: exit status {code}"
+        )),
+        Outcome::Failed(message) => Some(message.clone()),
+    }
+}
+
+async fn report(error: Option<&Arc<Stream>>, outcome: &Outcome, version: u32) {
+    let Some(error) = error else { return };
+    if let Some(message) = outcome_message(outcome, version) {
+        let _ = error.write_data(Bytes::from(message), false).await;
+    }
+    let _ = error.write_data(Bytes::new(), true).await;
+}
+
+/// Runs an exec session on an upgraded connection.
+pub(crate) async fn exec<B: Backend>(
+    connection: &Connection,
+    mut streams: mpsc::Receiver<Arc<Stream>>,
+    request: ExecRequest,
+    protocol: &str,
+    backend: Arc<B>,
+) {
+    let version = version(protocol);
+    let expected = Expected {
+        stdin: request.stdin,
+        stdout: request.stdout,
+        stderr: request.stderr && !request.tty,
+        // Resize streams came with v3.
+        resize: request.tty && version >= 3,
+    };
+    let channels = match Channels::gather(&mut streams, expected).await {
+        Ok(channels) => channels,
+        Err(partial) => {
+            let outcome =
+                Outcome::Failed("timed out waiting for the client to create streams".into());
+            report(partial.error.as_ref(), &outcome, version).await;
+            return;
+        }
+    };
+    // Streams opened later are not part of the session.
+    tokio::spawn(async move {
+        while let Some(stream) = streams.recv().await {
+            stream.discard_incoming();
+        }
+    });
+    let process = match backend.exec(&request).await {
+        Ok(process) => process,
+        Err(message) => {
+            report(channels.error.as_ref(), &Outcome::Failed(message), version).await;
+            return;
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = run(&channels, process, backend.as_ref()) => outcome,
+        // The client went away: dropping the process ends it.
+        () = connection.wait_closed() => return,
+    };
+    report(channels.error.as_ref(), &outcome, version).await;
+}
+
+/// Copies between the streams and the process until it exits and its
+/// output is drained.
+async fn run<B: Backend>(channels: &Channels, process: crate::ExecProcess, backend: &B) -> Outcome {
+    let crate::ExecProcess {
+        stdin,
+        stdout,
+        stderr,
+        terminal,
+        mut exit,
+    } = process;
+    let watched = (|| {
+        // With a terminal, its master is input and output at once.
+        let (input, output) = match terminal.as_ref() {
+            Some(master) => (Some(master.try_clone()?), Some(master.try_clone()?)),
+            None => (stdin, stdout),
+        };
+        Ok::<_, std::io::Error>((
+            input.map(fdio::writer).transpose()?,
+            output.map(fdio::reader).transpose()?,
+            stderr.map(fdio::reader).transpose()?,
+        ))
+    })();
+    let Ok((input, output, stderr)) = watched else {
+        return Outcome::Failed("cannot watch the exec's stdio".into());
+    };
+    let stdin_copy = async {
+        match (channels.stdin.as_ref(), input) {
+            // A pipe's write end closes at the end of this arm: the
+            // process sees EOF (a terminal's master stays open in `output`).
+            (Some(from), Some(mut to)) => copy_in(from, &mut to).await,
+            (Some(from), None) => from.discard_incoming(),
+            (None, _) => {}
+        }
+        std::future::pending::<()>().await
+    };
+    let resizes = async {
+        if let (Some(resize), Some(terminal)) = (channels.resize.as_ref(), terminal.as_ref()) {
+            follow_resizes(resize, terminal, backend).await;
+        }
+        std::future::pending::<()>().await
+    };
+    let outputs = async {
+        tokio::join!(
+            copy_out(output, channels.stdout.as_ref()),
+            copy_out(stderr, channels.stderr.as_ref()),
+        );
+    };
+    tokio::pin!(outputs, stdin_copy, resizes);
+    let mut outputs_done = false;
+    let exit_code = loop {
+        tokio::select! {
+            code = &mut exit => break code,
+            () = &mut outputs, if !outputs_done => outputs_done = true,
+            () = &mut stdin_copy => {}
+            () = &mut resizes => {}
+        }
+    };
+    if !outputs_done {
+        let _ = tokio::time::timeout(OUTPUT_GRACE, &mut outputs).await;
+    }
+    for stream in [channels.stdout.as_ref(), channels.stderr.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        let _ = stream.write_data(Bytes::new(), true).await;
+    }
+    match exit_code {
+        Ok(code) => Outcome::Exited(code),
+        Err(error) => Outcome::Failed(format!("waiting for the exec to end: {error}")),
+    }
+}
+
+/// Client → process, until the client's EOF (a terminal stays open for
+/// output then; the caller closes a pipe).
+async fn copy_in(from: &Stream, to: &mut pipe::Sender) {
+    loop {
+        match from.read_data().await {
+            Ok(Some(bytes)) => {
+                if to.write_all(&bytes).await.is_err() {
+                    from.discard_incoming();
+                    return;
+                }
+            }
+            Ok(None) | Err(_) => return,
+        }
+    }
+}
+
+/// Process → client, then FIN. Without a stream (the client asked for
+/// none) the output is read and dropped, so the process never blocks.
+async fn copy_out(from: Option<pipe::Receiver>, to: Option<&Arc<Stream>>) {
+    let Some(mut from) = from else { return };
+    let mut buf = vec![0u8; COPY_CHUNK];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if let Some(to) = to {
+                    // A client that stopped reading still drains the pipe.
+                    let _ = to
+                        .write_data(Bytes::copy_from_slice(&buf[..n]), false)
+                        .await;
+                }
+            }
+        }
+    }
+    if let Some(to) = to {
+        let _ = to.write_data(Bytes::new(), true).await;
+    }
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+struct TerminalSize {
+    #[serde(rename = "Width")]
+    width: u16,
+    #[serde(rename = "Height")]
+    height: u16,
+}
+
+/// Sizes from the resize stream: a sequence of JSON objects, split across
+/// frames as it happens.
+async fn follow_resizes<B: Backend>(resize: &Stream, terminal: &OwnedFd, backend: &B) {
+    let mut pending = Vec::new();
+    while let Ok(Some(bytes)) = resize.read_data().await {
+        pending.extend_from_slice(&bytes);
+        let (sizes, used) = parse_sizes(&pending);
+        pending.drain(..used);
+        for size in sizes {
+            if let Err(error) = backend.resize(terminal, size.width, size.height) {
+                tracing::debug!(%error, "exec: resizing the terminal failed");
+            }
+        }
+        if pending.len() > 64 * 1024 {
+            tracing::debug!("exec: resize stream is not JSON sizes; ignored");
+            resize.discard_incoming();
+            return;
+        }
+    }
+}
+
+/// The whole sizes at the start of `bytes`, and how many bytes they took.
+fn parse_sizes(bytes: &[u8]) -> (Vec<TerminalSize>, usize) {
+    let mut sizes = Vec::new();
+    let mut stream = serde_json::Deserializer::from_slice(bytes).into_iter::<TerminalSize>();
+    let mut used = 0;
+    loop {
+        match stream.next() {
+            Some(Ok(size)) => {
+                sizes.push(size);
+                used = stream.byte_offset();
+            }
+            Some(Err(e)) if e.is_eof() => break,
+            // Garbage: skipped, so one bad object does not stop the rest.
+            Some(Err(_)) => {
+                used = bytes.len();
+                break;
+            }
+            None => {
+                used = bytes.len();
+                break;
+            }
+        }
+    }
+    (sizes, used)
+}
+
+/// A session that cannot be served (attach, not built yet): the reason on
+/// the error stream once the client opened it.
+pub(crate) async fn refuse(
+    _connection: &Connection,
+    mut streams: mpsc::Receiver<Arc<Stream>>,
+    protocol: &str,
+    message: String,
+) {
+    let version = version(protocol);
+    let deadline = tokio::time::Instant::now() + STREAM_CREATION_TIMEOUT;
+    let mut channels = Channels::default();
+    while channels.error.is_none() {
+        match tokio::time::timeout_at(deadline, streams.recv()).await {
+            Ok(Some(stream)) => channels.take(stream),
+            Ok(None) | Err(_) => return,
+        }
+    }
+    report(channels.error.as_ref(), &Outcome::Failed(message), version).await;
+    for stream in [channels.stdout.as_ref(), channels.stderr.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        let _ = stream.write_data(Bytes::new(), true).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_v4_status_carries_the_exit_code_as_a_cause() {
+        let message = outcome_message(&Outcome::Exited(3), 4).expect("v4 says it");
+        let status: serde_json::Value = serde_json::from_str(&message).expect("json");
+        assert_eq!(status["status"], "Failure");
+        assert_eq!(status["reason"], "NonZeroExitCode");
+        assert_eq!(status["details"]["causes"][0]["reason"], "ExitCode");
+        assert_eq!(status["details"]["causes"][0]["message"], "3");
+        let success = outcome_message(&Outcome::Exited(0), 4).expect("v4 says it");
+        let status: serde_json::Value = serde_json::from_str(&success).expect("json");
+        assert_eq!(status["status"], "Success");
+        assert_eq!(outcome_message(&Outcome::Exited(0), 3), None);
+        assert!(
+            outcome_message(&Outcome::Exited(2), 2)
+                .expect("text")
+                .contains("non-zero exit code")
+        );
+    }
+
+    #[test]
+    fn sizes_split_across_frames_are_put_together() {
+        let all = br#"{"Width":80,"Height":24}{"Width":100,"#;
+        let (sizes, used) = parse_sizes(all);
+        assert_eq!(
+            sizes,
+            vec![TerminalSize {
+                width: 80,
+                height: 24
+            }]
+        );
+        let mut rest = all[used..].to_vec();
+        rest.extend_from_slice(br#""Height":50}"#);
+        let (sizes, used) = parse_sizes(&rest);
+        assert_eq!(
+            sizes,
+            vec![TerminalSize {
+                width: 100,
+                height: 50
+            }]
+        );
+        assert_eq!(used, rest.len());
+    }
+
+    #[test]
+    fn protocol_versions_are_numbered() {
+        assert_eq!(version("v4.channel.k8s.io"), 4);
+        assert_eq!(version("v2.channel.k8s.io"), 2);
+        assert_eq!(version("channel.k8s.io"), 1);
+    }
+}
