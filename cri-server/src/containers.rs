@@ -156,7 +156,7 @@ fn dirs(daemon: &Daemon, id: &str) -> ContainerDirs {
 
 /// The client of the container's pod's monitor: the pod's own while crid
 /// watches the pod, else (recovery, before the watch) a new one.
-fn monitor(daemon: &Daemon, record: &ContainerRecord) -> MonitorClient {
+pub(crate) fn monitor(daemon: &Daemon, record: &ContainerRecord) -> MonitorClient {
     daemon
         .live
         .client(&record.pod_id)

@@ -263,7 +263,11 @@ impl RuntimeService for RuntimeApi {
     }
 
     async fn exec(&self, request: Request<ExecRequest>) -> RpcResult<ExecResponse> {
-        traced("Exec", request, |_| not_built("Exec")).await
+        let daemon = self.daemon.clone();
+        traced("Exec", request, |request| {
+            crate::streaming::exec(daemon, request)
+        })
+        .await
     }
 
     async fn attach(&self, request: Request<AttachRequest>) -> RpcResult<AttachResponse> {

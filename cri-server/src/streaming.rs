@@ -7,8 +7,12 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
+use std::os::fd::{AsFd, OwnedFd};
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use proto::cri;
-use streaming::{ExecProcess, PortForwardRequest, StreamRequest};
+use proto::monitor::ExecAttached;
+use streaming::{ExecProcess, ExecRequest, PortForwardRequest, StreamRequest};
 
 use crate::daemon::Daemon;
 use crate::error::CridError;
@@ -67,6 +71,47 @@ pub async fn port_forward(
     Ok(cri::PortForwardResponse { url })
 }
 
+pub async fn exec(
+    daemon: Arc<Daemon>,
+    request: cri::ExecRequest,
+) -> Result<cri::ExecResponse, CridError> {
+    let container = daemon
+        .container_records
+        .find("container_id", &request.container_id)?
+        .ok_or_else(|| {
+            CridError::NotFound(format!("container {:?} not found", request.container_id))
+        })?;
+    if request.cmd.is_empty() {
+        return Err(CridError::invalid("cmd", "[]", "a command is required"));
+    }
+    if request.tty && request.stderr {
+        return Err(CridError::invalid(
+            "stderr",
+            "true",
+            "tty and stderr cannot both be true (a terminal has one output)",
+        ));
+    }
+    if !(request.stdin || request.stdout || request.stderr) {
+        return Err(CridError::invalid(
+            "stdin",
+            "false",
+            "one of stdin, stdout and stderr must be true",
+        ));
+    }
+    let url = url_for(
+        &daemon,
+        StreamRequest::Exec(ExecRequest {
+            container_id: container.id.clone(),
+            cmd: request.cmd,
+            tty: request.tty,
+            stdin: request.stdin,
+            stdout: request.stdout,
+            stderr: request.stderr,
+        }),
+    )?;
+    Ok(cri::ExecResponse { url })
+}
+
 /// What the streaming sessions do in crid's pods and containers.
 pub struct Sessions {
     daemon: Arc<Daemon>,
@@ -99,22 +144,69 @@ impl streaming::Backend for Sessions {
         }
     }
 
-    async fn exec(&self, request: &streaming::ExecRequest) -> Result<ExecProcess, String> {
-        Err(format!(
-            "exec in container {} over the streaming server is not implemented by crid yet",
-            request.container_id
-        ))
+    async fn exec(&self, request: &ExecRequest) -> Result<ExecProcess, String> {
+        let container = self
+            .daemon
+            .container_records
+            .get(&request.container_id)
+            .ok_or_else(|| format!("container {} is gone", request.container_id))?;
+        let attached = crate::containers::monitor(&self.daemon, &container)
+            .exec_attached(ExecAttached {
+                id: container.id.clone(),
+                args: request.cmd.clone(),
+                tty: request.tty,
+                stdin: request.stdin,
+            })
+            .await
+            .map_err(|error| error.to_string())?;
+        for fd in &attached.fds {
+            set_nonblocking(fd).map_err(|e| format!("exec {}: {e}", attached.pid))?;
+        }
+        let expected = match (request.tty, request.stdin) {
+            (true, _) => 1,
+            (false, true) => 3,
+            (false, false) => 2,
+        };
+        if attached.fds.len() != expected {
+            // Dropping `attached` ends the process.
+            return Err(format!(
+                "the monitor sent {} descriptors for exec {}, not {expected}",
+                attached.fds.len(),
+                attached.pid
+            ));
+        }
+        let mut fds = attached.fds.into_iter();
+        let mut process = ExecProcess {
+            stdin: None,
+            stdout: None,
+            stderr: None,
+            terminal: None,
+            exit: Box::pin(async move {
+                attached
+                    .ending
+                    .wait()
+                    .await
+                    .map(|status| status.code())
+                    .map_err(io::Error::other)
+            }),
+        };
+        if request.tty {
+            process.terminal = fds.next();
+        } else {
+            process.stdin = if request.stdin { fds.next() } else { None };
+            process.stdout = fds.next();
+            process.stderr = fds.next();
+        }
+        Ok(process)
     }
 
-    fn resize(
-        &self,
-        _terminal: &std::os::fd::OwnedFd,
-        _width: u16,
-        _height: u16,
-    ) -> io::Result<()> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "terminals are not implemented by crid yet",
-        ))
+    fn resize(&self, terminal: &OwnedFd, width: u16, height: u16) -> io::Result<()> {
+        runtime::set_window_size(terminal.as_fd(), width, height)
     }
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
 }

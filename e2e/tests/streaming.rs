@@ -462,3 +462,226 @@ async fn tokens_are_single_use_and_the_upgrade_is_negotiated() {
     assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
     world.finish(&[&pod]).await;
 }
+
+/// The streams of an exec session.
+struct Exec {
+    spdy: Spdy,
+    error: u32,
+    stdin: Option<u32>,
+    stdout: u32,
+    stderr: Option<u32>,
+    resize: Option<u32>,
+}
+
+/// Exec's URL upgraded with client-go's offer, and its streams opened in
+/// client-go's order.
+async fn exec(world: &World, container: &str, cmd: &[&str], tty: bool, stdin: bool) -> Exec {
+    let url = world
+        .rt()
+        .await
+        .exec(cri::ExecRequest {
+            container_id: container.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            tty,
+            stdin,
+            stdout: true,
+            stderr: !tty,
+        })
+        .await
+        .expect("Exec")
+        .into_inner()
+        .url;
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.contains("/exec/"),
+        "{url}"
+    );
+    let session = upgrade(
+        &url,
+        &[
+            "v5.channel.k8s.io",
+            "v4.channel.k8s.io",
+            "v3.channel.k8s.io",
+            "v2.channel.k8s.io",
+            "channel.k8s.io",
+        ],
+    )
+    .await;
+    assert_eq!(session.status, 101, "{}", session.head);
+    assert_eq!(
+        session.header("x-stream-protocol-version"),
+        vec!["v4.channel.k8s.io"]
+    );
+    let spdy = Spdy::new(session.stream);
+    let error = spdy.open(&[("streamtype", "error")]).await;
+    let stdin = if stdin {
+        Some(spdy.open(&[("streamtype", "stdin")]).await)
+    } else {
+        None
+    };
+    let stdout = spdy.open(&[("streamtype", "stdout")]).await;
+    let stderr = if tty {
+        None
+    } else {
+        Some(spdy.open(&[("streamtype", "stderr")]).await)
+    };
+    let resize = if tty {
+        Some(spdy.open(&[("streamtype", "resize")]).await)
+    } else {
+        None
+    };
+    Exec {
+        spdy,
+        error,
+        stdin,
+        stdout,
+        stderr,
+        resize,
+    }
+}
+
+/// The v4 status on the error stream, once the session ended.
+async fn exec_status(exec: &Exec) -> serde_json::Value {
+    let error = exec.spdy.ended(exec.error).await;
+    serde_json::from_slice(&error.data)
+        .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&error.data)))
+}
+
+#[tokio::test]
+async fn exec_relays_stdio_and_reports_the_exit_code() {
+    let world = World::new().await;
+    let pod = world.pod("exec").await;
+    let ctr = world.run(&pod, "sleeper", &["sleep", "3600"]).await;
+
+    // stdin to the process, its stdout and stderr apart, its exit code.
+    let session = exec(
+        &world,
+        &ctr,
+        &[
+            "sh",
+            "-c",
+            "read line; echo got:$line; echo oops >&2; exit 3",
+        ],
+        false,
+        true,
+    )
+    .await;
+    let stdin = session.stdin.expect("stdin");
+    session.spdy.send(stdin, b"hello\n", false).await;
+    let stdout = session.spdy.ended(session.stdout).await;
+    assert_eq!(String::from_utf8_lossy(&stdout.data), "got:hello\n");
+    let stderr = session.spdy.ended(session.stderr.expect("stderr")).await;
+    assert_eq!(String::from_utf8_lossy(&stderr.data), "oops\n");
+    let status = exec_status(&session).await;
+    assert_eq!(status["status"], "Failure", "{status}");
+    assert_eq!(status["reason"], "NonZeroExitCode", "{status}");
+    assert_eq!(status["details"]["causes"][0]["reason"], "ExitCode");
+    assert_eq!(status["details"]["causes"][0]["message"], "3");
+
+    // The client's EOF is the process's: cat ends, with success.
+    let session = exec(&world, &ctr, &["cat"], false, true).await;
+    let stdin = session.stdin.expect("stdin");
+    let big = pattern(7, 1024 * 1024);
+    for chunk in big.chunks(16384) {
+        session.spdy.send(stdin, chunk, false).await;
+    }
+    session.spdy.send(stdin, b"", true).await;
+    let stdout = session.spdy.ended(session.stdout).await;
+    assert!(stdout.data == big, "cat echoed {} bytes", stdout.data.len());
+    assert_eq!(exec_status(&session).await["status"], "Success");
+
+    // A command that cannot run says why on the error stream.
+    let session = exec(&world, &ctr, &["/no/such/binary"], false, false).await;
+    let status = exec_status(&session).await;
+    assert_eq!(status["status"], "Failure", "{status}");
+
+    // Requests are validated before a token is made.
+    let mut rt = world.rt().await;
+    for (request, field) in [
+        (
+            cri::ExecRequest {
+                container_id: ctr.clone(),
+                cmd: vec![],
+                stdout: true,
+                ..Default::default()
+            },
+            "cmd",
+        ),
+        (
+            cri::ExecRequest {
+                container_id: ctr.clone(),
+                cmd: vec!["true".into()],
+                tty: true,
+                stdout: true,
+                stderr: true,
+                ..Default::default()
+            },
+            "stderr",
+        ),
+    ] {
+        let status = rt.exec(request).await.expect_err(field);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(status.message().starts_with(field), "{}", status.message());
+    }
+    let status = rt
+        .exec(cri::ExecRequest {
+            container_id: "nosuchcontainer".into(),
+            cmd: vec!["true".into()],
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .expect_err("unknown container");
+    assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+    world.finish(&[&pod]).await;
+}
+
+#[tokio::test]
+async fn exec_with_a_tty_follows_resizes() {
+    let world = World::new().await;
+    let pod = world.pod("tty").await;
+    let ctr = world.run(&pod, "sleeper", &["sleep", "3600"]).await;
+    let script = "while :; do s=$(stty size); [ \"$s\" = '40 100' ] && break; sleep 0.05; done; \
+                  echo size:$s; [ -t 0 ] && echo terminal; exit 0";
+    let session = exec(&world, &ctr, &["sh", "-c", script], true, true).await;
+    session
+        .spdy
+        .send(
+            session.resize.expect("resize"),
+            br#"{"Width":100,"Height":40}"#,
+            false,
+        )
+        .await;
+    let stdout = session.spdy.ended(session.stdout).await;
+    let text = String::from_utf8_lossy(&stdout.data);
+    assert!(text.contains("size:40 100"), "{text:?}");
+    assert!(text.contains("terminal"), "{text:?}");
+    assert_eq!(exec_status(&session).await["status"], "Success");
+    world.finish(&[&pod]).await;
+}
+
+#[tokio::test]
+async fn an_exec_whose_client_vanishes_is_killed() {
+    let world = World::new().await;
+    let pod = world.pod("vanish").await;
+    let ctr = world.run(&pod, "sleeper", &["sleep", "3600"]).await;
+    let session = exec(
+        &world,
+        &ctr,
+        &["sh", "-c", "echo up; exec sleep 7777"],
+        false,
+        true,
+    )
+    .await;
+    session
+        .spdy
+        .until(session.stdout, |r| r.data == b"up\n")
+        .await;
+    assert!(world.sh(&ctr, "ps").await.contains("sleep 7777"));
+    drop(session);
+    let deadline = Instant::now() + PATIENCE;
+    while world.sh(&ctr, "ps").await.contains("sleep 7777") {
+        assert!(Instant::now() < deadline, "the exec outlived its session");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    world.finish(&[&pod]).await;
+}

@@ -5,10 +5,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use proto::monitor::{
-    CONFIG_FILE, ErrorKind, FIRST_PROTOCOL_VERSION, MonitorConfig, MonitorEvent, MonitorRequest,
-    MonitorResponse, MonitorStarted, SOCKET_FILE, Snapshot,
+    CONFIG_FILE, ErrorKind, ExecAttached, ExitStatus, FIRST_PROTOCOL_VERSION, MonitorConfig,
+    MonitorEvent, MonitorRequest, MonitorResponse, MonitorStarted, SOCKET_FILE, Snapshot,
 };
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, Interest};
 use tokio::net::UnixStream;
 
 use crate::wire::{Framing, read_frame_async, short_path, take_frame, write_frame_async};
@@ -334,6 +334,54 @@ impl MonitorClient {
         }
     }
 
+    /// Starts `exec` with its stdio handed to crid (`ExecAttached`): the
+    /// descriptors, and the connection that says how it ended. Dropping
+    /// the [`ExecEnding`] before that kills the process.
+    pub async fn exec_attached(&self, exec: ExecAttached) -> Result<AttachedExec, MonitorError> {
+        let request = MonitorRequest::ExecAttached(exec);
+        let framing = self.framing_for(&request).await?;
+        let exchange = async {
+            let (_dir, socket) = short_path(&self.pod_dir, SOCKET_FILE)?;
+            let mut stream = UnixStream::connect(socket).await?;
+            write_frame_async(&mut stream, &request, framing).await?;
+            let mut received = Vec::new();
+            let mut fds = Vec::new();
+            loop {
+                if let Some((response, _)) = take_frame::<MonitorResponse>(&mut received)? {
+                    return Ok((stream, received, fds, response));
+                }
+                let mut chunk = [0u8; 4096];
+                let (read, more) = stream
+                    .async_io(Interest::READABLE, || {
+                        crate::sys::recv_with_fds(std::os::fd::AsFd::as_fd(&stream), &mut chunk)
+                    })
+                    .await?;
+                if read == 0 && more.is_empty() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the monitor closed the connection without an answer",
+                    ));
+                }
+                received.extend_from_slice(&chunk[..read]);
+                fds.extend(more);
+            }
+        };
+        let (stream, received, fds, response) = self.bounded(REQUEST_TIMEOUT, exchange).await?;
+        match response {
+            MonitorResponse::ExecStarted { pid } => Ok(AttachedExec {
+                pid,
+                fds,
+                ending: ExecEnding {
+                    pod_dir: self.pod_dir.clone(),
+                    stream,
+                    received,
+                },
+            }),
+            MonitorResponse::Error { kind, message } => Err(self.refused(kind, message)),
+            other => Err(self.unexpected(&request, &other)),
+        }
+    }
+
     pub async fn request(&self, request: &MonitorRequest) -> Result<MonitorResponse, MonitorError> {
         self.request_within(request, REQUEST_TIMEOUT).await
     }
@@ -396,6 +444,63 @@ impl Subscription {
                 }
                 Ok(_) => {}
                 Err(error) => return Err(ended(error)),
+            }
+        }
+    }
+}
+
+/// An exec whose stdio crid holds (see [`MonitorClient::exec_attached`]).
+#[derive(Debug)]
+pub struct AttachedExec {
+    pub pid: i32,
+    /// As the monitor sent them: a tty's master; or stdin's write end (if
+    /// asked for), stdout's and stderr's read ends.
+    pub fds: Vec<std::os::fd::OwnedFd>,
+    pub ending: ExecEnding,
+}
+
+/// The monitor's connection of an attached exec: it says how the exec
+/// ended; closing it first (dropping this) makes the monitor kill it.
+#[derive(Debug)]
+pub struct ExecEnding {
+    pod_dir: PathBuf,
+    stream: UnixStream,
+    /// Bytes of frames not yet whole.
+    received: Vec<u8>,
+}
+
+impl ExecEnding {
+    /// How the exec ended.
+    pub async fn wait(mut self) -> Result<ExitStatus, MonitorError> {
+        let ended = |pod_dir: &Path, source| MonitorError::Unreachable {
+            pod_dir: pod_dir.to_path_buf(),
+            source,
+        };
+        loop {
+            match take_frame::<MonitorResponse>(&mut self.received) {
+                Err(error) => return Err(ended(&self.pod_dir, error)),
+                Ok(Some((MonitorResponse::ExecEnded { exit }, _))) => return Ok(exit),
+                Ok(Some((other, _))) => {
+                    return Err(MonitorError::Unexpected {
+                        pod_dir: self.pod_dir.clone(),
+                        request: "ExecAttached",
+                        response: format!("{other:?}"),
+                    });
+                }
+                Ok(None) => {}
+            }
+            match self.stream.read_buf(&mut self.received).await {
+                Ok(0) => {
+                    return Err(ended(
+                        &self.pod_dir,
+                        std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "the monitor ended without saying how the exec ended",
+                        ),
+                    ));
+                }
+                Ok(_) => {}
+                Err(error) => return Err(ended(&self.pod_dir, error)),
             }
         }
     }

@@ -378,9 +378,17 @@ mod tests {
     }
 
     #[test]
-    fn only_hello_and_subscribe_need_version_2() {
+    fn only_hello_subscribe_and_attached_exec_need_version_2() {
         assert_eq!(MonitorRequest::Subscribe.since(), 2);
         assert_eq!(MonitorRequest::Hello.since(), 2);
+        let attached = MonitorRequest::ExecAttached(proto::monitor::ExecAttached {
+            id: "c".into(),
+            args: vec!["sh".into()],
+            tty: true,
+            stdin: true,
+        });
+        assert_eq!(attached.since(), 2);
+        assert_eq!(attached.name(), "ExecAttached");
         assert_eq!(MonitorRequest::Containers.since(), 1);
         assert_eq!(MonitorRequest::Subscribe.name(), "Subscribe");
     }

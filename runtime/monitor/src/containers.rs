@@ -17,10 +17,10 @@ use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
 use proto::monitor::{
-    ContainerCreate, ContainerExit, ContainerState, EXIT_FILE, ErrorKind, ExitStatus, LogFile,
-    MonitorEvent, MonitorRequest, MonitorResponse,
+    ContainerCreate, ContainerExit, ContainerState, EXIT_FILE, ErrorKind, ExecAttached, ExitStatus,
+    LogFile, MonitorEvent, MonitorRequest, MonitorResponse,
 };
-use runtime::wire::{Framing, read_frame, write_frame};
+use runtime::wire::{Framing, encode_frame, read_frame, write_frame};
 
 use super::init::{self, ChildStdio, CreatedInit};
 use crate::crilog::{CriLog, Stream};
@@ -36,6 +36,8 @@ const READ_CHUNK: usize = 64 * 1024;
 pub enum OutputOwner {
     Container(String),
     Exec(Pid),
+    /// crid's connection of an attached exec (watched for its close).
+    AttachedExec(Pid),
     /// A create in progress (crid's connection or the init's reports).
     Creating(String),
 }
@@ -92,6 +94,15 @@ struct Container {
     /// The write end of the container's stdin, held for attach.
     _stdin: Option<OwnedFd>,
     waiters: Vec<Waiter>,
+}
+
+/// An exec whose stdio crid holds: the monitor keeps crid's connection,
+/// to say how it ended, or to kill it when crid hangs up first.
+struct AttachedExec {
+    pid: Pid,
+    client: Client,
+    /// crid hung up; the process was killed and waits to be reaped.
+    abandoned: bool,
 }
 
 struct ExecSession {
@@ -239,6 +250,7 @@ pub struct Containers {
     table: BTreeMap<String, Container>,
     creating: Vec<Creating>,
     execs: Vec<ExecSession>,
+    attached: Vec<AttachedExec>,
     /// What happened since the monitor last published it.
     events: Vec<MonitorEvent>,
 }
@@ -293,7 +305,16 @@ impl Containers {
             .creating
             .iter()
             .map(|c| (OutputOwner::Creating(c.parts.create.id.clone()), c.fd()));
-        containers.chain(execs).chain(creating).collect()
+        let attached = self
+            .attached
+            .iter()
+            .filter(|a| !a.abandoned)
+            .map(|a| (OutputOwner::AttachedExec(a.pid), a.client.stream.as_fd()));
+        containers
+            .chain(execs)
+            .chain(creating)
+            .chain(attached)
+            .collect()
     }
 
     /// How long the poll loop may sleep before a deadline passes.
@@ -594,6 +615,65 @@ impl Containers {
         }
     }
 
+    /// Starts an exec whose stdio goes to crid: the descriptors crid keeps
+    /// travel with the `ExecStarted` answer (SCM_RIGHTS); the monitor
+    /// keeps none of them, so crid's closing stdin is the process's EOF.
+    pub fn exec_attached(&mut self, exec: ExecAttached, client: &Client) -> Reply {
+        let id = exec.id.as_str();
+        let Some(container) = self.table.get(id) else {
+            return not_found(id);
+        };
+        if container.exit.is_some() || container.init.is_some() {
+            return error(
+                ErrorKind::NotRunning,
+                format!("container {id} is not running"),
+            );
+        }
+        if exec.args.is_empty() {
+            return error(ErrorKind::InvalidRequest, "exec needs a command");
+        }
+        let started = (|| {
+            let (stdio, for_crid) = attached_stdio(&exec)?;
+            let pid = init::exec(
+                container.pid,
+                &container.spec,
+                &exec.args,
+                &container.create.cgroup_procs,
+                stdio,
+            )?;
+            Ok::<_, io::Error>((pid, for_crid))
+        })();
+        let (pid, for_crid) = match started {
+            Ok(started) => started,
+            Err(e) => return error(ErrorKind::ExecFailed, format!("exec in {id}: {e}")),
+        };
+        let client = match client.try_clone() {
+            Ok(client) => client,
+            Err(e) => {
+                kill_exec(pid);
+                return error(ErrorKind::Internal, format!("exec in {id}: {e}"));
+            }
+        };
+        let sent = encode_frame(
+            &MonitorResponse::ExecStarted { pid: pid.as_raw() },
+            client.framing,
+        )
+        .and_then(|frame| send_with_fds(&client.stream, &frame, &for_crid));
+        // The monitor's copies go: crid holds the only ones now.
+        drop(for_crid);
+        if let Err(e) = sent.and_then(|()| client.stream.set_nonblocking(true)) {
+            eprintln!("crid-monitor: handing exec {pid} to crid: {e}");
+            kill_exec(pid);
+            let _ = client.stream.shutdown(std::net::Shutdown::Both);
+        }
+        self.attached.push(AttachedExec {
+            pid,
+            client,
+            abandoned: false,
+        });
+        Reply::Later
+    }
+
     /// Copies what is readable on `owner`'s descriptors (or takes crid's
     /// answer to a `Place`).
     pub fn drain(&mut self, owner: &OutputOwner) {
@@ -616,6 +696,15 @@ impl Containers {
                         }
                         open
                     });
+                }
+            }
+            OutputOwner::AttachedExec(pid) => {
+                if let Some(a) = self.attached.iter_mut().find(|a| a.pid == *pid)
+                    && !connection_open(&mut a.client.stream)
+                {
+                    // crid's session ended first: so does the process.
+                    a.abandoned = true;
+                    kill_exec(a.pid);
                 }
             }
             OutputOwner::Exec(pid) => {
@@ -671,6 +760,23 @@ impl Containers {
             .map(|(id, _)| id.clone())
         {
             self.record_exit(&id, status);
+            return true;
+        }
+        if let Some(index) = self.attached.iter().position(|a| a.pid == pid) {
+            let mut attached = self.attached.swap_remove(index);
+            if !attached.abandoned {
+                let ended = MonitorResponse::ExecEnded { exit: status };
+                // Blocking again for the one small frame (bounded by the
+                // connection's write timeout).
+                let answered = attached
+                    .client
+                    .stream
+                    .set_nonblocking(false)
+                    .and_then(|()| attached.client.answer(&ended));
+                if let Err(e) = answered {
+                    eprintln!("crid-monitor: telling crid exec {pid} ended: {e}");
+                }
+            }
             return true;
         }
         if self.execs.iter().any(|e| e.pid == pid) {
@@ -748,6 +854,9 @@ impl Containers {
         for creating in std::mem::take(&mut self.creating) {
             creating.end(io::Error::other("the pod is shutting down"), true);
         }
+        for attached in &self.attached {
+            kill_exec(attached.pid);
+        }
         let ids: Vec<String> = self.table.keys().cloned().collect();
         for id in ids {
             self.kill_and_reap(&id);
@@ -783,6 +892,88 @@ fn container_stdio(
     };
     let (stdio, outputs) = output_pipes(stdin_child)?;
     Ok((stdio, outputs, stdin_keep))
+}
+
+/// The child's stdio of an attached exec, and the ends crid gets: a pty's
+/// master, or stdin's write end (if asked for) then stdout's and
+/// stderr's read ends.
+fn attached_stdio(exec: &ExecAttached) -> io::Result<(ChildStdio, Vec<OwnedFd>)> {
+    if exec.tty {
+        let pty = nix::pty::openpty(None, None)?;
+        fcntl(
+            &pty.master,
+            FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )?;
+        let slave = pty.slave;
+        let stdio = ChildStdio {
+            stdin: slave.try_clone()?,
+            stdout: slave.try_clone()?,
+            stderr: slave,
+        };
+        return Ok((stdio, vec![pty.master]));
+    }
+    let mut for_crid = Vec::new();
+    let stdin = if exec.stdin {
+        let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        for_crid.push(write);
+        read
+    } else {
+        OwnedFd::from(File::open("/dev/null")?)
+    };
+    let (stdout_read, stdout_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    let (stderr_read, stderr_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    for_crid.extend([stdout_read, stderr_read]);
+    let stdio = ChildStdio {
+        stdin,
+        stdout: stdout_write,
+        stderr: stderr_write,
+    };
+    Ok((stdio, for_crid))
+}
+
+/// Sends `frame` with `fds` attached, whole (a short send is an error: the
+/// frame is small and the socket blocking).
+fn send_with_fds(stream: &UnixStream, frame: &[u8], fds: &[OwnedFd]) -> io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    use std::os::fd::AsRawFd;
+    let raw: Vec<i32> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+    let rights = [ControlMessage::ScmRights(&raw)];
+    let iov = [io::IoSlice::new(frame)];
+    let sent = sendmsg::<()>(
+        stream.as_raw_fd(),
+        &iov,
+        &rights,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )?;
+    if sent != frame.len() {
+        return Err(io::Error::other(format!(
+            "sent {sent} of {} bytes with the descriptors",
+            frame.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Whether crid still holds the (non-blocking) connection: what it sends
+/// is ignored, EOF or an error means it is gone.
+fn connection_open(stream: &mut UnixStream) -> bool {
+    let mut scratch = [0u8; 256];
+    loop {
+        match stream.read(&mut scratch) {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Kills an exec and what it started: it leads its own session.
+fn kill_exec(pid: Pid) {
+    let _ = nix::sys::signal::killpg(pid, Signal::SIGKILL);
+    let _ = kill(pid, Signal::SIGKILL);
 }
 
 /// A stdout and a stderr pipe: the write ends (with `stdin`) for the child,

@@ -590,6 +590,7 @@ impl Monitor {
             } => self
                 .containers
                 .exec(&id, &args, millis(timeout_ms), &client),
+            MonitorRequest::ExecAttached(exec) => self.containers.exec_attached(exec, &client),
             MonitorRequest::Hello => Reply::Now(MonitorResponse::Hello {
                 version: PROTOCOL_VERSION,
             }),
