@@ -685,3 +685,125 @@ async fn an_exec_whose_client_vanishes_is_killed() {
     }
     world.finish(&[&pod]).await;
 }
+
+/// What a WebSocket exec session sent, per channel, until it closed.
+async fn websocket_exec(
+    world: &World,
+    container: &str,
+    cmd: &[&str],
+    protocol: &str,
+    stdin: &[Vec<u8>],
+) -> HashMap<u8, Vec<u8>> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let url = world
+        .rt()
+        .await
+        .exec(cri::ExecRequest {
+            container_id: container.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            tty: false,
+            stdin: !stdin.is_empty(),
+            stdout: true,
+            stderr: true,
+        })
+        .await
+        .expect("Exec")
+        .into_inner()
+        .url;
+    let mut request = url
+        .replace("http://", "ws://")
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        protocol.parse().expect("protocol"),
+    );
+    let host = url["http://".len()..].split('/').next().expect("host");
+    let tcp = TcpStream::connect(host).await.expect("connect");
+    let (mut socket, response) = tokio_tungstenite::client_async(request, tcp)
+        .await
+        .expect("WebSocket upgrade");
+    assert_eq!(
+        response.headers()["sec-websocket-protocol"],
+        protocol,
+        "negotiated"
+    );
+    let base64 = protocol.contains("base64");
+    for message in stdin {
+        let message = if base64 {
+            use base64::Engine;
+            let (channel, data) = message.split_first().expect("channel");
+            Message::text(format!(
+                "{}{}",
+                char::from(b'0' + channel),
+                base64::engine::general_purpose::STANDARD.encode(data)
+            ))
+        } else {
+            Message::binary(message.clone())
+        };
+        socket.send(message).await.expect("send");
+    }
+    let mut channels: HashMap<u8, Vec<u8>> = HashMap::new();
+    loop {
+        let message = tokio::time::timeout(PATIENCE, socket.next())
+            .await
+            .expect("the session ends in time");
+        let (channel, data) = match message {
+            Some(Ok(Message::Binary(bytes))) => {
+                let (channel, data) = bytes.split_first().expect("channel byte");
+                (*channel, data.to_vec())
+            }
+            Some(Ok(Message::Text(text))) => {
+                use base64::Engine;
+                let (channel, data) = text.as_bytes().split_first().expect("channel");
+                let data = base64::engine::general_purpose::STANDARD
+                    .decode(data)
+                    .expect("base64");
+                (channel - b'0', data)
+            }
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+            Some(Ok(_)) => continue,
+        };
+        channels.entry(channel).or_default().extend(data);
+    }
+    channels
+}
+
+#[tokio::test]
+async fn exec_over_websocket_speaks_v5_and_base64() {
+    let world = World::new().await;
+    let pod = world.pod("websocket").await;
+    let ctr = world.run(&pod, "sleeper", &["sleep", "3600"]).await;
+
+    // v5 (crictl -r websocket): stdin, its CLOSE as EOF, the exit code.
+    let channels = websocket_exec(
+        &world,
+        &ctr,
+        &["sh", "-c", "cat; echo oops >&2; exit 5"],
+        "v5.channel.k8s.io",
+        &[b"\x00hello ".to_vec(), b"\x00world".to_vec(), vec![255, 0]],
+    )
+    .await;
+    assert_eq!(String::from_utf8_lossy(&channels[&1]), "hello world");
+    assert_eq!(String::from_utf8_lossy(&channels[&2]), "oops\n");
+    let status: serde_json::Value = serde_json::from_slice(&channels[&3]).expect("status");
+    assert_eq!(status["reason"], "NonZeroExitCode", "{status}");
+    assert_eq!(status["details"]["causes"][0]["message"], "5");
+
+    // base64 text messages, v4's JSON success.
+    let channels = websocket_exec(
+        &world,
+        &ctr,
+        &["echo", "plain"],
+        "v4.base64.channel.k8s.io",
+        &[],
+    )
+    .await;
+    assert_eq!(String::from_utf8_lossy(&channels[&1]), "plain\n");
+    let status: serde_json::Value = serde_json::from_slice(&channels[&3]).expect("status");
+    assert_eq!(status["status"], "Success", "{status}");
+    world.finish(&[&pod]).await;
+}

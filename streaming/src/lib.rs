@@ -3,7 +3,8 @@
 //! ([`Requests`]) and answers with an absolute URL
 //! `http://127.0.0.1:PORT/{exec,attach,portforward}/TOKEN`; the client
 //! (crictl, or kubelet's proxy) then upgrades an HTTP request to that URL
-//! to SPDY/3.1 and runs the session over it ([`serve`]).
+//! to SPDY/3.1 (or, for exec, WebSocket) and runs the session over it
+//! ([`serve`]).
 //!
 //! The crate knows no CRI types and runs nothing itself: the daemon
 //! implements [`Backend`] (open a port in a pod, start a process in a
@@ -21,6 +22,7 @@ mod portforward;
 mod remotecommand;
 mod requests;
 mod server;
+mod websocket;
 
 pub use requests::{Requests, TOKEN_TTL};
 pub use server::{bind, serve};

@@ -98,7 +98,7 @@ impl Channels {
 }
 
 /// The protocol's number: 4 for `v4.channel.k8s.io`, 1 for `channel.k8s.io`.
-fn version(protocol: &str) -> u32 {
+pub(crate) fn version(protocol: &str) -> u32 {
     protocol
         .strip_prefix('v')
         .and_then(|p| p.split('.').next())
@@ -108,13 +108,13 @@ fn version(protocol: &str) -> u32 {
 
 /// How a session ended, as its error stream says it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Outcome {
+pub(crate) enum Outcome {
     Exited(i32),
     Failed(String),
 }
 
 /// The error stream's message; None: nothing to say (success before v4).
-fn outcome_message(outcome: &Outcome, version: u32) -> Option<String> {
+pub(crate) fn outcome_message(outcome: &Outcome, version: u32) -> Option<String> {
     if version >= 4 {
         let status = match outcome {
             Outcome::Exited(0) => serde_json::json!({
@@ -188,8 +188,14 @@ pub(crate) async fn exec<B: Backend>(
             return;
         }
     };
+    let ends = Ends {
+        stdin: channels.stdin.as_ref(),
+        resize: channels.resize.as_ref(),
+        stdout: channels.stdout.as_ref(),
+        stderr: channels.stderr.as_ref(),
+    };
     let outcome = tokio::select! {
-        outcome = run(&channels, process, backend.as_ref()) => outcome,
+        outcome = run(ends, process, backend.as_ref()) => outcome,
         // The client went away: dropping the process ends it.
         () = connection.wait_closed() => return,
     };
@@ -198,7 +204,48 @@ pub(crate) async fn exec<B: Backend>(
 
 /// Copies between the streams and the process until it exits and its
 /// output is drained.
-async fn run<B: Backend>(channels: &Channels, process: crate::ExecProcess, backend: &B) -> Outcome {
+/// A channel from the client (stdin, resize), over either transport.
+pub(crate) trait Input: Send + Sync {
+    /// The next bytes; None at the client's EOF.
+    fn next(&self) -> impl Future<Output = Option<Bytes>> + Send;
+    /// Nobody reads it any more.
+    fn discard(&self);
+}
+
+/// A channel to the client (stdout, stderr); `fin` ends it.
+pub(crate) trait Output: Send + Sync {
+    /// False once the client cannot take it.
+    fn send(&self, data: Bytes, fin: bool) -> impl Future<Output = bool> + Send;
+}
+
+impl Input for Arc<Stream> {
+    async fn next(&self) -> Option<Bytes> {
+        self.read_data().await.ok().flatten()
+    }
+    fn discard(&self) {
+        self.discard_incoming();
+    }
+}
+
+impl Output for Arc<Stream> {
+    async fn send(&self, data: Bytes, fin: bool) -> bool {
+        self.write_data(data, fin).await.is_ok()
+    }
+}
+
+/// The client's side of a session's channels.
+pub(crate) struct Ends<'a, I, O> {
+    pub stdin: Option<&'a I>,
+    pub resize: Option<&'a I>,
+    pub stdout: Option<&'a O>,
+    pub stderr: Option<&'a O>,
+}
+
+pub(crate) async fn run<B: Backend, I: Input, O: Output>(
+    channels: Ends<'_, I, O>,
+    process: crate::ExecProcess,
+    backend: &B,
+) -> Outcome {
     let crate::ExecProcess {
         stdin,
         stdout,
@@ -222,25 +269,25 @@ async fn run<B: Backend>(channels: &Channels, process: crate::ExecProcess, backe
         return Outcome::Failed("cannot watch the exec's stdio".into());
     };
     let stdin_copy = async {
-        match (channels.stdin.as_ref(), input) {
+        match (channels.stdin, input) {
             // A pipe's write end closes at the end of this arm: the
             // process sees EOF (a terminal's master stays open in `output`).
             (Some(from), Some(mut to)) => copy_in(from, &mut to).await,
-            (Some(from), None) => from.discard_incoming(),
+            (Some(from), None) => from.discard(),
             (None, _) => {}
         }
         std::future::pending::<()>().await
     };
     let resizes = async {
-        if let (Some(resize), Some(terminal)) = (channels.resize.as_ref(), terminal.as_ref()) {
+        if let (Some(resize), Some(terminal)) = (channels.resize, terminal.as_ref()) {
             follow_resizes(resize, terminal, backend).await;
         }
         std::future::pending::<()>().await
     };
     let outputs = async {
         tokio::join!(
-            copy_out(output, channels.stdout.as_ref()),
-            copy_out(stderr, channels.stderr.as_ref()),
+            copy_out(output, channels.stdout),
+            copy_out(stderr, channels.stderr),
         );
     };
     tokio::pin!(outputs, stdin_copy, resizes);
@@ -256,11 +303,8 @@ async fn run<B: Backend>(channels: &Channels, process: crate::ExecProcess, backe
     if !outputs_done {
         let _ = tokio::time::timeout(OUTPUT_GRACE, &mut outputs).await;
     }
-    for stream in [channels.stdout.as_ref(), channels.stderr.as_ref()]
-        .into_iter()
-        .flatten()
-    {
-        let _ = stream.write_data(Bytes::new(), true).await;
+    for output in [channels.stdout, channels.stderr].into_iter().flatten() {
+        output.send(Bytes::new(), true).await;
     }
     match exit_code {
         Ok(code) => Outcome::Exited(code),
@@ -270,23 +314,18 @@ async fn run<B: Backend>(channels: &Channels, process: crate::ExecProcess, backe
 
 /// Client → process, until the client's EOF (a terminal stays open for
 /// output then; the caller closes a pipe).
-async fn copy_in(from: &Stream, to: &mut pipe::Sender) {
-    loop {
-        match from.read_data().await {
-            Ok(Some(bytes)) => {
-                if to.write_all(&bytes).await.is_err() {
-                    from.discard_incoming();
-                    return;
-                }
-            }
-            Ok(None) | Err(_) => return,
+async fn copy_in(from: &impl Input, to: &mut pipe::Sender) {
+    while let Some(bytes) = from.next().await {
+        if to.write_all(&bytes).await.is_err() {
+            from.discard();
+            return;
         }
     }
 }
 
 /// Process → client, then FIN. Without a stream (the client asked for
 /// none) the output is read and dropped, so the process never blocks.
-async fn copy_out(from: Option<pipe::Receiver>, to: Option<&Arc<Stream>>) {
+async fn copy_out(from: Option<pipe::Receiver>, to: Option<&impl Output>) {
     let Some(mut from) = from else { return };
     let mut buf = vec![0u8; COPY_CHUNK];
     loop {
@@ -295,15 +334,13 @@ async fn copy_out(from: Option<pipe::Receiver>, to: Option<&Arc<Stream>>) {
             Ok(n) => {
                 if let Some(to) = to {
                     // A client that stopped reading still drains the pipe.
-                    let _ = to
-                        .write_data(Bytes::copy_from_slice(&buf[..n]), false)
-                        .await;
+                    to.send(Bytes::copy_from_slice(&buf[..n]), false).await;
                 }
             }
         }
     }
     if let Some(to) = to {
-        let _ = to.write_data(Bytes::new(), true).await;
+        to.send(Bytes::new(), true).await;
     }
 }
 
@@ -317,9 +354,9 @@ struct TerminalSize {
 
 /// Sizes from the resize stream: a sequence of JSON objects, split across
 /// frames as it happens.
-async fn follow_resizes<B: Backend>(resize: &Stream, terminal: &OwnedFd, backend: &B) {
+async fn follow_resizes<B: Backend>(resize: &impl Input, terminal: &OwnedFd, backend: &B) {
     let mut pending = Vec::new();
-    while let Ok(Some(bytes)) = resize.read_data().await {
+    while let Some(bytes) = resize.next().await {
         pending.extend_from_slice(&bytes);
         let (sizes, used) = parse_sizes(&pending);
         pending.drain(..used);
@@ -330,7 +367,7 @@ async fn follow_resizes<B: Backend>(resize: &Stream, terminal: &OwnedFd, backend
         }
         if pending.len() > 64 * 1024 {
             tracing::debug!("exec: resize stream is not JSON sizes; ignored");
-            resize.discard_incoming();
+            resize.discard();
             return;
         }
     }

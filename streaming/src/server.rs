@@ -120,13 +120,10 @@ fn route<B: Backend>(
             format!("{kind} token unknown, used or expired\n"),
         );
     };
-    let headers = request.headers();
-    if has_token(headers, UPGRADE, "websocket") {
-        return plain(
-            StatusCode::NOT_IMPLEMENTED,
-            "crid's streaming server speaks SPDY/3.1 only so far; WebSocket is not built yet\n",
-        );
+    if has_token(request.headers(), UPGRADE, "websocket") {
+        return websocket_upgrade(request, stream_request, backend);
     }
+    let headers = request.headers();
     if !has_token(headers, CONNECTION, "upgrade") || !has_token(headers, UPGRADE, "spdy/3.1") {
         return plain(
             StatusCode::BAD_REQUEST,
@@ -176,6 +173,78 @@ fn route<B: Backend>(
     headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
     headers.insert(UPGRADE, HeaderValue::from_static("SPDY/3.1"));
     headers.insert(PROTOCOL_HEADER, HeaderValue::from_static(protocol));
+    response
+}
+
+/// The WebSocket upgrade (RFC 6455) with the subprotocol the client
+/// offered first among those served; none offered is `channel.k8s.io`.
+fn websocket_upgrade<B: Backend>(
+    request: Request<Incoming>,
+    stream_request: StreamRequest,
+    backend: Arc<B>,
+) -> Response<Full<Bytes>> {
+    let StreamRequest::Exec(exec) = stream_request else {
+        return plain(
+            StatusCode::NOT_IMPLEMENTED,
+            format!(
+                "crid serves only exec over WebSocket so far; {} needs SPDY/3.1\n",
+                stream_request.kind()
+            ),
+        );
+    };
+    let headers = request.headers();
+    let Some(key) = headers.get("sec-websocket-key") else {
+        return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
+    };
+    if !has_token(headers, CONNECTION, "upgrade") {
+        return plain(StatusCode::BAD_REQUEST, "missing Connection: Upgrade\n");
+    }
+    let offered: Vec<&str> = headers
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    let chosen = offered.iter().find_map(|o| {
+        crate::websocket::EXEC_PROTOCOLS
+            .iter()
+            .find(|p| **p == *o)
+            .copied()
+    });
+    if chosen.is_none() && !offered.is_empty() {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "unable to negotiate a WebSocket subprotocol: client offers {offered:?}, server speaks {:?}\n",
+                crate::websocket::EXEC_PROTOCOLS
+            ),
+        );
+    }
+    let framing = crate::websocket::Framing::of(chosen.unwrap_or("channel.k8s.io"));
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let upgrade = hyper::upgrade::on(request);
+    tracing::debug!(protocol = ?chosen, "WebSocket exec upgrade accepted");
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(upgraded) => {
+                crate::websocket::exec(TokioIo::new(upgraded), framing, exec, backend).await
+            }
+            Err(error) => tracing::debug!(%error, "streaming upgrade failed"),
+        }
+    });
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&accept) {
+        headers.insert("sec-websocket-accept", accept);
+    }
+    if let Some(protocol) = chosen {
+        headers.insert("sec-websocket-protocol", HeaderValue::from_static(protocol));
+    }
     response
 }
 
