@@ -19,7 +19,6 @@ use spdystream_rs::frame::{DATA_FLAG_FIN, DataFrame, FLAG_FIN, Frame, SynStreamF
 use spdystream_rs::framer::Framer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Notify;
 
 /// A bound for waits on the server, not a timing assertion.
@@ -91,8 +90,11 @@ struct Received {
 }
 
 /// The client side of an SPDY connection.
+type Writer = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
+type Reader = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+
 struct Spdy {
-    writer: tokio::sync::Mutex<Framer<OwnedWriteHalf, tokio::io::Empty>>,
+    writer: tokio::sync::Mutex<Framer<Writer, tokio::io::Empty>>,
     next_id: AtomicU32,
     streams: Arc<std::sync::Mutex<HashMap<u32, Received>>>,
     changed: Arc<Notify>,
@@ -100,8 +102,9 @@ struct Spdy {
 }
 
 impl Spdy {
-    fn new(stream: TcpStream) -> Spdy {
-        let (read, write) = stream.into_split();
+    fn new(stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static) -> Spdy {
+        let (read, write) = tokio::io::split(stream);
+        let (read, write): (Reader, Writer) = (Box::new(read), Box::new(write));
         let streams = Arc::new(std::sync::Mutex::new(HashMap::<u32, Received>::new()));
         let changed = Arc::new(Notify::new());
         let reader = tokio::spawn(read_frames(read, streams.clone(), changed.clone()));
@@ -192,7 +195,7 @@ impl Drop for Spdy {
 }
 
 async fn read_frames(
-    read: OwnedReadHalf,
+    read: Reader,
     streams: Arc<std::sync::Mutex<HashMap<u32, Received>>>,
     changed: Arc<Notify>,
 ) {
@@ -393,7 +396,99 @@ async fn port_forward_serves_concurrent_connections_into_the_pod_and_survives_a_
         assert!(Instant::now() < deadline, "the pod connection stayed open");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+
+    // The same through WebSocket: SPDY in binary messages, as client-go's
+    // WebSocket port-forward dials it.
+    let url = port_forward_url(&world, &pod, vec![9000]).await;
+    let spdy = Spdy::new(websocket_tunnel(&url).await);
+    let error = spdy
+        .open(&[
+            ("streamtype", "error"),
+            ("port", "9000"),
+            ("requestid", "0"),
+        ])
+        .await;
+    let data = spdy
+        .open(&[("streamtype", "data"), ("port", "9000"), ("requestid", "0")])
+        .await;
+    let sent = pattern(3, 512 * 1024);
+    for chunk in sent.chunks(16384) {
+        spdy.send(data, chunk, false).await;
+    }
+    spdy.send(data, b"", true).await;
+    let echoed = spdy.ended(data).await;
+    assert!(echoed.data == sent, "echoed {} bytes", echoed.data.len());
+    assert!(spdy.ended(error).await.data.is_empty());
+    let refused_error = spdy
+        .open(&[
+            ("streamtype", "error"),
+            ("port", "9999"),
+            ("requestid", "1"),
+        ])
+        .await;
+    spdy.open(&[("streamtype", "data"), ("port", "9999"), ("requestid", "1")])
+        .await;
+    let refused = spdy.ended(refused_error).await;
+    assert!(
+        String::from_utf8_lossy(&refused.data).contains("refused"),
+        "{refused:?}"
+    );
+    drop(spdy);
     world.finish(&[&pod]).await;
+}
+
+/// A WebSocket connection to `url` with the port-forward tunnel protocol,
+/// as a byte stream (binary messages in, binary messages out).
+async fn websocket_tunnel(url: &str) -> tokio::io::DuplexStream {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let mut request = url
+        .replace("http://", "ws://")
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "SPDY/3.1+portforward.k8s.io".parse().expect("protocol"),
+    );
+    let host = url["http://".len()..].split('/').next().expect("host");
+    let tcp = TcpStream::connect(host).await.expect("connect");
+    let (socket, response) = tokio_tungstenite::client_async(request, tcp)
+        .await
+        .expect("WebSocket upgrade");
+    assert_eq!(
+        response.headers()["sec-websocket-protocol"],
+        "SPDY/3.1+portforward.k8s.io"
+    );
+    let (ours, theirs) = tokio::io::duplex(1 << 20);
+    let (mut sink, mut source) = socket.split();
+    let (mut from_client, mut to_client) = tokio::io::split(theirs);
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = source.next().await {
+            match message {
+                Message::Binary(bytes) if to_client.write_all(&bytes).await.is_err() => break,
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        let _ = to_client.shutdown().await;
+    });
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match from_client.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if sink.send(Message::binary(buf[..n].to_vec())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = sink.close().await;
+    });
+    ours
 }
 
 /// TCP connections established in the container's network namespace.

@@ -22,6 +22,7 @@ mod portforward;
 mod remotecommand;
 mod requests;
 mod server;
+mod tunnel;
 mod websocket;
 
 pub use requests::{Requests, TOKEN_TTL};

@@ -183,15 +183,6 @@ fn websocket_upgrade<B: Backend>(
     stream_request: StreamRequest,
     backend: Arc<B>,
 ) -> Response<Full<Bytes>> {
-    let StreamRequest::Exec(exec) = stream_request else {
-        return plain(
-            StatusCode::NOT_IMPLEMENTED,
-            format!(
-                "crid serves only exec over WebSocket so far; {} needs SPDY/3.1\n",
-                stream_request.kind()
-            ),
-        );
-    };
     let headers = request.headers();
     let Some(key) = headers.get("sec-websocket-key") else {
         return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
@@ -207,31 +198,55 @@ fn websocket_upgrade<B: Backend>(
         .map(str::trim)
         .filter(|p| !p.is_empty())
         .collect();
-    let chosen = offered.iter().find_map(|o| {
-        crate::websocket::EXEC_PROTOCOLS
-            .iter()
-            .find(|p| **p == *o)
-            .copied()
-    });
-    if chosen.is_none() && !offered.is_empty() {
+    let supported: &[&'static str] = match stream_request {
+        StreamRequest::Exec(_) => &crate::websocket::EXEC_PROTOCOLS,
+        StreamRequest::PortForward(_) => &[crate::tunnel::PORTFORWARD_PROTOCOL],
+        StreamRequest::Attach(_) => {
+            return plain(
+                StatusCode::NOT_IMPLEMENTED,
+                "attach over WebSocket is not implemented by crid yet\n",
+            );
+        }
+    };
+    let chosen = offered
+        .iter()
+        .find_map(|o| supported.iter().find(|p| **p == *o).copied());
+    // Exec without a subprotocol is channel.k8s.io; port-forward needs its own.
+    let defaulted = matches!(stream_request, StreamRequest::Exec(_)) && offered.is_empty();
+    if chosen.is_none() && !defaulted {
         return plain(
             StatusCode::BAD_REQUEST,
             format!(
-                "unable to negotiate a WebSocket subprotocol: client offers {offered:?}, server speaks {:?}\n",
-                crate::websocket::EXEC_PROTOCOLS
+                "unable to negotiate a WebSocket subprotocol: client offers {offered:?}, server speaks {supported:?}\n"
             ),
         );
     }
-    let framing = crate::websocket::Framing::of(chosen.unwrap_or("channel.k8s.io"));
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let upgrade = hyper::upgrade::on(request);
-    tracing::debug!(protocol = ?chosen, "WebSocket exec upgrade accepted");
+    tracing::debug!(protocol = ?chosen, "WebSocket upgrade accepted");
     tokio::spawn(async move {
-        match upgrade.await {
-            Ok(upgraded) => {
-                crate::websocket::exec(TokioIo::new(upgraded), framing, exec, backend).await
+        let upgraded = match upgrade.await {
+            Ok(upgraded) => TokioIo::new(upgraded),
+            Err(error) => {
+                tracing::debug!(%error, "streaming upgrade failed");
+                return;
             }
-            Err(error) => tracing::debug!(%error, "streaming upgrade failed"),
+        };
+        match stream_request {
+            StreamRequest::Exec(exec) => {
+                let framing = crate::websocket::Framing::of(chosen.unwrap_or("channel.k8s.io"));
+                crate::websocket::exec(upgraded, framing, exec, backend).await
+            }
+            request => {
+                let socket = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                    upgraded,
+                    tokio_tungstenite::tungstenite::protocol::Role::Server,
+                    None,
+                )
+                .await;
+                let tunnel = crate::tunnel::Tunnel::new(socket);
+                run_spdy(tunnel, request, PORTFORWARD_PROTOCOLS[0], backend).await
+            }
         }
     });
     let mut response = Response::new(Full::new(Bytes::new()));
@@ -287,12 +302,14 @@ fn negotiate(headers: &HeaderMap, supported: &[&'static str]) -> Negotiated {
 
 /// Serves the SPDY connection: every stream the client opens is accepted
 /// and handed to the session, in order.
-async fn run_spdy<B: Backend>(
-    io: TokioIo<hyper::upgrade::Upgraded>,
+async fn run_spdy<B: Backend, IO>(
+    io: IO,
     request: StreamRequest,
     protocol: &'static str,
     backend: Arc<B>,
-) {
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     // Bounded: a client that opens streams faster than the session takes
     // them waits (each handler task holds its stream until then).
     let (streams_tx, streams) = mpsc::channel::<Arc<Stream>>(64);

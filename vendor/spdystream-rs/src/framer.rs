@@ -196,6 +196,14 @@ impl<W: AsyncWrite + Unpin, R: AsyncRead + Unpin> Framer<W, R> {
 
     /// Write any frame.
     pub async fn write_frame(&mut self, frame: &Frame) -> Result<()> {
+        self.write_frame_unflushed(frame).await?;
+        // crid's fork: a buffering transport (SPDY tunnelled in WebSocket
+        // messages) gets each frame out at once.
+        self.writer.flush().await?;
+        Ok(())
+    }
+
+    async fn write_frame_unflushed(&mut self, frame: &Frame) -> Result<()> {
         match frame {
             Frame::SynStream(f) => self.write_syn_stream(f).await,
             Frame::SynReply(f) => self.write_syn_reply(f).await,
