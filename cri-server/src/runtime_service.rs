@@ -271,7 +271,11 @@ impl RuntimeService for RuntimeApi {
     }
 
     async fn attach(&self, request: Request<AttachRequest>) -> RpcResult<AttachResponse> {
-        traced("Attach", request, |_| not_built("Attach")).await
+        let daemon = self.daemon.clone();
+        traced("Attach", request, |request| {
+            crate::streaming::attach(daemon, request)
+        })
+        .await
     }
 
     async fn port_forward(

@@ -112,6 +112,43 @@ pub async fn exec(
     Ok(cri::ExecResponse { url })
 }
 
+pub async fn attach(
+    daemon: Arc<Daemon>,
+    request: cri::AttachRequest,
+) -> Result<cri::AttachResponse, CridError> {
+    let container = daemon
+        .container_records
+        .find("container_id", &request.container_id)?
+        .ok_or_else(|| {
+            CridError::NotFound(format!("container {:?} not found", request.container_id))
+        })?;
+    if request.tty && request.stderr {
+        return Err(CridError::invalid(
+            "stderr",
+            "true",
+            "tty and stderr cannot both be true (a terminal has one output)",
+        ));
+    }
+    if !(request.stdin || request.stdout || request.stderr) {
+        return Err(CridError::invalid(
+            "stdin",
+            "false",
+            "one of stdin, stdout and stderr must be true",
+        ));
+    }
+    let url = url_for(
+        &daemon,
+        StreamRequest::Attach(streaming::AttachRequest {
+            container_id: container.id.clone(),
+            tty: request.tty,
+            stdin: request.stdin,
+            stdout: request.stdout,
+            stderr: request.stderr,
+        }),
+    )?;
+    Ok(cri::AttachResponse { url })
+}
+
 /// What the streaming sessions do in crid's pods and containers.
 pub struct Sessions {
     daemon: Arc<Daemon>,
@@ -198,6 +235,70 @@ impl streaming::Backend for Sessions {
             process.stderr = fds.next();
         }
         Ok(process)
+    }
+
+    async fn attach(
+        &self,
+        request: &streaming::AttachRequest,
+    ) -> Result<streaming::AttachSession, String> {
+        use proto::monitor::MonitorRequest;
+        use streaming::{AttachInput, AttachOutput};
+        let container = self
+            .daemon
+            .container_records
+            .get(&request.container_id)
+            .ok_or_else(|| format!("container {} is gone", request.container_id))?;
+        let runtime::Attachment {
+            output: mut from_monitor,
+            input: mut to_monitor,
+            ..
+        } = crate::containers::monitor(&self.daemon, &container)
+            .attach(&container.id)
+            .await
+            .map_err(|error| error.to_string())?;
+        let (output_tx, output) = tokio::sync::mpsc::channel(64);
+        let (input, mut input_rx) = tokio::sync::mpsc::channel::<AttachInput>(64);
+        // Each pump ends with its session's side; the connection to the
+        // monitor closes (detaching) once both have.
+        tokio::spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    event = from_monitor.next() => event,
+                    () = output_tx.closed() => return,
+                };
+                let event = match event {
+                    Ok(runtime::AttachEvent::Output { stderr, data }) => AttachOutput::Output {
+                        stderr,
+                        data: data.into(),
+                    },
+                    Ok(runtime::AttachEvent::Ended(_)) => AttachOutput::Ended,
+                    Err(error) => {
+                        tracing::debug!(%error, "attach output ended");
+                        return;
+                    }
+                };
+                if output_tx.send(event).await.is_err() {
+                    return;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(input) = input_rx.recv().await {
+                let request = match input {
+                    AttachInput::Data(data) => MonitorRequest::AttachInput {
+                        data: data.to_vec(),
+                    },
+                    AttachInput::Close => MonitorRequest::AttachCloseStdin,
+                    AttachInput::Resize { width, height } => {
+                        MonitorRequest::AttachResize { width, height }
+                    }
+                };
+                if to_monitor.send(&request).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(streaming::AttachSession { output, input })
     }
 
     fn resize(&self, terminal: &OwnedFd, width: u16, height: u16) -> io::Result<()> {

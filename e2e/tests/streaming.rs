@@ -590,8 +590,14 @@ async fn exec(world: &World, container: &str, cmd: &[&str], tty: bool, stdin: bo
         url.starts_with("http://127.0.0.1:") && url.contains("/exec/"),
         "{url}"
     );
+    remotecommand(&url, tty, stdin).await
+}
+
+/// An exec or attach URL upgraded with client-go's offer, and its streams
+/// opened in client-go's order.
+async fn remotecommand(url: &str, tty: bool, stdin: bool) -> Exec {
     let session = upgrade(
-        &url,
+        url,
         &[
             "v5.channel.k8s.io",
             "v4.channel.k8s.io",
@@ -900,5 +906,100 @@ async fn exec_over_websocket_speaks_v5_and_base64() {
     assert_eq!(String::from_utf8_lossy(&channels[&1]), "plain\n");
     let status: serde_json::Value = serde_json::from_slice(&channels[&3]).expect("status");
     assert_eq!(status["status"], "Success", "{status}");
+    world.finish(&[&pod]).await;
+}
+
+async fn attach(world: &World, container: &str) -> Exec {
+    let url = world
+        .rt()
+        .await
+        .attach(cri::AttachRequest {
+            container_id: container.into(),
+            stdin: true,
+            tty: false,
+            stdout: true,
+            stderr: true,
+        })
+        .await
+        .expect("Attach")
+        .into_inner()
+        .url;
+    assert!(url.contains("/attach/"), "{url}");
+    remotecommand(&url, false, true).await
+}
+
+#[tokio::test]
+async fn attachers_share_the_containers_stdio_and_detach_without_stopping_it() {
+    let world = World::new().await;
+    let pod = world.pod("attach").await;
+    let mut config = world.container_config(
+        "reader",
+        &[
+            "sh",
+            "-c",
+            "while read line; do echo seen:$line; echo err:$line >&2; done",
+        ],
+    );
+    config.stdin = true;
+    let ctr = world.run_config(&pod, config).await;
+
+    let first = attach(&world, &ctr).await;
+    let second = attach(&world, &ctr).await;
+    let first_stdin = first.stdin.expect("stdin");
+    // Both attached (the second sees what the first's input made).
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        first.spdy.send(first_stdin, b"sync\n", false).await;
+        let seen = second
+            .spdy
+            .until(second.stdout, |_| true)
+            .await
+            .data
+            .windows(9)
+            .any(|w| w == b"seen:sync");
+        if seen {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the second attacher saw nothing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    first.spdy.send(first_stdin, b"one\n", false).await;
+    for session in [&first, &second] {
+        let contains = |r: &Received, what: &[u8]| r.data.windows(what.len()).any(|w| w == what);
+        session
+            .spdy
+            .until(session.stdout, |r| contains(r, b"seen:one\n"))
+            .await;
+        session
+            .spdy
+            .until(session.stderr.expect("stderr"), |r| {
+                contains(r, b"err:one\n")
+            })
+            .await;
+    }
+
+    // The first detaches: the container goes on, the second still talks.
+    drop(first);
+    let second_stdin = second.stdin.expect("stdin");
+    second.spdy.send(second_stdin, b"two\n", false).await;
+    second
+        .spdy
+        .until(second.stdout, |r| {
+            r.data.windows(9).any(|w| w == b"seen:two\n")
+        })
+        .await;
+    let (status, _) = world.status(&ctr).await;
+    assert_eq!(status.state(), cri::ContainerState::ContainerRunning);
+    let log = std::fs::read_to_string(world.log_file("attach", "reader")).expect("log");
+    assert!(
+        log.contains("seen:one") && log.contains("seen:two"),
+        "{log}"
+    );
+
+    // Its end ends the attach, successfully.
+    world.stop(&ctr, 0).await;
+    let stdout = second.spdy.ended(second.stdout).await;
+    assert!(!stdout.reset);
+    assert_eq!(exec_status(&second).await["status"], "Success");
     world.finish(&[&pod]).await;
 }

@@ -123,6 +123,21 @@ pub enum MonitorRequest {
     /// it. A version 2 monitor from before this request answers
     /// `Error { kind: InvalidRequest }`.
     ExecAttached(ExecAttached),
+    /// (v2) Attach to a running container's stdio: answered by
+    /// `Attached`, then the monitor pushes `AttachOutput` frames (output
+    /// from now on; the log keeps being written) and a last `AttachEnded`
+    /// when the container exits. crid sends `AttachInput`,
+    /// `AttachCloseStdin` and `AttachResize` on the same connection and
+    /// detaches by closing it. Several attachers share one container.
+    Attach { id: String },
+    /// (v2) Bytes for the attached container's stdin (dropped when it
+    /// has none, or when its stdin does not take them now).
+    AttachInput { data: Vec<u8> },
+    /// (v2) The attacher's stdin ended: the container's stdin is closed
+    /// if it is `stdin_once`.
+    AttachCloseStdin,
+    /// (v2) The attached container's terminal size.
+    AttachResize { width: u16, height: u16 },
     /// (v2) Answered by `Hello` with the monitor's protocol version.
     Hello,
     /// (v2) Answered by `Subscribed` (everything `Status` and `Containers`
@@ -160,6 +175,10 @@ impl MonitorRequest {
             MonitorRequest::ReopenLog { .. } => "ReopenLog",
             MonitorRequest::Exec { .. } => "Exec",
             MonitorRequest::ExecAttached(_) => "ExecAttached",
+            MonitorRequest::Attach { .. } => "Attach",
+            MonitorRequest::AttachInput { .. } => "AttachInput",
+            MonitorRequest::AttachCloseStdin => "AttachCloseStdin",
+            MonitorRequest::AttachResize { .. } => "AttachResize",
             MonitorRequest::Hello => "Hello",
             MonitorRequest::Subscribe => "Subscribe",
         }
@@ -322,6 +341,19 @@ pub enum MonitorResponse {
     },
     /// (v2) How an `ExecAttached` process ended.
     ExecEnded {
+        exit: ExitStatus,
+    },
+    /// (v2) The answer to `Attach`.
+    Attached {
+        tty: bool,
+    },
+    /// (v2) Output of an attached container (stdout only with a tty).
+    AttachOutput {
+        stderr: bool,
+        data: Vec<u8>,
+    },
+    /// (v2) The attached container exited; nothing follows.
+    AttachEnded {
         exit: ExitStatus,
     },
     /// (v2) The answer to `Hello`.

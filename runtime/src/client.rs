@@ -382,6 +382,48 @@ impl MonitorClient {
         }
     }
 
+    /// Attaches to a running container's stdio (`Attach`): its output
+    /// from now on, and a way to send it input. Dropping both halves
+    /// detaches.
+    pub async fn attach(&self, id: &str) -> Result<Attachment, MonitorError> {
+        let request = MonitorRequest::Attach { id: id.to_string() };
+        let framing = self.framing_for(&request).await?;
+        let exchange = async {
+            let (_dir, socket) = short_path(&self.pod_dir, SOCKET_FILE)?;
+            let mut stream = UnixStream::connect(socket).await?;
+            write_frame_async(&mut stream, &request, framing).await?;
+            let mut received = Vec::new();
+            loop {
+                if let Some((response, _)) = take_frame::<MonitorResponse>(&mut received)? {
+                    return Ok((stream, received, response));
+                }
+                if stream.read_buf(&mut received).await? == 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the monitor closed the connection without an answer",
+                    ));
+                }
+            }
+        };
+        let (stream, received, response) = self.bounded(REQUEST_TIMEOUT, exchange).await?;
+        match response {
+            MonitorResponse::Attached { tty } => {
+                let (read, write) = stream.into_split();
+                Ok(Attachment {
+                    tty,
+                    output: AttachOutput {
+                        pod_dir: self.pod_dir.clone(),
+                        read,
+                        received,
+                    },
+                    input: AttachInput { write, framing },
+                })
+            }
+            MonitorResponse::Error { kind, message } => Err(self.refused(kind, message)),
+            other => Err(self.unexpected(&request, &other)),
+        }
+    }
+
     pub async fn request(&self, request: &MonitorRequest) -> Result<MonitorResponse, MonitorError> {
         self.request_within(request, REQUEST_TIMEOUT).await
     }
@@ -503,5 +545,85 @@ impl ExecEnding {
                 Err(error) => return Err(ended(&self.pod_dir, error)),
             }
         }
+    }
+}
+
+/// An attach session with a container's stdio.
+#[derive(Debug)]
+pub struct Attachment {
+    pub tty: bool,
+    pub output: AttachOutput,
+    pub input: AttachInput,
+}
+
+/// What an attached container writes, as it comes.
+#[derive(Debug)]
+pub struct AttachOutput {
+    pod_dir: PathBuf,
+    read: tokio::net::unix::OwnedReadHalf,
+    received: Vec<u8>,
+}
+
+/// One piece of an attached container's output, or its end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttachEvent {
+    Output { stderr: bool, data: Vec<u8> },
+    Ended(ExitStatus),
+}
+
+impl AttachOutput {
+    /// The next output. Cancel-safe (what was read stays buffered).
+    pub async fn next(&mut self) -> Result<AttachEvent, MonitorError> {
+        loop {
+            let taken = take_frame::<MonitorResponse>(&mut self.received).map_err(|source| {
+                MonitorError::Unreachable {
+                    pod_dir: self.pod_dir.clone(),
+                    source,
+                }
+            })?;
+            match taken {
+                Some((MonitorResponse::AttachOutput { stderr, data }, _)) => {
+                    return Ok(AttachEvent::Output { stderr, data });
+                }
+                Some((MonitorResponse::AttachEnded { exit }, _)) => {
+                    return Ok(AttachEvent::Ended(exit));
+                }
+                Some((other, _)) => {
+                    return Err(MonitorError::Unexpected {
+                        pod_dir: self.pod_dir.clone(),
+                        request: "Attach",
+                        response: format!("{other:?}"),
+                    });
+                }
+                None => {}
+            }
+            let read = self.read.read_buf(&mut self.received).await;
+            let source = match read {
+                Ok(0) => std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the monitor ended the attach session",
+                ),
+                Ok(_) => continue,
+                Err(error) => error,
+            };
+            return Err(MonitorError::Unreachable {
+                pod_dir: self.pod_dir.clone(),
+                source,
+            });
+        }
+    }
+}
+
+/// Input for an attached container.
+#[derive(Debug)]
+pub struct AttachInput {
+    write: tokio::net::unix::OwnedWriteHalf,
+    framing: Framing,
+}
+
+impl AttachInput {
+    /// Sends `AttachInput`, `AttachCloseStdin` or `AttachResize`.
+    pub async fn send(&mut self, request: &MonitorRequest) -> std::io::Result<()> {
+        write_frame_async(&mut self.write, request, self.framing).await
     }
 }

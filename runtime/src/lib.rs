@@ -15,7 +15,10 @@ pub mod spec;
 mod sys;
 pub mod wire;
 
-pub use client::{AttachedExec, ExecEnding, MonitorClient, MonitorError, StartedMonitor};
+pub use client::{
+    AttachEvent, AttachInput, AttachOutput, AttachedExec, Attachment, ExecEnding, MonitorClient,
+    MonitorError, StartedMonitor,
+};
 
 /// Sets the window size of an exec's terminal (its pty master, which crid
 /// holds).

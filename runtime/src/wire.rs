@@ -64,6 +64,13 @@ impl Message for MonitorEvent {}
 
 impl Message for MonitorResponse {
     fn detach(&self) -> Option<(Self, Vec<&[u8]>)> {
+        if let MonitorResponse::AttachOutput { stderr, data } = self {
+            let bare = MonitorResponse::AttachOutput {
+                stderr: *stderr,
+                data: Vec::new(),
+            };
+            return Some((bare, vec![data.as_slice()]));
+        }
         let MonitorResponse::ExecResult {
             stdout,
             stderr,
@@ -86,6 +93,10 @@ impl Message for MonitorResponse {
                 let mut attached = attached.into_iter();
                 *stdout = attached.next().unwrap_or_default();
                 *stderr = attached.next().unwrap_or_default();
+                Ok(())
+            }
+            MonitorResponse::AttachOutput { data, .. } if attached.len() == 1 => {
+                *data = attached.into_iter().next().unwrap_or_default();
                 Ok(())
             }
             _ if attached.is_empty() => Ok(()),

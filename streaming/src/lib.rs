@@ -109,6 +109,32 @@ pub struct ExecProcess {
     pub exit: BoxFuture<io::Result<i32>>,
 }
 
+/// What an attached container writes, or that it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttachOutput {
+    Output { stderr: bool, data: bytes::Bytes },
+    Ended,
+}
+
+/// What an attach session sends the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttachInput {
+    Data(bytes::Bytes),
+    /// The client's stdin ended.
+    Close,
+    Resize {
+        width: u16,
+        height: u16,
+    },
+}
+
+/// A session attached to a container's stdio. Dropping it detaches; the
+/// container goes on.
+pub struct AttachSession {
+    pub output: tokio::sync::mpsc::Receiver<AttachOutput>,
+    pub input: tokio::sync::mpsc::Sender<AttachInput>,
+}
+
 /// What the daemon does for the streaming sessions.
 pub trait Backend: Send + Sync + 'static {
     /// A TCP connection to `127.0.0.1:port` inside the pod's network
@@ -124,6 +150,12 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         request: &ExecRequest,
     ) -> impl Future<Output = Result<ExecProcess, String>> + Send;
+
+    /// Attaches to the container's own stdio; the error says why not.
+    fn attach(
+        &self,
+        request: &AttachRequest,
+    ) -> impl Future<Output = Result<AttachSession, String>> + Send;
 
     /// Sets the window size of an exec's terminal.
     fn resize(&self, terminal: &OwnedFd, width: u16, height: u16) -> io::Result<()>;

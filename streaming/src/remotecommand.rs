@@ -312,6 +312,130 @@ pub(crate) async fn run<B: Backend, I: Input, O: Output>(
     }
 }
 
+/// Attach over SPDY: as exec, with the container's own stdio.
+pub(crate) async fn attach<B: Backend>(
+    connection: &Connection,
+    mut streams: mpsc::Receiver<Arc<Stream>>,
+    request: crate::AttachRequest,
+    protocol: &str,
+    backend: Arc<B>,
+) {
+    let version = version(protocol);
+    let expected = Expected {
+        stdin: request.stdin,
+        stdout: request.stdout,
+        stderr: request.stderr && !request.tty,
+        resize: request.tty && version >= 3,
+    };
+    let channels = match Channels::gather(&mut streams, expected).await {
+        Ok(channels) => channels,
+        Err(partial) => {
+            let outcome =
+                Outcome::Failed("timed out waiting for the client to create streams".into());
+            report(partial.error.as_ref(), &outcome, version).await;
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while let Some(stream) = streams.recv().await {
+            stream.discard_incoming();
+        }
+    });
+    let session = match backend.attach(&request).await {
+        Ok(session) => session,
+        Err(message) => {
+            report(channels.error.as_ref(), &Outcome::Failed(message), version).await;
+            return;
+        }
+    };
+    let ends = Ends {
+        stdin: channels.stdin.as_ref(),
+        resize: channels.resize.as_ref(),
+        stdout: channels.stdout.as_ref(),
+        stderr: channels.stderr.as_ref(),
+    };
+    let outcome = tokio::select! {
+        outcome = run_attached(ends, session) => outcome,
+        // The client went away: dropping the session detaches.
+        () = connection.wait_closed() => return,
+    };
+    report(channels.error.as_ref(), &outcome, version).await;
+}
+
+/// Copies between the client's channels and an attached container until
+/// it exits.
+pub(crate) async fn run_attached<I: Input, O: Output>(
+    channels: Ends<'_, I, O>,
+    session: crate::AttachSession,
+) -> Outcome {
+    use crate::{AttachInput, AttachOutput};
+    let crate::AttachSession { mut output, input } = session;
+    let resize_input = input.clone();
+    let stdin_copy = async {
+        if let Some(from) = channels.stdin {
+            while let Some(bytes) = from.next().await {
+                if input.send(AttachInput::Data(bytes)).await.is_err() {
+                    break;
+                }
+            }
+            let _ = input.send(AttachInput::Close).await;
+        }
+        std::future::pending::<()>().await
+    };
+    let resizes = async {
+        if let Some(resize) = channels.resize {
+            let mut pending = Vec::new();
+            while let Some(bytes) = resize.next().await {
+                pending.extend_from_slice(&bytes);
+                let (sizes, used) = parse_sizes(&pending);
+                pending.drain(..used);
+                for size in sizes {
+                    let size = AttachInput::Resize {
+                        width: size.width,
+                        height: size.height,
+                    };
+                    if resize_input.send(size).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        std::future::pending::<()>().await
+    };
+    let outputs = async {
+        while let Some(event) = output.recv().await {
+            match event {
+                AttachOutput::Output { stderr, data } => {
+                    let to = if stderr {
+                        channels.stderr
+                    } else {
+                        channels.stdout
+                    };
+                    if let Some(to) = to {
+                        to.send(data, false).await;
+                    }
+                }
+                AttachOutput::Ended => return true,
+            }
+        }
+        false
+    };
+    let ended = tokio::select! {
+        ended = outputs => ended,
+        () = stdin_copy => false,
+        () = resizes => false,
+    };
+    for output in [channels.stdout, channels.stderr].into_iter().flatten() {
+        output.send(Bytes::new(), true).await;
+    }
+    if ended {
+        // As kubelet: the container's end ends the attach, successfully.
+        Outcome::Exited(0)
+    } else {
+        Outcome::Failed("the container's monitor ended the attach session".into())
+    }
+}
+
 /// Client → process, until the client's EOF (a terminal stays open for
 /// output then; the caller closes a pipe).
 async fn copy_in(from: &impl Input, to: &mut pipe::Sender) {
@@ -397,32 +521,6 @@ fn parse_sizes(bytes: &[u8]) -> (Vec<TerminalSize>, usize) {
         }
     }
     (sizes, used)
-}
-
-/// A session that cannot be served (attach, not built yet): the reason on
-/// the error stream once the client opened it.
-pub(crate) async fn refuse(
-    _connection: &Connection,
-    mut streams: mpsc::Receiver<Arc<Stream>>,
-    protocol: &str,
-    message: String,
-) {
-    let version = version(protocol);
-    let deadline = tokio::time::Instant::now() + STREAM_CREATION_TIMEOUT;
-    let mut channels = Channels::default();
-    while channels.error.is_none() {
-        match tokio::time::timeout_at(deadline, streams.recv()).await {
-            Ok(Some(stream)) => channels.take(stream),
-            Ok(None) | Err(_) => return,
-        }
-    }
-    report(channels.error.as_ref(), &Outcome::Failed(message), version).await;
-    for stream in [channels.stdout.as_ref(), channels.stderr.as_ref()]
-        .into_iter()
-        .flatten()
-    {
-        let _ = stream.write_data(Bytes::new(), true).await;
-    }
 }
 
 #[cfg(test)]

@@ -177,7 +177,8 @@ fn route<B: Backend>(
 }
 
 /// The WebSocket upgrade (RFC 6455) with the subprotocol the client
-/// offered first among those served; none offered is `channel.k8s.io`.
+/// offered first among those served; for exec and attach none offered is
+/// `channel.k8s.io`.
 fn websocket_upgrade<B: Backend>(
     request: Request<Incoming>,
     stream_request: StreamRequest,
@@ -201,18 +202,13 @@ fn websocket_upgrade<B: Backend>(
     let supported: &[&'static str] = match stream_request {
         StreamRequest::Exec(_) => &crate::websocket::EXEC_PROTOCOLS,
         StreamRequest::PortForward(_) => &[crate::tunnel::PORTFORWARD_PROTOCOL],
-        StreamRequest::Attach(_) => {
-            return plain(
-                StatusCode::NOT_IMPLEMENTED,
-                "attach over WebSocket is not implemented by crid yet\n",
-            );
-        }
+        StreamRequest::Attach(_) => &crate::websocket::EXEC_PROTOCOLS,
     };
     let chosen = offered
         .iter()
         .find_map(|o| supported.iter().find(|p| **p == *o).copied());
     // Exec without a subprotocol is channel.k8s.io; port-forward needs its own.
-    let defaulted = matches!(stream_request, StreamRequest::Exec(_)) && offered.is_empty();
+    let defaulted = !matches!(stream_request, StreamRequest::PortForward(_)) && offered.is_empty();
     if chosen.is_none() && !defaulted {
         return plain(
             StatusCode::BAD_REQUEST,
@@ -235,7 +231,13 @@ fn websocket_upgrade<B: Backend>(
         match stream_request {
             StreamRequest::Exec(exec) => {
                 let framing = crate::websocket::Framing::of(chosen.unwrap_or("channel.k8s.io"));
-                crate::websocket::exec(upgraded, framing, exec, backend).await
+                let session = crate::websocket::Session::Exec(exec);
+                crate::websocket::serve(upgraded, framing, session, backend).await
+            }
+            StreamRequest::Attach(attach) => {
+                let framing = crate::websocket::Framing::of(chosen.unwrap_or("channel.k8s.io"));
+                let session = crate::websocket::Session::Attach(attach);
+                crate::websocket::serve(upgraded, framing, session, backend).await
             }
             request => {
                 let socket = tokio_tungstenite::WebSocketStream::from_raw_socket(
@@ -338,16 +340,7 @@ async fn run_spdy<B: Backend, IO>(
             crate::remotecommand::exec(&connection, streams, request, protocol, backend).await
         }
         StreamRequest::Attach(request) => {
-            crate::remotecommand::refuse(
-                &connection,
-                streams,
-                protocol,
-                format!(
-                    "attach to container {} is not implemented by crid yet",
-                    request.container_id
-                ),
-            )
-            .await
+            crate::remotecommand::attach(&connection, streams, request, protocol, backend).await
         }
     }
     connection.finish(CLOSE_GRACE).await;

@@ -1,4 +1,4 @@
-//! Exec over WebSocket (`v5.channel.k8s.io`, `v4.channel.k8s.io`,
+//! Exec and attach over WebSocket (`v5.channel.k8s.io`, `v4.channel.k8s.io`,
 //! `v4.base64.channel.k8s.io`, `channel.k8s.io`, `base64.channel.k8s.io`):
 //! every message carries one channel's bytes behind a channel byte (0
 //! stdin, 1 stdout, 2 stderr, 3 error, 4 resize); the base64 protocols
@@ -17,7 +17,12 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::remotecommand::{self, Ends, Input, Outcome, Output};
-use crate::{Backend, ExecRequest};
+use crate::{AttachRequest, AttachSession, Backend, ExecProcess, ExecRequest};
+
+enum Started {
+    Exec(ExecProcess),
+    Attach(AttachSession),
+}
 
 const STDIN: u8 = 0;
 const STDOUT: u8 = 1;
@@ -119,12 +124,22 @@ impl Output for WsOutput {
     }
 }
 
-pub(crate) async fn exec<B: Backend>(
+/// What a WebSocket session runs.
+pub(crate) enum Session {
+    Exec(ExecRequest),
+    Attach(AttachRequest),
+}
+
+pub(crate) async fn serve<B: Backend>(
     io: TokioIo<hyper::upgrade::Upgraded>,
     framing: Framing,
-    request: ExecRequest,
+    session: Session,
     backend: Arc<B>,
 ) {
+    let (stdin_wanted, stdout_wanted, stderr_wanted, tty) = match &session {
+        Session::Exec(r) => (r.stdin, r.stdout, r.stderr, r.tty),
+        Session::Attach(r) => (r.stdin, r.stdout, r.stderr, r.tty),
+    };
     let socket = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
     let (mut sink, mut source) = socket.split();
     let (messages, mut outgoing) = mpsc::channel::<Message>(64);
@@ -174,27 +189,41 @@ pub(crate) async fn exec<B: Backend>(
             }
         }
     };
-    match backend.exec(&request).await {
+    let (stdin, resize) = (
+        WsInput(Mutex::new(stdin_rx)),
+        WsInput(Mutex::new(resize_rx)),
+    );
+    let output = |channel| WsOutput {
+        channel,
+        framing,
+        messages: messages.clone(),
+    };
+    let (stdout, stderr) = (output(STDOUT), output(STDERR));
+    let ends = || Ends {
+        stdin: stdin_wanted.then_some(&stdin),
+        resize: (tty && framing.version >= 4).then_some(&resize),
+        stdout: stdout_wanted.then_some(&stdout),
+        stderr: (stderr_wanted && !tty).then_some(&stderr),
+    };
+    let started = match &session {
+        Session::Exec(request) => backend.exec(request).await.map(Started::Exec),
+        Session::Attach(request) => backend.attach(request).await.map(Started::Attach),
+    };
+    match started {
         Err(message) => error(Outcome::Failed(message)).await,
-        Ok(process) => {
-            let (stdin, resize) = (
-                WsInput(Mutex::new(stdin_rx)),
-                WsInput(Mutex::new(resize_rx)),
-            );
-            let output = |channel| WsOutput {
-                channel,
-                framing,
-                messages: messages.clone(),
-            };
-            let (stdout, stderr) = (output(STDOUT), output(STDERR));
-            let ends = Ends {
-                stdin: request.stdin.then_some(&stdin),
-                resize: (request.tty && framing.version >= 4).then_some(&resize),
-                stdout: request.stdout.then_some(&stdout),
-                stderr: (request.stderr && !request.tty).then_some(&stderr),
+        Ok(started) => {
+            let outcome = async {
+                match started {
+                    Started::Exec(process) => {
+                        remotecommand::run(ends(), process, backend.as_ref()).await
+                    }
+                    Started::Attach(attached) => {
+                        remotecommand::run_attached(ends(), attached).await
+                    }
+                }
             };
             tokio::select! {
-                outcome = remotecommand::run(ends, process, backend.as_ref()) => error(outcome).await,
+                outcome = outcome => error(outcome).await,
                 // The client went away: dropping the process ends it.
                 _ = &mut reader => {}
             }

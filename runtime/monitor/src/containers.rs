@@ -20,7 +20,7 @@ use proto::monitor::{
     ContainerCreate, ContainerExit, ContainerState, EXIT_FILE, ErrorKind, ExecAttached, ExitStatus,
     LogFile, MonitorEvent, MonitorRequest, MonitorResponse,
 };
-use runtime::wire::{Framing, encode_frame, read_frame, write_frame};
+use runtime::wire::{Framing, encode_frame, read_frame, take_frame, write_frame};
 
 use super::init::{self, ChildStdio, CreatedInit};
 use crate::crilog::{CriLog, Stream};
@@ -38,6 +38,8 @@ pub enum OutputOwner {
     Exec(Pid),
     /// crid's connection of an attached exec (watched for its close).
     AttachedExec(Pid),
+    /// crid's connection of an attach session.
+    Attacher(u64),
     /// A create in progress (crid's connection or the init's reports).
     Creating(String),
 }
@@ -91,9 +93,78 @@ struct Container {
     oom_baseline: u64,
     outputs: Vec<Output>,
     log: Option<CriLog>,
-    /// The write end of the container's stdin, held for attach.
-    _stdin: Option<OwnedFd>,
+    /// The write end of the container's stdin (non-blocking; a tty's
+    /// master), held for attach.
+    stdin: Option<OwnedFd>,
     waiters: Vec<Waiter>,
+    attachers: Vec<Attacher>,
+}
+
+/// Unsent output an attacher may fall behind by before it is dropped (the
+/// container never waits for an attacher; its log is written regardless).
+const ATTACHER_BACKLOG: usize = 1024 * 1024;
+/// How soon the poll loop retries an attacher's unsent output.
+const ATTACHER_RETRY: Duration = Duration::from_millis(20);
+
+/// crid's connection of one attach session.
+struct Attacher {
+    token: u64,
+    stream: UnixStream,
+    framing: Framing,
+    unsent: Vec<u8>,
+    received: Vec<u8>,
+}
+
+impl Attacher {
+    /// Queues `response`; false if the attacher fell too far behind.
+    fn queue(&mut self, response: &MonitorResponse) -> bool {
+        match encode_frame(response, self.framing) {
+            Ok(frame) if self.unsent.len() + frame.len() <= ATTACHER_BACKLOG => {
+                self.unsent.extend_from_slice(&frame);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Writes what the socket takes now; false once it is gone.
+    fn flush(&mut self) -> bool {
+        while !self.unsent.is_empty() {
+            match self.stream.write(&self.unsent) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    self.unsent.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// The requests that arrived whole; None once crid closed (detached).
+    fn read(&mut self) -> Option<Vec<MonitorRequest>> {
+        let mut chunk = [0u8; 4096];
+        let mut open = true;
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    open = false;
+                    break;
+                }
+                Ok(n) => self.received.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+        let mut requests = Vec::new();
+        while let Ok(Some((request, _))) = take_frame::<MonitorRequest>(&mut self.received) {
+            requests.push(request);
+        }
+        open.then_some(requests)
+    }
 }
 
 /// An exec whose stdio crid holds: the monitor keeps crid's connection,
@@ -251,6 +322,8 @@ pub struct Containers {
     creating: Vec<Creating>,
     execs: Vec<ExecSession>,
     attached: Vec<AttachedExec>,
+    /// The last attach session's token.
+    attacher_tokens: u64,
     /// What happened since the monitor last published it.
     events: Vec<MonitorEvent>,
 }
@@ -310,10 +383,16 @@ impl Containers {
             .iter()
             .filter(|a| !a.abandoned)
             .map(|a| (OutputOwner::AttachedExec(a.pid), a.client.stream.as_fd()));
+        let attachers = self.table.values().flat_map(|c| {
+            c.attachers
+                .iter()
+                .map(|a| (OutputOwner::Attacher(a.token), a.stream.as_fd()))
+        });
         containers
             .chain(execs)
             .chain(creating)
             .chain(attached)
+            .chain(attachers)
             .collect()
     }
 
@@ -325,7 +404,13 @@ impl Containers {
             .flat_map(|c| c.waiters.iter().map(|w| w.deadline));
         let execs = self.execs.iter().filter_map(|e| e.deadline);
         let creating = self.creating.iter().filter_map(|c| c.deadline);
-        waits.chain(execs).chain(creating).min()
+        let behind = self
+            .table
+            .values()
+            .flat_map(|c| &c.attachers)
+            .any(|a| !a.unsent.is_empty())
+            .then(|| Instant::now() + ATTACHER_RETRY);
+        waits.chain(execs).chain(creating).chain(behind).min()
     }
 
     /// Forks the container's init and answers once it is set up; a create
@@ -441,8 +526,9 @@ impl Containers {
                 oom_baseline,
                 outputs,
                 log,
-                _stdin: stdin,
+                stdin,
                 waiters: Vec::new(),
+                attachers: Vec::new(),
             },
         );
         pid
@@ -615,6 +701,102 @@ impl Containers {
         }
     }
 
+    /// Attaches crid's connection to a running container's stdio (see
+    /// `MonitorRequest::Attach`).
+    pub fn attach(&mut self, id: &str, client: &Client) -> Reply {
+        let token = self.attacher_tokens + 1;
+        let Some(container) = self.table.get_mut(id) else {
+            return not_found(id);
+        };
+        if container.exit.is_some() || container.init.is_some() {
+            return error(
+                ErrorKind::NotRunning,
+                format!("container {id} is not running"),
+            );
+        }
+        let attacher = (|| {
+            let mut client = client.try_clone()?;
+            client.answer(&MonitorResponse::Attached {
+                tty: container.create.tty,
+            })?;
+            client.stream.set_nonblocking(true)?;
+            Ok::<_, io::Error>(Attacher {
+                token,
+                stream: client.stream,
+                framing: client.framing,
+                unsent: Vec::new(),
+                received: Vec::new(),
+            })
+        })();
+        match attacher {
+            Ok(attacher) => {
+                self.attacher_tokens = token;
+                container.attachers.push(attacher);
+            }
+            Err(e) => eprintln!("crid-monitor: attaching to {id}: {e}"),
+        }
+        Reply::Later
+    }
+
+    /// What an attacher sent (stdin, its end, a resize), and what it can
+    /// take of its backlog; a closed one is detached.
+    fn serve_attacher(&mut self, token: u64) {
+        let Some(container) = self
+            .table
+            .values_mut()
+            .find(|c| c.attachers.iter().any(|a| a.token == token))
+        else {
+            return;
+        };
+        let Some(index) = container.attachers.iter().position(|a| a.token == token) else {
+            return;
+        };
+        let Some(requests) = container.attachers[index].read() else {
+            container.attachers.swap_remove(index);
+            return;
+        };
+        for request in requests {
+            match request {
+                MonitorRequest::AttachInput { data } => {
+                    // Non-blocking: input a container does not read now is
+                    // dropped rather than stall the pod's monitor.
+                    if let Some(stdin) = container.stdin.as_ref() {
+                        let mut rest = data.as_slice();
+                        while !rest.is_empty() {
+                            match nix::unistd::write(stdin, rest) {
+                                Ok(n) => rest = &rest[n..],
+                                Err(nix::errno::Errno::EINTR) => {}
+                                Err(e) => {
+                                    eprintln!(
+                                        "crid-monitor: stdin of {}: {} bytes dropped: {e}",
+                                        container.create.id,
+                                        rest.len()
+                                    );
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+                MonitorRequest::AttachCloseStdin if container.create.stdin_once => {
+                    container.stdin = None;
+                }
+                MonitorRequest::AttachResize { width, height } => {
+                    if container.create.tty
+                        && let Some(master) = container.outputs.first()
+                        && let Err(e) = runtime::set_window_size(master.file.as_fd(), width, height)
+                    {
+                        eprintln!("crid-monitor: resizing {}: {e}", container.create.id);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !container.attachers[index].flush() {
+            container.attachers.swap_remove(index);
+        }
+    }
+
     /// Starts an exec whose stdio goes to crid: the descriptors crid keeps
     /// travel with the `ExecStarted` answer (SCM_RIGHTS); the monitor
     /// keeps none of them, so crid's closing stdin is the process's EOF.
@@ -682,6 +864,7 @@ impl Containers {
             OutputOwner::Container(id) => {
                 if let Some(c) = self.table.get_mut(id) {
                     let log = &mut c.log;
+                    let attachers = &mut c.attachers;
                     c.outputs.retain_mut(|o| {
                         let open = copy_available(o, |stream, data| {
                             if let Some(log) = log.as_mut()
@@ -689,6 +872,11 @@ impl Containers {
                             {
                                 eprintln!("crid-monitor: log of {id}: {e}");
                             }
+                            let output = MonitorResponse::AttachOutput {
+                                stderr: stream == Stream::Stderr,
+                                data: data.to_vec(),
+                            };
+                            attachers.retain_mut(|a| a.queue(&output));
                         });
                         // A stream at EOF ends its pending partial line.
                         if !open && let Some(log) = log.as_mut() {
@@ -696,8 +884,10 @@ impl Containers {
                         }
                         open
                     });
+                    c.attachers.retain_mut(Attacher::flush);
                 }
             }
+            OutputOwner::Attacher(token) => self.serve_attacher(*token),
             OutputOwner::AttachedExec(pid) => {
                 if let Some(a) = self.attached.iter_mut().find(|a| a.pid == *pid)
                     && !connection_open(&mut a.client.stream)
@@ -827,6 +1017,12 @@ impl Containers {
         for mut w in c.waiters.drain(..) {
             let _ = w.client.answer(&MonitorResponse::Exited(exit));
         }
+        for mut attacher in c.attachers.drain(..) {
+            // As much as the socket takes now; the rest is lost with it.
+            if attacher.queue(&MonitorResponse::AttachEnded { exit: status }) {
+                attacher.flush();
+            }
+        }
         self.events.push(MonitorEvent::ContainerExited {
             id: id.to_string(),
             exit,
@@ -878,14 +1074,22 @@ fn container_stdio(
             stdout: slave.try_clone()?,
             stderr: slave,
         };
+        // Attach writes a tty's stdin to its master (non-blocking, as the
+        // master itself).
+        let stdin = if create.stdin {
+            Some(pty.master.try_clone()?)
+        } else {
+            None
+        };
         let outputs = vec![Output {
             stream: Stream::Stdout,
             file: File::from(pty.master),
         }];
-        return Ok((stdio, outputs, None));
+        return Ok((stdio, outputs, stdin));
     }
     let (stdin_child, stdin_keep) = if create.stdin {
         let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        set_nonblocking_cloexec(&write)?;
         (read, Some(write))
     } else {
         (OwnedFd::from(File::open("/dev/null")?), None)
