@@ -223,10 +223,15 @@ impl Started {
             url = daemon.streaming.base_url(),
             "streaming server listening"
         );
+        let limits = streaming::Limits {
+            idle_timeout: daemon.config.streaming.idle_timeout,
+            max_sessions: daemon.config.streaming.max_sessions,
+        };
         let streaming_server = tokio::spawn(streaming::serve(
             streaming,
             daemon.streaming.clone(),
             sessions,
+            limits,
         ));
         let runtime = RuntimeServiceServer::new(RuntimeApi::new(daemon.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)

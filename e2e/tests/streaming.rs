@@ -1003,3 +1003,42 @@ async fn attachers_share_the_containers_stdio_and_detach_without_stopping_it() {
     assert_eq!(exec_status(&second).await["status"], "Success");
     world.finish(&[&pod]).await;
 }
+
+#[tokio::test]
+async fn idle_sessions_are_closed_and_sessions_are_capped() {
+    let world = World::with_config("[streaming]\nidle_timeout = \"1s\"\nmax_sessions = 1\n").await;
+    let pod = world.pod("limits").await;
+
+    let url = port_forward_url(&world, &pod, vec![80]).await;
+    let session = upgrade(&url, &["portforward.k8s.io"]).await;
+    assert_eq!(session.status, 101);
+    // One session at a time: the next upgrade is refused while it lasts.
+    let url = port_forward_url(&world, &pod, vec![80]).await;
+    assert_eq!(upgrade(&url, &["portforward.k8s.io"]).await.status, 503);
+
+    // A session that carries nothing is closed by the server.
+    let mut stream = session.stream;
+    let mut rest = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut rest))
+        .await
+        .expect("the server closes an idle session")
+        .expect("read");
+    drop(stream);
+    // Its place is free again, once the server has let go of it (a 503
+    // leaves the token unused).
+    let url = port_forward_url(&world, &pod, vec![80]).await;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let status = upgrade(&url, &["portforward.k8s.io"]).await.status;
+        if status == 101 {
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(
+            Instant::now() < deadline,
+            "the idle session's place stayed taken"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    world.finish(&[&pod]).await;
+}

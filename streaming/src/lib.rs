@@ -17,6 +17,7 @@ use std::os::fd::OwnedFd;
 use std::pin::Pin;
 
 mod fdio;
+mod idle;
 pub mod netns;
 mod portforward;
 mod remotecommand;
@@ -27,6 +28,15 @@ mod websocket;
 
 pub use requests::{Requests, TOKEN_TTL};
 pub use server::{bind, serve};
+
+/// The server's bounds on sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// A session whose connection carries nothing for this long is closed.
+    pub idle_timeout: std::time::Duration,
+    /// Sessions at once; more upgrades get 503.
+    pub max_sessions: usize,
+}
 
 /// A boxed future of the backend (what outlives the call that made it).
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

@@ -14,9 +14,10 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use spdystream_rs::{Connection, Stream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-use crate::{Backend, Requests, StreamRequest, StreamingError};
+use crate::idle::{Activity, Watched};
+use crate::{Backend, Limits, Requests, StreamRequest, StreamingError};
 
 pub(crate) const PROTOCOL_HEADER: &str = "x-stream-protocol-version";
 const ACCEPTED_HEADER: &str = "x-accepted-stream-protocol-versions";
@@ -59,8 +60,10 @@ pub async fn serve<B: Backend>(
     listener: std::net::TcpListener,
     requests: Arc<Requests>,
     backend: Arc<B>,
+    limits: Limits,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
+    let sessions = Arc::new(Semaphore::new(limits.max_sessions));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -73,11 +76,16 @@ pub async fn serve<B: Backend>(
         };
         let requests = requests.clone();
         let backend = backend.clone();
+        let sessions = sessions.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let requests = requests.clone();
                 let backend = backend.clone();
-                async move { Ok::<_, Infallible>(route(request, &requests, backend)) }
+                let session = Session {
+                    permits: sessions.clone(),
+                    idle_timeout: limits.idle_timeout,
+                };
+                async move { Ok::<_, Infallible>(route(request, &requests, backend, session)) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -99,10 +107,41 @@ fn plain(status: StatusCode, message: impl Into<String>) -> Response<Full<Bytes>
     response
 }
 
+/// What a session may take: a place among the sessions, and its idle
+/// time.
+struct Session {
+    permits: Arc<Semaphore>,
+    idle_timeout: Duration,
+}
+
+/// A running session's place, and what its connection did last.
+struct Place {
+    _permit: OwnedSemaphorePermit,
+    idle_timeout: Duration,
+    activity: Activity,
+}
+
+impl Place {
+    fn watch<IO>(&self, io: IO) -> Watched<IO> {
+        Watched::new(io, self.activity.clone())
+    }
+
+    /// Runs `session` until it ends or its connection idles.
+    async fn bound(&self, session: impl Future<Output = ()>) {
+        tokio::select! {
+            () = session => {}
+            () = self.activity.idle_for(self.idle_timeout) => {
+                tracing::info!(timeout = ?self.idle_timeout, "streaming session idle; closed");
+            }
+        }
+    }
+}
+
 fn route<B: Backend>(
     request: Request<Incoming>,
     requests: &Requests,
     backend: Arc<B>,
+    session: Session,
 ) -> Response<Full<Bytes>> {
     if request.method() != Method::GET && request.method() != Method::POST {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and POST\n");
@@ -114,6 +153,17 @@ fn route<B: Backend>(
     if !matches!(kind, "exec" | "attach" | "portforward") || token.contains('/') {
         return plain(StatusCode::NOT_FOUND, "not found\n");
     }
+    let Ok(permit) = session.permits.try_acquire_owned() else {
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many streaming sessions; try again later\n",
+        );
+    };
+    let place = Place {
+        _permit: permit,
+        idle_timeout: session.idle_timeout,
+        activity: Activity::new(),
+    };
     let Some(stream_request) = requests.take(kind, token) else {
         return plain(
             StatusCode::NOT_FOUND,
@@ -121,7 +171,7 @@ fn route<B: Backend>(
         );
     };
     if has_token(request.headers(), UPGRADE, "websocket") {
-        return websocket_upgrade(request, stream_request, backend);
+        return websocket_upgrade(request, stream_request, backend, place);
     }
     let headers = request.headers();
     if !has_token(headers, CONNECTION, "upgrade") || !has_token(headers, UPGRADE, "spdy/3.1") {
@@ -162,7 +212,8 @@ fn route<B: Backend>(
     tokio::spawn(async move {
         match upgrade.await {
             Ok(upgraded) => {
-                run_spdy(TokioIo::new(upgraded), stream_request, protocol, backend).await
+                let io = place.watch(TokioIo::new(upgraded));
+                run_spdy(io, stream_request, protocol, backend, &place).await
             }
             Err(error) => tracing::debug!(%error, "streaming upgrade failed"),
         }
@@ -183,6 +234,7 @@ fn websocket_upgrade<B: Backend>(
     request: Request<Incoming>,
     stream_request: StreamRequest,
     backend: Arc<B>,
+    place: Place,
 ) -> Response<Full<Bytes>> {
     let headers = request.headers();
     let Some(key) = headers.get("sec-websocket-key") else {
@@ -222,7 +274,7 @@ fn websocket_upgrade<B: Backend>(
     tracing::debug!(protocol = ?chosen, "WebSocket upgrade accepted");
     tokio::spawn(async move {
         let upgraded = match upgrade.await {
-            Ok(upgraded) => TokioIo::new(upgraded),
+            Ok(upgraded) => place.watch(TokioIo::new(upgraded)),
             Err(error) => {
                 tracing::debug!(%error, "streaming upgrade failed");
                 return;
@@ -232,12 +284,16 @@ fn websocket_upgrade<B: Backend>(
             StreamRequest::Exec(exec) => {
                 let framing = crate::websocket::Framing::of(chosen.unwrap_or("channel.k8s.io"));
                 let session = crate::websocket::Session::Exec(exec);
-                crate::websocket::serve(upgraded, framing, session, backend).await
+                place
+                    .bound(crate::websocket::serve(upgraded, framing, session, backend))
+                    .await
             }
             StreamRequest::Attach(attach) => {
                 let framing = crate::websocket::Framing::of(chosen.unwrap_or("channel.k8s.io"));
                 let session = crate::websocket::Session::Attach(attach);
-                crate::websocket::serve(upgraded, framing, session, backend).await
+                place
+                    .bound(crate::websocket::serve(upgraded, framing, session, backend))
+                    .await
             }
             request => {
                 let socket = tokio_tungstenite::WebSocketStream::from_raw_socket(
@@ -247,7 +303,7 @@ fn websocket_upgrade<B: Backend>(
                 )
                 .await;
                 let tunnel = crate::tunnel::Tunnel::new(socket);
-                run_spdy(tunnel, request, PORTFORWARD_PROTOCOLS[0], backend).await
+                run_spdy(tunnel, request, PORTFORWARD_PROTOCOLS[0], backend, &place).await
             }
         }
     });
@@ -309,6 +365,7 @@ async fn run_spdy<B: Backend, IO>(
     request: StreamRequest,
     protocol: &'static str,
     backend: Arc<B>,
+    place: &Place,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -332,17 +389,20 @@ async fn run_spdy<B: Backend, IO>(
             return;
         }
     };
-    match request {
-        StreamRequest::PortForward(request) => {
-            crate::portforward::serve(&connection, streams, request, backend).await
+    let session = async {
+        match request {
+            StreamRequest::PortForward(request) => {
+                crate::portforward::serve(&connection, streams, request, backend).await
+            }
+            StreamRequest::Exec(request) => {
+                crate::remotecommand::exec(&connection, streams, request, protocol, backend).await
+            }
+            StreamRequest::Attach(request) => {
+                crate::remotecommand::attach(&connection, streams, request, protocol, backend).await
+            }
         }
-        StreamRequest::Exec(request) => {
-            crate::remotecommand::exec(&connection, streams, request, protocol, backend).await
-        }
-        StreamRequest::Attach(request) => {
-            crate::remotecommand::attach(&connection, streams, request, protocol, backend).await
-        }
-    }
+    };
+    place.bound(session).await;
     connection.finish(CLOSE_GRACE).await;
 }
 

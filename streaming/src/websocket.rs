@@ -10,7 +10,6 @@ use std::sync::Arc;
 use base64::Engine;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use hyper_util::rt::TokioIo;
 use tokio::sync::{Mutex, mpsc};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -18,6 +17,16 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::remotecommand::{self, Ends, Input, Outcome, Output};
 use crate::{AttachRequest, AttachSession, Backend, ExecProcess, ExecRequest};
+
+/// A task that ends with its handle (a session dropped half-way, by its
+/// idle timeout, takes its reader along).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 enum Started {
     Exec(ExecProcess),
@@ -130,12 +139,14 @@ pub(crate) enum Session {
     Attach(AttachRequest),
 }
 
-pub(crate) async fn serve<B: Backend>(
-    io: TokioIo<hyper::upgrade::Upgraded>,
+pub(crate) async fn serve<B: Backend, IO>(
+    io: IO,
     framing: Framing,
     session: Session,
     backend: Arc<B>,
-) {
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (stdin_wanted, stdout_wanted, stderr_wanted, tty) = match &session {
         Session::Exec(r) => (r.stdin, r.stdout, r.stderr, r.tty),
         Session::Attach(r) => (r.stdin, r.stdout, r.stderr, r.tty),
@@ -153,8 +164,8 @@ pub(crate) async fn serve<B: Backend>(
     });
     let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(64);
     let (resize_tx, resize_rx) = mpsc::channel::<Bytes>(8);
-    // Ends when the client closes or goes away.
-    let mut reader = tokio::spawn(async move {
+    // Ends when the client closes or goes away, or with the session.
+    let mut reader = AbortOnDrop(tokio::spawn(async move {
         let mut stdin_tx = Some(stdin_tx);
         while let Some(Ok(message)) = source.next().await {
             if message.is_close() {
@@ -178,7 +189,7 @@ pub(crate) async fn serve<B: Backend>(
                 _ => {}
             }
         }
-    });
+    }));
     let error = |outcome: Outcome| {
         let messages = messages.clone();
         async move {
@@ -225,11 +236,11 @@ pub(crate) async fn serve<B: Backend>(
             tokio::select! {
                 outcome = outcome => error(outcome).await,
                 // The client went away: dropping the process ends it.
-                _ = &mut reader => {}
+                _ = &mut reader.0 => {}
             }
         }
     }
-    reader.abort();
+    drop(reader);
     drop(messages);
     let _ = tokio::time::timeout(crate::server::CLOSE_GRACE, writer).await;
 }
