@@ -795,10 +795,6 @@ async fn websocket_exec(
     protocol: &str,
     stdin: &[Vec<u8>],
 ) -> HashMap<u8, Vec<u8>> {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
     let url = world
         .rt()
         .await
@@ -814,6 +810,16 @@ async fn websocket_exec(
         .expect("Exec")
         .into_inner()
         .url;
+    websocket_session(&url, protocol, stdin).await
+}
+
+/// What a WebSocket session at `url` sent, per channel, until it closed;
+/// `stdin` is sent first, as binary messages or in base64.
+async fn websocket_session(url: &str, protocol: &str, stdin: &[Vec<u8>]) -> HashMap<u8, Vec<u8>> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
     let mut request = url
         .replace("http://", "ws://")
         .into_client_request()
@@ -1040,5 +1046,48 @@ async fn idle_sessions_are_closed_and_sessions_are_capped() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    world.finish(&[&pod]).await;
+}
+
+#[tokio::test]
+async fn attach_over_websocket_closes_a_stdin_once_containers_stdin() {
+    let world = World::new().await;
+    let pod = world.pod("wsattach").await;
+    let mut config = world.container_config(
+        "reader",
+        &[
+            "sh",
+            "-c",
+            "while read line; do echo seen:$line; done; echo bye",
+        ],
+    );
+    config.stdin = true;
+    config.stdin_once = true;
+    let ctr = world.run_config(&pod, config).await;
+    let url = world
+        .rt()
+        .await
+        .attach(cri::AttachRequest {
+            container_id: ctr.clone(),
+            stdin: true,
+            tty: false,
+            stdout: true,
+            stderr: true,
+        })
+        .await
+        .expect("Attach")
+        .into_inner()
+        .url;
+    // v5: the line, then CLOSE of stdin, which ends the container (stdin_once).
+    let channels = websocket_session(
+        &url,
+        "v5.channel.k8s.io",
+        &[b"\x00hi\n".to_vec(), vec![255, 0]],
+    )
+    .await;
+    assert_eq!(String::from_utf8_lossy(&channels[&1]), "seen:hi\nbye\n");
+    let status: serde_json::Value = serde_json::from_slice(&channels[&3]).expect("status");
+    assert_eq!(status["status"], "Success", "{status}");
+    assert_eq!(world.wait_exited(&ctr).await.exit_code, 0);
     world.finish(&[&pod]).await;
 }
