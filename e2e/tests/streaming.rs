@@ -434,7 +434,83 @@ async fn port_forward_serves_concurrent_connections_into_the_pod_and_survives_a_
         "{refused:?}"
     );
     drop(spdy);
+
+    // The legacy WebSocket form: a data and an error channel per port of
+    // the request, each opened with the port (little-endian u16).
+    let url = port_forward_url(&world, &pod, vec![9000, 9999]).await;
+    let mut socket = websocket(&url, "v4.channel.k8s.io").await;
+    let mut got: HashMap<u8, Vec<u8>> = HashMap::new();
+    let mut firsts: HashMap<u8, Vec<u8>> = HashMap::new();
+    let mut sent = false;
+    loop {
+        let echoed = got.get(&0).is_some_and(|d| d == b"legacy");
+        let refused = got
+            .get(&3)
+            .is_some_and(|d| String::from_utf8_lossy(d).contains("refused"));
+        if echoed && refused {
+            break;
+        }
+        if firsts.contains_key(&0) && !sent {
+            use futures_util::SinkExt;
+            socket
+                .send(tokio_tungstenite::tungstenite::Message::binary(
+                    b"\x00legacy".to_vec(),
+                ))
+                .await
+                .expect("send");
+            sent = true;
+        }
+        let (channel, data) = next_binary(&mut socket).await;
+        if let std::collections::hash_map::Entry::Vacant(first) = firsts.entry(channel) {
+            first.insert(data);
+        } else {
+            got.entry(channel).or_default().extend(data);
+        }
+    }
+    assert_eq!(firsts[&0], 9000u16.to_le_bytes());
+    assert_eq!(firsts[&1], 9000u16.to_le_bytes());
+    assert_eq!(firsts[&2], 9999u16.to_le_bytes());
+    assert_eq!(firsts[&3], 9999u16.to_le_bytes());
+    drop(socket);
     world.finish(&[&pod]).await;
+}
+
+type WebSocket = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+/// A WebSocket connection to `url` speaking `protocol`.
+async fn websocket(url: &str, protocol: &str) -> WebSocket {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url
+        .replace("http://", "ws://")
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        protocol.parse().expect("protocol"),
+    );
+    let host = url["http://".len()..].split('/').next().expect("host");
+    let tcp = TcpStream::connect(host).await.expect("connect");
+    let (socket, response) = tokio_tungstenite::client_async(request, tcp)
+        .await
+        .expect("WebSocket upgrade");
+    assert_eq!(response.headers()["sec-websocket-protocol"], protocol);
+    socket
+}
+
+/// The next binary message's channel and bytes.
+async fn next_binary(socket: &mut WebSocket) -> (u8, Vec<u8>) {
+    use futures_util::StreamExt;
+    loop {
+        let message = tokio::time::timeout(PATIENCE, socket.next())
+            .await
+            .expect("a message in time")
+            .expect("the connection is open")
+            .expect("a message");
+        if let tokio_tungstenite::tungstenite::Message::Binary(bytes) = message {
+            let (channel, data) = bytes.split_first().expect("channel byte");
+            return (*channel, data.to_vec());
+        }
+    }
 }
 
 /// A WebSocket connection to `url` with the port-forward tunnel protocol,

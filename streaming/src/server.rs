@@ -253,7 +253,12 @@ fn websocket_upgrade<B: Backend>(
         .collect();
     let supported: &[&'static str] = match stream_request {
         StreamRequest::Exec(_) => &crate::websocket::EXEC_PROTOCOLS,
-        StreamRequest::PortForward(_) => &[crate::tunnel::PORTFORWARD_PROTOCOL],
+        StreamRequest::PortForward(_) => &[
+            crate::tunnel::PORTFORWARD_PROTOCOL,
+            crate::websocket::PORTFORWARD_LEGACY_PROTOCOLS[0],
+            crate::websocket::PORTFORWARD_LEGACY_PROTOCOLS[1],
+            crate::websocket::PORTFORWARD_LEGACY_PROTOCOLS[2],
+        ],
         StreamRequest::Attach(_) => &crate::websocket::EXEC_PROTOCOLS,
     };
     let chosen = offered
@@ -293,6 +298,16 @@ fn websocket_upgrade<B: Backend>(
                 let session = crate::websocket::Session::Attach(attach);
                 place
                     .bound(crate::websocket::serve(upgraded, framing, session, backend))
+                    .await
+            }
+            StreamRequest::PortForward(forward)
+                if chosen != Some(crate::tunnel::PORTFORWARD_PROTOCOL) =>
+            {
+                let framing = crate::websocket::Framing::of(chosen.unwrap_or("v4.channel.k8s.io"));
+                place
+                    .bound(crate::websocket::port_forward(
+                        upgraded, framing, forward, backend,
+                    ))
                     .await
             }
             request => {

@@ -245,6 +245,103 @@ pub(crate) async fn serve<B: Backend, IO>(
     let _ = tokio::time::timeout(crate::server::CLOSE_GRACE, writer).await;
 }
 
+/// The legacy WebSocket port-forward (`v4.channel.k8s.io`,
+/// `v4.base64.channel.k8s.io`, `portforward.k8s.io`): the request's ports
+/// get a data channel (2i) and an error channel (2i + 1) each, whose first
+/// message is the port as a little-endian u16; the client's bytes on a
+/// data channel go to that port in the pod, the pod's come back on it.
+pub(crate) const PORTFORWARD_LEGACY_PROTOCOLS: [&str; 3] = [
+    "v4.channel.k8s.io",
+    "v4.base64.channel.k8s.io",
+    "portforward.k8s.io",
+];
+
+pub(crate) async fn port_forward<B: Backend, IO>(
+    io: IO,
+    framing: Framing,
+    request: crate::PortForwardRequest,
+    backend: Arc<B>,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let socket = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+    let (mut sink, mut source) = socket.split();
+    let (messages, mut outgoing) = mpsc::channel::<Message>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(message) = outgoing.recv().await {
+            if sink.send(message).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let mut to_pod = Vec::new();
+    let mut copies = tokio::task::JoinSet::new();
+    for (index, port) in request.ports.iter().enumerate() {
+        let (data, error) = (
+            u8::try_from(2 * index).unwrap_or(u8::MAX),
+            u8::try_from(2 * index + 1).unwrap_or(u8::MAX),
+        );
+        for channel in [data, error] {
+            let _ = messages
+                .send(framing.encode(channel, &port.to_le_bytes()))
+                .await;
+        }
+        match backend.connect(&request.pod_id, *port).await {
+            Ok(tcp) => {
+                let (mut from_pod, write) = tcp.into_split();
+                to_pod.push(Some(write));
+                let messages = messages.clone();
+                copies.spawn(async move {
+                    let mut buf = vec![0u8; 32 * 1024];
+                    while let Ok(n) = from_pod.read(&mut buf).await {
+                        if n == 0
+                            || messages
+                                .send(framing.encode(data, &buf[..n]))
+                                .await
+                                .is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+            }
+            Err(e) => {
+                to_pod.push(None);
+                let message = format!(
+                    "error forwarding port {port} to pod {}: {e}",
+                    request.pod_id
+                );
+                let _ = messages
+                    .send(framing.encode(error, message.as_bytes()))
+                    .await;
+            }
+        }
+    }
+    // Until the client closes (or goes away).
+    while let Some(Ok(message)) = source.next().await {
+        if message.is_close() {
+            break;
+        }
+        let Some((channel, data)) = framing.decode(message) else {
+            continue;
+        };
+        let index = usize::from(channel / 2);
+        if channel % 2 == 0
+            && let Some(Some(pod)) = to_pod.get_mut(index)
+            && pod.write_all(&data).await.is_err()
+        {
+            to_pod[index] = None;
+        }
+    }
+    copies.abort_all();
+    drop(to_pod);
+    drop(messages);
+    let _ = tokio::time::timeout(crate::server::CLOSE_GRACE, writer).await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
