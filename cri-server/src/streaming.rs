@@ -1,7 +1,7 @@
 //! Exec, Attach and PortForward: each validates its request and stores it
 //! with the streaming server, answering with the URL the client upgrades
-//! to; [`Sessions`] is what the sessions ask of crid (a connection into a
-//! pod, a process in a container).
+//! to. [`Streaming`] is also what the sessions ask of crid (a connection
+//! into a pod, a process in a container, a container's stdio).
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -14,155 +14,157 @@ use proto::cri;
 use proto::monitor::ExecAttached;
 use streaming::{ExecProcess, ExecRequest, PortForwardRequest, StreamRequest};
 
-use crate::daemon::Daemon;
+use crate::containers::ContainerController;
 use crate::error::CridError;
-use crate::pods::{self, PodPhase};
+use crate::objects::PodPhase;
+use crate::pods::PodController;
+
+/// The streaming side of the runtime service: the token registry, and the
+/// controllers the sessions use.
+pub struct Streaming {
+    requests: Arc<streaming::Requests>,
+    pods: Arc<PodController>,
+    containers: Arc<ContainerController>,
+}
 
 /// The token URL of `request`.
-fn url_for(daemon: &Daemon, request: StreamRequest) -> Result<String, CridError> {
-    daemon
-        .streaming
-        .insert(request)
-        .map_err(|error| match error {
-            streaming::StreamingError::TooManyPending(_) => {
-                CridError::ResourceExhausted(error.to_string())
-            }
-            other => CridError::Internal(other.to_string()),
-        })
+fn url_for(requests: &streaming::Requests, request: StreamRequest) -> Result<String, CridError> {
+    requests.insert(request).map_err(|error| match error {
+        streaming::StreamingError::TooManyPending(_) => {
+            CridError::ResourceExhausted(error.to_string())
+        }
+        other => CridError::Internal(other.to_string()),
+    })
 }
 
-pub async fn port_forward(
-    daemon: Arc<Daemon>,
-    request: cri::PortForwardRequest,
-) -> Result<cri::PortForwardResponse, CridError> {
-    let pod = pods::find(&daemon, &request.pod_sandbox_id)?.ok_or_else(|| {
-        CridError::NotFound(format!(
-            "pod sandbox {:?} not found",
-            request.pod_sandbox_id
-        ))
-    })?;
-    if pod.phase != PodPhase::Ready {
-        return Err(CridError::FailedPrecondition(format!(
-            "pod sandbox {} is not ready",
-            pod.id
-        )));
+impl Streaming {
+    pub fn new(
+        requests: Arc<streaming::Requests>,
+        pods: Arc<PodController>,
+        containers: Arc<ContainerController>,
+    ) -> Streaming {
+        Streaming {
+            requests,
+            pods,
+            containers,
+        }
     }
-    let ports = request
-        .port
-        .iter()
-        .enumerate()
-        .map(|(index, port)| {
-            u16::try_from(*port).ok().filter(|p| *p > 0).ok_or_else(|| {
-                CridError::invalid(
-                    format!("port[{index}]"),
-                    port.to_string(),
-                    "must be a TCP port, 1 to 65535",
-                )
+
+    pub fn requests(&self) -> Arc<streaming::Requests> {
+        self.requests.clone()
+    }
+
+    pub async fn port_forward(
+        &self,
+        request: cri::PortForwardRequest,
+    ) -> Result<cri::PortForwardResponse, CridError> {
+        let pod = self.pods.find(&request.pod_sandbox_id)?.ok_or_else(|| {
+            CridError::NotFound(format!(
+                "pod sandbox {:?} not found",
+                request.pod_sandbox_id
+            ))
+        })?;
+        if pod.phase != PodPhase::Ready {
+            return Err(CridError::FailedPrecondition(format!(
+                "pod sandbox {} is not ready",
+                pod.id
+            )));
+        }
+        let ports = request
+            .port
+            .iter()
+            .enumerate()
+            .map(|(index, port)| {
+                u16::try_from(*port).ok().filter(|p| *p > 0).ok_or_else(|| {
+                    CridError::invalid(
+                        format!("port[{index}]"),
+                        port.to_string(),
+                        "must be a TCP port, 1 to 65535",
+                    )
+                })
             })
-        })
-        .collect::<Result<Vec<u16>, CridError>>()?;
-    let url = url_for(
-        &daemon,
-        StreamRequest::PortForward(PortForwardRequest {
-            pod_id: pod.id.clone(),
-            ports,
-        }),
-    )?;
-    Ok(cri::PortForwardResponse { url })
-}
+            .collect::<Result<Vec<u16>, CridError>>()?;
+        let url = url_for(
+            &self.requests,
+            StreamRequest::PortForward(PortForwardRequest {
+                pod_id: pod.id.clone(),
+                ports,
+            }),
+        )?;
+        Ok(cri::PortForwardResponse { url })
+    }
 
-pub async fn exec(
-    daemon: Arc<Daemon>,
-    request: cri::ExecRequest,
-) -> Result<cri::ExecResponse, CridError> {
-    let container = daemon
-        .container_records
-        .find("container_id", &request.container_id)?
-        .ok_or_else(|| {
-            CridError::NotFound(format!("container {:?} not found", request.container_id))
-        })?;
-    if request.cmd.is_empty() {
-        return Err(CridError::invalid("cmd", "[]", "a command is required"));
+    pub async fn exec(&self, request: cri::ExecRequest) -> Result<cri::ExecResponse, CridError> {
+        let container = self.containers.find_existing(&request.container_id)?;
+        if request.cmd.is_empty() {
+            return Err(CridError::invalid("cmd", "[]", "a command is required"));
+        }
+        if request.tty && request.stderr {
+            return Err(CridError::invalid(
+                "stderr",
+                "true",
+                "tty and stderr cannot both be true (a terminal has one output)",
+            ));
+        }
+        if !(request.stdin || request.stdout || request.stderr) {
+            return Err(CridError::invalid(
+                "stdin",
+                "false",
+                "one of stdin, stdout and stderr must be true",
+            ));
+        }
+        let url = url_for(
+            &self.requests,
+            StreamRequest::Exec(ExecRequest {
+                container_id: container.id.clone(),
+                cmd: request.cmd,
+                tty: request.tty,
+                stdin: request.stdin,
+                stdout: request.stdout,
+                stderr: request.stderr,
+            }),
+        )?;
+        Ok(cri::ExecResponse { url })
     }
-    if request.tty && request.stderr {
-        return Err(CridError::invalid(
-            "stderr",
-            "true",
-            "tty and stderr cannot both be true (a terminal has one output)",
-        ));
-    }
-    if !(request.stdin || request.stdout || request.stderr) {
-        return Err(CridError::invalid(
-            "stdin",
-            "false",
-            "one of stdin, stdout and stderr must be true",
-        ));
-    }
-    let url = url_for(
-        &daemon,
-        StreamRequest::Exec(ExecRequest {
-            container_id: container.id.clone(),
-            cmd: request.cmd,
-            tty: request.tty,
-            stdin: request.stdin,
-            stdout: request.stdout,
-            stderr: request.stderr,
-        }),
-    )?;
-    Ok(cri::ExecResponse { url })
-}
 
-pub async fn attach(
-    daemon: Arc<Daemon>,
-    request: cri::AttachRequest,
-) -> Result<cri::AttachResponse, CridError> {
-    let container = daemon
-        .container_records
-        .find("container_id", &request.container_id)?
-        .ok_or_else(|| {
-            CridError::NotFound(format!("container {:?} not found", request.container_id))
-        })?;
-    if request.tty && request.stderr {
-        return Err(CridError::invalid(
-            "stderr",
-            "true",
-            "tty and stderr cannot both be true (a terminal has one output)",
-        ));
-    }
-    if !(request.stdin || request.stdout || request.stderr) {
-        return Err(CridError::invalid(
-            "stdin",
-            "false",
-            "one of stdin, stdout and stderr must be true",
-        ));
-    }
-    let url = url_for(
-        &daemon,
-        StreamRequest::Attach(streaming::AttachRequest {
-            container_id: container.id.clone(),
-            tty: request.tty,
-            stdin: request.stdin,
-            stdout: request.stdout,
-            stderr: request.stderr,
-        }),
-    )?;
-    Ok(cri::AttachResponse { url })
-}
-
-/// What the streaming sessions do in crid's pods and containers.
-pub struct Sessions {
-    daemon: Arc<Daemon>,
-}
-
-impl Sessions {
-    pub fn new(daemon: Arc<Daemon>) -> Sessions {
-        Sessions { daemon }
+    pub async fn attach(
+        &self,
+        request: cri::AttachRequest,
+    ) -> Result<cri::AttachResponse, CridError> {
+        let container = self.containers.find_existing(&request.container_id)?;
+        if request.tty && request.stderr {
+            return Err(CridError::invalid(
+                "stderr",
+                "true",
+                "tty and stderr cannot both be true (a terminal has one output)",
+            ));
+        }
+        if !(request.stdin || request.stdout || request.stderr) {
+            return Err(CridError::invalid(
+                "stdin",
+                "false",
+                "one of stdin, stdout and stderr must be true",
+            ));
+        }
+        let url = url_for(
+            &self.requests,
+            StreamRequest::Attach(streaming::AttachRequest {
+                container_id: container.id.clone(),
+                tty: request.tty,
+                stdin: request.stdin,
+                stdout: request.stdout,
+                stderr: request.stderr,
+            }),
+        )?;
+        Ok(cri::AttachResponse { url })
     }
 }
 
-impl streaming::Backend for Sessions {
+impl streaming::Backend for Streaming {
     async fn connect(&self, pod_id: &str, port: u16) -> io::Result<tokio::net::TcpStream> {
-        let pod = pods::find(&self.daemon, pod_id)
+        let pod = self
+            .pods
+            .find(pod_id)
             .ok()
             .flatten()
             .filter(|pod| pod.phase == PodPhase::Ready)
@@ -183,11 +185,12 @@ impl streaming::Backend for Sessions {
 
     async fn exec(&self, request: &ExecRequest) -> Result<ExecProcess, String> {
         let container = self
-            .daemon
-            .container_records
-            .get(&request.container_id)
-            .ok_or_else(|| format!("container {} is gone", request.container_id))?;
-        let attached = crate::containers::monitor(&self.daemon, &container)
+            .containers
+            .find_existing(&request.container_id)
+            .map_err(|error| error.to_string())?;
+        let attached = self
+            .containers
+            .monitor(&container)
             .exec_attached(ExecAttached {
                 id: container.id.clone(),
                 args: request.cmd.clone(),
@@ -244,15 +247,16 @@ impl streaming::Backend for Sessions {
         use proto::monitor::MonitorRequest;
         use streaming::{AttachInput, AttachOutput};
         let container = self
-            .daemon
-            .container_records
-            .get(&request.container_id)
-            .ok_or_else(|| format!("container {} is gone", request.container_id))?;
+            .containers
+            .find_existing(&request.container_id)
+            .map_err(|error| error.to_string())?;
         let runtime::Attachment {
             output: mut from_monitor,
             input: mut to_monitor,
             ..
-        } = crate::containers::monitor(&self.daemon, &container)
+        } = self
+            .containers
+            .monitor(&container)
             .attach(&container.id)
             .await
             .map_err(|error| error.to_string())?;

@@ -5,9 +5,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use e2e::{Crid, TestEnv, nsenter};
+use e2e::{Crid, TestEnv, nsenter, running, wait_until};
 use nix::sys::signal::Signal;
 use proto::cri;
 use tonic::Code;
@@ -127,25 +126,6 @@ fn comm(pid: i64) -> String {
         .unwrap_or_default()
         .trim()
         .to_string()
-}
-
-/// Alive and not a zombie.
-fn running(pid: i64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            stat.rsplit_once(") ")
-                .map(|(_, rest)| !rest.starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
-
-fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn ns(pid: &str, kind: &str) -> PathBuf {

@@ -29,7 +29,7 @@ use crate::crilog::{CriLog, Stream};
 /// (and the cut said in stderr). kubelet's figure (dockershim kept 16 MiB
 /// per stream; CRI-O does too).
 const MAX_EXEC_OUTPUT: usize = 16 * 1024 * 1024;
-const READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = 16 * 1024;
 
 /// Where a readable descriptor belongs (poll bookkeeping).
 #[derive(Debug, Clone, PartialEq, Eq)]
