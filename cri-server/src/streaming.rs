@@ -16,7 +16,7 @@ use streaming::{ExecProcess, ExecRequest, PortForwardRequest, StreamRequest};
 
 use crate::containers::ContainerController;
 use crate::error::CridError;
-use crate::objects::PodPhase;
+use crate::objects::{ContainerRecord, PodPhase};
 use crate::pods::PodController;
 
 /// The streaming side of the runtime service: the token registry, and the
@@ -52,6 +52,21 @@ impl Streaming {
 
     pub fn requests(&self) -> Arc<streaming::Requests> {
         self.requests.clone()
+    }
+
+    /// The container `id` names, which must be running (containerd refuses
+    /// the same, before a token is made).
+    async fn running(&self, id: &str) -> Result<Arc<ContainerRecord>, CridError> {
+        let container = self.containers.find_existing(id)?;
+        let state = self.containers.observe_one(&container).await.state;
+        if state != cri::ContainerState::ContainerRunning {
+            return Err(CridError::FailedPrecondition(format!(
+                "container {} is not running ({})",
+                container.id,
+                state.as_str_name()
+            )));
+        }
+        Ok(container)
     }
 
     pub async fn port_forward(
@@ -95,7 +110,7 @@ impl Streaming {
     }
 
     pub async fn exec(&self, request: cri::ExecRequest) -> Result<cri::ExecResponse, CridError> {
-        let container = self.containers.find_existing(&request.container_id)?;
+        let container = self.running(&request.container_id).await?;
         if request.cmd.is_empty() {
             return Err(CridError::invalid("cmd", "[]", "a command is required"));
         }
@@ -131,7 +146,7 @@ impl Streaming {
         &self,
         request: cri::AttachRequest,
     ) -> Result<cri::AttachResponse, CridError> {
-        let container = self.containers.find_existing(&request.container_id)?;
+        let container = self.running(&request.container_id).await?;
         if request.tty && request.stderr {
             return Err(CridError::invalid(
                 "stderr",

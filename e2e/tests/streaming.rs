@@ -809,6 +809,18 @@ async fn exec_relays_stdio_and_reports_the_exit_code() {
         .await
         .expect_err("unknown container");
     assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+    // Nothing runs in a stopped container.
+    world.stop(&ctr, 0).await;
+    let status = rt
+        .exec(cri::ExecRequest {
+            container_id: ctr.clone(),
+            cmd: vec!["true".into()],
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .expect_err("stopped container");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
     world.finish(&[&pod]).await;
 }
 
