@@ -1179,3 +1179,61 @@ async fn attach_over_websocket_closes_a_stdin_once_containers_stdin() {
     assert_eq!(world.wait_exited(&ctr).await.exit_code, 0);
     world.finish(&[&pod]).await;
 }
+
+#[tokio::test]
+async fn attach_to_a_tty_container_resizes_it_and_types_into_it() {
+    let world = World::new().await;
+    let pod = world.pod("ttyattach").await;
+    let mut config = world.container_config(
+        "term",
+        &[
+            "sh",
+            "-c",
+            "while :; do s=$(stty size); [ \"$s\" = '30 90' ] && break; sleep 0.05; done; \
+             echo size:$s; read x; echo got:$x",
+        ],
+    );
+    config.stdin = true;
+    config.tty = true;
+    let ctr = world.run_config(&pod, config).await;
+    let url = world
+        .rt()
+        .await
+        .attach(cri::AttachRequest {
+            container_id: ctr.clone(),
+            stdin: true,
+            tty: true,
+            stdout: true,
+            stderr: false,
+        })
+        .await
+        .expect("Attach")
+        .into_inner()
+        .url;
+    let session = remotecommand(&url, true, true).await;
+    session
+        .spdy
+        .send(
+            session.resize.expect("resize"),
+            br#"{"Width":90,"Height":30}"#,
+            false,
+        )
+        .await;
+    let contains = |r: &Received, what: &[u8]| r.data.windows(what.len()).any(|w| w == what);
+    session
+        .spdy
+        .until(session.stdout, |r| contains(r, b"size:30 90"))
+        .await;
+    session
+        .spdy
+        .send(session.stdin.expect("stdin"), b"typed\n", false)
+        .await;
+    let stdout = session.spdy.ended(session.stdout).await;
+    assert!(
+        contains(&stdout, b"got:typed"),
+        "{:?}",
+        String::from_utf8_lossy(&stdout.data)
+    );
+    assert_eq!(exec_status(&session).await["status"], "Success");
+    world.finish(&[&pod]).await;
+}
