@@ -34,11 +34,11 @@ fn header<'a>(stream: &'a Stream, name: &str) -> Option<&'a str> {
 /// The pair a stream belongs to: its `requestID`, or for clients too old
 /// to send one, the error stream's id (a data stream is opened just before
 /// its error stream, so its id is 2 less).
-fn request_id(stream: &Stream, kind: &str) -> String {
-    match header(stream, "requestid") {
+fn request_id(header: Option<&str>, stream_id: u32, kind: &str) -> String {
+    match header {
         Some(id) => id.to_string(),
-        None if kind == "data" => stream.stream_id.saturating_add(2).to_string(),
-        None => stream.stream_id.to_string(),
+        None if kind == "data" => stream_id.saturating_add(2).to_string(),
+        None => stream_id.to_string(),
     }
 }
 
@@ -61,7 +61,7 @@ pub(crate) async fn serve<B: Backend>(
                     let _ = stream.reset(RstStatus::ProtocolError).await;
                     continue;
                 }
-                let id = request_id(&stream, &kind);
+                let id = request_id(header(&stream, "requestid"), stream.stream_id, &kind);
                 let pair = pairs.entry(id.clone()).or_default();
                 let slot = if kind == "data" { &mut pair.data } else { &mut pair.error };
                 if slot.is_some() {
@@ -175,4 +175,18 @@ async fn forward<B: Backend>(data: Arc<Stream>, error: Arc<Stream>, pod_id: &str
     error.discard_incoming();
     let _ = data.write_data(Bytes::new(), true).await;
     let _ = error.write_data(Bytes::new(), true).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pair_is_its_request_id_or_for_old_clients_its_stream_ids() {
+        assert_eq!(request_id(Some("7"), 1, "data"), "7");
+        assert_eq!(request_id(Some("7"), 3, "error"), "7");
+        // Old clients: data on 1, its error on 3.
+        assert_eq!(request_id(None, 1, "data"), request_id(None, 3, "error"));
+        assert_ne!(request_id(None, 1, "data"), request_id(None, 5, "error"));
+    }
 }
