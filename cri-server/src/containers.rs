@@ -157,7 +157,7 @@ impl ContainerController {
 
     /// The client of the container's pod's monitor: the pod's own while crid
     /// watches the pod, else (recovery, before the watch) a new one.
-    fn monitor(&self, record: &ContainerRecord) -> MonitorClient {
+    pub(crate) fn monitor(&self, record: &ContainerRecord) -> MonitorClient {
         self.live
             .client(&record.pod_id)
             .unwrap_or_else(|| MonitorClient::new(&self.sandboxes.pod_dir(&record.pod_id)))

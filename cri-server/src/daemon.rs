@@ -64,6 +64,10 @@ pub struct Daemon {
 pub struct Started {
     daemon: Daemon,
     socket: BoundSocket,
+    /// The streaming server's socket, and what serves Exec, Attach and
+    /// PortForward through it.
+    streaming_listener: std::net::TcpListener,
+    streaming: Arc<crate::streaming::Streaming>,
     _locks: Vec<DirLock>,
 }
 
@@ -99,10 +103,19 @@ pub async fn start(config: Config) -> Result<Started, DaemonError> {
     let sandboxes =
         pod_sandbox::PodManager::new(&config.state, monitor_binary()?, network, cgroups)?;
     let socket = BoundSocket::bind(&config.listen)?;
+    let (streaming_listener, requests) = streaming::bind(config.streaming.address)
+        .map_err(|error| DaemonError::Setup(format!("[streaming] address: {error}")))?;
     let daemon = Daemon::wire(config, store, image_store, sandboxes)?;
+    let streaming = Arc::new(crate::streaming::Streaming::new(
+        Arc::new(requests),
+        daemon.pods.clone(),
+        daemon.containers.clone(),
+    ));
     Ok(Started {
         daemon,
         socket,
+        streaming_listener,
+        streaming,
         _locks: locks,
     })
 }
@@ -203,6 +216,8 @@ impl Started {
         let Started {
             daemon,
             socket,
+            streaming_listener,
+            streaming,
             _locks,
         } = self;
         // Before serving: kubelet must never see a half-made pod.
@@ -232,7 +247,19 @@ impl Started {
                 source,
             })?;
 
-        let runtime = RuntimeServiceServer::new(daemon.runtime_api())
+        let requests = streaming.requests();
+        tracing::info!(url = requests.base_url(), "streaming server listening");
+        let limits = streaming::Limits {
+            idle_timeout: daemon.config.streaming.idle_timeout,
+            max_sessions: daemon.config.streaming.max_sessions,
+        };
+        let streaming_server = tokio::spawn(streaming::serve(
+            streaming_listener,
+            requests,
+            streaming.clone(),
+            limits,
+        ));
+        let runtime = RuntimeServiceServer::new(daemon.runtime_api().with_streaming(streaming))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let images = ImageServiceServer::new(daemon.image_api())
@@ -278,6 +305,7 @@ impl Started {
             }
         };
         socket.remove_file();
+        streaming_server.abort();
         result?;
         tracing::info!("stopped");
         Ok(())

@@ -20,5 +20,6 @@ pub mod rpc;
 pub mod runtime_service;
 pub mod status;
 pub mod store;
+pub mod streaming;
 #[cfg(test)]
 mod testing;

@@ -35,6 +35,8 @@ pub struct RuntimeApi {
     pod_cidr: Arc<PodCidr>,
     pods: Arc<PodController>,
     containers: Arc<ContainerController>,
+    /// Exec/Attach/PortForward; none: they answer Unimplemented.
+    streaming: Option<Arc<crate::streaming::Streaming>>,
 }
 
 impl RuntimeApi {
@@ -49,7 +51,14 @@ impl RuntimeApi {
             pod_cidr,
             pods,
             containers,
+            streaming: None,
         }
+    }
+
+    /// The service with Exec, Attach and PortForward served by `streaming`.
+    pub fn with_streaming(mut self, streaming: Arc<crate::streaming::Streaming>) -> RuntimeApi {
+        self.streaming = Some(streaming);
+        self
     }
 }
 
@@ -298,18 +307,39 @@ impl RuntimeService for RuntimeApi {
     }
 
     async fn exec(&self, request: Request<ExecRequest>) -> RpcResult<ExecResponse> {
-        traced("Exec", request, |_| not_built("Exec")).await
+        let streaming = self.streaming.clone();
+        traced("Exec", request, |request| async move {
+            match streaming {
+                Some(streaming) => streaming.exec(request).await,
+                None => not_built("Exec").await,
+            }
+        })
+        .await
     }
 
     async fn attach(&self, request: Request<AttachRequest>) -> RpcResult<AttachResponse> {
-        traced("Attach", request, |_| not_built("Attach")).await
+        let streaming = self.streaming.clone();
+        traced("Attach", request, |request| async move {
+            match streaming {
+                Some(streaming) => streaming.attach(request).await,
+                None => not_built("Attach").await,
+            }
+        })
+        .await
     }
 
     async fn port_forward(
         &self,
         request: Request<PortForwardRequest>,
     ) -> RpcResult<PortForwardResponse> {
-        traced("PortForward", request, |_| not_built("PortForward")).await
+        let streaming = self.streaming.clone();
+        traced("PortForward", request, |request| async move {
+            match streaming {
+                Some(streaming) => streaming.port_forward(request).await,
+                None => not_built("PortForward").await,
+            }
+        })
+        .await
     }
 
     async fn container_stats(

@@ -600,6 +600,14 @@ impl Monitor {
             } => self
                 .containers
                 .exec(&id, &args, millis(timeout_ms), &client),
+            MonitorRequest::ExecAttached(exec) => self.containers.exec_attached(exec, &client),
+            MonitorRequest::Attach { id } => self.containers.attach(&id, &client),
+            MonitorRequest::AttachInput { .. }
+            | MonitorRequest::AttachCloseStdin
+            | MonitorRequest::AttachResize { .. } => Reply::Now(MonitorResponse::Error {
+                kind: ErrorKind::InvalidRequest,
+                message: "attach input without an attach on the connection".into(),
+            }),
             MonitorRequest::Hello => Reply::Now(MonitorResponse::Hello {
                 version: PROTOCOL_VERSION,
             }),
