@@ -50,6 +50,12 @@ pub struct CniConfig {
 pub struct StreamingConfig {
     /// Exec/attach/port-forward server; port 0 picks a free port.
     pub address: SocketAddr,
+    /// A session whose connection carries nothing for this long is closed
+    /// (kubelet's and the peers' 4 hours).
+    #[serde(with = "duration_text")]
+    pub idle_timeout: Duration,
+    /// Streaming sessions at once; more are refused (503).
+    pub max_sessions: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -159,6 +165,8 @@ impl Default for StreamingConfig {
     fn default() -> Self {
         StreamingConfig {
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            idle_timeout: Duration::from_secs(4 * 60 * 60),
+            max_sessions: 1000,
         }
     }
 }
@@ -362,6 +370,20 @@ impl Config {
                 "must be between 1s and 1h",
             ));
         }
+        if self.streaming.idle_timeout < Duration::from_secs(1) {
+            return Err(invalid(
+                "streaming.idle_timeout",
+                humantime::format_duration(self.streaming.idle_timeout),
+                "must be at least 1s",
+            ));
+        }
+        if !(1..=65536).contains(&self.streaming.max_sessions) {
+            return Err(invalid(
+                "streaming.max_sessions",
+                self.streaming.max_sessions,
+                "must be between 1 and 65536",
+            ));
+        }
         for (host, registry) in &self.registries {
             validate_registry_host(host)?;
             for (index, endpoint) in registry.endpoints.iter().enumerate() {
@@ -494,6 +516,8 @@ mod tests {
             "cgroup_driver",
             "max_labels_annotations_bytes = 1048576",
             "pull_progress_timeout = \"5m\"",
+            "idle_timeout = \"4h\"",
+            "max_sessions = 1000",
         ] {
             assert!(text.contains(key), "missing {key} in\n{text}");
         }

@@ -18,7 +18,7 @@ use runtime::spec::{
 };
 
 use crate::error::CridError;
-use crate::pods::PodRecord;
+use crate::objects::PodRecord;
 
 const SECURITY: &str = "config.linux.security_context";
 
@@ -380,22 +380,52 @@ fn namespaces(
 
 fn mount(i: usize, m: &cri::Mount) -> Result<MountSpec, CridError> {
     let field = |name: &str| format!("config.mounts[{i}].{name}");
-    if m.image
-        .as_ref()
-        .is_some_and(|image| !image.image.is_empty())
-    {
-        return Err(unsupported(&field("image"), "image volumes are"));
-    }
+    let image_volume = is_image_volume(m);
     if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
         return Err(unsupported(
             &field("uidMappings"),
             "ID-mapped mounts (user namespaces) are",
         ));
     }
-    for (name, path) in [
-        ("container_path", &m.container_path),
-        ("host_path", &m.host_path),
-    ] {
+    if image_volume {
+        // Its host path is the image's read-only mount, made at create.
+        if !m.host_path.is_empty() {
+            return Err(CridError::invalid(
+                field("host_path"),
+                &m.host_path,
+                "an image volume has no host path",
+            ));
+        }
+        if !m.readonly {
+            return Err(CridError::invalid(
+                field("readonly"),
+                "false",
+                "image volumes are read-only",
+            ));
+        }
+        if !runtime::spec::is_clean_relative(Path::new(&m.image_sub_path)) {
+            return Err(CridError::invalid(
+                field("image_sub_path"),
+                &m.image_sub_path,
+                "must be a path inside the image, relative and without '..'",
+            ));
+        }
+    } else if !m.image_sub_path.is_empty() {
+        return Err(CridError::invalid(
+            field("image_sub_path"),
+            &m.image_sub_path,
+            "only an image volume has one",
+        ));
+    }
+    let checked_paths: &[(&str, &String)] = if image_volume {
+        &[("container_path", &m.container_path)]
+    } else {
+        &[
+            ("container_path", &m.container_path),
+            ("host_path", &m.host_path),
+        ]
+    };
+    for &(name, path) in checked_paths {
         if !runtime::spec::is_clean_absolute(Path::new(path)) {
             return Err(CridError::invalid(
                 field(name),
@@ -451,6 +481,14 @@ fn mount(i: usize, m: &cri::Mount) -> Result<MountSpec, CridError> {
         propagation,
         recursive_read_only: m.recursive_read_only,
     })
+}
+
+/// A CRI mount of an image's content (Kubernetes image volumes) rather
+/// than of a host path.
+pub fn is_image_volume(m: &cri::Mount) -> bool {
+    m.image
+        .as_ref()
+        .is_some_and(|image| !image.image.is_empty())
 }
 
 /// Files of /proc a bind may cover, as runc allows (lxcfs binds its
@@ -777,7 +815,7 @@ mod tests {
     use tonic::{Code, Status};
 
     use super::*;
-    use crate::pods::PodPhase;
+    use crate::objects::PodPhase;
 
     const POD_DIR: &str = "/run/crid/pods/p1";
 
@@ -1540,8 +1578,41 @@ mod tests {
                     }),
                     ..bind("/d", "")
                 },
-                Code::FailedPrecondition,
-                "config.mounts[1].image",
+                Code::InvalidArgument,
+                "config.mounts[1].readonly",
+            ),
+            (
+                cri::Mount {
+                    image: Some(cri::ImageSpec {
+                        image: "busybox".into(),
+                        ..Default::default()
+                    }),
+                    readonly: true,
+                    ..bind("/d", "/h")
+                },
+                Code::InvalidArgument,
+                "config.mounts[1].host_path",
+            ),
+            (
+                cri::Mount {
+                    image: Some(cri::ImageSpec {
+                        image: "busybox".into(),
+                        ..Default::default()
+                    }),
+                    readonly: true,
+                    image_sub_path: "etc/../../x".into(),
+                    ..bind("/d", "")
+                },
+                Code::InvalidArgument,
+                "config.mounts[1].image_sub_path",
+            ),
+            (
+                cri::Mount {
+                    image_sub_path: "etc".into(),
+                    ..bind("/d", "/h")
+                },
+                Code::InvalidArgument,
+                "config.mounts[1].image_sub_path",
             ),
             (
                 cri::Mount {

@@ -1,8 +1,13 @@
-//! The daemon's lifecycle: claim the root, state dir and socket, open the
-//! metadata store, serve CRI until told to stop, then clean up.
+//! The daemon's lifecycle and wiring: claim the root, state dir and socket,
+//! open the metadata store, build the stores, the controllers over them and
+//! the CRI services over those, serve CRI until told to stop, then clean up.
+//!
+//! The layers, each using only those below it: stores (`records`, `store`,
+//! `live`, `objects`) → controllers (`images`, `containers`, `pods`) →
+//! services (`runtime_service`, `image_service`) → this wiring.
 
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use proto::cri::image_service_server::ImageServiceServer;
@@ -10,21 +15,20 @@ use proto::cri::runtime_service_server::RuntimeServiceServer;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::Config;
-use crate::containers::ContainerRecord;
+use crate::containers::{ContainerController, ContainerDeps};
 use crate::image_service::ImageApi;
-use crate::images::ImageRecord;
+use crate::images::ImageController;
 use crate::instance::{BoundSocket, DirLock, InstanceError, ensure_dir};
-use crate::limits::{LIST_BUDGET_BYTES, ListBudget, MAX_MESSAGE_BYTES};
+use crate::limits::MAX_MESSAGE_BYTES;
 use crate::live::LiveStates;
 use crate::locks::KeyedLocks;
-use crate::pods::PodRecord;
-use crate::records::RecordStore;
+use crate::objects::Stores;
+use crate::pods::PodController;
 use crate::runtime_service::RuntimeApi;
-use crate::store::{MetadataStore, StoreError};
+use crate::store::{MetadataStore, PodCidr, StoreError};
 
 /// How long in-flight RPCs may finish after SIGTERM before crid exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-const POD_CIDR_SETTING: &str = "pod_cidr";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -42,58 +46,30 @@ pub enum DaemonError {
     Setup(String),
 }
 
-/// What every handler shares.
+/// What the daemon is made of: the controllers, and what the services
+/// need besides them. Built once by [`start`].
 pub struct Daemon {
-    pub config: Config,
-    /// redb itself: node settings and compaction. Records go through the
-    /// stores below, which write through to it.
-    pub store: Arc<MetadataStore>,
-    pub pod_records: RecordStore<PodRecord>,
-    pub container_records: RecordStore<ContainerRecord>,
-    pub image_records: RecordStore<ImageRecord>,
-    pub images: image::ImageStore,
-    pub pods: pod_sandbox::PodManager,
-    /// What runs in each pod, as its monitor pushes it: List and Status
-    /// read it and ask no monitor.
-    pub live: LiveStates,
-    /// Serialises the operations on one pod and its containers, keyed by
-    /// the pod id: every pod and container operation that changes a pod or
-    /// one of its containers holds its pod's lock (CNI ADD/DEL must not
-    /// interleave; no container is created into a pod being removed).
-    pub pod_locks: KeyedLocks,
-    /// Serialises image record updates against image GC.
-    pub image_lock: tokio::sync::Mutex<()>,
-    /// What the pods and containers weigh in List answers.
-    pub lists: ListBudget,
-    /// Samples cgroups, pod networks and writable layers for the stats
-    /// RPCs and /metrics alike.
-    pub collector: metrics::Collector,
-    pod_cidr: RwLock<String>,
-}
-
-impl Daemon {
-    pub fn pod_cidr(&self) -> String {
-        self.pod_cidr
-            .read()
-            .map(|cidr| cidr.clone())
-            .unwrap_or_default()
-    }
-
-    /// Persists first, so what kubelet was told is kept survives a restart.
-    pub fn set_pod_cidr(&self, cidr: String) -> Result<(), StoreError> {
-        self.store.put_setting(POD_CIDR_SETTING, &cidr)?;
-        if let Ok(mut current) = self.pod_cidr.write() {
-            tracing::info!(pod_cidr = %cidr, "pod CIDR updated");
-            *current = cidr;
-        }
-        Ok(())
-    }
+    pub config: Arc<Config>,
+    pub stores: Stores,
+    pub pod_cidr: Arc<PodCidr>,
+    pub images: Arc<ImageController>,
+    pub containers: Arc<ContainerController>,
+    pub pods: Arc<PodController>,
+    /// The pods' locks and live states the controllers share.
+    pub pod_locks: Arc<KeyedLocks>,
+    pub live: Arc<LiveStates>,
+    /// The stats RPCs and /metrics, over one collector.
+    pub stats: Arc<crate::stats::Stats>,
 }
 
 /// A daemon that holds its directories and socket, ready to serve.
 pub struct Started {
-    daemon: Arc<Daemon>,
+    daemon: Daemon,
     socket: BoundSocket,
+    /// The streaming server's socket, and what serves Exec, Attach and
+    /// PortForward through it.
+    streaming_listener: std::net::TcpListener,
+    streaming: Arc<crate::streaming::Streaming>,
     metrics_listener: tokio::net::TcpListener,
     _locks: Vec<DirLock>,
 }
@@ -109,17 +85,7 @@ pub async fn start(config: Config) -> Result<Started, DaemonError> {
         locks.push(DirLock::acquire(&config.state)?);
     }
     let store = Arc::new(MetadataStore::open(&config.root)?);
-    // Every record is read and decoded here, once.
-    let pod_records = RecordStore::<PodRecord>::load(store.clone())?;
-    let container_records = RecordStore::<ContainerRecord>::load(store.clone())?;
-    let image_records = RecordStore::<ImageRecord>::load(store.clone())?;
-    let lists = ListBudget::new(LIST_BUDGET_BYTES);
-    pod_records.charge_loaded(&lists);
-    container_records.charge_loaded(&lists);
-    let pod_cidr = store
-        .get_setting::<String>(POD_CIDR_SETTING)?
-        .unwrap_or_default();
-    let images = image::ImageStore::open(
+    let image_store = image::ImageStore::open(
         &config.root.join("images"),
         config.registries.clone(),
         config.images.pull_limits(),
@@ -137,34 +103,113 @@ pub async fn start(config: Config) -> Result<Started, DaemonError> {
     let cgroups = runtime::cgroup::Cgroups::new(driver)
         .await
         .map_err(|error| DaemonError::Setup(format!("[runtime] cgroup_driver: {error}")))?;
-    let collector =
-        metrics::Collector::new(cgroups.hierarchy().clone(), metrics::Options::default());
-    let pods = pod_sandbox::PodManager::new(&config.state, monitor_binary()?, network, cgroups)?;
+    let sandboxes =
+        pod_sandbox::PodManager::new(&config.state, monitor_binary()?, network, cgroups)?;
     let metrics_listener = metrics::exposition::bind(config.metrics.address)
         .await
         .map_err(|error| DaemonError::Setup(format!("[metrics] address: {error}")))?;
     let socket = BoundSocket::bind(&config.listen)?;
-    let daemon = Arc::new(Daemon {
-        config,
-        store,
-        pod_records,
-        container_records,
-        image_records,
-        images,
-        pods,
-        live: LiveStates::default(),
-        pod_locks: KeyedLocks::default(),
-        image_lock: tokio::sync::Mutex::new(()),
-        lists,
-        collector,
-        pod_cidr: RwLock::new(pod_cidr),
-    });
+    let (streaming_listener, requests) = streaming::bind(config.streaming.address)
+        .map_err(|error| DaemonError::Setup(format!("[streaming] address: {error}")))?;
+    let daemon = Daemon::wire(config, store, image_store, sandboxes)?;
+    let streaming = Arc::new(crate::streaming::Streaming::new(
+        Arc::new(requests),
+        daemon.pods.clone(),
+        daemon.containers.clone(),
+    ));
     Ok(Started {
         daemon,
         socket,
+        streaming_listener,
+        streaming,
         metrics_listener,
         _locks: locks,
     })
+}
+
+impl Daemon {
+    /// Loads the stores from `store` and builds the controllers over them
+    /// and the libraries given. Blocking (see [`Stores::load`]); in a
+    /// Tokio runtime (it starts the controllers' own tasks).
+    pub fn wire(
+        config: Config,
+        store: Arc<MetadataStore>,
+        image_store: image::ImageStore,
+        sandboxes: pod_sandbox::PodManager,
+    ) -> Result<Daemon, StoreError> {
+        let stores = Stores::load(store.clone())?;
+        let collector = metrics::Collector::new(
+            sandboxes.cgroups().hierarchy().clone(),
+            metrics::Options::default(),
+        );
+        let pod_cidr = Arc::new(PodCidr::load(store)?);
+        let sandboxes = Arc::new(sandboxes);
+        let (deaths_tx, deaths) = tokio::sync::mpsc::unbounded_channel();
+        let live = Arc::new(LiveStates::reporting_deaths(deaths_tx));
+        // One lock per pod id, taken by every pod and container operation
+        // that changes a pod or one of its containers (CNI ADD/DEL must not
+        // interleave; no container is created into a pod being removed).
+        let pod_locks = Arc::new(KeyedLocks::default());
+        let images = Arc::new(ImageController::new(
+            stores.images.clone(),
+            stores.containers.clone(),
+            image_store,
+        ));
+        let containers = Arc::new(ContainerController::new(ContainerDeps {
+            records: stores.containers.clone(),
+            pods: stores.pods.clone(),
+            images: images.clone(),
+            sandboxes: sandboxes.clone(),
+            live: live.clone(),
+            pod_locks: pod_locks.clone(),
+            lists: stores.lists.clone(),
+            state: config.state.clone(),
+            root: config.root.clone(),
+        }));
+        // Pods whose monitor died are ended by the container controller.
+        tokio::spawn(containers.clone().follow_monitor_deaths(deaths));
+        let pods = Arc::new(PodController::new(
+            stores.pods.clone(),
+            sandboxes,
+            containers.clone(),
+            live.clone(),
+            pod_locks.clone(),
+            stores.lists.clone(),
+        ));
+        let config = Arc::new(config);
+        let stats = Arc::new(crate::stats::Stats::new(
+            config.clone(),
+            stores.pods.clone(),
+            stores.containers.clone(),
+            live.clone(),
+            collector,
+        ));
+        Ok(Daemon {
+            config,
+            stores,
+            pod_cidr,
+            images,
+            containers,
+            pods,
+            pod_locks,
+            live,
+            stats,
+        })
+    }
+
+    pub fn runtime_api(&self) -> RuntimeApi {
+        RuntimeApi::new(
+            self.config.clone(),
+            self.pod_cidr.clone(),
+            self.pods.clone(),
+            self.containers.clone(),
+            self.stats.clone(),
+        )
+    }
+
+    pub fn image_api(&self) -> ImageApi {
+        ImageApi::new(self.images.clone())
+    }
 }
 
 /// crid-monitor is installed beside crid.
@@ -192,19 +237,21 @@ impl Started {
         let Started {
             daemon,
             socket,
+            streaming_listener,
+            streaming,
             metrics_listener,
             _locks,
         } = self;
         // Before serving: kubelet must never see a half-made pod.
-        crate::pods::recover(&daemon).await;
-        crate::containers::recover(&daemon).await;
+        daemon.pods.recover().await;
+        daemon.containers.recover().await;
         // Every pod's monitor is followed again; its snapshot catches up
         // with what ended while crid was down.
-        crate::pods::watch_all(&daemon).await;
+        daemon.pods.watch_all().await;
         // Layers of pulls a crash interrupted go now; serving need not wait.
-        let collector = daemon.clone();
+        let collector = daemon.images.clone();
         tokio::spawn(async move {
-            if let Err(error) = crate::images::collect_garbage(&collector).await {
+            if let Err(error) = collector.collect_garbage().await {
                 tracing::warn!(%error, "image garbage collection at start failed");
             }
         });
@@ -222,25 +269,37 @@ impl Started {
                 source,
             })?;
 
-        let runtime = RuntimeServiceServer::new(RuntimeApi::new(daemon.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let images = ImageServiceServer::new(ImageApi::new(daemon.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
-
-        let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+        let requests = streaming.requests();
+        tracing::info!(url = requests.base_url(), "streaming server listening");
+        let limits = streaming::Limits {
+            idle_timeout: daemon.config.streaming.idle_timeout,
+            max_sessions: daemon.config.streaming.max_sessions,
+        };
+        let streaming_server = tokio::spawn(streaming::serve(
+            streaming_listener,
+            requests,
+            streaming.clone(),
+            limits,
+        ));
         if let Ok(address) = metrics_listener.local_addr() {
             tracing::info!(%address, "serving /metrics");
         }
-        let refresher = tokio::spawn(crate::stats::refresh_for_metrics(daemon.clone()));
+        let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+        let refresher = tokio::spawn(crate::stats::refresh_for_metrics(daemon.stats.clone()));
         tokio::spawn(metrics::exposition::serve(
             metrics_listener,
-            crate::stats::metrics_source(daemon.clone()),
+            crate::stats::metrics_source(daemon.stats.clone()),
             async {
                 let _ = metrics_stopped.await;
             },
         ));
+        let runtime = RuntimeServiceServer::new(daemon.runtime_api().with_streaming(streaming))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let images = ImageServiceServer::new(daemon.image_api())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
             .layer(tower::util::MapResponseLayer::new(
@@ -280,6 +339,7 @@ impl Started {
             }
         };
         socket.remove_file();
+        streaming_server.abort();
         let _ = stop_metrics.send(());
         refresher.abort();
         result?;

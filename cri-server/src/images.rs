@@ -13,61 +13,34 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use image::{Credentials, GcReport, ImageError, PulledImage, Reference};
+use image::{Credentials, FsUsage, GcReport, ImageError, ImageStore, PulledImage, Reference};
+use pod_sandbox::fault;
 use proto::cri;
-use serde::{Deserialize, Serialize};
 
-use crate::daemon::Daemon;
 use crate::error::CridError;
 use crate::limits::LIST_BUDGET_BYTES;
-use crate::records::Stored;
+use crate::objects::{ContainerRecord, ImageRecord};
+use crate::records::RecordStore;
 use crate::rpc::{blocking, now_nanos};
-use crate::store::Table;
 
 /// The request field every image RPC names the image in.
-const IMAGE_FIELD: &str = "image.image";
+pub const IMAGE_FIELD: &str = "image.image";
 /// How often a pull is retried when a concurrent GC removed what it fetched
 /// before it could be recorded (rare: needs a RemoveImage in that window).
 const RECORD_ATTEMPTS: usize = 3;
 
-/// One image as crid knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageRecord {
-    /// `sha256:<hex>` of the image config.
-    pub id: String,
-    /// `registry/repo:tag`, sorted, unique.
-    pub repo_tags: BTreeSet<String>,
-    /// `registry/repo@sha256:…`, sorted, unique.
-    pub repo_digests: BTreeSet<String>,
-    /// Nanoseconds since the epoch of the last pull that recorded it.
-    pub pulled_at: i64,
-    /// Every blob any pull of this image used (config, manifests, indexes,
-    /// layers): GC keeps them all.
-    pub blobs: BTreeSet<String>,
-    /// The last pull's result: layers, config, size, user.
-    pub image: PulledImage,
+/// The image controller: the image records, the content store under them,
+/// and image GC, which keeps every layer a container still uses.
+pub struct ImageController {
+    records: Arc<RecordStore<ImageRecord>>,
+    /// Read only: their layers and configs are kept by GC.
+    containers: Arc<RecordStore<ContainerRecord>>,
+    store: ImageStore,
+    /// Serialises image record updates against image GC.
+    lock: tokio::sync::Mutex<()>,
 }
 
-impl Stored for ImageRecord {
-    const TABLE: Table = Table::Images;
-    fn id(&self) -> &str {
-        &self.id
-    }
-}
-
-/// The image string of a request, refused when missing or empty.
-fn requested_image(spec: Option<&cri::ImageSpec>) -> Result<&str, CridError> {
-    match spec.map(|s| s.image.as_str()) {
-        Some(image) if !image.is_empty() => Ok(image),
-        _ => Err(CridError::invalid(
-            IMAGE_FIELD,
-            "",
-            "an image reference or id is required",
-        )),
-    }
-}
-
-fn parse_reference(image: &str) -> Result<Reference, CridError> {
+pub fn parse_reference(image: &str) -> Result<Reference, CridError> {
     Reference::parse(image).map_err(|error| match error {
         ImageError::InvalidReference { reason, .. } => {
             CridError::invalid(IMAGE_FIELD, image, reason)
@@ -126,13 +99,6 @@ pub fn resolve<'a>(
 
 fn is_hex(s: &str) -> bool {
     s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-/// Resolves `image` against the current records (CreateContainer finds its
-/// image the same way).
-pub fn find(daemon: &Daemon, image: &str) -> Result<Option<Arc<ImageRecord>>, CridError> {
-    let records = daemon.image_records.all();
-    Ok(resolve(&records, image)?.cloned())
 }
 
 /// `uid` when the config's user is numeric, else the user name (the part
@@ -238,206 +204,186 @@ fn check_list_room(
     Ok(())
 }
 
-/// Whether every blob and layer of `pulled` is still in the store.
-fn content_present(daemon: &Daemon, pulled: &PulledImage) -> bool {
-    daemon.images.has_layers(pulled)
-        && pulled
-            .blob_digests()
-            .iter()
-            .all(|d| daemon.images.blob_path(d).is_ok_and(|path| path.is_file()))
-}
-
-pub async fn pull(
-    daemon: &Arc<Daemon>,
-    request: cri::PullImageRequest,
-) -> Result<cri::PullImageResponse, CridError> {
-    let image = requested_image(request.image.as_ref())?;
-    let reference = parse_reference(image)?;
-    let creds = match &request.auth {
-        Some(auth) => {
-            let auth = image::AuthConfig {
-                username: auth.username.clone(),
-                password: auth.password.clone(),
-                auth: auth.auth.clone(),
-                server_address: auth.server_address.clone(),
-                identity_token: auth.identity_token.clone(),
-                registry_token: auth.registry_token.clone(),
-            };
-            Credentials::from_auth_config(&auth, reference.registry())?
+impl ImageController {
+    pub fn new(
+        records: Arc<RecordStore<ImageRecord>>,
+        containers: Arc<RecordStore<ContainerRecord>>,
+        store: ImageStore,
+    ) -> ImageController {
+        ImageController {
+            records,
+            containers,
+            store,
+            lock: tokio::sync::Mutex::new(()),
         }
-        None => None,
-    };
-    let started = Instant::now();
-    for attempt in 1..=RECORD_ATTEMPTS {
-        // Pulls run without the image lock; the store pins what a pull in
-        // progress uses, so GC leaves it alone until the pull returns.
-        let pulled = daemon.images.pull(&reference, creds.clone()).await?;
-        let _guard = daemon.image_lock.lock().await;
-        let recorded = {
-            let daemon = daemon.clone();
-            let reference = reference.clone();
-            let pulled = pulled.clone();
+    }
+
+    /// Resolves `image` against the current records (CreateContainer finds
+    /// its image the same way).
+    pub fn find(&self, image: &str) -> Result<Option<Arc<ImageRecord>>, CridError> {
+        let records = self.records.all();
+        Ok(resolve(&records, image)?.cloned())
+    }
+
+    /// The image `filter` names (nothing when it names nothing, or nothing
+    /// valid), or every image.
+    pub fn list(&self, filter: Option<&str>) -> Vec<Arc<ImageRecord>> {
+        let records = self.records.all();
+        match filter {
+            Some(image) => match resolve(&records, image) {
+                Ok(found) => found.cloned().into_iter().collect(),
+                Err(_) => Vec::new(),
+            },
+            None => records,
+        }
+    }
+
+    /// Where a layer's unpacked tree is (a container's rootfs lower dir).
+    pub fn layer_dir(&self, chain_id: &str) -> Result<std::path::PathBuf, CridError> {
+        Ok(self.store.layer_dir(chain_id)?)
+    }
+
+    pub async fn read_blob(&self, digest: &str) -> Result<Vec<u8>, CridError> {
+        Ok(self.store.read_blob(digest).await?)
+    }
+
+    pub async fn fs_usage(&self) -> Result<FsUsage, CridError> {
+        Ok(self.store.fs_usage().await?)
+    }
+
+    /// Whether every blob and layer of `pulled` is still in the store.
+    fn content_present(&self, pulled: &PulledImage) -> bool {
+        self.store.has_layers(pulled)
+            && pulled
+                .blob_digests()
+                .iter()
+                .all(|d| self.store.blob_path(d).is_ok_and(|path| path.is_file()))
+    }
+
+    /// Pulls and records the image; its id.
+    pub async fn pull(
+        self: &Arc<Self>,
+        reference: &Reference,
+        creds: Option<Credentials>,
+    ) -> Result<String, CridError> {
+        let started = Instant::now();
+        for attempt in 1..=RECORD_ATTEMPTS {
+            // Pulls run without the image lock; the store pins what a pull in
+            // progress uses, so GC leaves it alone until the pull returns.
+            let pulled = self.store.pull(reference, creds.clone()).await?;
+            fault::point("image.pull.fetched");
+            let _guard = self.lock.lock().await;
+            let recorded = {
+                let images = self.clone();
+                let reference = reference.clone();
+                let pulled = pulled.clone();
+                blocking(move || {
+                    // A GC between the pull's end and this lock may have removed
+                    // what it fetched: then pull again rather than record an
+                    // image without its layers.
+                    if !images.content_present(&pulled) {
+                        return Ok(false);
+                    }
+                    let records = images.records.all();
+                    let changed = merge(&records, &pulled, &reference, now_nanos());
+                    check_list_room(&records, &changed, LIST_BUDGET_BYTES)?;
+                    // The new record and the tags it took from others: together.
+                    images.records.put_all(changed)?;
+                    Ok(true)
+                })
+                .await?
+            };
+            if recorded {
+                tracing::info!(
+                    image = %reference,
+                    id = %pulled.id,
+                    size = pulled.size,
+                    layers = pulled.layers.len(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "image recorded"
+                );
+                return Ok(pulled.id);
+            }
+            tracing::warn!(image = %reference, attempt, "pulled content was collected before it was recorded; pulling again");
+        }
+        Err(CridError::FailedPrecondition(format!(
+            "image {reference}: its content was removed by concurrent image removals {RECORD_ATTEMPTS} times; retry the pull"
+        )))
+    }
+
+    /// Forgets the image `image` names (nothing when none: RemoveImage is
+    /// idempotent) and collects what no record needs any more.
+    pub async fn remove(self: &Arc<Self>, image: &str) -> Result<(), CridError> {
+        let image = image.to_string();
+        let _guard = self.lock.lock().await;
+        let removed = {
+            let images = self.clone();
             blocking(move || {
-                // A GC between the pull's end and this lock may have removed
-                // what it fetched: then pull again rather than record an
-                // image without its layers.
-                if !content_present(&daemon, &pulled) {
-                    return Ok(false);
-                }
-                let records = daemon.image_records.all();
-                let changed = merge(&records, &pulled, &reference, now_nanos());
-                check_list_room(&records, &changed, LIST_BUDGET_BYTES)?;
-                // The new record and the tags it took from others: together.
-                daemon.image_records.put_all(changed)?;
-                Ok(true)
+                let records = images.records.all();
+                let Some(record) = resolve(&records, &image)? else {
+                    return Ok(None);
+                };
+                images.records.remove(&record.id)?;
+                Ok(Some(record.clone()))
             })
             .await?
         };
-        if recorded {
-            tracing::info!(
-                image = %reference,
-                id = %pulled.id,
-                size = pulled.size,
-                layers = pulled.layers.len(),
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "image recorded"
-            );
-            return Ok(cri::PullImageResponse {
-                image_ref: pulled.id,
-            });
+        if let Some(record) = removed {
+            tracing::info!(id = %record.id, tags = ?record.repo_tags, "image removed");
+            fault::point("image.remove.forgotten");
+            self.records.compact_if_due();
+            self.collect_garbage_locked().await?;
         }
-        tracing::warn!(image = %reference, attempt, "pulled content was collected before it was recorded; pulling again");
+        Ok(())
     }
-    Err(CridError::FailedPrecondition(format!(
-        "image {reference}: its content was removed by concurrent image removals {RECORD_ATTEMPTS} times; retry the pull"
-    )))
-}
 
-pub async fn status(
-    daemon: &Arc<Daemon>,
-    request: cri::ImageStatusRequest,
-) -> Result<cri::ImageStatusResponse, CridError> {
-    let image = requested_image(request.image.as_ref())?;
-    let Some(record) = find(daemon, image)? else {
-        // The CRI spec: an image that is not present is an empty response.
-        return Ok(cri::ImageStatusResponse::default());
-    };
-    let mut response = cri::ImageStatusResponse {
-        image: Some(to_cri(&record)),
-        ..Default::default()
-    };
-    if request.verbose {
-        response
-            .info
-            .insert("info".to_string(), verbose_info(daemon, &record).await?);
+    /// Everything that is still needed: every layer and blob of every
+    /// image record.
+    pub fn keep_sets(&self) -> KeepSets {
+        let mut keep = KeepSets::default();
+        for record in self.records.all() {
+            keep.chain_ids.extend(record.image.chain_ids());
+            keep.blobs.extend(record.image.blob_digests());
+            keep.blobs.extend(record.blobs.iter().cloned());
+        }
+        // A container keeps its rootfs and image volumes' layers and image
+        // configs even when their images were removed.
+        for record in self.containers.all() {
+            keep.chain_ids.extend(record.layers.iter().cloned());
+            keep.blobs.insert(record.image_id.clone());
+            for volume in &record.image_volumes {
+                keep.chain_ids.extend(volume.layers.iter().cloned());
+                keep.blobs.insert(volume.image_id.clone());
+            }
+        }
+        keep
     }
-    Ok(response)
-}
 
-/// containerd's verbose image info: the image config as `imageSpec` and the
-/// top layer's `chainID`, plus the layers and the manifest crid pulled.
-async fn verbose_info(daemon: &Daemon, record: &ImageRecord) -> Result<String, CridError> {
-    let config = daemon.images.read_blob(&record.id).await?;
-    let spec: serde_json::Value = serde_json::from_slice(&config).map_err(|e| {
-        CridError::FailedPrecondition(format!(
-            "image {}: stored config is not JSON: {e}",
-            record.id
-        ))
-    })?;
-    let layers: Vec<serde_json::Value> = record
-        .image
-        .layers
-        .iter()
-        .map(|l| {
-            serde_json::json!({
-                "digest": l.digest,
-                "diffID": l.diff_id,
-                "chainID": l.chain_id,
-                "size": l.size,
-                "mediaType": l.media_type,
-            })
-        })
-        .collect();
-    let info = serde_json::json!({
-        "chainID": record.image.layers.last().map(|l| l.chain_id.clone()).unwrap_or_default(),
-        "imageSpec": spec,
-        "layers": layers,
-        "manifestDigest": record.image.manifest_digest,
-        "indexDigest": record.image.index_digest,
-    });
-    Ok(info.to_string())
-}
-
-pub async fn list(
-    daemon: &Arc<Daemon>,
-    request: cri::ListImagesRequest,
-) -> Result<cri::ListImagesResponse, CridError> {
-    let filter = request
-        .filter
-        .and_then(|f| f.image)
-        .map(|spec| spec.image)
-        .filter(|image| !image.is_empty());
-    let records = daemon.image_records.all();
-    let images = match filter {
-        // A filter that names nothing (or nothing valid) lists nothing.
-        Some(image) => match resolve(&records, &image) {
-            Ok(found) => found.map(|r| to_cri(r)).into_iter().collect(),
-            Err(_) => Vec::new(),
-        },
-        None => records.iter().map(|r| to_cri(r)).collect(),
-    };
-    Ok(cri::ListImagesResponse { images })
-}
-
-pub async fn remove(
-    daemon: &Arc<Daemon>,
-    request: cri::RemoveImageRequest,
-) -> Result<cri::RemoveImageResponse, CridError> {
-    let image = requested_image(request.image.as_ref())?.to_string();
-    let _guard = daemon.image_lock.lock().await;
-    let removed = {
-        let daemon = daemon.clone();
-        blocking(move || {
-            let records = daemon.image_records.all();
-            let Some(record) = resolve(&records, &image)? else {
-                // Already gone: RemoveImage is idempotent.
-                return Ok(None);
-            };
-            daemon.image_records.remove(&record.id)?;
-            Ok(Some(record.clone()))
-        })
-        .await?
-    };
-    if let Some(record) = removed {
-        tracing::info!(id = %record.id, tags = ?record.repo_tags, "image removed");
-        crate::rpc::compact_store_if_due(daemon);
-        collect_garbage_locked(daemon).await?;
+    /// Image GC: removes every layer and blob no record needs. Takes the
+    /// image lock (no image may be recorded between computing the keep sets
+    /// and the removal). Also safe to run at start: a failed pull leaves
+    /// verified layers behind until the next GC.
+    pub async fn collect_garbage(&self) -> Result<GcReport, CridError> {
+        let _guard = self.lock.lock().await;
+        self.collect_garbage_locked().await
     }
-    Ok(cri::RemoveImageResponse {})
-}
 
-pub async fn fs_info(
-    daemon: &Arc<Daemon>,
-    _request: cri::ImageFsInfoRequest,
-) -> Result<cri::ImageFsInfoResponse, CridError> {
-    let usage = daemon.images.fs_usage().await?;
-    let filesystem = cri::FilesystemUsage {
-        timestamp: now_nanos(),
-        fs_id: Some(cri::FilesystemIdentifier {
-            mountpoint: usage.mountpoint.to_string_lossy().into_owned(),
-        }),
-        used_bytes: Some(cri::UInt64Value {
-            value: usage.used_bytes,
-        }),
-        inodes_used: Some(cri::UInt64Value {
-            value: usage.inodes_used,
-        }),
-    };
-    // No split image file system: containers live on the same one.
-    Ok(cri::ImageFsInfoResponse {
-        image_filesystems: vec![filesystem.clone()],
-        container_filesystems: vec![filesystem],
-    })
+    /// [`ImageController::collect_garbage`] for a caller that holds the image lock.
+    async fn collect_garbage_locked(&self) -> Result<GcReport, CridError> {
+        let keep = self.keep_sets();
+        let report = self
+            .store
+            .remove_unreferenced(&keep.chain_ids, &keep.blobs)
+            .await?;
+        if !report.layers_removed.is_empty() || !report.blobs_removed.is_empty() {
+            tracing::info!(
+                layers = report.layers_removed.len(),
+                blobs = report.blobs_removed.len(),
+                "image garbage collected"
+            );
+        }
+        Ok(report)
+    }
 }
 
 /// What image GC must not remove.
@@ -445,50 +391,6 @@ pub async fn fs_info(
 pub struct KeepSets {
     pub chain_ids: HashSet<String>,
     pub blobs: HashSet<String>,
-}
-
-/// Everything that is still needed: every layer and blob of every image
-/// record.
-pub fn keep_sets(daemon: &Daemon) -> KeepSets {
-    let mut keep = KeepSets::default();
-    for record in daemon.image_records.all() {
-        keep.chain_ids.extend(record.image.chain_ids());
-        keep.blobs.extend(record.image.blob_digests());
-        keep.blobs.extend(record.blobs.iter().cloned());
-    }
-    // A container keeps its rootfs layers and image config even when its
-    // image was removed.
-    for record in daemon.container_records.all() {
-        keep.chain_ids.extend(record.layers.iter().cloned());
-        keep.blobs.insert(record.image_id.clone());
-    }
-    keep
-}
-
-/// Image GC: removes every layer and blob no record needs. Takes the image
-/// lock (no image may be recorded between computing the keep sets and the
-/// removal). Also safe to run at start: a failed pull leaves verified layers
-/// behind until the next GC.
-pub async fn collect_garbage(daemon: &Arc<Daemon>) -> Result<GcReport, CridError> {
-    let _guard = daemon.image_lock.lock().await;
-    collect_garbage_locked(daemon).await
-}
-
-/// [`collect_garbage`] for a caller that holds `daemon.image_lock`.
-async fn collect_garbage_locked(daemon: &Arc<Daemon>) -> Result<GcReport, CridError> {
-    let keep = keep_sets(daemon);
-    let report = daemon
-        .images
-        .remove_unreferenced(&keep.chain_ids, &keep.blobs)
-        .await?;
-    if !report.layers_removed.is_empty() || !report.blobs_removed.is_empty() {
-        tracing::info!(
-            layers = report.layers_removed.len(),
-            blobs = report.blobs_removed.len(),
-            "image garbage collected"
-        );
-    }
-    Ok(report)
 }
 
 #[cfg(test)]

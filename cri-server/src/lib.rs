@@ -13,6 +13,7 @@ pub mod instance;
 pub mod limits;
 pub mod live;
 pub mod locks;
+pub mod objects;
 pub mod pods;
 pub mod records;
 pub mod rpc;
@@ -20,3 +21,6 @@ pub mod runtime_service;
 pub mod stats;
 pub mod status;
 pub mod store;
+pub mod streaming;
+#[cfg(test)]
+mod testing;

@@ -13,6 +13,10 @@
 //! update is monotonic: a started time only appears, an exit is never
 //! undone, so events, snapshots and answers may arrive in any order.
 //!
+//! A monitor found gone for good while its pod is followed (it died, or
+//! was gone when crid started) is reported on the channel given to
+//! [`LiveStates::reporting_deaths`], so crid can end what it left behind.
+//!
 //! Monitors of protocol version 1 cannot push: their pods are asked on
 //! each read, as before ([`LiveStates::containers`], [`LiveStates::pause_running`]).
 //!
@@ -29,6 +33,7 @@ use proto::monitor::{
 };
 use runtime::MonitorClient;
 use runtime::client::{MonitorError, Subscription};
+use tokio::sync::mpsc::UnboundedSender;
 
 /// Backoff between subscription attempts to a monitor that is there but
 /// did not take one (busy, or it dropped this subscriber).
@@ -200,9 +205,20 @@ struct Watched {
 #[derive(Default)]
 pub struct LiveStates {
     pods: RwLock<HashMap<String, Watched>>,
+    /// Where the id of a pod whose monitor is found gone is sent.
+    monitor_deaths: Option<UnboundedSender<String>>,
 }
 
 impl LiveStates {
+    /// Live states that send the id of each pod whose monitor is found
+    /// gone for good to `monitor_deaths`.
+    pub fn reporting_deaths(monitor_deaths: UnboundedSender<String>) -> LiveStates {
+        LiveStates {
+            pods: RwLock::default(),
+            monitor_deaths: Some(monitor_deaths),
+        }
+    }
+
     fn pod(&self, pod_id: &str) -> Option<Arc<PodLive>> {
         let pods = self.pods.read().unwrap_or_else(|p| p.into_inner());
         pods.get(pod_id).map(|watched| watched.pod.clone())
@@ -217,7 +233,12 @@ impl LiveStates {
             view: RwLock::new(PodView::default()),
         });
         let (first_tx, first_rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(follow(pod_id.to_string(), pod.clone(), first_tx));
+        let task = tokio::spawn(follow(
+            pod_id.to_string(),
+            pod.clone(),
+            first_tx,
+            self.monitor_deaths.clone(),
+        ));
         let previous = {
             let mut pods = self.pods.write().unwrap_or_else(|p| p.into_inner());
             pods.insert(pod_id.to_string(), Watched { pod, task })
@@ -312,8 +333,8 @@ impl LiveStates {
     }
 }
 
-/// Whether a failed subscribe means the monitor will never answer again.
-fn monitor_gone(error: &MonitorError) -> bool {
+/// Whether a failed request means the monitor will never answer again.
+pub fn monitor_gone(error: &MonitorError) -> bool {
     let gone_kind = |source: &std::io::Error| {
         matches!(
             source.kind(),
@@ -333,8 +354,10 @@ enum Attempt {
     Subscribed(Subscription),
     /// Try again later.
     Retry,
-    /// Nothing more to follow: the monitor cannot push, or is gone.
+    /// Nothing more to follow: the monitor cannot push.
     Done,
+    /// Nothing more to follow: the monitor is gone for good.
+    Gone,
 }
 
 async fn subscribe(pod_id: &str, pod: &PodLive) -> Attempt {
@@ -361,7 +384,7 @@ async fn subscribe(pod_id: &str, pod: &PodLive) -> Attempt {
         Err(error) if monitor_gone(&error) => {
             pod.write().gone();
             tracing::debug!(pod_id, %error, "the pod's monitor is gone");
-            Attempt::Done
+            Attempt::Gone
         }
         Err(error) => {
             tracing::warn!(pod_id, %error, "cannot subscribe to the pod's monitor; retrying");
@@ -371,8 +394,14 @@ async fn subscribe(pod_id: &str, pod: &PodLive) -> Attempt {
 }
 
 /// The pod's task: subscribe, apply, and subscribe again when the
-/// subscription breaks, until the monitor is gone or cannot push.
-async fn follow(pod_id: String, pod: Arc<PodLive>, first: tokio::sync::oneshot::Sender<()>) {
+/// subscription breaks, until the monitor is gone (then `deaths` is told)
+/// or cannot push.
+async fn follow(
+    pod_id: String,
+    pod: Arc<PodLive>,
+    first: tokio::sync::oneshot::Sender<()>,
+    deaths: Option<UnboundedSender<String>>,
+) {
     let mut first = Some(first);
     let mut backoff = RETRY_FIRST;
     loop {
@@ -382,6 +411,13 @@ async fn follow(pod_id: String, pod: Arc<PodLive>, first: tokio::sync::oneshot::
         }
         match attempt {
             Attempt::Done => return,
+            Attempt::Gone => {
+                if let Some(deaths) = deaths {
+                    // The receiver is gone only when crid is leaving.
+                    let _ = deaths.send(pod_id);
+                }
+                return;
+            }
             Attempt::Retry => {}
             Attempt::Subscribed(mut subscription) => {
                 backoff = RETRY_FIRST;

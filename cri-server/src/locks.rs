@@ -31,6 +31,17 @@ impl KeyedLocks {
         };
         lock.lock_owned().await
     }
+
+    /// How many hold or wait for `key`'s lock (a test's way to know that
+    /// an operation now waits for it).
+    #[cfg(test)]
+    pub fn users(&self, key: &str) -> usize {
+        let locks = self
+            .locks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        locks.get(key).map_or(0, Weak::strong_count)
+    }
 }
 
 #[cfg(test)]

@@ -11,12 +11,14 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Instant;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::CridError;
 use crate::limits::ListBudget;
+use crate::rpc::blocking;
 use crate::store::{MetadataStore, StoreError, Table};
 
 /// What a store keeps: records of one kind, each under its id in `TABLE`.
@@ -127,6 +129,29 @@ impl<T: Stored> RecordStore<T> {
         Ok(self.write().remove(id))
     }
 
+    /// Compacts the metadata store once enough was removed, on a blocking
+    /// thread of its own: the removal that crossed the threshold answers
+    /// without waiting for it, and the async workers never wait at all.
+    pub fn compact_if_due(&self) {
+        if !self.metadata.compaction_due() {
+            return;
+        }
+        let metadata = self.metadata.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            match metadata.compact_if_due() {
+                Ok(Some(sizes)) => tracing::info!(
+                    before_bytes = sizes.before,
+                    after_bytes = sizes.after,
+                    elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                    "metadata store compacted"
+                ),
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, "cannot compact the metadata store"),
+            }
+        });
+    }
+
     fn apply(&self, record: T) -> Arc<T> {
         let record = Arc::new(record);
         self.write().insert(record.id().to_string(), record.clone());
@@ -191,6 +216,45 @@ impl<T: Record> RecordStore<T> {
         let bytes = self.read().values().map(|r| r.list_charge()).sum();
         budget.load(T::TABLE, bytes);
     }
+}
+
+/// Reserves the record's name and writes it, in one transaction, if the
+/// node's List answers have room for it (else ResourceExhausted). Charge,
+/// write and refund happen on one blocking thread, so a cancelled RPC
+/// cannot leave the budget charged for a record that was not written.
+pub async fn insert_reserving<R: Record>(
+    store: &Arc<RecordStore<R>>,
+    lists: &Arc<ListBudget>,
+    record: &R,
+) -> Result<Arc<R>, CridError> {
+    let (store, lists, record) = (store.clone(), lists.clone(), record.clone());
+    blocking(move || store.insert_reserving(record, &lists)).await
+}
+
+/// Writes the record over its previous version.
+pub async fn save<R: Stored + Clone>(
+    store: &Arc<RecordStore<R>>,
+    record: &R,
+) -> Result<Arc<R>, CridError> {
+    let (store, record) = (store.clone(), record.clone());
+    blocking(move || Ok(store.put(record)?)).await
+}
+
+/// Removes the record, releases its name and refunds its charge, in one
+/// transaction.
+pub async fn forget<R: Record>(
+    store: &Arc<RecordStore<R>>,
+    lists: &Arc<ListBudget>,
+    record: &R,
+) -> Result<(), CridError> {
+    let (writer, lists, record) = (store.clone(), lists.clone(), record.clone());
+    blocking(move || {
+        writer.remove_releasing(&record, &lists)?;
+        Ok(())
+    })
+    .await?;
+    store.compact_if_due();
+    Ok(())
 }
 
 #[cfg(test)]

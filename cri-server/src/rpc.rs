@@ -3,7 +3,6 @@
 //! operation metrics hook in here too.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Instant;
 
 use proto::cri;
@@ -13,9 +12,7 @@ use tracing::{Instrument, field};
 // The handlers' clock, as CRI timestamps count.
 pub use runtime::now_nanos;
 
-use crate::daemon::Daemon;
 use crate::error::CridError;
-use crate::records::{Record, RecordStore};
 
 /// The ids a request carries, for its span.
 pub trait RpcIds {
@@ -112,63 +109,4 @@ pub async fn blocking<T: Send + 'static>(
 /// The answer of every RPC whose issue has not landed yet.
 pub async fn not_built<T>(method: &'static str) -> Result<T, CridError> {
     Err(CridError::NotImplemented(method))
-}
-
-/// A pod's or a container's record, and the daemon's store of its kind.
-pub trait DaemonRecord: Record {
-    fn store(daemon: &Daemon) -> &RecordStore<Self>;
-}
-
-/// Reserves the record's name and writes it, in one transaction, if the
-/// node's List answers have room for it (else ResourceExhausted). Charge,
-/// write and refund happen on one blocking thread, so a cancelled RPC
-/// cannot leave the budget charged for a record that was not written.
-pub async fn insert_reserving<R: DaemonRecord>(
-    daemon: &Arc<Daemon>,
-    record: &R,
-) -> Result<Arc<R>, CridError> {
-    let (daemon, record) = (daemon.clone(), record.clone());
-    blocking(move || R::store(&daemon).insert_reserving(record, &daemon.lists)).await
-}
-
-/// Writes the record over its previous version.
-pub async fn save<R: DaemonRecord>(daemon: &Arc<Daemon>, record: &R) -> Result<Arc<R>, CridError> {
-    let (daemon, record) = (daemon.clone(), record.clone());
-    blocking(move || Ok(R::store(&daemon).put(record)?)).await
-}
-
-/// Removes the record, releases its name and refunds its charge, in one
-/// transaction.
-pub async fn forget<R: DaemonRecord>(daemon: &Arc<Daemon>, record: &R) -> Result<(), CridError> {
-    let (store_daemon, record) = (daemon.clone(), record.clone());
-    blocking(move || {
-        R::store(&store_daemon).remove_releasing(&record, &store_daemon.lists)?;
-        Ok(())
-    })
-    .await?;
-    compact_store_if_due(daemon);
-    Ok(())
-}
-
-/// Compacts the metadata store once enough was removed, on a blocking
-/// thread of its own: the removal that crossed the threshold answers
-/// without waiting for it, and the async workers never wait at all.
-pub fn compact_store_if_due(daemon: &Arc<Daemon>) {
-    if !daemon.store.compaction_due() {
-        return;
-    }
-    let daemon = daemon.clone();
-    tokio::task::spawn_blocking(move || {
-        let started = Instant::now();
-        match daemon.store.compact_if_due() {
-            Ok(Some(sizes)) => tracing::info!(
-                before_bytes = sizes.before,
-                after_bytes = sizes.after,
-                elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
-                "metadata store compacted"
-            ),
-            Ok(None) => {}
-            Err(error) => tracing::warn!(%error, "cannot compact the metadata store"),
-        }
-    });
 }

@@ -1,5 +1,6 @@
-//! CRI RuntimeService. Handlers validate, translate and delegate; RPCs whose
-//! issue has not landed answer `Unimplemented`, naming themselves.
+//! CRI RuntimeService. Handlers validate, translate and delegate to the pod
+//! and container controllers; RPCs whose issue has not landed answer
+//! `Unimplemented`, naming themselves.
 
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -9,12 +10,15 @@ use proto::cri::runtime_service_server::RuntimeService;
 use proto::cri::*;
 use tonic::{Request, Response, Status};
 
-use crate::containers;
-use crate::daemon::Daemon;
+use crate::config::Config;
+use crate::container_config;
+use crate::containers::{self, ContainerController, Observed};
 use crate::error::CridError;
-use crate::pods;
-use crate::rpc::{blocking, not_built, traced};
+use crate::objects::{ContainerRecord, PodRecord, sandbox_state};
+use crate::pods::PodController;
+use crate::rpc::{blocking, not_built, now_nanos, traced};
 use crate::status;
+use crate::store::PodCidr;
 
 /// The CRI API version crid speaks, and the kubelet-facing version string
 /// every CRI runtime reports.
@@ -27,12 +31,37 @@ type ResponseStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Statu
 
 #[derive(Clone)]
 pub struct RuntimeApi {
-    daemon: Arc<Daemon>,
+    config: Arc<Config>,
+    pod_cidr: Arc<PodCidr>,
+    pods: Arc<PodController>,
+    containers: Arc<ContainerController>,
+    /// Exec/Attach/PortForward; none: they answer Unimplemented.
+    streaming: Option<Arc<crate::streaming::Streaming>>,
+    stats: Arc<crate::stats::Stats>,
 }
 
 impl RuntimeApi {
-    pub fn new(daemon: Arc<Daemon>) -> RuntimeApi {
-        RuntimeApi { daemon }
+    pub fn new(
+        config: Arc<Config>,
+        pod_cidr: Arc<PodCidr>,
+        pods: Arc<PodController>,
+        containers: Arc<ContainerController>,
+        stats: Arc<crate::stats::Stats>,
+    ) -> RuntimeApi {
+        RuntimeApi {
+            config,
+            pod_cidr,
+            pods,
+            containers,
+            streaming: None,
+            stats,
+        }
+    }
+
+    /// The service with Exec, Attach and PortForward served by `streaming`.
+    pub fn with_streaming(mut self, streaming: Arc<crate::streaming::Streaming>) -> RuntimeApi {
+        self.streaming = Some(streaming);
+        self
     }
 }
 
@@ -53,10 +82,10 @@ impl RuntimeService for RuntimeApi {
     }
 
     async fn status(&self, request: Request<StatusRequest>) -> RpcResult<StatusResponse> {
-        let daemon = self.daemon.clone();
+        let (config, pod_cidr) = (self.config.clone(), self.pod_cidr.clone());
         traced("Status", request, |request| async move {
             // Filesystem checks block: keep them off the async workers.
-            blocking(move || daemon_status(&daemon, request.verbose)).await
+            blocking(move || runtime_status(&config, &pod_cidr, request.verbose)).await
         })
         .await
     }
@@ -65,7 +94,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<RuntimeConfigRequest>,
     ) -> RpcResult<RuntimeConfigResponse> {
-        let driver = match self.daemon.config.runtime.cgroup_driver {
+        let driver = match self.config.runtime.cgroup_driver {
             crate::config::CgroupDriver::Cgroupfs => CgroupDriver::Cgroupfs,
             crate::config::CgroupDriver::Systemd => CgroupDriver::Systemd,
         };
@@ -83,7 +112,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<UpdateRuntimeConfigRequest>,
     ) -> RpcResult<UpdateRuntimeConfigResponse> {
-        let daemon = self.daemon.clone();
+        let pod_cidr = self.pod_cidr.clone();
         traced("UpdateRuntimeConfig", request, |request| async move {
             let network = request
                 .runtime_config
@@ -95,7 +124,7 @@ impl RuntimeService for RuntimeApi {
             // An empty CIDR means kubelet has none to give: keep what we have.
             if !network.pod_cidr.is_empty() {
                 validate_pod_cidrs(&network.pod_cidr)?;
-                blocking(move || Ok(daemon.set_pod_cidr(network.pod_cidr)?)).await?;
+                blocking(move || Ok(pod_cidr.set(network.pod_cidr)?)).await?;
             }
             Ok(UpdateRuntimeConfigResponse {})
         })
@@ -106,9 +135,10 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<RunPodSandboxRequest>,
     ) -> RpcResult<RunPodSandboxResponse> {
-        let daemon = self.daemon.clone();
+        let (config, pods) = (self.config.clone(), self.pods.clone());
         traced("RunPodSandbox", request, |request| async move {
-            let pod_sandbox_id = pods::run(daemon, request).await?;
+            let (pod_config, runtime_handler) = checked_pod_request(&config, request)?;
+            let pod_sandbox_id = pods.run(pod_config, runtime_handler).await?;
             Ok(RunPodSandboxResponse { pod_sandbox_id })
         })
         .await
@@ -118,9 +148,9 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<StopPodSandboxRequest>,
     ) -> RpcResult<StopPodSandboxResponse> {
-        let daemon = self.daemon.clone();
+        let pods = self.pods.clone();
         traced("StopPodSandbox", request, |request| async move {
-            pods::stop(daemon, &request.pod_sandbox_id).await?;
+            pods.stop(&request.pod_sandbox_id).await?;
             Ok(StopPodSandboxResponse {})
         })
         .await
@@ -130,9 +160,9 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<RemovePodSandboxRequest>,
     ) -> RpcResult<RemovePodSandboxResponse> {
-        let daemon = self.daemon.clone();
+        let pods = self.pods.clone();
         traced("RemovePodSandbox", request, |request| async move {
-            pods::remove(daemon, &request.pod_sandbox_id).await?;
+            pods.remove(&request.pod_sandbox_id).await?;
             Ok(RemovePodSandboxResponse {})
         })
         .await
@@ -142,9 +172,9 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<PodSandboxStatusRequest>,
     ) -> RpcResult<PodSandboxStatusResponse> {
-        let daemon = self.daemon.clone();
-        traced("PodSandboxStatus", request, |request| {
-            pods::status(daemon, request)
+        let pods = self.pods.clone();
+        traced("PodSandboxStatus", request, |request| async move {
+            pod_sandbox_status(&pods, request).await
         })
         .await
     }
@@ -153,9 +183,9 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<ListPodSandboxRequest>,
     ) -> RpcResult<ListPodSandboxResponse> {
-        let daemon = self.daemon.clone();
-        traced("ListPodSandbox", request, |request| {
-            pods::list(daemon, request)
+        let pods = self.pods.clone();
+        traced("ListPodSandbox", request, |request| async move {
+            list_pod_sandbox(&pods, request).await
         })
         .await
     }
@@ -164,9 +194,12 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<CreateContainerRequest>,
     ) -> RpcResult<CreateContainerResponse> {
-        let daemon = self.daemon.clone();
+        let (config, containers) = (self.config.clone(), self.containers.clone());
         traced("CreateContainer", request, |request| async move {
-            let container_id = containers::create(daemon, request).await?;
+            let container_config = checked_container_config(&config, request.config)?;
+            let container_id = containers
+                .create(&request.pod_sandbox_id, container_config)
+                .await?;
             Ok(CreateContainerResponse { container_id })
         })
         .await
@@ -176,9 +209,9 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<StartContainerRequest>,
     ) -> RpcResult<StartContainerResponse> {
-        let daemon = self.daemon.clone();
+        let containers = self.containers.clone();
         traced("StartContainer", request, |request| async move {
-            containers::start(daemon, &request.container_id).await?;
+            containers.start(&request.container_id).await?;
             Ok(StartContainerResponse {})
         })
         .await
@@ -188,9 +221,11 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<StopContainerRequest>,
     ) -> RpcResult<StopContainerResponse> {
-        let daemon = self.daemon.clone();
+        let containers = self.containers.clone();
         traced("StopContainer", request, |request| async move {
-            containers::stop(daemon, &request.container_id, request.timeout).await?;
+            containers
+                .stop(&request.container_id, request.timeout)
+                .await?;
             Ok(StopContainerResponse {})
         })
         .await
@@ -200,9 +235,9 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<RemoveContainerRequest>,
     ) -> RpcResult<RemoveContainerResponse> {
-        let daemon = self.daemon.clone();
+        let containers = self.containers.clone();
         traced("RemoveContainer", request, |request| async move {
-            containers::remove(daemon, &request.container_id).await?;
+            containers.remove(&request.container_id).await?;
             Ok(RemoveContainerResponse {})
         })
         .await
@@ -212,9 +247,9 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<ListContainersRequest>,
     ) -> RpcResult<ListContainersResponse> {
-        let daemon = self.daemon.clone();
+        let containers = self.containers.clone();
         traced("ListContainers", request, |request| async move {
-            containers::list(daemon, request).await
+            list_containers(&containers, request).await
         })
         .await
     }
@@ -223,9 +258,9 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<ContainerStatusRequest>,
     ) -> RpcResult<ContainerStatusResponse> {
-        let daemon = self.daemon.clone();
+        let containers = self.containers.clone();
         traced("ContainerStatus", request, |request| async move {
-            containers::status(daemon, request).await
+            container_status(&containers, request).await
         })
         .await
     }
@@ -234,9 +269,16 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<UpdateContainerResourcesRequest>,
     ) -> RpcResult<UpdateContainerResourcesResponse> {
-        let daemon = self.daemon.clone();
+        let containers = self.containers.clone();
         traced("UpdateContainerResources", request, |request| async move {
-            containers::update_resources(daemon, request).await?;
+            let resources = request
+                .linux
+                .as_ref()
+                .map(container_config::resources)
+                .transpose()?;
+            containers
+                .update_resources(&request.container_id, resources)
+                .await?;
             Ok(UpdateContainerResourcesResponse {})
         })
         .await
@@ -246,44 +288,70 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<ReopenContainerLogRequest>,
     ) -> RpcResult<ReopenContainerLogResponse> {
-        let daemon = self.daemon.clone();
+        let containers = self.containers.clone();
         traced("ReopenContainerLog", request, |request| async move {
-            containers::reopen_log(daemon, &request.container_id).await?;
+            containers.reopen_log(&request.container_id).await?;
             Ok(ReopenContainerLogResponse {})
         })
         .await
     }
 
     async fn exec_sync(&self, request: Request<ExecSyncRequest>) -> RpcResult<ExecSyncResponse> {
-        let daemon = self.daemon.clone();
+        let containers = self.containers.clone();
         traced("ExecSync", request, |request| async move {
-            containers::exec_sync(daemon, request).await
+            if request.cmd.is_empty() {
+                return Err(CridError::invalid("cmd", "[]", "a command is required"));
+            }
+            containers
+                .exec_sync(&request.container_id, request.cmd, request.timeout)
+                .await
         })
         .await
     }
 
     async fn exec(&self, request: Request<ExecRequest>) -> RpcResult<ExecResponse> {
-        traced("Exec", request, |_| not_built("Exec")).await
+        let streaming = self.streaming.clone();
+        traced("Exec", request, |request| async move {
+            match streaming {
+                Some(streaming) => streaming.exec(request).await,
+                None => not_built("Exec").await,
+            }
+        })
+        .await
     }
 
     async fn attach(&self, request: Request<AttachRequest>) -> RpcResult<AttachResponse> {
-        traced("Attach", request, |_| not_built("Attach")).await
+        let streaming = self.streaming.clone();
+        traced("Attach", request, |request| async move {
+            match streaming {
+                Some(streaming) => streaming.attach(request).await,
+                None => not_built("Attach").await,
+            }
+        })
+        .await
     }
 
     async fn port_forward(
         &self,
         request: Request<PortForwardRequest>,
     ) -> RpcResult<PortForwardResponse> {
-        traced("PortForward", request, |_| not_built("PortForward")).await
+        let streaming = self.streaming.clone();
+        traced("PortForward", request, |request| async move {
+            match streaming {
+                Some(streaming) => streaming.port_forward(request).await,
+                None => not_built("PortForward").await,
+            }
+        })
+        .await
     }
 
     async fn container_stats(
         &self,
         request: Request<ContainerStatsRequest>,
     ) -> RpcResult<ContainerStatsResponse> {
-        let daemon = self.daemon.clone();
+        let stats = self.stats.clone();
         traced("ContainerStats", request, |request| {
-            crate::stats::container_stats(daemon, request)
+            crate::stats::container_stats(stats, request)
         })
         .await
     }
@@ -292,9 +360,9 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<ListContainerStatsRequest>,
     ) -> RpcResult<ListContainerStatsResponse> {
-        let daemon = self.daemon.clone();
+        let stats = self.stats.clone();
         traced("ListContainerStats", request, |request| {
-            crate::stats::list_container_stats(daemon, request)
+            crate::stats::list_container_stats(stats, request)
         })
         .await
     }
@@ -303,9 +371,9 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<PodSandboxStatsRequest>,
     ) -> RpcResult<PodSandboxStatsResponse> {
-        let daemon = self.daemon.clone();
+        let stats = self.stats.clone();
         traced("PodSandboxStats", request, |request| {
-            crate::stats::pod_sandbox_stats(daemon, request)
+            crate::stats::pod_sandbox_stats(stats, request)
         })
         .await
     }
@@ -314,9 +382,9 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<ListPodSandboxStatsRequest>,
     ) -> RpcResult<ListPodSandboxStatsResponse> {
-        let daemon = self.daemon.clone();
+        let stats = self.stats.clone();
         traced("ListPodSandboxStats", request, |request| {
-            crate::stats::list_pod_sandbox_stats(daemon, request)
+            crate::stats::list_pod_sandbox_stats(stats, request)
         })
         .await
     }
@@ -357,9 +425,9 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<ListPodSandboxMetricsRequest>,
     ) -> RpcResult<ListPodSandboxMetricsResponse> {
-        let daemon = self.daemon.clone();
+        let stats = self.stats.clone();
         traced("ListPodSandboxMetrics", request, |_| {
-            crate::stats::list_pod_sandbox_metrics(daemon)
+            crate::stats::list_pod_sandbox_metrics(stats)
         })
         .await
     }
@@ -438,10 +506,14 @@ impl RuntimeService for RuntimeApi {
     }
 }
 
-fn daemon_status(daemon: &Daemon, verbose: bool) -> Result<StatusResponse, CridError> {
-    let network = cni::load_network(&daemon.config.cni.conf_dir, &daemon.config.cni.bin_dirs);
+fn runtime_status(
+    config: &Config,
+    pod_cidr: &PodCidr,
+    verbose: bool,
+) -> Result<StatusResponse, CridError> {
+    let network = cni::load_network(&config.cni.conf_dir, &config.cni.bin_dirs);
     let conditions = vec![
-        status::runtime_condition(&daemon.config),
+        status::runtime_condition(config),
         status::network_condition(&network),
     ];
     let mut info = std::collections::HashMap::new();
@@ -451,9 +523,9 @@ fn daemon_status(daemon: &Daemon, verbose: bool) -> Result<StatusResponse, CridE
             Err(error) => serde_json::json!({ "error": error.to_string() }),
         };
         let entries = [
-            ("config", serde_json::to_value(&daemon.config)),
+            ("config", serde_json::to_value(config)),
             ("cniconfig", Ok(cni_info)),
-            ("podCIDR", Ok(serde_json::Value::String(daemon.pod_cidr()))),
+            ("podCIDR", Ok(serde_json::Value::String(pod_cidr.get()))),
             // crid writes no /proc/<pid>/attr: say which LSM it leaves alone.
             ("lsm", Ok(serde_json::Value::from(status::host_lsm()))),
         ];
@@ -483,6 +555,290 @@ fn daemon_status(daemon: &Daemon, verbose: bool) -> Result<StatusResponse, CridE
             user_namespaces_host_network: false,
         }),
     })
+}
+
+/// RunPodSandbox's request, checked: its config and runtime handler.
+fn checked_pod_request(
+    config: &Config,
+    request: RunPodSandboxRequest,
+) -> Result<(PodSandboxConfig, String), CridError> {
+    let pod_config = request
+        .config
+        .ok_or_else(|| CridError::invalid("config", "<unset>", "is required"))?;
+    crate::limits::check_labels_and_annotations(
+        "pod sandbox",
+        &pod_config.labels,
+        &pod_config.annotations,
+        config.runtime.max_labels_annotations_bytes,
+    )?;
+    if !request.runtime_handler.is_empty() {
+        return Err(CridError::invalid(
+            "runtime_handler",
+            &request.runtime_handler,
+            "crid has only the default handler \"\"",
+        ));
+    }
+    Ok((pod_config, request.runtime_handler))
+}
+
+/// CreateContainer's config, checked for what needs no pod or image.
+fn checked_container_config(
+    config: &Config,
+    container_config: Option<ContainerConfig>,
+) -> Result<ContainerConfig, CridError> {
+    let container_config =
+        container_config.ok_or_else(|| CridError::invalid("config", "<unset>", "is required"))?;
+    crate::limits::check_labels_and_annotations(
+        "container",
+        &container_config.labels,
+        &container_config.annotations,
+        config.runtime.max_labels_annotations_bytes,
+    )?;
+    if container_config
+        .image
+        .as_ref()
+        .is_none_or(|image| image.image.is_empty())
+    {
+        return Err(CridError::invalid("config.image.image", "", "is required"));
+    }
+    Ok(container_config)
+}
+
+async fn pod_sandbox_status(
+    pods: &PodController,
+    request: PodSandboxStatusRequest,
+) -> Result<PodSandboxStatusResponse, CridError> {
+    let record = pods.find(&request.pod_sandbox_id)?.ok_or_else(|| {
+        CridError::NotFound(format!(
+            "pod sandbox {:?} not found",
+            request.pod_sandbox_id
+        ))
+    })?;
+    let ready = pods.is_ready(&record).await;
+    let mut info = std::collections::HashMap::new();
+    if request.verbose {
+        let details = serde_json::json!({
+            "pid": record.sandbox.pause_pid,
+            "monitorPid": record.sandbox.monitor_pid,
+            "podDir": pods.pod_dir(&record.id),
+            "netns": record.sandbox.netns,
+            "cgroup": record.sandbox.cgroup,
+            "config": record.config,
+        });
+        info.insert("info".to_string(), details.to_string());
+    }
+    Ok(PodSandboxStatusResponse {
+        status: Some(sandbox_status(&record, ready)),
+        info,
+        containers_statuses: Vec::new(),
+        timestamp: now_nanos(),
+    })
+}
+
+fn sandbox_status(record: &PodRecord, ready: bool) -> PodSandboxStatus {
+    let mut ips = record.sandbox.ips.iter();
+    let namespace_options = record
+        .config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone());
+    PodSandboxStatus {
+        id: record.id.clone(),
+        metadata: record.config.metadata.clone(),
+        state: sandbox_state(ready),
+        created_at: record.created_at,
+        network: Some(PodSandboxNetworkStatus {
+            ip: ips.next().cloned().unwrap_or_default(),
+            additional_ips: ips.map(|ip| PodIp { ip: ip.clone() }).collect(),
+        }),
+        linux: Some(LinuxPodSandboxStatus {
+            namespaces: Some(Namespace {
+                options: namespace_options,
+            }),
+        }),
+        labels: record.config.labels.clone(),
+        annotations: record.config.annotations.clone(),
+        runtime_handler: record.runtime_handler.clone(),
+    }
+}
+
+async fn list_pod_sandbox(
+    pods: &PodController,
+    request: ListPodSandboxRequest,
+) -> Result<ListPodSandboxResponse, CridError> {
+    let filter = request.filter.unwrap_or_default();
+    let pods = pods
+        .list(|record| {
+            record.id.starts_with(&filter.id)
+                && filter
+                    .label_selector
+                    .iter()
+                    .all(|(k, v)| record.config.labels.get(k) == Some(v))
+        })
+        .await;
+    let items = pods
+        .into_iter()
+        .map(|(record, ready)| (record, sandbox_state(ready)))
+        .filter(|(_, state)| {
+            filter
+                .state
+                .as_ref()
+                .is_none_or(|wanted| wanted.state == *state)
+        })
+        .map(|(record, state)| record.list_entry(state))
+        .collect();
+    Ok(ListPodSandboxResponse { items })
+}
+
+async fn container_status(
+    containers: &ContainerController,
+    request: ContainerStatusRequest,
+) -> Result<ContainerStatusResponse, CridError> {
+    let record = containers.find_existing(&request.container_id)?;
+    let observed = containers.observe_one(&record).await;
+    let mut info = std::collections::HashMap::new();
+    if request.verbose {
+        let (bundle, spec) = containers.runtime_spec(&record).await?;
+        let lsm = blocking(|| Ok(status::host_lsm())).await?;
+        let security = spec
+            .as_ref()
+            .map(|spec| security_info(spec, record.spec.privileged, lsm));
+        let details = serde_json::json!({
+            "pid": record.pid,
+            "sandboxID": record.pod_id,
+            "bundle": bundle,
+            "cgroup": record.cgroup,
+            "runtimeSpec": spec,
+            "security": security,
+            "user": record.user.as_ref().map(|u| serde_json::json!({
+                "uid": u.uid, "gid": u.gid, "additionalGids": u.additional_gids, "username": u.username,
+            })),
+        });
+        info.insert("info".to_string(), details.to_string());
+    }
+    Ok(ContainerStatusResponse {
+        status: Some(container_status_of(&record, &observed)),
+        info,
+    })
+}
+
+/// What the container runs under, read from its runtime spec (the one
+/// source of truth for what the init applied) for `crictl inspect`.
+fn security_info(spec: &serde_json::Value, privileged: bool, lsm: &str) -> serde_json::Value {
+    let process = &spec["process"];
+    let linux = &spec["linux"];
+    let list = |value: &serde_json::Value| value.as_array().cloned().unwrap_or_default();
+    let seccomp = match linux.get("seccomp") {
+        None | Some(serde_json::Value::Null) => serde_json::json!("unconfined"),
+        Some(profile) => serde_json::json!({
+            "defaultAction": profile["defaultAction"],
+            "architectures": profile["architectures"],
+            "syscallRules": list(&profile["syscalls"]).len(),
+        }),
+    };
+    serde_json::json!({
+        "privileged": privileged,
+        "capabilities": {
+            "effective": list(&process["capabilities"]["effective"]),
+            "bounding": list(&process["capabilities"]["bounding"]),
+        },
+        "noNewPrivileges": process["noNewPrivileges"].as_bool().unwrap_or(false),
+        "maskedPaths": list(&linux["maskedPaths"]),
+        "readonlyPaths": list(&linux["readonlyPaths"]),
+        "readonlyRootfs": spec["root"]["readonly"].as_bool().unwrap_or(false),
+        "seccomp": seccomp,
+        "rlimits": list(&process["rlimits"]),
+        "deviceRules": list(&linux["resources"]["devices"]),
+        "lsm": lsm,
+    })
+}
+
+fn container_status_of(record: &ContainerRecord, observed: &Observed) -> ContainerStatus {
+    let user = record.user.as_ref().map(|u| ContainerUser {
+        linux: Some(LinuxContainerUser {
+            uid: i64::from(u.uid),
+            gid: i64::from(u.gid),
+            supplemental_groups: u.additional_gids.iter().map(|&g| i64::from(g)).collect(),
+        }),
+    });
+    ContainerStatus {
+        id: record.id.clone(),
+        metadata: record.config.metadata.clone(),
+        state: observed.state.into(),
+        created_at: record.created_at,
+        started_at: observed.started_at,
+        finished_at: observed.finished_at,
+        exit_code: observed.exit_code,
+        image: Some(ImageSpec {
+            image: record.image_ref.clone(),
+            ..Default::default()
+        }),
+        image_ref: record
+            .image_digest
+            .clone()
+            .unwrap_or_else(|| record.image_id.clone()),
+        image_id: record.image_id.clone(),
+        reason: observed.reason.clone(),
+        message: observed.message.clone(),
+        labels: record.config.labels.clone(),
+        annotations: record.config.annotations.clone(),
+        mounts: mounts_status(record),
+        log_path: record
+            .log_path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        resources: Some(ContainerResources {
+            linux: Some(container_config::to_cri_resources(&record.spec.resources)),
+            windows: None,
+        }),
+        user,
+        stop_signal: containers::stop_signal(record).into(),
+    }
+}
+
+/// The config's mounts, each image volume's with the id of the image it
+/// mounts (CRI `ImageSpec.image_ref`: what PullImage returned).
+fn mounts_status(record: &ContainerRecord) -> Vec<Mount> {
+    let mut mounts = record.config.mounts.clone();
+    for volume in &record.image_volumes {
+        if let Some(image) = mounts
+            .get_mut(volume.mount)
+            .and_then(|mount| mount.image.as_mut())
+        {
+            image.image_ref = volume.image_id.clone();
+        }
+    }
+    mounts
+}
+
+async fn list_containers(
+    containers: &ContainerController,
+    request: ListContainersRequest,
+) -> Result<ListContainersResponse, CridError> {
+    let filter = request.filter.unwrap_or_default();
+    let listed = containers
+        .list(|r| {
+            r.id.starts_with(&filter.id)
+                && r.pod_id.starts_with(&filter.pod_sandbox_id)
+                && filter
+                    .label_selector
+                    .iter()
+                    .all(|(k, v)| r.config.labels.get(k) == Some(v))
+        })
+        .await;
+    let containers = listed
+        .into_iter()
+        .filter(|(_, observed)| {
+            filter
+                .state
+                .as_ref()
+                .is_none_or(|wanted| wanted.state == i32::from(observed.state))
+        })
+        .map(|(record, observed)| record.list_entry(observed.state.into()))
+        .collect();
+    Ok(ListContainersResponse { containers })
 }
 
 /// kubelet sends one CIDR, or two comma-separated ones on dual-stack nodes.
@@ -517,6 +873,105 @@ fn validate_pod_cidrs(value: &str) -> Result<(), CridError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{self, TestDaemon};
+
+    fn refusal<T: std::fmt::Debug>(result: RpcResult<T>) -> Status {
+        result.expect_err("a bad request is refused")
+    }
+
+    #[tokio::test]
+    async fn bad_requests_are_refused_naming_the_field_before_any_controller() {
+        let test = TestDaemon::new().await;
+        let api = test.daemon.runtime_api();
+        let pod_config = testing::pod("p1", crate::objects::PodPhase::Ready).config;
+        let mut refused = Vec::new();
+        refused.push((
+            "config",
+            refusal(
+                api.create_container(Request::new(CreateContainerRequest {
+                    pod_sandbox_id: "p1".into(),
+                    config: None,
+                    sandbox_config: None,
+                }))
+                .await,
+            ),
+        ));
+        refused.push((
+            "config.image.image",
+            refusal(
+                api.create_container(Request::new(CreateContainerRequest {
+                    pod_sandbox_id: "p1".into(),
+                    config: Some(ContainerConfig {
+                        metadata: Some(ContainerMetadata {
+                            name: "app".into(),
+                            attempt: 0,
+                        }),
+                        ..Default::default()
+                    }),
+                    sandbox_config: None,
+                }))
+                .await,
+            ),
+        ));
+        refused.push((
+            "runtime_handler",
+            refusal(
+                api.run_pod_sandbox(Request::new(RunPodSandboxRequest {
+                    config: Some(pod_config),
+                    runtime_handler: "gvisor".into(),
+                }))
+                .await,
+            ),
+        ));
+        // No container "c1" exists: a controller would answer NotFound.
+        refused.push((
+            "cmd",
+            refusal(
+                api.exec_sync(Request::new(ExecSyncRequest {
+                    container_id: "c1".into(),
+                    cmd: Vec::new(),
+                    timeout: 0,
+                }))
+                .await,
+            ),
+        ));
+        refused.push((
+            "memory_limit_in_bytes",
+            refusal(
+                api.update_container_resources(Request::new(UpdateContainerResourcesRequest {
+                    container_id: "c1".into(),
+                    linux: Some(LinuxContainerResources {
+                        memory_limit_in_bytes: -5,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }))
+                .await,
+            ),
+        ));
+        refused.push((
+            "runtime_config",
+            refusal(
+                api.update_runtime_config(Request::new(UpdateRuntimeConfigRequest {
+                    runtime_config: None,
+                }))
+                .await,
+            ),
+        ));
+        for (field, status) in refused {
+            assert_eq!(
+                status.code(),
+                tonic::Code::InvalidArgument,
+                "{field}: {status:?}"
+            );
+            assert!(status.message().contains(field), "{field}: {status:?}");
+        }
+        let stores = &test.daemon.stores;
+        assert!(stores.pods.all().is_empty());
+        assert!(stores.containers.all().is_empty());
+        assert_eq!(stores.lists.usage().pods, 0);
+        assert_eq!(stores.lists.usage().containers, 0);
+    }
 
     #[test]
     fn pod_cidr_validation() {
@@ -540,5 +995,47 @@ mod tests {
             let error = validate_pod_cidrs(bad).expect_err(bad).to_string();
             assert!(error.contains("pod_cidr"), "{error}");
         }
+    }
+
+    #[test]
+    fn security_info_is_read_from_the_spec() {
+        let spec = serde_json::json!({
+            "process": {
+                "capabilities": {"effective": ["CAP_CHOWN"], "bounding": ["CAP_CHOWN", "CAP_KILL"]},
+                "noNewPrivileges": true,
+                "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 4096}],
+            },
+            "root": {"path": "rootfs", "readonly": true},
+            "linux": {
+                "resources": {"devices": [{"allow": false, "type": "a", "access": "rwm"}]},
+                "maskedPaths": ["/proc/kcore"],
+                "readonlyPaths": ["/proc/sys"],
+                "seccomp": {"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64"],
+                            "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]},
+            },
+        });
+        let info = security_info(&spec, false, "none: test");
+        assert_eq!(
+            info,
+            serde_json::json!({
+                "privileged": false,
+                "capabilities": {"effective": ["CAP_CHOWN"], "bounding": ["CAP_CHOWN", "CAP_KILL"]},
+                "noNewPrivileges": true,
+                "maskedPaths": ["/proc/kcore"],
+                "readonlyPaths": ["/proc/sys"],
+                "readonlyRootfs": true,
+                "seccomp": {"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64"], "syscallRules": 1},
+                "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 4096}],
+                "deviceRules": [{"allow": false, "type": "a", "access": "rwm"}],
+                "lsm": "none: test",
+            })
+        );
+        // A privileged container's spec: no lists, no profile.
+        let bare = serde_json::json!({"process": {}, "root": {"path": "rootfs"}, "linux": {}});
+        let info = security_info(&bare, true, "none: test");
+        assert_eq!(info["seccomp"], "unconfined");
+        assert_eq!(info["maskedPaths"], serde_json::json!([]));
+        assert_eq!(info["noNewPrivileges"], false);
+        assert_eq!(info["privileged"], true);
     }
 }

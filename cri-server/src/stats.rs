@@ -1,5 +1,5 @@
 //! The CRI stats and metrics RPCs, and what `/metrics` shows: the
-//! figures of the daemon's one collector ([`metrics::Collector`]),
+//! figures of the stats's one collector ([`metrics::Collector`]),
 //! translated into CRI messages or Prometheus points. The records say which
 //! containers and pods there are; the collector reads their cgroups,
 //! network namespaces and writable layers.
@@ -18,10 +18,39 @@ use proto::cri;
 use runtime::cgroup::stats::{CgroupStats, Psi};
 use runtime::container::ContainerDirs;
 
-use crate::containers::{ContainerPhase, ContainerRecord};
-use crate::daemon::Daemon;
+use crate::config::Config;
 use crate::error::CridError;
-use crate::pods::{PodPhase, PodRecord};
+use crate::live::LiveStates;
+use crate::objects::{ContainerPhase, ContainerRecord, PodPhase, PodRecord};
+use crate::records::RecordStore;
+
+/// What the stats RPCs and `/metrics` read: the records, the monitors'
+/// pushed states and the collector.
+pub struct Stats {
+    config: Arc<Config>,
+    pods: Arc<RecordStore<PodRecord>>,
+    containers: Arc<RecordStore<ContainerRecord>>,
+    live: Arc<LiveStates>,
+    collector: metrics::Collector,
+}
+
+impl Stats {
+    pub fn new(
+        config: Arc<Config>,
+        pods: Arc<RecordStore<PodRecord>>,
+        containers: Arc<RecordStore<ContainerRecord>>,
+        live: Arc<LiveStates>,
+        collector: metrics::Collector,
+    ) -> Stats {
+        Stats {
+            config,
+            pods,
+            containers,
+            live,
+            collector,
+        }
+    }
+}
 
 /// The pod interface CNI creates, which kubelet's `default_interface` means.
 const DEFAULT_INTERFACE: &str = "eth0";
@@ -69,8 +98,8 @@ fn labels_match(labels: &HashMap<String, String>, selector: &HashMap<String, Str
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-fn container_target(daemon: &Daemon, record: &ContainerRecord) -> ContainerTarget {
-    let dirs = ContainerDirs::new(&daemon.config.state, &daemon.config.root, &record.id);
+fn container_target(stats: &Stats, record: &ContainerRecord) -> ContainerTarget {
+    let dirs = ContainerDirs::new(&stats.config.state, &stats.config.root, &record.id);
     ContainerTarget {
         id: record.id.clone(),
         cgroup: record.cgroup.clone(),
@@ -97,12 +126,12 @@ fn has_cgroup(record: &ContainerRecord) -> bool {
 
 /// The running ones among `records`, as their monitors last reported
 /// (pushed, so no monitor is asked): one look per pod.
-async fn running(daemon: &Daemon, records: Vec<Arc<ContainerRecord>>) -> Vec<Arc<ContainerRecord>> {
+async fn running(stats: &Stats, records: Vec<Arc<ContainerRecord>>) -> Vec<Arc<ContainerRecord>> {
     let mut live = HashMap::new();
     let mut running = Vec::with_capacity(records.len());
     for record in records {
         if !live.contains_key(&record.pod_id) {
-            let states = daemon.live.containers(&record.pod_id).await;
+            let states = stats.live.containers(&record.pod_id).await;
             live.insert(record.pod_id.clone(), states);
         }
         let is_running = live[&record.pod_id]
@@ -116,15 +145,15 @@ async fn running(daemon: &Daemon, records: Vec<Arc<ContainerRecord>>) -> Vec<Arc
 }
 
 async fn sample_containers(
-    daemon: &Daemon,
+    stats: &Stats,
     records: &[Arc<ContainerRecord>],
     scope: Scope,
 ) -> Result<HashMap<String, Arc<ContainerSample>>, CridError> {
     let targets = records
         .iter()
-        .map(|record| container_target(daemon, record))
+        .map(|record| container_target(stats, record))
         .collect();
-    daemon
+    stats
         .collector
         .containers(targets, scope)
         .await
@@ -132,12 +161,12 @@ async fn sample_containers(
 }
 
 async fn sample_pods(
-    daemon: &Daemon,
+    stats: &Stats,
     records: &[Arc<PodRecord>],
     scope: Scope,
 ) -> Result<HashMap<String, Arc<PodSample>>, CridError> {
     let targets = records.iter().map(|record| pod_target(record)).collect();
-    daemon
+    stats
         .collector
         .pods(targets, scope)
         .await
@@ -192,7 +221,7 @@ fn memory_usage(timestamp: i64, stats: &CgroupStats) -> cri::MemoryUsage {
 }
 
 fn container_stats_of(
-    daemon: &Daemon,
+    stats: &Stats,
     record: &ContainerRecord,
     sample: Option<&ContainerSample>,
 ) -> cri::ContainerStats {
@@ -208,25 +237,25 @@ fn container_stats_of(
             ..Default::default()
         };
     };
-    let (timestamp, stats) = (sample.timestamp, &sample.stats);
+    let (timestamp, cgroup) = (sample.timestamp, &sample.stats);
     cri::ContainerStats {
         attributes,
-        cpu: Some(cpu_usage(timestamp, stats, sample.cpu_nano_cores)),
-        memory: Some(memory_usage(timestamp, stats)),
+        cpu: Some(cpu_usage(timestamp, cgroup, sample.cpu_nano_cores)),
+        memory: Some(memory_usage(timestamp, cgroup)),
         writable_layer: sample.layer.as_ref().map(|layer| cri::FilesystemUsage {
             timestamp,
             fs_id: Some(cri::FilesystemIdentifier {
-                mountpoint: daemon.config.root.join("containers").display().to_string(),
+                mountpoint: stats.config.root.join("containers").display().to_string(),
             }),
             used_bytes: value(layer.used_bytes),
             inodes_used: value(layer.inodes_used),
         }),
-        swap: stats.memory.swap_bytes.map(|swap| cri::SwapUsage {
+        swap: cgroup.memory.swap_bytes.map(|swap| cri::SwapUsage {
             timestamp,
             swap_available_bytes: None,
             swap_usage_bytes: value(swap),
         }),
-        io: stats
+        io: cgroup
             .pressure
             .as_ref()
             .and_then(|pressure| pressure.io.as_ref())
@@ -238,20 +267,20 @@ fn container_stats_of(
 }
 
 pub async fn container_stats(
-    daemon: Arc<Daemon>,
+    stats: Arc<Stats>,
     request: cri::ContainerStatsRequest,
 ) -> Result<cri::ContainerStatsResponse, CridError> {
-    let record = daemon
-        .container_records
+    let record = stats
+        .containers
         .find("container_id", &request.container_id)?
         .ok_or_else(|| {
             CridError::NotFound(format!("container {:?} not found", request.container_id))
         })?;
-    let running = running(&daemon, vec![record.clone()]).await;
-    let samples = sample_containers(&daemon, &running, Scope::Some).await?;
+    let running = running(&stats, vec![record.clone()]).await;
+    let samples = sample_containers(&stats, &running, Scope::Some).await?;
     Ok(cri::ContainerStatsResponse {
         stats: Some(container_stats_of(
-            &daemon,
+            &stats,
             &record,
             samples.get(&record.id).map(Arc::as_ref),
         )),
@@ -259,30 +288,30 @@ pub async fn container_stats(
 }
 
 pub async fn list_container_stats(
-    daemon: Arc<Daemon>,
+    stats: Arc<Stats>,
     request: cri::ListContainerStatsRequest,
 ) -> Result<cri::ListContainerStatsResponse, CridError> {
     let filter = request.filter.unwrap_or_default();
     validate_id_filter("filter.id", &filter.id)?;
     validate_id_filter("filter.pod_sandbox_id", &filter.pod_sandbox_id)?;
     validate_label_selector("filter.label_selector", &filter.label_selector)?;
-    let records = daemon.container_records.filtered(|record| {
+    let records = stats.containers.filtered(|record| {
         has_cgroup(record)
             && record.id.starts_with(&filter.id)
             && record.pod_id.starts_with(&filter.pod_sandbox_id)
             && labels_match(&record.config.labels, &filter.label_selector)
     });
-    let records = running(&daemon, records).await;
+    let records = running(&stats, records).await;
     let unfiltered = filter.id.is_empty()
         && filter.pod_sandbox_id.is_empty()
         && filter.label_selector.is_empty();
     let scope = if unfiltered { Scope::All } else { Scope::Some };
-    let samples = sample_containers(&daemon, &records, scope).await?;
+    let samples = sample_containers(&stats, &records, scope).await?;
     let stats = records
         .iter()
         .filter_map(|record| {
             let sample = samples.get(&record.id)?;
-            Some(container_stats_of(&daemon, record, Some(sample)))
+            Some(container_stats_of(&stats, record, Some(sample)))
         })
         .collect();
     Ok(cri::ListContainerStatsResponse { stats })
@@ -355,17 +384,17 @@ fn pod_stats_of(
 
 /// Stats of `pods`, each with its containers'.
 async fn pods_stats(
-    daemon: &Daemon,
+    stats: &Stats,
     pods: &[Arc<PodRecord>],
     scope: Scope,
 ) -> Result<Vec<cri::PodSandboxStats>, CridError> {
     let pod_ids: HashSet<&str> = pods.iter().map(|pod| pod.id.as_str()).collect();
-    let containers = daemon
-        .container_records
+    let containers = stats
+        .containers
         .filtered(|record| has_cgroup(record) && pod_ids.contains(record.pod_id.as_str()));
-    let containers = running(daemon, containers).await;
-    let container_samples = sample_containers(daemon, &containers, scope).await?;
-    let pod_samples = sample_pods(daemon, pods, scope).await?;
+    let containers = running(stats, containers).await;
+    let container_samples = sample_containers(stats, &containers, scope).await?;
+    let pod_samples = sample_pods(stats, pods, scope).await?;
     Ok(pods
         .iter()
         .map(|pod| {
@@ -374,7 +403,7 @@ async fn pods_stats(
                 .filter(|record| record.pod_id == pod.id)
                 .filter_map(|record| {
                     let sample = container_samples.get(&record.id)?;
-                    Some(container_stats_of(daemon, record, Some(sample)))
+                    Some(container_stats_of(stats, record, Some(sample)))
                 })
                 .collect();
             pod_stats_of(pod, pod_samples.get(&pod.id).map(Arc::as_ref), containers)
@@ -383,11 +412,11 @@ async fn pods_stats(
 }
 
 pub async fn pod_sandbox_stats(
-    daemon: Arc<Daemon>,
+    stats: Arc<Stats>,
     request: cri::PodSandboxStatsRequest,
 ) -> Result<cri::PodSandboxStatsResponse, CridError> {
-    let record = daemon
-        .pod_records
+    let record = stats
+        .pods
         .find("pod_sandbox_id", &request.pod_sandbox_id)?
         .ok_or_else(|| {
             CridError::NotFound(format!(
@@ -395,18 +424,18 @@ pub async fn pod_sandbox_stats(
                 request.pod_sandbox_id
             ))
         })?;
-    let mut stats = pods_stats(&daemon, &[record], Scope::Some).await?;
+    let mut stats = pods_stats(&stats, &[record], Scope::Some).await?;
     Ok(cri::PodSandboxStatsResponse { stats: stats.pop() })
 }
 
 pub async fn list_pod_sandbox_stats(
-    daemon: Arc<Daemon>,
+    stats: Arc<Stats>,
     request: cri::ListPodSandboxStatsRequest,
 ) -> Result<cri::ListPodSandboxStatsResponse, CridError> {
     let filter = request.filter.unwrap_or_default();
     validate_id_filter("filter.id", &filter.id)?;
     validate_label_selector("filter.label_selector", &filter.label_selector)?;
-    let pods = daemon.pod_records.filtered(|record| {
+    let pods = stats.pods.filtered(|record| {
         record.phase == PodPhase::Ready
             && record.id.starts_with(&filter.id)
             && labels_match(&record.config.labels, &filter.label_selector)
@@ -414,7 +443,7 @@ pub async fn list_pod_sandbox_stats(
     let unfiltered = filter.id.is_empty() && filter.label_selector.is_empty();
     let scope = if unfiltered { Scope::All } else { Scope::Some };
     Ok(cri::ListPodSandboxStatsResponse {
-        stats: pods_stats(&daemon, &pods, scope).await?,
+        stats: pods_stats(&stats, &pods, scope).await?,
     })
 }
 
@@ -499,21 +528,21 @@ enum Samples {
 /// containers cost about 15-30 ms of reading per round here.
 const METRICS_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
 
-async fn everything(daemon: &Daemon, source: Samples) -> Result<Sampled, CridError> {
-    let pods = daemon
-        .pod_records
+async fn everything(stats: &Stats, source: Samples) -> Result<Sampled, CridError> {
+    let pods = stats
+        .pods
         .filtered(|record| record.phase == PodPhase::Ready);
-    let containers = running(daemon, daemon.container_records.filtered(has_cgroup)).await;
+    let containers = running(stats, stats.containers.filtered(has_cgroup)).await;
     let (container_samples, pod_samples) = match source {
         Samples::Read => (
-            sample_containers(daemon, &containers, Scope::All).await?,
-            sample_pods(daemon, &pods, Scope::All).await?,
+            sample_containers(stats, &containers, Scope::All).await?,
+            sample_pods(stats, &pods, Scope::All).await?,
         ),
         Samples::Kept => (
-            daemon
+            stats
                 .collector
                 .kept_containers(containers.iter().map(|record| record.id.as_str())),
-            daemon
+            stats
                 .collector
                 .kept_pods(pods.iter().map(|record| record.id.as_str())),
         ),
@@ -574,9 +603,9 @@ fn cri_metric(point: Point, timestamp: i64) -> cri::Metric {
 }
 
 pub async fn list_pod_sandbox_metrics(
-    daemon: Arc<Daemon>,
+    stats: Arc<Stats>,
 ) -> Result<cri::ListPodSandboxMetricsResponse, CridError> {
-    let Sampled { pods, containers } = everything(&daemon, Samples::Read).await?;
+    let Sampled { pods, containers } = everything(&stats, Samples::Read).await?;
     let mut by_pod: HashMap<String, Vec<cri::ContainerMetrics>> = HashMap::new();
     for (record, points, timestamp) in containers {
         by_pod
@@ -606,12 +635,12 @@ pub async fn list_pod_sandbox_metrics(
 
 /// Samples every running container and ready pod every
 /// [`METRICS_REFRESH`], for `/metrics`; runs until aborted.
-pub async fn refresh_for_metrics(daemon: Arc<Daemon>) {
+pub async fn refresh_for_metrics(stats: Arc<Stats>) {
     let mut ticks = tokio::time::interval(METRICS_REFRESH);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        if let Err(error) = everything(&daemon, Samples::Read).await {
+        if let Err(error) = everything(&stats, Samples::Read).await {
             tracing::warn!(%error, "cannot sample containers for /metrics");
         }
     }
@@ -620,11 +649,11 @@ pub async fn refresh_for_metrics(daemon: Arc<Daemon>) {
 /// What `/metrics` shows: the collector's kept samples of the containers
 /// and pods that exist at scrape time (a removed one is gone at once, a
 /// new one appears with the next sampling).
-pub fn metrics_source(daemon: Arc<Daemon>) -> metrics::exposition::PointsSource {
+pub fn metrics_source(stats: Arc<Stats>) -> metrics::exposition::PointsSource {
     Arc::new(move || {
-        let daemon = daemon.clone();
+        let stats = stats.clone();
         Box::pin(async move {
-            match everything(&daemon, Samples::Kept).await {
+            match everything(&stats, Samples::Kept).await {
                 Ok(Sampled { pods, containers }) => containers
                     .into_iter()
                     .flat_map(|(_, points, _)| points)

@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{RwLock, RwLockReadGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
@@ -432,6 +432,44 @@ fn release_in(txn: &redb::WriteTransaction, name: &str, id: &str) -> Result<(), 
         names.remove(name).map_err(db_error)?;
     }
     Ok(())
+}
+
+/// The pod CIDR kubelet last gave (UpdateRuntimeConfig), kept in the
+/// store's settings so it survives a restart.
+pub struct PodCidr {
+    store: Arc<MetadataStore>,
+    cidr: RwLock<String>,
+}
+
+impl PodCidr {
+    const SETTING: &str = "pod_cidr";
+
+    pub fn load(store: Arc<MetadataStore>) -> Result<PodCidr, StoreError> {
+        let cidr = store
+            .get_setting::<String>(Self::SETTING)?
+            .unwrap_or_default();
+        Ok(PodCidr {
+            store,
+            cidr: RwLock::new(cidr),
+        })
+    }
+
+    pub fn get(&self) -> String {
+        self.cidr
+            .read()
+            .map(|cidr| cidr.clone())
+            .unwrap_or_default()
+    }
+
+    /// Persists first, so what kubelet was told is kept survives a restart.
+    pub fn set(&self, cidr: String) -> Result<(), StoreError> {
+        self.store.put_setting(Self::SETTING, &cidr)?;
+        if let Ok(mut current) = self.cidr.write() {
+            tracing::info!(pod_cidr = %cidr, "pod CIDR updated");
+            *current = cidr;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

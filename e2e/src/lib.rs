@@ -157,6 +157,14 @@ impl TestEnv {
             .await
     }
 
+    /// [`TestEnv::start`], with crid killing itself at crash point `step`
+    /// (debug builds; see pod_sandbox::fault).
+    pub async fn start_crashing_at(&self, step: &str) -> Crid {
+        let mut command = self.command(&["--log-level", "debug"]);
+        command.env("CRID_TEST_CRASH_AT", step);
+        self.start_with(command, self.socket()).await
+    }
+
     /// Starts `command` and waits until crid answers on `socket`.
     pub async fn start_with(&self, mut command: Command, socket: PathBuf) -> Crid {
         let log = fs::OpenOptions::new()
@@ -582,4 +590,24 @@ pub fn bridge_conflist(bridge: &str, subnet: &str, lease_dir: &Path) -> String {
         ]
     })
     .to_string()
+}
+
+/// Alive and not a zombie.
+pub fn running(pid: i64) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(") ")
+                .map(|(_, rest)| !rest.starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// Waits (30 s at most, then panics naming `what`) until `condition`.
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

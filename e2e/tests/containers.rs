@@ -633,9 +633,7 @@ async fn crid_killed_at_each_step_of_create_and_start_leaves_nothing_wrong() {
         "container.started",
     ] {
         world.crid.stop().await;
-        let mut command = world.env.command(&["--log-level", "debug"]);
-        command.env("CRID_TEST_CRASH_AT", step);
-        world.crid = world.env.start_with(command, world.env.socket()).await;
+        world.crid = world.env.start_crashing_at(step).await;
         let config = world.container_config("victim", &["sleep", "1000"]);
         let created = world.create(&pod, "victim", config).await;
         let id = match created {
@@ -691,6 +689,120 @@ async fn crid_killed_at_each_step_of_create_and_start_leaves_nothing_wrong() {
             })
             .await
             .expect("remove");
+    }
+    world.finish(&[&pod]).await;
+}
+
+/// The container operations after create, each with crid killed at every
+/// crash point inside it: after a restart the container is still there
+/// until a RemoveContainer returned, the same call repeated succeeds and
+/// has its effect, and the pod ends with nothing left.
+#[tokio::test]
+async fn crid_killed_inside_stop_update_and_remove_leaves_nothing_wrong() {
+    let mut world = World::new().await;
+    let pod = world.pod("crashy-ops").await;
+    // (crash point, operation) in the order kubelet would call them.
+    let cases = [
+        ("container.stop.signalled", "stop with a grace period"),
+        ("container.stop.killed", "stop without one"),
+        ("container.update.applied", "update"),
+        ("container.teardown.monitor_done", "remove"),
+        ("container.teardown.cgroup_removed", "remove"),
+        ("container.remove.torn_down", "remove"),
+    ];
+    for (step, operation) in cases {
+        let id = world.run(&pod, "victim", &["sleep", "1000"]).await;
+        world.crid.stop().await;
+        world.crid = world.env.start_crashing_at(step).await;
+        let update = cri::UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(cri::LinuxContainerResources {
+                cpu_shares: 256,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut rt = world.rt().await;
+        let interrupted = match operation {
+            "stop with a grace period" => rt
+                .stop_container(cri::StopContainerRequest {
+                    container_id: id.clone(),
+                    timeout: 30,
+                })
+                .await
+                .map(drop),
+            "stop without one" => rt
+                .stop_container(cri::StopContainerRequest {
+                    container_id: id.clone(),
+                    timeout: 0,
+                })
+                .await
+                .map(drop),
+            "update" => rt
+                .update_container_resources(update.clone())
+                .await
+                .map(drop),
+            _ => rt
+                .remove_container(cri::RemoveContainerRequest {
+                    container_id: id.clone(),
+                })
+                .await
+                .map(drop),
+        };
+        assert!(interrupted.is_err(), "{step}: the call returned");
+        let status = world.crid.stop_with(Signal::SIGKILL).await;
+        assert!(!status.success(), "{step}: crid did not crash");
+        world.crid = world.env.start().await;
+
+        let listed: Vec<String> = world.list(None).await.into_iter().map(|c| c.id).collect();
+        assert_eq!(
+            listed,
+            vec![id.clone()],
+            "{step}: lost or phantom container"
+        );
+        let mut rt = world.rt().await;
+        match operation {
+            "update" => {
+                rt.update_container_resources(update)
+                    .await
+                    .unwrap_or_else(|e| panic!("{step}: update again: {e:?}"));
+                let (status, _) = world.status(&id).await;
+                let shares = status
+                    .resources
+                    .and_then(|r| r.linux)
+                    .map(|linux| linux.cpu_shares);
+                assert_eq!(shares, Some(256), "{step}");
+            }
+            "remove" => {}
+            _ => {
+                rt.stop_container(cri::StopContainerRequest {
+                    container_id: id.clone(),
+                    timeout: 0,
+                })
+                .await
+                .unwrap_or_else(|e| panic!("{step}: stop again: {e:?}"));
+                let (status, _) = world.status(&id).await;
+                assert_eq!(
+                    status.state,
+                    i32::from(cri::ContainerState::ContainerExited),
+                    "{step}"
+                );
+            }
+        }
+        rt.remove_container(cri::RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{step}: remove again: {e:?}"));
+        assert!(world.list(None).await.is_empty(), "{step}");
+        assert!(
+            !world.env.state().join("containers").join(&id).exists(),
+            "{step}: bundle left"
+        );
+        assert!(
+            pod_cgroups(&pod).iter().all(|dir| !dir.join(&id).exists()),
+            "{step}: the container's cgroup is left"
+        );
     }
     world.finish(&[&pod]).await;
 }

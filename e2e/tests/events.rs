@@ -30,21 +30,6 @@ impl Drop for Stopped {
     }
 }
 
-async fn pod_status(world: &World, pod: &str) -> (cri::PodSandboxStatus, serde_json::Value) {
-    let response = world
-        .rt()
-        .await
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.into(),
-            verbose: true,
-        })
-        .await
-        .expect("pod status")
-        .into_inner();
-    let info = serde_json::from_str(&response.info["info"]).expect("verbose info is JSON");
-    (response.status.expect("status"), info)
-}
-
 fn state_of(listed: &[cri::Container], id: &str) -> cri::ContainerState {
     let container = listed
         .iter()
@@ -69,7 +54,7 @@ async fn exits_and_oom_kills_are_reported_while_the_monitor_cannot_answer() {
     let sleeper = world.run(&pod, "sleeper", &["sleep", "1000"]).await;
     world.wait_exited(&failing).await;
     world.wait_exited(&hog).await;
-    let (_, info) = pod_status(&world, &pod).await;
+    let (_, info) = world.pod_status(&pod).await;
     let monitor_pid =
         i32::try_from(info["monitorPid"].as_i64().expect("monitorPid")).expect("a pid");
 
@@ -113,7 +98,7 @@ async fn exits_and_oom_kills_are_reported_while_the_monitor_cannot_answer() {
         i32::from(cri::ContainerState::ContainerRunning),
         "{status:?}"
     );
-    let (status, _) = pod_status(&world, &pod).await;
+    let (status, _) = world.pod_status(&pod).await;
     assert_eq!(
         status.state,
         i32::from(cri::PodSandboxState::SandboxReady),
@@ -230,7 +215,7 @@ async fn exits_while_crid_is_down_are_reported_after_it_restarts() {
         );
         assert!(status.finished_at >= status.started_at, "{status:?}");
     }
-    let (status, _) = pod_status(&world, &pod).await;
+    let (status, _) = world.pod_status(&pod).await;
     assert_eq!(
         status.state,
         i32::from(cri::PodSandboxState::SandboxReady),

@@ -11,6 +11,7 @@ use e2e::registry::{
     Blob, Layer, PushedImage, Registry, StallingProxy, count_entries, dead_port, sha256_digest,
 };
 use e2e::{Crid, TestEnv};
+use nix::sys::signal::Signal;
 use proto::cri;
 use proto::cri::image_service_client::ImageServiceClient;
 use tonic::transport::Channel;
@@ -807,4 +808,68 @@ async fn crid_killed_mid_pull_leaves_nothing_after_restart() {
     assert_eq!(count_entries(&blobs_dir(&env)), 0);
     assert_eq!(entries(&tmp), Vec::<String>::new());
     crid.stop().await;
+}
+
+/// `dir` empty, waiting (bounded) for the GC crid runs at start.
+async fn wait_empty(dir: &Path, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count_entries(dir) > 0 {
+        assert!(Instant::now() < deadline, "{what}: {:?} left", entries(dir));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// crid killed between PullImage's fetch and its record, and between
+/// RemoveImage's forgetting and its GC: after a restart the image is
+/// listed exactly when its record was written, nothing unrecorded stays on
+/// disk, and the call, repeated, succeeds.
+#[tokio::test]
+async fn crid_killed_inside_pull_and_remove_leaves_no_phantom_and_no_orphan() {
+    let registry = Registry::start();
+    let pushed = registry.pusher().busybox("e2e/crash", "v1").await;
+    let env = env_for(&registry);
+
+    let mut crid = env.start_crashing_at("image.pull.fetched").await;
+    let mut images = client(&crid).await;
+    pull_with(&mut images, &pushed.reference, None)
+        .await
+        .expect_err("crid dies in the pull");
+    drop(images);
+    assert!(
+        !crid.stop_with(Signal::SIGKILL).await.success(),
+        "crid did not crash"
+    );
+    let mut crid = env.start().await;
+    let mut images = client(&crid).await;
+    assert!(list(&mut images, None).await.is_empty(), "a phantom image");
+    wait_empty(&layers_dir(&env), "unrecorded layers").await;
+    pull(&mut images, &pushed.reference).await;
+    drop(images);
+    crid.stop().await;
+
+    let mut crid = env.start_crashing_at("image.remove.forgotten").await;
+    let mut images = client(&crid).await;
+    assert!(status(&mut images, &pushed.reference).await.is_some());
+    images
+        .remove_image(cri::RemoveImageRequest {
+            image: spec(&pushed.reference),
+        })
+        .await
+        .expect_err("crid dies in the removal");
+    drop(images);
+    assert!(
+        !crid.stop_with(Signal::SIGKILL).await.success(),
+        "crid did not crash"
+    );
+    let mut crid = env.start().await;
+    let mut images = client(&crid).await;
+    assert!(
+        list(&mut images, None).await.is_empty(),
+        "the removed image is back"
+    );
+    wait_empty(&layers_dir(&env), "the removed image's layers").await;
+    remove(&mut images, &pushed.reference).await;
+    drop(images);
+    crid.stop().await;
+    assert!(env.leaks().is_empty(), "{:?}", env.leaks());
 }

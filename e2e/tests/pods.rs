@@ -5,9 +5,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use e2e::{Crid, TestEnv, nsenter};
+use e2e::{Crid, TestEnv, nsenter, running, wait_until};
 use nix::sys::signal::Signal;
 use proto::cri;
 use tonic::Code;
@@ -127,25 +126,6 @@ fn comm(pid: i64) -> String {
         .unwrap_or_default()
         .trim()
         .to_string()
-}
-
-/// Alive and not a zombie.
-fn running(pid: i64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            stat.rsplit_once(") ")
-                .map(|(_, rest)| !rest.starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
-
-fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn ns(pid: &str, kind: &str) -> PathBuf {
@@ -309,6 +289,13 @@ async fn a_pod_gets_namespaces_an_address_and_files_and_leaves_nothing_when_remo
     assert_eq!(error.code(), Code::NotFound);
     assert!(list_pods(&crid, None).await.is_empty());
     assert!(!pod_dir.exists());
+    // The network was taken down once: a repeated Stop and the Remove
+    // after a Stop run no CNI DEL on the gone netns.
+    assert!(
+        !crid.log().contains("DEL without it"),
+        "a second CNI DEL ran:\n{}",
+        crid.log()
+    );
     crid.stop().await;
 }
 
@@ -633,9 +620,7 @@ async fn a_crash_at_any_step_of_pod_creation_is_rolled_back_at_the_next_start() 
         "pod.built",
     ];
     for step in steps {
-        let mut command = env.command(&["--log-level", "debug"]);
-        command.env("CRID_TEST_CRASH_AT", step);
-        let mut crid = env.start_with(command, env.socket()).await;
+        let mut crid = env.start_crashing_at(step).await;
         let error = run_pod(&crid, pod_config("crashy"))
             .await
             .expect_err("crid dies mid-way");
@@ -674,6 +659,89 @@ async fn a_crash_at_any_step_of_pod_creation_is_rolled_back_at_the_next_start() 
         remove_pod(&crid, &id).await;
         crid.stop().await;
         assert!(env.leaks().is_empty(), "{step}: {:?}", env.leaks());
+    }
+}
+
+/// crid killed at every crash point of StopPodSandbox and RemovePodSandbox:
+/// after a restart the pod is listed until a Remove returned, the calls
+/// repeated succeed, and nothing of the pod is left (address, veth, cgroup,
+/// processes, state dir, CNI cache).
+#[tokio::test]
+async fn a_crash_inside_stop_and_remove_is_finished_by_the_repeated_call() {
+    let env = TestEnv::new();
+    let lease_dir = env.bridge_network("cridp11", "10.251.11.0/24");
+    // (crash point, whether the pod was stopped before the crashing call,
+    // the crashing call)
+    let cases = [
+        ("pod.stop.containers_stopped", false, "stop"),
+        ("pod.teardown.network_removed", false, "stop"),
+        ("pod.teardown.monitor_shut_down", false, "stop"),
+        ("pod.stop.torn_down", false, "stop"),
+        ("pod.teardown.network_removed", false, "remove"),
+        ("pod.remove.containers_removed", true, "remove"),
+        ("pod.remove.torn_down", true, "remove"),
+    ];
+    for (step, stopped_first, call) in cases {
+        let what = format!("{step} in {call}");
+        let crid = env.start().await;
+        let id = run_pod(&crid, pod_config("crashy")).await.expect("run");
+        let (_, info) = pod_status(&crid, &id).await.expect("status");
+        let (pause, monitor) = (
+            info["pid"].as_i64().expect("pid"),
+            info["monitorPid"].as_i64().expect("monitor"),
+        );
+        if stopped_first {
+            stop_pod(&crid, &id).await;
+        }
+        let mut crid = crid;
+        crid.stop().await;
+        let mut crid = env.start_crashing_at(step).await;
+        let mut client = crid.runtime().await.expect("client");
+        let interrupted = if call == "stop" {
+            client
+                .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                    pod_sandbox_id: id.clone(),
+                })
+                .await
+                .map(drop)
+        } else {
+            client
+                .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                    pod_sandbox_id: id.clone(),
+                })
+                .await
+                .map(drop)
+        };
+        assert!(interrupted.is_err(), "{what}: the call returned");
+        let status = crid.stop_with(Signal::SIGKILL).await;
+        assert!(!status.success(), "{what}: crid did not crash");
+
+        let mut crid = env.start().await;
+        let listed: Vec<String> = list_pods(&crid, None)
+            .await
+            .into_iter()
+            .map(|pod| pod.id)
+            .collect();
+        assert_eq!(listed, vec![id.clone()], "{what}: lost or phantom pod");
+        stop_pod(&crid, &id).await;
+        remove_pod(&crid, &id).await;
+        assert!(list_pods(&crid, None).await.is_empty(), "{what}");
+        wait_until(&format!("{what}: pause and monitor are gone"), || {
+            !running(pause) && !running(monitor)
+        });
+        assert!(leases(&lease_dir).is_empty(), "{what}: IP lease left");
+        assert!(bridge_members("cridp11").is_empty(), "{what}: veth left");
+        assert!(
+            !env.state().join("pods").join(&id).exists(),
+            "{what}: pod dir left"
+        );
+        let cache: Vec<_> = walk(&env.root().join("cni-cache"))
+            .into_iter()
+            .filter(|p| p.is_file())
+            .collect();
+        assert!(cache.is_empty(), "{what}: CNI cache left: {cache:?}");
+        crid.stop().await;
+        assert!(env.leaks().is_empty(), "{what}: {:?}", env.leaks());
     }
 }
 

@@ -11,6 +11,7 @@ mod common;
 
 use common::*;
 use e2e::registry::{Blob, Layer};
+use e2e::{running, wait_until};
 use proto::cri;
 use tonic::Code;
 
@@ -292,5 +293,117 @@ async fn exec_sync_output_over_the_cap_is_cut_and_says_so() {
         .await
         .expect("exec");
     assert_eq!((out.stdout.len(), out.stderr.len()), (3_000_000, 0));
+    world.finish(&[&pod]).await;
+}
+
+/// The ContainerStatus of `id` once `done` says it is what it waits for
+/// (30 s at most).
+async fn status_once(
+    world: &World,
+    id: &str,
+    what: &str,
+    done: impl Fn(&cri::ContainerStatus) -> bool,
+) -> cri::ContainerStatus {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, _) = world.status(id).await;
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id}: not {what}: {status:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Issue 18, finding 1: a kill -9 of a pod's crid-monitor is noticed; what
+/// is left of the pod is killed through its cgroups; the containers that
+/// still ran are reported exited by it (137, `Error`, saying the monitor
+/// died), also after a restart of crid, and the pod not ready; a
+/// StopContainer that answers OK leaves nothing of its container running.
+#[tokio::test]
+async fn a_dead_monitor_is_noticed_and_what_it_left_is_killed_and_reported() {
+    let mut world = World::new().await;
+    let pod = world.pod("orphaned").await;
+    let done = world.run(&pod, "done", &["sh", "-c", "exit 3"]).await;
+    let sleeper = world.run(&pod, "sleeper", &["sleep", "1000"]).await;
+    let stopped = world.run(&pod, "stopped", &["sleep", "1000"]).await;
+    world.wait_exited(&done).await;
+    let pid_of = |info: &serde_json::Value, key: &str| info[key].as_i64().expect(key);
+    let (_, info) = world.status(&sleeper).await;
+    let sleeper_pid = pid_of(&info, "pid");
+    let (_, info) = world.status(&stopped).await;
+    let stopped_pid = pid_of(&info, "pid");
+    let (_, info) = world.pod_status(&pod).await;
+    let (pause, monitor) = (pid_of(&info, "pid"), pid_of(&info, "monitorPid"));
+    assert!(running(sleeper_pid) && running(stopped_pid) && running(pause));
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(monitor).expect("a pid")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the monitor");
+    // Whether crid has noticed yet or not: OK means nothing of it runs.
+    world.stop(&stopped, 30).await;
+    assert!(
+        !running(stopped_pid),
+        "StopContainer answered OK while it runs"
+    );
+
+    wait_until("the pod's processes are killed", || {
+        !running(sleeper_pid) && !running(pause)
+    });
+    let ended_by_monitor_death = |status: &cri::ContainerStatus| status.reason == "Error";
+    for id in [&sleeper, &stopped] {
+        let status = status_once(
+            &world,
+            id,
+            "ended by the monitor's death",
+            ended_by_monitor_death,
+        )
+        .await;
+        assert_eq!(
+            status.state,
+            i32::from(cri::ContainerState::ContainerExited),
+            "{status:?}"
+        );
+        assert_eq!(status.exit_code, 137, "{status:?}");
+        assert!(status.message.contains("monitor"), "{status:?}");
+        assert!(status.finished_at > 0, "{status:?}");
+    }
+    // What ended before keeps its own end.
+    let (status, _) = world.status(&done).await;
+    assert_eq!((status.exit_code, status.reason.as_str()), (3, "Error"));
+    assert!(!status.message.contains("monitor"), "{status:?}");
+    let (status, _) = world.pod_status(&pod).await;
+    assert_eq!(status.state(), cri::PodSandboxState::SandboxNotready);
+    // Nothing more runs in it, and crid says why.
+    let refused = world
+        .create(&pod, "late", world.container_config("late", &["true"]))
+        .await
+        .expect_err("no container is created into a pod whose monitor died");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("monitor"), "{refused:?}");
+    let refused = world
+        .exec(&sleeper, &["true"], 10)
+        .await
+        .expect_err("nothing is exec'd in a pod whose monitor died");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("monitor"), "{refused:?}");
+
+    // Recorded: a restarted crid says the same.
+    world.crid.stop().await;
+    world.crid = world.env.start().await;
+    let (status, _) = world.status(&sleeper).await;
+    assert_eq!(
+        (status.exit_code, status.reason.as_str()),
+        (137, "Error"),
+        "{status:?}"
+    );
+    assert!(status.message.contains("monitor"), "{status:?}");
+    let (status, _) = world.pod_status(&pod).await;
+    assert_eq!(status.state(), cri::PodSandboxState::SandboxNotready);
     world.finish(&[&pod]).await;
 }

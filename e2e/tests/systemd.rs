@@ -42,20 +42,6 @@ impl Drop for KubeletSlices {
     }
 }
 
-async fn pod_info(world: &World, pod: &str) -> serde_json::Value {
-    let response = world
-        .rt()
-        .await
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.into(),
-            verbose: true,
-        })
-        .await
-        .expect("pod status")
-        .into_inner();
-    serde_json::from_str(&response.info["info"]).expect("verbose info is JSON")
-}
-
 #[tokio::test]
 async fn pods_and_containers_in_systemd_scopes() {
     let world = World::with_config(DRIVER).await;
@@ -102,7 +88,7 @@ async fn pods_and_containers_in_systemd_scopes() {
         .expect("run pod")
         .into_inner()
         .pod_sandbox_id;
-    let info = pod_info(&world, &pod).await;
+    let info = world.pod_status(&pod).await.1;
     let sandbox_unit = format!("crid-{pod}.scope");
     let sandbox_cgroup = format!("/{top}.slice/{top}-burstable.slice/{parent}/{sandbox_unit}");
     assert_eq!(info["cgroup"]["sandbox"], sandbox_cgroup.as_str(), "{info}");
@@ -235,7 +221,7 @@ async fn pods_and_containers_in_systemd_scopes() {
 async fn pods_without_a_parent_have_their_scopes_in_system_slice() {
     let world = World::with_config(DRIVER).await;
     let pod = world.pod("plain").await;
-    let info = pod_info(&world, &pod).await;
+    let info = world.pod_status(&pod).await.1;
     let sandbox = format!("/system.slice/crid-{pod}.scope");
     assert_eq!(info["cgroup"]["sandbox"], sandbox.as_str(), "{info}");
     let ctr = world.run(&pod, "plain", &["sleep", "1000"]).await;
@@ -335,7 +321,7 @@ async fn the_shipped_unit_starts_crid_and_restarts_leave_pods_running() {
         i32::from(cri::ContainerState::ContainerRunning)
     );
     let ctr_pid = info["pid"].as_i64().expect("the container's pid");
-    let monitor_pid = pod_info(&world, &pod).await["monitorPid"]
+    let monitor_pid = world.pod_status(&pod).await.1["monitorPid"]
         .as_i64()
         .expect("the monitor's pid");
 

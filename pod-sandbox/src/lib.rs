@@ -101,7 +101,7 @@ impl PodManager {
             Ok(()) => Ok(state),
             Err(error) => {
                 tracing::warn!(pod_id = %spec.id, %error, "pod start failed; rolling back");
-                if let Err(rollback) = self.remove(spec, &state).await {
+                if let Err(rollback) = self.remove(spec, &state, false).await {
                     tracing::error!(pod_id = %spec.id, error = %rollback, "rollback incomplete");
                 }
                 Err(error)
@@ -226,8 +226,18 @@ impl PodManager {
     }
 
     /// Stops the pod whatever fails (logging it) and deletes its state dir.
-    pub async fn remove(&self, spec: &PodSpec, state: &SandboxState) -> Result<(), PodError> {
-        self.teardown(spec, state, Teardown::Force).await?;
+    /// `stopped`: a [`stop`](Self::stop) of it succeeded, so nothing but the
+    /// state dir is left (kubelet stops every pod before it removes it; a
+    /// second CNI DEL would only run every plugin again on a gone netns).
+    pub async fn remove(
+        &self,
+        spec: &PodSpec,
+        state: &SandboxState,
+        stopped: bool,
+    ) -> Result<(), PodError> {
+        if !stopped {
+            self.teardown(spec, state, Teardown::Force).await?;
+        }
         let pod_dir = self.pod_dir(&spec.id);
         spawn_blocking(move || {
             // Never delete through a mount that is still there.
@@ -277,6 +287,7 @@ impl PodManager {
                 }
                 Err(error) => return Err(error.into()),
             }
+            fault::point("pod.teardown.network_removed");
         }
 
         let monitor = MonitorClient::new(&pod_dir);
@@ -284,6 +295,7 @@ impl PodManager {
             // Gone already (crash, reboot) or stuck: the cgroup kill below ends it.
             tracing::debug!(pod_id = %spec.id, %error, "monitor did not take Shutdown");
         }
+        fault::point("pod.teardown.monitor_shut_down");
         // A crash before the placement was recorded: it follows from the spec.
         let placement = match &state.cgroup {
             Some(placement) => Some(placement.clone()),

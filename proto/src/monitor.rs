@@ -116,6 +116,28 @@ pub enum MonitorRequest {
         args: Vec<String>,
         timeout_ms: u64,
     },
+    /// (v2) Run `args` in the running container as `Exec` does, but hand
+    /// its stdio to crid: answered by `ExecStarted` with the descriptors
+    /// crid keeps attached (SCM_RIGHTS), then, on the same connection, by
+    /// `ExecEnded` once it ends. crid closing the connection first kills
+    /// it. A version 2 monitor from before this request answers
+    /// `Error { kind: InvalidRequest }`.
+    ExecAttached(ExecAttached),
+    /// (v2) Attach to a running container's stdio: answered by
+    /// `Attached`, then the monitor pushes `AttachOutput` frames (output
+    /// from now on; the log keeps being written) and a last `AttachEnded`
+    /// when the container exits. crid sends `AttachInput`,
+    /// `AttachCloseStdin` and `AttachResize` on the same connection and
+    /// detaches by closing it. Several attachers share one container.
+    Attach { id: String },
+    /// (v2) Bytes for the attached container's stdin (dropped when it
+    /// has none, or when its stdin does not take them now).
+    AttachInput { data: Vec<u8> },
+    /// (v2) The attacher's stdin ended: the container's stdin is closed
+    /// if it is `stdin_once`.
+    AttachCloseStdin,
+    /// (v2) The attached container's terminal size.
+    AttachResize { width: u16, height: u16 },
     /// (v2) Answered by `Hello` with the monitor's protocol version.
     Hello,
     /// (v2) Answered by `Subscribed` (everything `Status` and `Containers`
@@ -131,7 +153,9 @@ impl MonitorRequest {
     /// older one drops the connection on it.
     pub fn since(&self) -> u32 {
         match self {
-            MonitorRequest::Hello | MonitorRequest::Subscribe => 2,
+            MonitorRequest::Hello | MonitorRequest::Subscribe | MonitorRequest::ExecAttached(_) => {
+                2
+            }
             _ => FIRST_PROTOCOL_VERSION,
         }
     }
@@ -150,10 +174,27 @@ impl MonitorRequest {
             MonitorRequest::Containers => "Containers",
             MonitorRequest::ReopenLog { .. } => "ReopenLog",
             MonitorRequest::Exec { .. } => "Exec",
+            MonitorRequest::ExecAttached(_) => "ExecAttached",
+            MonitorRequest::Attach { .. } => "Attach",
+            MonitorRequest::AttachInput { .. } => "AttachInput",
+            MonitorRequest::AttachCloseStdin => "AttachCloseStdin",
+            MonitorRequest::AttachResize { .. } => "AttachResize",
             MonitorRequest::Hello => "Hello",
             MonitorRequest::Subscribe => "Subscribe",
         }
     }
+}
+
+/// An exec whose stdio crid relays (streaming Exec).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecAttached {
+    pub id: String,
+    pub args: Vec<String>,
+    /// A pty: the one descriptor sent is its master.
+    pub tty: bool,
+    /// Without a tty: a stdin pipe, whose write end is sent first
+    /// (else stdin is `/dev/null`). Then stdout's and stderr's read ends.
+    pub stdin: bool,
 }
 
 /// Everything the monitor needs to create a container. The bundle holds
@@ -293,6 +334,28 @@ pub enum MonitorResponse {
         exit: Option<ExitStatus>,
     },
     Done,
+    /// (v2) `ExecAttached` runs as `pid`; its descriptors came with this
+    /// frame.
+    ExecStarted {
+        pid: i32,
+    },
+    /// (v2) How an `ExecAttached` process ended.
+    ExecEnded {
+        exit: ExitStatus,
+    },
+    /// (v2) The answer to `Attach`.
+    Attached {
+        tty: bool,
+    },
+    /// (v2) Output of an attached container (stdout only with a tty).
+    AttachOutput {
+        stderr: bool,
+        data: Vec<u8>,
+    },
+    /// (v2) The attached container exited; nothing follows.
+    AttachEnded {
+        exit: ExitStatus,
+    },
     /// (v2) The answer to `Hello`.
     Hello {
         version: u32,

@@ -5,10 +5,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use proto::monitor::{
-    CONFIG_FILE, ErrorKind, FIRST_PROTOCOL_VERSION, MonitorConfig, MonitorEvent, MonitorRequest,
-    MonitorResponse, MonitorStarted, SOCKET_FILE, Snapshot,
+    CONFIG_FILE, ErrorKind, ExecAttached, ExitStatus, FIRST_PROTOCOL_VERSION, MonitorConfig,
+    MonitorEvent, MonitorRequest, MonitorResponse, MonitorStarted, SOCKET_FILE, Snapshot,
 };
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, Interest};
 use tokio::net::UnixStream;
 
 use crate::wire::{Framing, read_frame_async, short_path, take_frame, write_frame_async};
@@ -334,6 +334,96 @@ impl MonitorClient {
         }
     }
 
+    /// Starts `exec` with its stdio handed to crid (`ExecAttached`): the
+    /// descriptors, and the connection that says how it ended. Dropping
+    /// the [`ExecEnding`] before that kills the process.
+    pub async fn exec_attached(&self, exec: ExecAttached) -> Result<AttachedExec, MonitorError> {
+        let request = MonitorRequest::ExecAttached(exec);
+        let framing = self.framing_for(&request).await?;
+        let exchange = async {
+            let (_dir, socket) = short_path(&self.pod_dir, SOCKET_FILE)?;
+            let mut stream = UnixStream::connect(socket).await?;
+            write_frame_async(&mut stream, &request, framing).await?;
+            let mut received = Vec::new();
+            let mut fds = Vec::new();
+            loop {
+                if let Some((response, _)) = take_frame::<MonitorResponse>(&mut received)? {
+                    return Ok((stream, received, fds, response));
+                }
+                let mut chunk = [0u8; 4096];
+                let (read, more) = stream
+                    .async_io(Interest::READABLE, || {
+                        crate::sys::recv_with_fds(std::os::fd::AsFd::as_fd(&stream), &mut chunk)
+                    })
+                    .await?;
+                if read == 0 && more.is_empty() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the monitor closed the connection without an answer",
+                    ));
+                }
+                received.extend_from_slice(&chunk[..read]);
+                fds.extend(more);
+            }
+        };
+        let (stream, received, fds, response) = self.bounded(REQUEST_TIMEOUT, exchange).await?;
+        match response {
+            MonitorResponse::ExecStarted { pid } => Ok(AttachedExec {
+                pid,
+                fds,
+                ending: ExecEnding {
+                    pod_dir: self.pod_dir.clone(),
+                    stream,
+                    received,
+                },
+            }),
+            MonitorResponse::Error { kind, message } => Err(self.refused(kind, message)),
+            other => Err(self.unexpected(&request, &other)),
+        }
+    }
+
+    /// Attaches to a running container's stdio (`Attach`): its output
+    /// from now on, and a way to send it input. Dropping both halves
+    /// detaches.
+    pub async fn attach(&self, id: &str) -> Result<Attachment, MonitorError> {
+        let request = MonitorRequest::Attach { id: id.to_string() };
+        let framing = self.framing_for(&request).await?;
+        let exchange = async {
+            let (_dir, socket) = short_path(&self.pod_dir, SOCKET_FILE)?;
+            let mut stream = UnixStream::connect(socket).await?;
+            write_frame_async(&mut stream, &request, framing).await?;
+            let mut received = Vec::new();
+            loop {
+                if let Some((response, _)) = take_frame::<MonitorResponse>(&mut received)? {
+                    return Ok((stream, received, response));
+                }
+                if stream.read_buf(&mut received).await? == 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the monitor closed the connection without an answer",
+                    ));
+                }
+            }
+        };
+        let (stream, received, response) = self.bounded(REQUEST_TIMEOUT, exchange).await?;
+        match response {
+            MonitorResponse::Attached { tty } => {
+                let (read, write) = stream.into_split();
+                Ok(Attachment {
+                    tty,
+                    output: AttachOutput {
+                        pod_dir: self.pod_dir.clone(),
+                        read,
+                        received,
+                    },
+                    input: AttachInput { write, framing },
+                })
+            }
+            MonitorResponse::Error { kind, message } => Err(self.refused(kind, message)),
+            other => Err(self.unexpected(&request, &other)),
+        }
+    }
+
     pub async fn request(&self, request: &MonitorRequest) -> Result<MonitorResponse, MonitorError> {
         self.request_within(request, REQUEST_TIMEOUT).await
     }
@@ -398,5 +488,142 @@ impl Subscription {
                 Err(error) => return Err(ended(error)),
             }
         }
+    }
+}
+
+/// An exec whose stdio crid holds (see [`MonitorClient::exec_attached`]).
+#[derive(Debug)]
+pub struct AttachedExec {
+    pub pid: i32,
+    /// As the monitor sent them: a tty's master; or stdin's write end (if
+    /// asked for), stdout's and stderr's read ends.
+    pub fds: Vec<std::os::fd::OwnedFd>,
+    pub ending: ExecEnding,
+}
+
+/// The monitor's connection of an attached exec: it says how the exec
+/// ended; closing it first (dropping this) makes the monitor kill it.
+#[derive(Debug)]
+pub struct ExecEnding {
+    pod_dir: PathBuf,
+    stream: UnixStream,
+    /// Bytes of frames not yet whole.
+    received: Vec<u8>,
+}
+
+impl ExecEnding {
+    /// How the exec ended.
+    pub async fn wait(mut self) -> Result<ExitStatus, MonitorError> {
+        let ended = |pod_dir: &Path, source| MonitorError::Unreachable {
+            pod_dir: pod_dir.to_path_buf(),
+            source,
+        };
+        loop {
+            match take_frame::<MonitorResponse>(&mut self.received) {
+                Err(error) => return Err(ended(&self.pod_dir, error)),
+                Ok(Some((MonitorResponse::ExecEnded { exit }, _))) => return Ok(exit),
+                Ok(Some((other, _))) => {
+                    return Err(MonitorError::Unexpected {
+                        pod_dir: self.pod_dir.clone(),
+                        request: "ExecAttached",
+                        response: format!("{other:?}"),
+                    });
+                }
+                Ok(None) => {}
+            }
+            match self.stream.read_buf(&mut self.received).await {
+                Ok(0) => {
+                    return Err(ended(
+                        &self.pod_dir,
+                        std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "the monitor ended without saying how the exec ended",
+                        ),
+                    ));
+                }
+                Ok(_) => {}
+                Err(error) => return Err(ended(&self.pod_dir, error)),
+            }
+        }
+    }
+}
+
+/// An attach session with a container's stdio.
+#[derive(Debug)]
+pub struct Attachment {
+    pub tty: bool,
+    pub output: AttachOutput,
+    pub input: AttachInput,
+}
+
+/// What an attached container writes, as it comes.
+#[derive(Debug)]
+pub struct AttachOutput {
+    pod_dir: PathBuf,
+    read: tokio::net::unix::OwnedReadHalf,
+    received: Vec<u8>,
+}
+
+/// One piece of an attached container's output, or its end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttachEvent {
+    Output { stderr: bool, data: Vec<u8> },
+    Ended(ExitStatus),
+}
+
+impl AttachOutput {
+    /// The next output. Cancel-safe (what was read stays buffered).
+    pub async fn next(&mut self) -> Result<AttachEvent, MonitorError> {
+        loop {
+            let taken = take_frame::<MonitorResponse>(&mut self.received).map_err(|source| {
+                MonitorError::Unreachable {
+                    pod_dir: self.pod_dir.clone(),
+                    source,
+                }
+            })?;
+            match taken {
+                Some((MonitorResponse::AttachOutput { stderr, data }, _)) => {
+                    return Ok(AttachEvent::Output { stderr, data });
+                }
+                Some((MonitorResponse::AttachEnded { exit }, _)) => {
+                    return Ok(AttachEvent::Ended(exit));
+                }
+                Some((other, _)) => {
+                    return Err(MonitorError::Unexpected {
+                        pod_dir: self.pod_dir.clone(),
+                        request: "Attach",
+                        response: format!("{other:?}"),
+                    });
+                }
+                None => {}
+            }
+            let read = self.read.read_buf(&mut self.received).await;
+            let source = match read {
+                Ok(0) => std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the monitor ended the attach session",
+                ),
+                Ok(_) => continue,
+                Err(error) => error,
+            };
+            return Err(MonitorError::Unreachable {
+                pod_dir: self.pod_dir.clone(),
+                source,
+            });
+        }
+    }
+}
+
+/// Input for an attached container.
+#[derive(Debug)]
+pub struct AttachInput {
+    write: tokio::net::unix::OwnedWriteHalf,
+    framing: Framing,
+}
+
+impl AttachInput {
+    /// Sends `AttachInput`, `AttachCloseStdin` or `AttachResize`.
+    pub async fn send(&mut self, request: &MonitorRequest) -> std::io::Result<()> {
+        write_frame_async(&mut self.write, request, self.framing).await
     }
 }

@@ -7,6 +7,7 @@
 
 use std::fs;
 use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -26,7 +27,7 @@ pub enum ContainerError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("rootfs mount {path}: {source}")]
+    #[error("mount {path}: {source}")]
     Mount {
         path: PathBuf,
         source: nix::errno::Errno,
@@ -55,6 +56,9 @@ pub struct ContainerDirs {
     pub rootfs: PathBuf,
     /// Parent of the overlay's `upper` and `work`.
     pub layer: PathBuf,
+    /// The read-only mounts of the container's image volumes, one per CRI
+    /// mount index, and the empty dir under their layers.
+    pub volumes: PathBuf,
 }
 
 impl ContainerDirs {
@@ -62,6 +66,7 @@ impl ContainerDirs {
         let bundle = state_dir.join("containers").join(id);
         ContainerDirs {
             rootfs: bundle.join("rootfs"),
+            volumes: bundle.join("volumes"),
             bundle,
             layer: root_dir.join("containers").join(id),
         }
@@ -102,6 +107,55 @@ impl ContainerDirs {
         })
     }
 
+    /// Mounts the image volume of CRI mount `index`: a read-only overlay
+    /// of `lower_dirs` (bottom layer first) with nothing writable, and
+    /// returns the directory the container is to get: the overlay's root,
+    /// or `sub_path` resolved beneath it (symlinks in the image cannot lead
+    /// out). `sub_path` is relative and clean (the request was checked).
+    pub fn mount_image_volume(
+        &self,
+        index: usize,
+        lower_dirs: &[PathBuf],
+        sub_path: &Path,
+    ) -> Result<PathBuf, ContainerError> {
+        let target = self.volumes.join(index.to_string());
+        // overlayfs takes no fewer than two lower dirs without an upper
+        // one: an empty dir at the bottom makes a one-layer image mountable.
+        let empty = self.volumes.join("empty");
+        for dir in [&target, &empty] {
+            fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
+        }
+        let lower: Vec<String> = lower_dirs
+            .iter()
+            .rev()
+            .chain([&empty])
+            .map(|dir| escape_overlay_path(dir))
+            .collect();
+        let options = format!("lowerdir={}", lower.join(":"));
+        if options.len() > MAX_MOUNT_OPTIONS {
+            return Err(ContainerError::TooManyLayers(options.len()));
+        }
+        mount(
+            Some("overlay"),
+            &target,
+            Some("overlay"),
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(options.as_str()),
+        )
+        .map_err(|source| ContainerError::Mount {
+            path: target.clone(),
+            source,
+        })?;
+        if sub_path.as_os_str().is_empty() {
+            return Ok(target);
+        }
+        resolve_beneath(&target, sub_path).map_err(|reason| ContainerError::HostPath {
+            field: format!("config.mounts[{index}].image_sub_path"),
+            path: sub_path.to_path_buf(),
+            reason,
+        })
+    }
+
     /// Writes the bundle's `config.json`.
     pub fn write_spec(&self, spec: &Spec) -> Result<(), ContainerError> {
         let path = self.bundle.join("config.json");
@@ -123,17 +177,13 @@ impl ContainerDirs {
     /// Unmounts the rootfs and deletes the bundle and the writable layer.
     /// Idempotent; never deletes through a mount that is still there.
     pub fn remove(&self) -> Result<(), ContainerError> {
+        for volume in self.volume_mounts() {
+            detach(&volume)?;
+        }
+        // The container's own mount namespace is gone or holds its own
+        // copy; a busy mount here is crid's (a concurrent reader): detach.
         if is_mount_point(&self.rootfs) {
-            // The container's own mount namespace is gone or holds its own
-            // copy; a busy mount here is crid's (a concurrent reader): detach.
-            if umount2(&self.rootfs, MntFlags::empty()).is_err() {
-                umount2(&self.rootfs, MntFlags::MNT_DETACH).map_err(|source| {
-                    ContainerError::Mount {
-                        path: self.rootfs.clone(),
-                        source,
-                    }
-                })?;
-            }
+            detach(&self.rootfs)?;
         }
         for dir in [&self.bundle, &self.layer] {
             match fs::remove_dir_all(dir) {
@@ -145,6 +195,55 @@ impl ContainerDirs {
         }
         Ok(())
     }
+}
+
+impl ContainerDirs {
+    /// The image volume mounts there are under `volumes/`.
+    fn volume_mounts(&self) -> Vec<PathBuf> {
+        let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") else {
+            return Vec::new();
+        };
+        mountinfo
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .map(PathBuf::from)
+            .filter(|mount_point| mount_point.parent() == Some(self.volumes.as_path()))
+            .collect()
+    }
+}
+
+/// Unmounts `path`; lazily if something of crid's still reads it.
+fn detach(path: &Path) -> Result<(), ContainerError> {
+    if umount2(path, MntFlags::empty()).is_err() {
+        umount2(path, MntFlags::MNT_DETACH).map_err(|source| ContainerError::Mount {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// `relative` resolved beneath `root` as if `root` were `/` (openat2
+/// RESOLVE_IN_ROOT): the directory's real path, or why it cannot be used.
+fn resolve_beneath(root: &Path, relative: &Path) -> Result<PathBuf, String> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+    let root_dir = fs::File::open(root).map_err(|error| error.to_string())?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let found = openat2(&root_dir, relative, how).map_err(|errno| match errno {
+        nix::errno::Errno::ENOENT => "does not exist in the image".to_owned(),
+        nix::errno::Errno::ENOTDIR => "is not a directory in the image".to_owned(),
+        other => other.desc().to_owned(),
+    })?;
+    let path = fs::read_link(format!("/proc/self/fd/{}", found.as_raw_fd()))
+        .map_err(|error| error.to_string())?;
+    // The layers are read-only and crid's own: what resolved beneath the
+    // root stays there; checked anyway, since a bind mounts this path.
+    if !path.starts_with(root) {
+        return Err(format!("resolves outside the image to {}", path.display()));
+    }
+    Ok(path)
 }
 
 /// overlayfs splits its options at ',' and lower dirs at ':'.

@@ -16,7 +16,20 @@ pub mod spec;
 mod sys;
 pub mod wire;
 
-pub use client::{MonitorClient, MonitorError, StartedMonitor};
+pub use client::{
+    AttachEvent, AttachInput, AttachOutput, AttachedExec, Attachment, ExecEnding, MonitorClient,
+    MonitorError, StartedMonitor,
+};
+
+/// Sets the window size of an exec's terminal (its pty master, which crid
+/// holds).
+pub fn set_window_size(
+    master: std::os::fd::BorrowedFd<'_>,
+    columns: u16,
+    rows: u16,
+) -> std::io::Result<()> {
+    sys::set_window_size(master, columns, rows)
+}
 
 /// Now, in nanoseconds since the epoch: the timestamps of CRI and of the
 /// monitor's protocol. A clock before 1970 reads 0, one past 2262 the most.

@@ -114,3 +114,66 @@ pub fn attach_cgroup_device_program(
     };
     bpf(BPF_PROG_ATTACH, &mut attr).map(drop)
 }
+
+/// Receives bytes into `buf` and the descriptors sent with them
+/// (SCM_RIGHTS), close-on-exec, without blocking.
+pub fn recv_with_fds(
+    socket: std::os::fd::BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> Result<(usize, Vec<std::os::fd::OwnedFd>), std::io::Error> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 8]);
+    let message = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+    )?;
+    let mut fds = Vec::new();
+    for control in message.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(received) = control {
+            for fd in received {
+                // SAFETY: the kernel installed these descriptors for this
+                // message just now; nothing else owns them.
+                fds.push(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    if message.flags.contains(MsgFlags::MSG_CTRUNC) {
+        return Err(std::io::Error::other(
+            "more descriptors were sent than expected",
+        ));
+    }
+    Ok((message.bytes, fds))
+}
+
+/// Sets the window size of the terminal whose pty master is `master`
+/// (TIOCSWINSZ; the foreground process group gets SIGWINCH).
+pub fn set_window_size(
+    master: std::os::fd::BorrowedFd<'_>,
+    columns: u16,
+    rows: u16,
+) -> Result<(), std::io::Error> {
+    use std::os::fd::AsRawFd;
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: columns,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one struct winsize, which lives across the
+    // call; the fd is borrowed, so it stays open.
+    if unsafe {
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCSWINSZ,
+            &size as *const libc::winsize,
+        )
+    } != 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

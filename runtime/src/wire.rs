@@ -64,6 +64,13 @@ impl Message for MonitorEvent {}
 
 impl Message for MonitorResponse {
     fn detach(&self) -> Option<(Self, Vec<&[u8]>)> {
+        if let MonitorResponse::AttachOutput { stderr, data } = self {
+            let bare = MonitorResponse::AttachOutput {
+                stderr: *stderr,
+                data: Vec::new(),
+            };
+            return Some((bare, vec![data.as_slice()]));
+        }
         let MonitorResponse::ExecResult {
             stdout,
             stderr,
@@ -86,6 +93,10 @@ impl Message for MonitorResponse {
                 let mut attached = attached.into_iter();
                 *stdout = attached.next().unwrap_or_default();
                 *stderr = attached.next().unwrap_or_default();
+                Ok(())
+            }
+            MonitorResponse::AttachOutput { data, .. } if attached.len() == 1 => {
+                *data = attached.into_iter().next().unwrap_or_default();
                 Ok(())
             }
             _ if attached.is_empty() => Ok(()),
@@ -378,9 +389,17 @@ mod tests {
     }
 
     #[test]
-    fn only_hello_and_subscribe_need_version_2() {
+    fn only_hello_subscribe_and_attached_exec_need_version_2() {
         assert_eq!(MonitorRequest::Subscribe.since(), 2);
         assert_eq!(MonitorRequest::Hello.since(), 2);
+        let attached = MonitorRequest::ExecAttached(proto::monitor::ExecAttached {
+            id: "c".into(),
+            args: vec!["sh".into()],
+            tty: true,
+            stdin: true,
+        });
+        assert_eq!(attached.since(), 2);
+        assert_eq!(attached.name(), "ExecAttached");
         assert_eq!(MonitorRequest::Containers.since(), 1);
         assert_eq!(MonitorRequest::Subscribe.name(), "Subscribe");
     }

@@ -211,3 +211,79 @@ fn an_update_the_kernel_refuses_leaves_every_limit_as_it_was() {
     assert_eq!(read(&cpu, "cpu.cfs_period_us"), "100000");
     assert_eq!(read(&cpu, "cpu.cfs_quota_us"), "20000");
 }
+
+/// Killing a container's cgroup on v1 freezes it, kills what is in it and
+/// thaws it: a shell that keeps forking ends with all it forked, and the
+/// leaf is removed (so nothing is left frozen).
+#[test]
+fn kill_and_remove_ends_a_forking_process_tree_on_v1() {
+    let (hierarchy, parent, placement) = v1_test_pod("kill");
+    let container = container_cgroup(&placement, "tree");
+    let mut cleanup = Cleanup {
+        hierarchy: hierarchy.clone(),
+        levels: vec![container.clone(), placement.pod.clone(), parent.clone()],
+        child: None,
+    };
+    hierarchy.create_leaf(&container).expect("create leaf");
+    let join: Vec<String> = hierarchy
+        .procs_files(&container)
+        .iter()
+        .map(|file| format!("echo $$ > {} || exit 1;", file.display()))
+        .collect();
+    let shell = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} while :; do sleep 600 & sleep 0.01; done",
+            join.join(" ")
+        ))
+        .spawn()
+        .expect("spawn the tree");
+    cleanup.child = Some(shell);
+    // The shell, moved in first, then the sleeps it keeps forking there.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while hierarchy.processes(&container).len() < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tree never reached the leaf: {:?}",
+            hierarchy.processes(&container)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let forked = hierarchy.processes(&container);
+    assert!(
+        hierarchy
+            .procs_files(&container)
+            .iter()
+            .any(|file| file.with_file_name("freezer.state").exists()),
+        "the host has no v1 freezer to kill through"
+    );
+
+    hierarchy
+        .kill_and_remove(&container)
+        .expect("kill and remove");
+    let status = cleanup
+        .child
+        .take()
+        .map(|mut shell| shell.wait().expect("wait for the shell"))
+        .expect("shell");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "killed: {status:?}"
+    );
+    for pid in forked {
+        assert!(
+            !PathBuf::from(format!("/proc/{pid}")).exists()
+                || fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| stat
+                    .rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('Z'))),
+            "{pid} survived"
+        );
+    }
+    hierarchy.remove(&placement.pod).expect("remove pod");
+    hierarchy.remove(&parent).expect("remove parent");
+    for dir in hierarchy.procs_files(&parent) {
+        let dir = dir.parent().expect("a cgroup dir").to_path_buf();
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+}

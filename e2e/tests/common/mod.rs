@@ -225,6 +225,23 @@ impl World {
         (response.status.expect("status"), info)
     }
 
+    /// PodSandboxStatus, verbose: the status and crid's info (pause's
+    /// `pid`, the `monitorPid`, …).
+    pub async fn pod_status(&self, pod: &str) -> (cri::PodSandboxStatus, serde_json::Value) {
+        let response = self
+            .rt()
+            .await
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: pod.into(),
+                verbose: true,
+            })
+            .await
+            .expect("pod status")
+            .into_inner();
+        let info = serde_json::from_str(&response.info["info"]).expect("verbose info is JSON");
+        (response.status.expect("status"), info)
+    }
+
     pub async fn wait_exited(&self, id: &str) -> cri::ContainerStatus {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {

@@ -56,6 +56,9 @@ pub fn confine(mount_point: &Path, keep: &[RawFd], syscalls: &[&str]) -> io::Res
     context(nix::sys::prctl::set_dumpable(false), || {
         "PR_SET_DUMPABLE 0".into()
     })?;
+    // What the setup touched is not kept for the pod's life; the filter
+    // would refuse the syscalls afterwards.
+    crate::sys::release_idle_memory();
     context(filter.load(), || "loading the seccomp filter".into())
 }
 

@@ -17,10 +17,10 @@ use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
 use proto::monitor::{
-    ContainerCreate, ContainerExit, ContainerState, EXIT_FILE, ErrorKind, ExitStatus, LogFile,
-    MonitorEvent, MonitorRequest, MonitorResponse,
+    ContainerCreate, ContainerExit, ContainerState, EXIT_FILE, ErrorKind, ExecAttached, ExitStatus,
+    LogFile, MonitorEvent, MonitorRequest, MonitorResponse,
 };
-use runtime::wire::{Framing, read_frame, write_frame};
+use runtime::wire::{Framing, encode_frame, read_frame, take_frame, write_frame};
 
 use super::init::{self, ChildStdio, CreatedInit};
 use crate::crilog::{CriLog, Stream};
@@ -29,13 +29,17 @@ use crate::crilog::{CriLog, Stream};
 /// (and the cut said in stderr). kubelet's figure (dockershim kept 16 MiB
 /// per stream; CRI-O does too).
 const MAX_EXEC_OUTPUT: usize = 16 * 1024 * 1024;
-const READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = 16 * 1024;
 
 /// Where a readable descriptor belongs (poll bookkeeping).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutputOwner {
     Container(String),
     Exec(Pid),
+    /// crid's connection of an attached exec (watched for its close).
+    AttachedExec(Pid),
+    /// crid's connection of an attach session.
+    Attacher(u64),
     /// A create in progress (crid's connection or the init's reports).
     Creating(String),
 }
@@ -89,9 +93,87 @@ struct Container {
     oom_baseline: u64,
     outputs: Vec<Output>,
     log: Option<CriLog>,
-    /// The write end of the container's stdin, held for attach.
-    _stdin: Option<OwnedFd>,
+    /// The write end of the container's stdin (non-blocking; a tty's
+    /// master), held for attach.
+    stdin: Option<OwnedFd>,
     waiters: Vec<Waiter>,
+    attachers: Vec<Attacher>,
+}
+
+/// Unsent output an attacher may fall behind by before it is dropped (the
+/// container never waits for an attacher; its log is written regardless).
+const ATTACHER_BACKLOG: usize = 1024 * 1024;
+/// How soon the poll loop retries an attacher's unsent output.
+const ATTACHER_RETRY: Duration = Duration::from_millis(20);
+
+/// crid's connection of one attach session.
+struct Attacher {
+    token: u64,
+    stream: UnixStream,
+    framing: Framing,
+    unsent: Vec<u8>,
+    received: Vec<u8>,
+}
+
+impl Attacher {
+    /// Queues `response`; false if the attacher fell too far behind.
+    fn queue(&mut self, response: &MonitorResponse) -> bool {
+        match encode_frame(response, self.framing) {
+            Ok(frame) if self.unsent.len() + frame.len() <= ATTACHER_BACKLOG => {
+                self.unsent.extend_from_slice(&frame);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Writes what the socket takes now; false once it is gone.
+    fn flush(&mut self) -> bool {
+        while !self.unsent.is_empty() {
+            match self.stream.write(&self.unsent) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    self.unsent.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// The requests that arrived whole; None once crid closed (detached).
+    fn read(&mut self) -> Option<Vec<MonitorRequest>> {
+        let mut chunk = [0u8; 4096];
+        let mut open = true;
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    open = false;
+                    break;
+                }
+                Ok(n) => self.received.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+        let mut requests = Vec::new();
+        while let Ok(Some((request, _))) = take_frame::<MonitorRequest>(&mut self.received) {
+            requests.push(request);
+        }
+        open.then_some(requests)
+    }
+}
+
+/// An exec whose stdio crid holds: the monitor keeps crid's connection,
+/// to say how it ended, or to kill it when crid hangs up first.
+struct AttachedExec {
+    pid: Pid,
+    client: Client,
+    /// crid hung up; the process was killed and waits to be reaped.
+    abandoned: bool,
 }
 
 struct ExecSession {
@@ -239,6 +321,9 @@ pub struct Containers {
     table: BTreeMap<String, Container>,
     creating: Vec<Creating>,
     execs: Vec<ExecSession>,
+    attached: Vec<AttachedExec>,
+    /// The last attach session's token.
+    attacher_tokens: u64,
     /// What happened since the monitor last published it.
     events: Vec<MonitorEvent>,
 }
@@ -293,7 +378,22 @@ impl Containers {
             .creating
             .iter()
             .map(|c| (OutputOwner::Creating(c.parts.create.id.clone()), c.fd()));
-        containers.chain(execs).chain(creating).collect()
+        let attached = self
+            .attached
+            .iter()
+            .filter(|a| !a.abandoned)
+            .map(|a| (OutputOwner::AttachedExec(a.pid), a.client.stream.as_fd()));
+        let attachers = self.table.values().flat_map(|c| {
+            c.attachers
+                .iter()
+                .map(|a| (OutputOwner::Attacher(a.token), a.stream.as_fd()))
+        });
+        containers
+            .chain(execs)
+            .chain(creating)
+            .chain(attached)
+            .chain(attachers)
+            .collect()
     }
 
     /// How long the poll loop may sleep before a deadline passes.
@@ -304,7 +404,13 @@ impl Containers {
             .flat_map(|c| c.waiters.iter().map(|w| w.deadline));
         let execs = self.execs.iter().filter_map(|e| e.deadline);
         let creating = self.creating.iter().filter_map(|c| c.deadline);
-        waits.chain(execs).chain(creating).min()
+        let behind = self
+            .table
+            .values()
+            .flat_map(|c| &c.attachers)
+            .any(|a| !a.unsent.is_empty())
+            .then(|| Instant::now() + ATTACHER_RETRY);
+        waits.chain(execs).chain(creating).chain(behind).min()
     }
 
     /// Forks the container's init and answers once it is set up; a create
@@ -420,8 +526,9 @@ impl Containers {
                 oom_baseline,
                 outputs,
                 log,
-                _stdin: stdin,
+                stdin,
                 waiters: Vec::new(),
+                attachers: Vec::new(),
             },
         );
         pid
@@ -594,6 +701,161 @@ impl Containers {
         }
     }
 
+    /// Attaches crid's connection to a running container's stdio (see
+    /// `MonitorRequest::Attach`).
+    pub fn attach(&mut self, id: &str, client: &Client) -> Reply {
+        let token = self.attacher_tokens + 1;
+        let Some(container) = self.table.get_mut(id) else {
+            return not_found(id);
+        };
+        if container.exit.is_some() || container.init.is_some() {
+            return error(
+                ErrorKind::NotRunning,
+                format!("container {id} is not running"),
+            );
+        }
+        let attacher = (|| {
+            let mut client = client.try_clone()?;
+            client.answer(&MonitorResponse::Attached {
+                tty: container.create.tty,
+            })?;
+            client.stream.set_nonblocking(true)?;
+            Ok::<_, io::Error>(Attacher {
+                token,
+                stream: client.stream,
+                framing: client.framing,
+                unsent: Vec::new(),
+                received: Vec::new(),
+            })
+        })();
+        match attacher {
+            Ok(attacher) => {
+                self.attacher_tokens = token;
+                container.attachers.push(attacher);
+            }
+            Err(e) => eprintln!("crid-monitor: attaching to {id}: {e}"),
+        }
+        Reply::Later
+    }
+
+    /// What an attacher sent (stdin, its end, a resize), and what it can
+    /// take of its backlog; a closed one is detached.
+    fn serve_attacher(&mut self, token: u64) {
+        let Some(container) = self
+            .table
+            .values_mut()
+            .find(|c| c.attachers.iter().any(|a| a.token == token))
+        else {
+            return;
+        };
+        let Some(index) = container.attachers.iter().position(|a| a.token == token) else {
+            return;
+        };
+        let Some(requests) = container.attachers[index].read() else {
+            container.attachers.swap_remove(index);
+            return;
+        };
+        for request in requests {
+            match request {
+                MonitorRequest::AttachInput { data } => {
+                    // Non-blocking: input a container does not read now is
+                    // dropped rather than stall the pod's monitor.
+                    if let Some(stdin) = container.stdin.as_ref() {
+                        let mut rest = data.as_slice();
+                        while !rest.is_empty() {
+                            match nix::unistd::write(stdin, rest) {
+                                Ok(n) => rest = &rest[n..],
+                                Err(nix::errno::Errno::EINTR) => {}
+                                Err(e) => {
+                                    eprintln!(
+                                        "crid-monitor: stdin of {}: {} bytes dropped: {e}",
+                                        container.create.id,
+                                        rest.len()
+                                    );
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+                MonitorRequest::AttachCloseStdin if container.create.stdin_once => {
+                    container.stdin = None;
+                }
+                MonitorRequest::AttachResize { width, height } => {
+                    if container.create.tty
+                        && let Some(master) = container.outputs.first()
+                        && let Err(e) = runtime::set_window_size(master.file.as_fd(), width, height)
+                    {
+                        eprintln!("crid-monitor: resizing {}: {e}", container.create.id);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !container.attachers[index].flush() {
+            container.attachers.swap_remove(index);
+        }
+    }
+
+    /// Starts an exec whose stdio goes to crid: the descriptors crid keeps
+    /// travel with the `ExecStarted` answer (SCM_RIGHTS); the monitor
+    /// keeps none of them, so crid's closing stdin is the process's EOF.
+    pub fn exec_attached(&mut self, exec: ExecAttached, client: &Client) -> Reply {
+        let id = exec.id.as_str();
+        let Some(container) = self.table.get(id) else {
+            return not_found(id);
+        };
+        if container.exit.is_some() || container.init.is_some() {
+            return error(
+                ErrorKind::NotRunning,
+                format!("container {id} is not running"),
+            );
+        }
+        if exec.args.is_empty() {
+            return error(ErrorKind::InvalidRequest, "exec needs a command");
+        }
+        let started = (|| {
+            let (stdio, for_crid) = attached_stdio(&exec)?;
+            let pid = init::exec(
+                container.pid,
+                &container.spec,
+                &exec.args,
+                &container.create.cgroup_procs,
+                stdio,
+            )?;
+            Ok::<_, io::Error>((pid, for_crid))
+        })();
+        let (pid, for_crid) = match started {
+            Ok(started) => started,
+            Err(e) => return error(ErrorKind::ExecFailed, format!("exec in {id}: {e}")),
+        };
+        let client = match client.try_clone() {
+            Ok(client) => client,
+            Err(e) => {
+                kill_exec(pid);
+                return error(ErrorKind::Internal, format!("exec in {id}: {e}"));
+            }
+        };
+        let sent = encode_frame(
+            &MonitorResponse::ExecStarted { pid: pid.as_raw() },
+            client.framing,
+        )
+        .and_then(|frame| send_with_fds(&client.stream, &frame, &for_crid));
+        // The monitor's copies go: crid holds the only ones now.
+        drop(for_crid);
+        if let Err(e) = sent.and_then(|()| client.stream.set_nonblocking(true)) {
+            eprintln!("crid-monitor: handing exec {pid} to crid: {e}");
+            kill_exec(pid);
+            let _ = client.stream.shutdown(std::net::Shutdown::Both);
+        }
+        self.attached.push(AttachedExec {
+            pid,
+            client,
+            abandoned: false,
+        });
+        Reply::Later
+    }
+
     /// Copies what is readable on `owner`'s descriptors (or takes crid's
     /// answer to a `Place`).
     pub fn drain(&mut self, owner: &OutputOwner) {
@@ -602,6 +864,7 @@ impl Containers {
             OutputOwner::Container(id) => {
                 if let Some(c) = self.table.get_mut(id) {
                     let log = &mut c.log;
+                    let attachers = &mut c.attachers;
                     c.outputs.retain_mut(|o| {
                         let open = copy_available(o, |stream, data| {
                             if let Some(log) = log.as_mut()
@@ -609,6 +872,11 @@ impl Containers {
                             {
                                 eprintln!("crid-monitor: log of {id}: {e}");
                             }
+                            let output = MonitorResponse::AttachOutput {
+                                stderr: stream == Stream::Stderr,
+                                data: data.to_vec(),
+                            };
+                            attachers.retain_mut(|a| a.queue(&output));
                         });
                         // A stream at EOF ends its pending partial line.
                         if !open && let Some(log) = log.as_mut() {
@@ -616,6 +884,17 @@ impl Containers {
                         }
                         open
                     });
+                    c.attachers.retain_mut(Attacher::flush);
+                }
+            }
+            OutputOwner::Attacher(token) => self.serve_attacher(*token),
+            OutputOwner::AttachedExec(pid) => {
+                if let Some(a) = self.attached.iter_mut().find(|a| a.pid == *pid)
+                    && !connection_open(&mut a.client.stream)
+                {
+                    // crid's session ended first: so does the process.
+                    a.abandoned = true;
+                    kill_exec(a.pid);
                 }
             }
             OutputOwner::Exec(pid) => {
@@ -673,6 +952,23 @@ impl Containers {
             self.record_exit(&id, status);
             return true;
         }
+        if let Some(index) = self.attached.iter().position(|a| a.pid == pid) {
+            let mut attached = self.attached.swap_remove(index);
+            if !attached.abandoned {
+                let ended = MonitorResponse::ExecEnded { exit: status };
+                // Blocking again for the one small frame (bounded by the
+                // connection's write timeout).
+                let answered = attached
+                    .client
+                    .stream
+                    .set_nonblocking(false)
+                    .and_then(|()| attached.client.answer(&ended));
+                if let Err(e) = answered {
+                    eprintln!("crid-monitor: telling crid exec {pid} ended: {e}");
+                }
+            }
+            return true;
+        }
         if self.execs.iter().any(|e| e.pid == pid) {
             self.drain(&OutputOwner::Exec(pid));
         }
@@ -721,6 +1017,12 @@ impl Containers {
         for mut w in c.waiters.drain(..) {
             let _ = w.client.answer(&MonitorResponse::Exited(exit));
         }
+        for mut attacher in c.attachers.drain(..) {
+            // As much as the socket takes now; the rest is lost with it.
+            if attacher.queue(&MonitorResponse::AttachEnded { exit: status }) {
+                attacher.flush();
+            }
+        }
         self.events.push(MonitorEvent::ContainerExited {
             id: id.to_string(),
             exit,
@@ -748,6 +1050,9 @@ impl Containers {
         for creating in std::mem::take(&mut self.creating) {
             creating.end(io::Error::other("the pod is shutting down"), true);
         }
+        for attached in &self.attached {
+            kill_exec(attached.pid);
+        }
         let ids: Vec<String> = self.table.keys().cloned().collect();
         for id in ids {
             self.kill_and_reap(&id);
@@ -769,20 +1074,110 @@ fn container_stdio(
             stdout: slave.try_clone()?,
             stderr: slave,
         };
+        // Attach writes a tty's stdin to its master (non-blocking, as the
+        // master itself).
+        let stdin = if create.stdin {
+            Some(pty.master.try_clone()?)
+        } else {
+            None
+        };
         let outputs = vec![Output {
             stream: Stream::Stdout,
             file: File::from(pty.master),
         }];
-        return Ok((stdio, outputs, None));
+        return Ok((stdio, outputs, stdin));
     }
     let (stdin_child, stdin_keep) = if create.stdin {
         let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        set_nonblocking_cloexec(&write)?;
         (read, Some(write))
     } else {
         (OwnedFd::from(File::open("/dev/null")?), None)
     };
     let (stdio, outputs) = output_pipes(stdin_child)?;
     Ok((stdio, outputs, stdin_keep))
+}
+
+/// The child's stdio of an attached exec, and the ends crid gets: a pty's
+/// master, or stdin's write end (if asked for) then stdout's and
+/// stderr's read ends.
+fn attached_stdio(exec: &ExecAttached) -> io::Result<(ChildStdio, Vec<OwnedFd>)> {
+    if exec.tty {
+        let pty = nix::pty::openpty(None, None)?;
+        fcntl(
+            &pty.master,
+            FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )?;
+        let slave = pty.slave;
+        let stdio = ChildStdio {
+            stdin: slave.try_clone()?,
+            stdout: slave.try_clone()?,
+            stderr: slave,
+        };
+        return Ok((stdio, vec![pty.master]));
+    }
+    let mut for_crid = Vec::new();
+    let stdin = if exec.stdin {
+        let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        for_crid.push(write);
+        read
+    } else {
+        OwnedFd::from(File::open("/dev/null")?)
+    };
+    let (stdout_read, stdout_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    let (stderr_read, stderr_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    for_crid.extend([stdout_read, stderr_read]);
+    let stdio = ChildStdio {
+        stdin,
+        stdout: stdout_write,
+        stderr: stderr_write,
+    };
+    Ok((stdio, for_crid))
+}
+
+/// Sends `frame` with `fds` attached, whole (a short send is an error: the
+/// frame is small and the socket blocking).
+fn send_with_fds(stream: &UnixStream, frame: &[u8], fds: &[OwnedFd]) -> io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    use std::os::fd::AsRawFd;
+    let raw: Vec<i32> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+    let rights = [ControlMessage::ScmRights(&raw)];
+    let iov = [io::IoSlice::new(frame)];
+    let sent = sendmsg::<()>(
+        stream.as_raw_fd(),
+        &iov,
+        &rights,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )?;
+    if sent != frame.len() {
+        return Err(io::Error::other(format!(
+            "sent {sent} of {} bytes with the descriptors",
+            frame.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Whether crid still holds the (non-blocking) connection: what it sends
+/// is ignored, EOF or an error means it is gone.
+fn connection_open(stream: &mut UnixStream) -> bool {
+    let mut scratch = [0u8; 256];
+    loop {
+        match stream.read(&mut scratch) {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Kills an exec and what it started: it leads its own session.
+fn kill_exec(pid: Pid) {
+    let _ = nix::sys::signal::killpg(pid, Signal::SIGKILL);
+    let _ = kill(pid, Signal::SIGKILL);
 }
 
 /// A stdout and a stderr pipe: the write ends (with `stdin`) for the child,

@@ -18,6 +18,8 @@ mod pause;
 mod report;
 mod sys;
 
+pub use sys::{note_main_stack, release_idle_memory};
+
 use std::ffi::CStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -52,6 +54,7 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 const SUBSCRIBER_BACKLOG: usize = 1024 * 1024;
 
 pub fn main() -> ExitCode {
+    sys::note_main_stack();
     let Some(pod_dir) = std::env::args_os().nth(1).map(PathBuf::from) else {
         eprintln!("usage: crid-monitor <pod state dir>");
         return ExitCode::from(2);
@@ -384,12 +387,19 @@ impl Monitor {
                 return self.shut_down();
             }
             self.containers.expire();
-            for request in self.read_incoming(&ready_incoming) {
+            let requests = self.read_incoming(&ready_incoming);
+            let handled_any = !requests.is_empty();
+            for request in requests {
                 match self.handle_request(request) {
                     Ok(true) => return self.shut_down(),
                     Ok(false) => {}
                     Err(error) => eprintln!("crid-monitor: client: {error}"),
                 }
+            }
+            if handled_any {
+                // A create or an exec is the deepest and largest work a
+                // monitor does; what it touched is not kept for the pod's life.
+                sys::release_idle_memory();
             }
             if client_ready && let Ok((stream, _)) = listener.accept() {
                 match stream.set_nonblocking(true) {
@@ -590,6 +600,14 @@ impl Monitor {
             } => self
                 .containers
                 .exec(&id, &args, millis(timeout_ms), &client),
+            MonitorRequest::ExecAttached(exec) => self.containers.exec_attached(exec, &client),
+            MonitorRequest::Attach { id } => self.containers.attach(&id, &client),
+            MonitorRequest::AttachInput { .. }
+            | MonitorRequest::AttachCloseStdin
+            | MonitorRequest::AttachResize { .. } => Reply::Now(MonitorResponse::Error {
+                kind: ErrorKind::InvalidRequest,
+                message: "attach input without an attach on the connection".into(),
+            }),
             MonitorRequest::Hello => Reply::Now(MonitorResponse::Hello {
                 version: PROTOCOL_VERSION,
             }),

@@ -161,3 +161,85 @@ pub fn reset_signal_dispositions() {
         }
     }
 }
+
+/// How far below the caller's frame the stack is left alone: this call's
+/// own frames and the libc wrapper's live there.
+const STACK_MARGIN: usize = 16 * 1024;
+/// How much stack below that margin is given back at most: the deepest
+/// work (a create, an exec) uses well under this.
+const STACK_RELEASE_SPAN: usize = 1024 * 1024;
+
+/// The addresses the main thread's stack can ever occupy: from its top
+/// down by its size limit. Nothing else is mapped there (the kernel keeps
+/// the mmap area below the stack limit), which is what makes giving back
+/// the part below the current frame sound.
+static MAIN_STACK: std::sync::OnceLock<std::ops::Range<usize>> = std::sync::OnceLock::new();
+
+/// Notes where the main thread's stack is, from /proc/self/maps; called
+/// once by the monitor's main before anything else. Without it
+/// [`release_idle_memory`] leaves the stack alone.
+pub fn note_main_stack() {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    let Some(top) = maps
+        .lines()
+        .filter(|line| line.ends_with("[stack]"))
+        .filter_map(|line| line.split(['-', ' ']).nth(1))
+        .find_map(|end| usize::from_str_radix(end, 16).ok())
+    else {
+        return;
+    };
+    let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_STACK)
+        .ok()
+        .and_then(|(soft, _)| usize::try_from(soft).ok())
+        .unwrap_or(usize::MAX)
+        .min(8 * 1024 * 1024);
+    let _ = MAIN_STACK.set(top.saturating_sub(limit)..top);
+}
+
+/// Gives the kernel back the memory this process touched once and no longer
+/// uses: free heap pages, and the main stack below the caller's frame. A
+/// monitor (and its pause) idles for the pod's whole life; without this
+/// what one create or exec touched stays resident in every pod.
+pub fn release_idle_memory() {
+    // SAFETY: malloc_trim only hands free heap pages back to the kernel;
+    // no live allocation is touched.
+    unsafe { libc::malloc_trim(0) };
+    release_stack_below_caller();
+}
+
+#[inline(never)]
+fn release_stack_below_caller() {
+    let Some(stack) = MAIN_STACK.get() else {
+        return;
+    };
+    let marker = 0u8;
+    let here = std::hint::black_box(std::ptr::addr_of!(marker)) as usize;
+    // Only on the main thread's stack (a thread's stack has neighbours).
+    if !stack.contains(&here) {
+        return;
+    }
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|size| usize::try_from(size).ok())
+        .unwrap_or(4096);
+    let top = here.saturating_sub(STACK_MARGIN) & !(page - 1);
+    let bottom = top.saturating_sub(STACK_RELEASE_SPAN).max(stack.start);
+    if bottom >= top {
+        return;
+    }
+    // SAFETY: [bottom, top) is main-stack address space below every live
+    // frame (the deepest, the madvise wrapper's, is within STACK_MARGIN of
+    // `here`), so nothing refers to it; MADV_DONTNEED on private anonymous
+    // memory only makes later reads see zero pages. The part not mapped
+    // yet is skipped (ENOMEM, ignored).
+    unsafe {
+        libc::madvise(
+            bottom as *mut libc::c_void,
+            top - bottom,
+            libc::MADV_DONTNEED,
+        )
+    };
+}

@@ -440,12 +440,30 @@ fn init_sees_its_world(fixture: &Fixture) -> Result<Pid> {
             || format!("/ is not the read-only rootfs stand-in: {root:?}\n{text}"),
         )
     })();
+    // Its stdout closes just before it execs sleep: what execs into it
+    // next must find sleep there, not the shell on its way out.
+    let checked = checked.and_then(|()| wait_for_comm(pid, "sleep"));
     if let Err(error) = checked {
         let _ = kill(pid, Signal::SIGKILL);
         let _ = waitpid(pid, None);
         return Err(error);
     }
     Ok(pid)
+}
+
+fn wait_for_comm(pid: Pid, expected: &str) -> Result {
+    let path = format!("/proc/{pid}/comm");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let comm = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+        if comm.trim_end() == expected {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("{pid} still runs {comm:?}, not {expected}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 fn exec_joins_the_running_init(fixture: &Fixture, init_pid: Pid) -> Result {

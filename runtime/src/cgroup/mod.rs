@@ -261,34 +261,40 @@ impl Hierarchy {
     pub fn kill(&self, cgroup: &str) -> Result<(), CgroupError> {
         let deadline = Instant::now() + EMPTY_TIMEOUT;
         // v2 (Linux 5.14+): the kernel kills the whole cgroup at once, forks
-        // in flight included, which a pid list read first cannot.
-        let kill_file = match self {
+        // in flight included, which a pid list read first cannot. v1: the
+        // cgroup is frozen while its pids are read and killed, so none
+        // forks meanwhile, then thawed so the killed ones can die.
+        let killer = match self {
             Hierarchy::V2 { root } => {
                 let file = root
                     .join(cgroup.trim_start_matches('/'))
                     .join("cgroup.kill");
-                file.exists().then_some(file)
+                file.exists().then_some(Killer::V2Kill(file))
             }
-            Hierarchy::V1 { .. } => None,
+            Hierarchy::V1 { mounts } => mounts
+                .iter()
+                .find(|mount| mount.controllers.iter().any(|c| c == "freezer"))
+                .map(|mount| {
+                    mount
+                        .dir
+                        .join(cgroup.trim_start_matches('/'))
+                        .join("freezer.state")
+                })
+                .filter(|file| file.exists())
+                .map(Killer::V1Freezer),
         };
         loop {
             let pids = self.processes(cgroup);
             if pids.is_empty() {
                 break;
             }
-            match &kill_file {
+            match &killer {
                 // Gone meanwhile: the next read finds it empty.
-                Some(file) => {
+                Some(Killer::V2Kill(file)) => {
                     let _ = fs::write(file, "1");
                 }
-                None => {
-                    for pid in pids {
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(pid),
-                            nix::sys::signal::Signal::SIGKILL,
-                        );
-                    }
-                }
+                Some(Killer::V1Freezer(state)) => freeze_and_kill(cgroup, self, state, deadline),
+                None => kill_all(&pids),
             }
             if Instant::now() > deadline {
                 return Err(CgroupError::Cgroup {
@@ -454,6 +460,41 @@ fn enable_controllers(dir: &Path) -> Result<(), CgroupError> {
     }
     let control = dir.join("cgroup.subtree_control");
     fs::write(&control, missing.join(" ")).map_err(CgroupError::io("cannot write", &control))
+}
+
+/// How [`Hierarchy::kill`] ends a cgroup's processes.
+enum Killer {
+    /// v2's `cgroup.kill`.
+    V2Kill(PathBuf),
+    /// v1's freezer (its `freezer.state`): freeze, kill the pids, thaw.
+    V1Freezer(PathBuf),
+}
+
+fn kill_all(pids: &[i32]) {
+    for &pid in pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// Freezes the v1 cgroup whose `freezer.state` is `state` (waiting until
+/// `deadline` for it to be frozen), SIGKILLs what is in it, and thaws it
+/// again, whatever happened: a frozen task dies only once thawed.
+fn freeze_and_kill(cgroup: &str, hierarchy: &Hierarchy, state: &Path, deadline: Instant) {
+    // Gone meanwhile: the next read finds it empty.
+    if fs::write(state, "FROZEN").is_ok() {
+        // FREEZING until every task stopped; a task the kernel cannot
+        // stop now (uninterruptible sleep) keeps it there: kill anyway.
+        while Instant::now() < deadline
+            && fs::read_to_string(state).is_ok_and(|now| now.trim() == "FREEZING")
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    kill_all(&hierarchy.processes(cgroup));
+    let _ = fs::write(state, "THAWED");
 }
 
 /// The placement of a new pod: kubelet's parent, or crid's own pod cgroup.

@@ -718,6 +718,15 @@ pub fn is_clean_absolute(p: &Path) -> bool {
     p.is_absolute() && !p.components().any(|c| c == Component::ParentDir)
 }
 
+/// A path that stays beneath whatever it is joined to: relative, with no
+/// '..' and no NUL (empty is the directory itself).
+pub fn is_clean_relative(p: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    !p.as_os_str().as_bytes().contains(&0)
+        && p.components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+}
+
 fn check_abs(field: &'static str, p: &Path) -> Result<(), SpecError> {
     if !is_clean_absolute(p) {
         return Err(SpecError::Invalid {

@@ -1035,3 +1035,14 @@ fn requested_masked_and_readonly_paths_replace_the_defaults() {
         Some(MASKED_PATHS.len())
     );
 }
+
+#[test]
+fn clean_relative_paths_stay_beneath() {
+    use std::path::Path;
+    for good in ["", "etc", "./etc", "usr/share/doc", "a/./b"] {
+        assert!(super::is_clean_relative(Path::new(good)), "{good:?}");
+    }
+    for bad in ["/etc", "..", "etc/../..", "a/../b", "a\0b"] {
+        assert!(!super::is_clean_relative(Path::new(bad)), "{bad:?}");
+    }
+}

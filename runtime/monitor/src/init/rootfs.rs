@@ -4,6 +4,7 @@
 //! an image's symlinks cannot send a mount outside it), `/dev` devices and
 //! links, masked and read-only paths, pivot_root, and a read-only `/`.
 
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
@@ -16,7 +17,9 @@ use nix::sys::stat::{
 };
 use nix::sys::statfs::{PROC_SUPER_MAGIC, SYSFS_MAGIC, fstatfs};
 use nix::sys::statvfs::{FsFlags, statvfs};
-use nix::unistd::{Gid, Uid, UnlinkatFlags, chdir, fchownat, pivot_root, symlinkat, unlinkat};
+use nix::unistd::{
+    Gid, Uid, UnlinkatFlags, chdir, fchdir, fchownat, pivot_root, symlinkat, unlinkat,
+};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount, Spec};
 use pathrs::flags::OpenFlags;
 use pathrs::{Handle, Root};
@@ -627,9 +630,16 @@ fn remount_read_only(path: impl AsRef<Path>, flags: MsFlags) -> io::Result<()> {
 
 /// pivot_root into `rootfs` and detach the old root.
 pub(crate) fn pivot_into(rootfs: &Path) -> io::Result<()> {
+    let old_root = context(File::open("/"), || "opening the old root".into())?;
     context(chdir(rootfs), || format!("chdir {}", rootfs.display()))?;
     // Stacks the old root under the new one: no put_old dir needed.
     context(pivot_root(".", "."), || "pivot_root".into())?;
+    // "." is still the new root's own mount here (a lookup of "." crosses
+    // no mount): made a slave it would take every mount of the container
+    // along, and a BIDIRECTIONAL volume would stop propagating to the
+    // host. The old root, stacked on top, is reached through its own fd.
+    context(fchdir(&old_root), || "fchdir to the old root".into())?;
+    drop(old_root);
     // A slave first, so detaching the old root cannot propagate to the
     // host when `/` was shared.
     mount_at(
