@@ -2,7 +2,8 @@
 //! pull applies a layer: it never panics, and nothing it does reaches past
 //! that directory. Beside it sits a canary file; after every input the
 //! canary and the directory holding both are as they were, with nothing
-//! new beside them.
+//! new beside them. And what the layer holds is refused as unsafe or bad,
+//! never failed as an internal I/O error.
 #![no_main]
 
 use std::os::unix::fs::MetadataExt;
@@ -76,6 +77,15 @@ fuzz_target!(|input: &[u8]| {
     let dest: PathBuf = base.dir.path().join(LAYER);
     std::fs::create_dir(&dest).expect("creating the layer directory");
     let outcome = image::unpack_layer(input, &dest);
+
+    // "writing ..." is an I/O error of the unpacker, which fails a pull as
+    // INTERNAL: what a layer holds must be refused naming the entry instead.
+    if let Err(message) = &outcome {
+        assert!(
+            !message.starts_with("writing "),
+            "a layer's content failed as an internal error: {message}"
+        );
+    }
 
     let canary = base.dir.path().join(CANARY);
     let escaped = |what: &str| format!("{what} after a layer that gave {outcome:?}");
