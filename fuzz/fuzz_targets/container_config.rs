@@ -1,8 +1,8 @@
 //! CreateContainer's validation: the input decoded as a
 //! CreateContainerRequest (as crid's gRPC server decodes it); its
 //! `sandbox_config` must pass RunPodSandbox's validation, as a pod crid
-//! created did, and then any `config` is translated or refused, never a
-//! panic.
+//! created did, and then any `config` is translated or refused with
+//! InvalidArgument or FailedPrecondition, never a panic.
 #![no_main]
 
 use std::path::{Path, PathBuf};
@@ -36,6 +36,22 @@ fn wants_target_pid(config: &cri::ContainerConfig) -> bool {
         .is_some_and(|options| options.pid == i32::from(cri::NamespaceMode::Target))
 }
 
+/// A refused request answers InvalidArgument (or FailedPrecondition for
+/// what crid cannot do yet), naming the field: never INTERNAL or another
+/// code that blames crid or the node.
+fn assert_refusal(error: cri_server::error::CridError) {
+    let status = tonic::Status::from(error);
+    assert!(
+        matches!(
+            status.code(),
+            tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition
+        ),
+        "refused with {:?}: {}",
+        status.code(),
+        status.message()
+    );
+}
+
 fuzz_target!(|input: &[u8]| {
     let Ok(request) = cri::CreateContainerRequest::decode(input) else {
         return;
@@ -61,7 +77,12 @@ fuzz_target!(|input: &[u8]| {
         },
     };
     let target_pid_ns = wants_target_pid(&config).then(|| PathBuf::from(TARGET_PID_NS));
-    let _ =
-        cri_server::container_config::translate(&config, &pod, Path::new(POD_DIR), target_pid_ns);
-    let _ = cri_server::container_config::stop_signal(&config, None);
+    if let Err(error) =
+        cri_server::container_config::translate(&config, &pod, Path::new(POD_DIR), target_pid_ns)
+    {
+        assert_refusal(error);
+    }
+    if let Err(error) = cri_server::container_config::stop_signal(&config, None) {
+        assert_refusal(error);
+    }
 });

@@ -1,6 +1,6 @@
 //! RunPodSandbox's validation: any PodSandboxConfig (the input decoded as
 //! the protobuf message, as crid's gRPC server decodes it) is translated
-//! or refused, never a panic.
+//! or refused with InvalidArgument or FailedPrecondition, never a panic.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -20,9 +20,27 @@ fn cgroups() -> &'static pod_sandbox::Cgroups {
     })
 }
 
+/// A refused request answers InvalidArgument (or FailedPrecondition for
+/// what crid cannot do yet), naming the field: never INTERNAL or another
+/// code that blames crid or the node.
+fn assert_refusal(error: cri_server::error::CridError) {
+    let status = tonic::Status::from(error);
+    assert!(
+        matches!(
+            status.code(),
+            tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition
+        ),
+        "refused with {:?}: {}",
+        status.code(),
+        status.message()
+    );
+}
+
 fuzz_target!(|input: &[u8]| {
     let Ok(config) = cri::PodSandboxConfig::decode(input) else {
         return;
     };
-    let _ = cri_server::pods::translate(POD_ID, &config, cgroups());
+    if let Err(error) = cri_server::pods::translate(POD_ID, &config, cgroups()) {
+        assert_refusal(error);
+    }
 });
