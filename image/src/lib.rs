@@ -64,5 +64,15 @@ pub use reference::{DOCKER_HUB, Reference};
 pub use registry::RegistryConfig;
 pub use store::{FsUsage, GcReport, ImageStore, LayerRecord, PullLimits, PullMetrics, PulledImage};
 
+/// The layer unpacker alone: applies an uncompressed layer (a tar stream)
+/// to the empty directory `dest` as a pull does, for the fuzz targets
+/// (`fuzz/`). The error is the message a failed pull gives.
+#[doc(hidden)]
+pub fn unpack_layer(reader: impl std::io::Read, dest: &std::path::Path) -> Result<(), String> {
+    unpack::unpack_layer(reader, dest)
+        .map(drop)
+        .map_err(|error| error.to_string())
+}
+
 #[cfg(test)]
 mod unpack_tests;

@@ -308,7 +308,20 @@ impl Unpacker {
                     });
                 }
                 let tparent: PathBuf = tparent.iter().collect();
-                let tfd = self.parent(&tparent, &shown, false)?;
+                let missing = || UnpackError::Bad {
+                    path: shown.clone(),
+                    reason: format!(
+                        "hard link target {shown_target:?} does not exist in this layer"
+                    ),
+                };
+                let tfd = match self.parent(&tparent, &shown, false) {
+                    Err(UnpackError::Io { source, .. })
+                        if source.kind() == io::ErrorKind::NotFound =>
+                    {
+                        return Err(missing());
+                    }
+                    tfd => tfd?,
+                };
                 let tname: &OsStr = tname;
                 match rfs::statat(&*tfd, tname, AtFlags::SYMLINK_NOFOLLOW) {
                     Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
@@ -318,14 +331,7 @@ impl Unpacker {
                         });
                     }
                     Ok(_) => {}
-                    Err(Errno::NOENT) => {
-                        return Err(UnpackError::Bad {
-                            path: shown.clone(),
-                            reason: format!(
-                                "hard link target {shown_target:?} does not exist in this layer"
-                            ),
-                        });
-                    }
+                    Err(Errno::NOENT) => return Err(missing()),
                     Err(e) => return Err(ioe(e.into())),
                 }
                 self.clear(&pfd, &rel, name, false, &shown)?;
@@ -634,6 +640,14 @@ impl Unpacker {
                         xattr = k.as_str(),
                         "xattr not supported here, skipped"
                     );
+                }
+                // A name or value no file system takes (a malformed
+                // security.capability, an oversized value): the layer's fault.
+                Err(e @ (Errno::INVAL | Errno::RANGE | Errno::TOOBIG)) => {
+                    return Err(UnpackError::Bad {
+                        path: shown.to_string(),
+                        reason: format!("xattr {k:?} refused: {e}"),
+                    });
                 }
                 Err(e) => {
                     return Err(UnpackError::Io {

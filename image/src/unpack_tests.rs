@@ -626,6 +626,22 @@ fn bad_entries_fail_cleanly() {
             t.file("f", b"x").file("f/g", b"y");
             t.finish()
         }),
+        // Found by fuzzing (fuzz/regressions/layer/): both failed the pull
+        // as an internal I/O error, ENOENT and EINVAL.
+        ("hardlink target in a missing directory", {
+            let mut t = Tar::new();
+            t.dir("etc/").hardlink("etc/hosts", "nodir/hostname");
+            t.finish()
+        }),
+        ("malformed security.capability", {
+            let mut t = Tar::new();
+            t.add(E {
+                name: b"f",
+                xattrs: &[("security.capability", b"\x01\x00\x00\x02")],
+                ..E::default()
+            });
+            t.finish()
+        }),
     ];
     for (what, tar) in cases {
         let s = Scratch::new();
