@@ -256,8 +256,10 @@ pub(crate) async fn serve<B: Backend, IO>(
             }
         }
     }
-    drop(reader);
-    drop(messages);
+    // The writer closes the connection once every sender is gone, the
+    // outputs' too: one left alive would hold the close (and the client's
+    // end of the session) until the grace ran out.
+    drop((reader, stdout, stderr, messages));
     let _ = tokio::time::timeout(crate::server::CLOSE_GRACE, writer).await;
 }
 
@@ -345,7 +347,8 @@ pub(crate) async fn port_forward<B: Backend, IO>(
             to_pod[index] = None;
         }
     }
-    copies.abort_all();
+    // Waited for: each copy holds a sender the writer waits out.
+    copies.shutdown().await;
     drop(to_pod);
     drop(messages);
     let _ = tokio::time::timeout(crate::server::CLOSE_GRACE, writer).await;
