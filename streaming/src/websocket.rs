@@ -134,6 +134,16 @@ impl Output for WsOutput {
     }
 }
 
+/// A close with 1000 (normal closure): the only close client-go takes
+/// for the end of a session's streams (a WebSocket executor's channels, a
+/// port-forward tunnel); any other code fails them.
+pub(crate) fn normal_close() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    }))
+}
+
 /// Sends `outgoing` until its senders are gone, then closes the
 /// connection with 1000 (normal closure): client-go reads a channel to its
 /// end only then, and any other close (a bare close frame is 1005, "no
@@ -147,11 +157,7 @@ where
             return;
         }
     }
-    let normal = CloseFrame {
-        code: CloseCode::Normal,
-        reason: "".into(),
-    };
-    if sink.send(Message::Close(Some(normal))).await.is_ok() {
+    if sink.send(normal_close()).await.is_ok() {
         let _ = sink.close().await;
     }
 }
