@@ -902,11 +902,14 @@ async fn websocket_exec(
 }
 
 /// What a WebSocket session at `url` sent, per channel, until it closed;
-/// `stdin` is sent first, as binary messages or in base64.
+/// `stdin` is sent first, as binary messages or in base64. As client-go's
+/// heartbeat, the client pings; as client-go's reader, it takes a channel
+/// (the error channel's status too) as whole only at a normal close.
 async fn websocket_session(url: &str, protocol: &str, stdin: &[Vec<u8>]) -> HashMap<u8, Vec<u8>> {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
     let mut request = url
         .replace("http://", "ws://")
@@ -926,6 +929,10 @@ async fn websocket_session(url: &str, protocol: &str, stdin: &[Vec<u8>]) -> Hash
         protocol,
         "negotiated"
     );
+    socket
+        .send(Message::Ping(Bytes::new()))
+        .await
+        .expect("ping");
     let base64 = protocol.contains("base64");
     for message in stdin {
         let message = if base64 {
@@ -942,7 +949,7 @@ async fn websocket_session(url: &str, protocol: &str, stdin: &[Vec<u8>]) -> Hash
         socket.send(message).await.expect("send");
     }
     let mut channels: HashMap<u8, Vec<u8>> = HashMap::new();
-    loop {
+    let close = loop {
         let message = tokio::time::timeout(PATIENCE, socket.next())
             .await
             .expect("the session ends in time");
@@ -959,11 +966,19 @@ async fn websocket_session(url: &str, protocol: &str, stdin: &[Vec<u8>]) -> Hash
                     .expect("base64");
                 (channel - b'0', data)
             }
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+            Some(Ok(Message::Close(frame))) => break frame,
+            None | Some(Err(_)) => break None,
             Some(Ok(_)) => continue,
         };
         channels.entry(channel).or_default().extend(data);
-    }
+    };
+    // client-go fails every channel on any other end ("close 1005 (no
+    // status)" for a bare close frame), losing the exit status.
+    assert_eq!(
+        close.map(|frame| frame.code),
+        Some(CloseCode::Normal),
+        "the server ends the session with a normal close; channels: {channels:?}"
+    );
     channels
 }
 
@@ -1000,6 +1015,42 @@ async fn exec_over_websocket_speaks_v5_and_base64() {
     assert_eq!(String::from_utf8_lossy(&channels[&1]), "plain\n");
     let status: serde_json::Value = serde_json::from_slice(&channels[&3]).expect("status");
     assert_eq!(status["status"], "Success", "{status}");
+    world.finish(&[&pod]).await;
+}
+
+/// critest's exec specs over WebSocket as client-go's executor runs them:
+/// v5 alone offered, no stdin, or a terminal whose stdin the client keeps
+/// open; the session ends with the process, its status on the error
+/// channel and a normal close.
+#[tokio::test]
+async fn exec_over_websocket_ends_with_the_process_as_client_go_expects() {
+    let world = World::new().await;
+    let pod = world.pod("wsclientgo").await;
+    let ctr = world.run(&pod, "sleeper", &["sleep", "3600"]).await;
+    for (tty, stdin) in [(false, false), (true, true)] {
+        let url = world
+            .rt()
+            .await
+            .exec(cri::ExecRequest {
+                container_id: ctr.clone(),
+                cmd: vec!["echo".into(), "hello".into()],
+                tty,
+                stdin,
+                stdout: true,
+                stderr: !tty,
+            })
+            .await
+            .expect("Exec")
+            .into_inner()
+            .url;
+        let channels = websocket_session(&url, "v5.channel.k8s.io", &[]).await;
+        let stdout = String::from_utf8_lossy(&channels[&1]);
+        // A terminal turns the newline into CRLF.
+        assert_eq!(stdout.trim_end(), "hello", "tty={tty}");
+        assert!(!channels.contains_key(&2), "tty={tty}: {channels:?}");
+        let status: serde_json::Value = serde_json::from_slice(&channels[&3]).expect("status");
+        assert_eq!(status["status"], "Success", "tty={tty}: {status}");
+    }
     world.finish(&[&pod]).await;
 }
 

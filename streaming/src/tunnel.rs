@@ -19,6 +19,8 @@ pub(crate) struct Tunnel<S> {
     socket: WebSocketStream<S>,
     /// What is left of the last binary message.
     unread: Bytes,
+    /// Whether shutting down queued the normal close already.
+    close_queued: bool,
 }
 
 impl<S> Tunnel<S> {
@@ -26,6 +28,7 @@ impl<S> Tunnel<S> {
         Tunnel {
             socket,
             unread: Bytes::new(),
+            close_queued: false,
         }
     }
 }
@@ -78,6 +81,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Tunnel<S> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // client-go's tunnel reads only a normal close as EOF (a bare
+        // close frame is an error). Once the peer closed, tungstenite has
+        // answered it and refuses more: nothing to add then.
+        if !self.close_queued {
+            if ready!(Pin::new(&mut self.socket).poll_ready(cx)).is_ok() {
+                let _ = Pin::new(&mut self.socket).start_send(crate::websocket::normal_close());
+            }
+            self.close_queued = true;
+        }
         Pin::new(&mut self.socket).poll_close(cx).map_err(io_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    #[tokio::test]
+    async fn shutting_the_tunnel_down_closes_it_normally() {
+        let (ours, theirs) = tokio::io::duplex(1024);
+        let server = WebSocketStream::from_raw_socket(ours, Role::Server, None).await;
+        let mut client = WebSocketStream::from_raw_socket(theirs, Role::Client, None).await;
+        let mut tunnel = Tunnel::new(server);
+        tunnel.write_all(b"spdy").await.expect("write");
+        tunnel.shutdown().await.expect("shutdown");
+        let received = client.next().await.expect("a message").expect("read");
+        assert_eq!(received, Message::binary(b"spdy".to_vec()));
+        match client.next().await {
+            Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::Normal),
+            other => panic!("expected a normal close, got {other:?}"),
+        }
     }
 }

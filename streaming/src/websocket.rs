@@ -14,6 +14,7 @@ use tokio::sync::{Mutex, mpsc};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, coding::CloseCode};
 
 use crate::remotecommand::{self, Ends, Input, Outcome, Output};
 use crate::{AttachRequest, AttachSession, Backend, ExecProcess, ExecRequest};
@@ -133,6 +134,34 @@ impl Output for WsOutput {
     }
 }
 
+/// A close with 1000 (normal closure): the only close client-go takes
+/// for the end of a session's streams (a WebSocket executor's channels, a
+/// port-forward tunnel); any other code fails them.
+pub(crate) fn normal_close() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    }))
+}
+
+/// Sends `outgoing` until its senders are gone, then closes the
+/// connection with 1000 (normal closure): client-go reads a channel to its
+/// end only then, and any other close (a bare close frame is 1005, "no
+/// status") fails every channel, the error channel's status included.
+async fn write_all<S>(mut sink: S, mut outgoing: mpsc::Receiver<Message>)
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    while let Some(message) = outgoing.recv().await {
+        if sink.send(message).await.is_err() {
+            return;
+        }
+    }
+    if sink.send(normal_close()).await.is_ok() {
+        let _ = sink.close().await;
+    }
+}
+
 /// What a WebSocket session runs.
 pub(crate) enum Session {
     Exec(ExecRequest),
@@ -152,16 +181,9 @@ pub(crate) async fn serve<B: Backend, IO>(
         Session::Attach(r) => (r.stdin, r.stdout, r.stderr, r.tty),
     };
     let socket = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-    let (mut sink, mut source) = socket.split();
-    let (messages, mut outgoing) = mpsc::channel::<Message>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(message) = outgoing.recv().await {
-            if sink.send(message).await.is_err() {
-                return;
-            }
-        }
-        let _ = sink.close().await;
-    });
+    let (sink, mut source) = socket.split();
+    let (messages, outgoing) = mpsc::channel::<Message>(64);
+    let writer = tokio::spawn(write_all(sink, outgoing));
     let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(64);
     let (resize_tx, resize_rx) = mpsc::channel::<Bytes>(8);
     // Ends when the client closes or goes away, or with the session.
@@ -240,8 +262,10 @@ pub(crate) async fn serve<B: Backend, IO>(
             }
         }
     }
-    drop(reader);
-    drop(messages);
+    // The writer closes the connection once every sender is gone, the
+    // outputs' too: one left alive would hold the close (and the client's
+    // end of the session) until the grace ran out.
+    drop((reader, stdout, stderr, messages));
     let _ = tokio::time::timeout(crate::server::CLOSE_GRACE, writer).await;
 }
 
@@ -267,16 +291,9 @@ pub(crate) async fn port_forward<B: Backend, IO>(
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let socket = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-    let (mut sink, mut source) = socket.split();
-    let (messages, mut outgoing) = mpsc::channel::<Message>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(message) = outgoing.recv().await {
-            if sink.send(message).await.is_err() {
-                return;
-            }
-        }
-        let _ = sink.close().await;
-    });
+    let (sink, mut source) = socket.split();
+    let (messages, outgoing) = mpsc::channel::<Message>(64);
+    let writer = tokio::spawn(write_all(sink, outgoing));
     let mut to_pod = Vec::new();
     let mut copies = tokio::task::JoinSet::new();
     for (index, port) in request.ports.iter().enumerate() {
@@ -336,7 +353,8 @@ pub(crate) async fn port_forward<B: Backend, IO>(
             to_pod[index] = None;
         }
     }
-    copies.abort_all();
+    // Waited for: each copy holds a sender the writer waits out.
+    copies.shutdown().await;
     drop(to_pod);
     drop(messages);
     let _ = tokio::time::timeout(crate::server::CLOSE_GRACE, writer).await;
@@ -361,5 +379,25 @@ mod tests {
         assert_eq!(text.decode(message), Some((STDERR, b"hi".to_vec())));
         assert_eq!(text.decode(Message::binary(vec![0, 1])), None);
         assert_eq!(Framing::of("v4.base64.channel.k8s.io").version, 4);
+    }
+
+    #[tokio::test]
+    async fn the_writer_ends_with_a_normal_close_once_its_senders_are_gone() {
+        let (ours, theirs) = tokio::io::duplex(1024);
+        let server = WebSocketStream::from_raw_socket(ours, Role::Server, None).await;
+        let mut client = WebSocketStream::from_raw_socket(theirs, Role::Client, None).await;
+        let (sink, _source) = server.split();
+        let (messages, outgoing) = mpsc::channel(4);
+        let writer = tokio::spawn(write_all(sink, outgoing));
+        let status = Framing::of("v5.channel.k8s.io").encode(ERROR, b"{}");
+        messages.send(status.clone()).await.expect("send");
+        drop(messages);
+        let received = client.next().await.expect("a message").expect("read");
+        assert_eq!(received, status);
+        match client.next().await {
+            Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::Normal),
+            other => panic!("expected a normal close, got {other:?}"),
+        }
+        writer.await.expect("writer");
     }
 }
