@@ -122,18 +122,18 @@ async fn every_rpc_of_the_1_36_api_is_routed() {
         Served
     );
     call!(rt.exec_sync(ExecSyncRequest), "ExecSync", Served);
-    call!(rt.exec(ExecRequest), "Exec", NotBuilt);
-    call!(rt.attach(AttachRequest), "Attach", NotBuilt);
-    call!(rt.port_forward(PortForwardRequest), "PortForward", NotBuilt);
+    call!(rt.exec(ExecRequest), "Exec", Served);
+    call!(rt.attach(AttachRequest), "Attach", Served);
+    call!(rt.port_forward(PortForwardRequest), "PortForward", Served);
     call!(
         rt.container_stats(ContainerStatsRequest),
         "ContainerStats",
-        NotBuilt
+        Served
     );
     call!(
         rt.list_container_stats(ListContainerStatsRequest),
         "ListContainerStats",
-        NotBuilt
+        Served
     );
     call!(
         rt.stream_container_stats(StreamContainerStatsRequest),
@@ -143,12 +143,12 @@ async fn every_rpc_of_the_1_36_api_is_routed() {
     call!(
         rt.pod_sandbox_stats(PodSandboxStatsRequest),
         "PodSandboxStats",
-        NotBuilt
+        Served
     );
     call!(
         rt.list_pod_sandbox_stats(ListPodSandboxStatsRequest),
         "ListPodSandboxStats",
-        NotBuilt
+        Served
     );
     call!(
         rt.stream_pod_sandbox_stats(StreamPodSandboxStatsRequest),
@@ -174,12 +174,12 @@ async fn every_rpc_of_the_1_36_api_is_routed() {
     call!(
         rt.list_metric_descriptors(ListMetricDescriptorsRequest),
         "ListMetricDescriptors",
-        NotBuilt
+        Served
     );
     call!(
         rt.list_pod_sandbox_metrics(ListPodSandboxMetricsRequest),
         "ListPodSandboxMetrics",
-        NotBuilt
+        Served
     );
     call!(
         rt.stream_pod_sandbox_metrics(StreamPodSandboxMetricsRequest),

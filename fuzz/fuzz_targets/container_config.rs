@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use cri_server::pods::{PodPhase, PodRecord};
+use cri_server::objects::{PodPhase, PodRecord};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use proto::cri;
