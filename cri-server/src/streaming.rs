@@ -114,20 +114,7 @@ impl Streaming {
         if request.cmd.is_empty() {
             return Err(CridError::invalid("cmd", "[]", "a command is required"));
         }
-        if request.tty && request.stderr {
-            return Err(CridError::invalid(
-                "stderr",
-                "true",
-                "tty and stderr cannot both be true (a terminal has one output)",
-            ));
-        }
-        if !(request.stdin || request.stdout || request.stderr) {
-            return Err(CridError::invalid(
-                "stdin",
-                "false",
-                "one of stdin, stdout and stderr must be true",
-            ));
-        }
+        check_stdio(request.tty, request.stdin, request.stdout, request.stderr)?;
         let url = url_for(
             &self.requests,
             StreamRequest::Exec(ExecRequest {
@@ -147,20 +134,7 @@ impl Streaming {
         request: cri::AttachRequest,
     ) -> Result<cri::AttachResponse, CridError> {
         let container = self.running(&request.container_id).await?;
-        if request.tty && request.stderr {
-            return Err(CridError::invalid(
-                "stderr",
-                "true",
-                "tty and stderr cannot both be true (a terminal has one output)",
-            ));
-        }
-        if !(request.stdin || request.stdout || request.stderr) {
-            return Err(CridError::invalid(
-                "stdin",
-                "false",
-                "one of stdin, stdout and stderr must be true",
-            ));
-        }
+        check_stdio(request.tty, request.stdin, request.stdout, request.stderr)?;
         let url = url_for(
             &self.requests,
             StreamRequest::Attach(streaming::AttachRequest {
@@ -328,5 +302,25 @@ impl streaming::Backend for Streaming {
 fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
     let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
     fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+/// The stdio an exec or attach asks for: at least one stream, and no
+/// stderr beside a terminal (it has one output).
+fn check_stdio(tty: bool, stdin: bool, stdout: bool, stderr: bool) -> Result<(), CridError> {
+    if tty && stderr {
+        return Err(CridError::invalid(
+            "stderr",
+            "true",
+            "tty and stderr cannot both be true (a terminal has one output)",
+        ));
+    }
+    if !(stdin || stdout || stderr) {
+        return Err(CridError::invalid(
+            "stdin",
+            "false",
+            "one of stdin, stdout and stderr must be true",
+        ));
+    }
     Ok(())
 }

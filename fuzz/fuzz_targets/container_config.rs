@@ -6,26 +6,17 @@
 #![no_main]
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use cri_server::objects::{PodPhase, PodRecord};
+use crid_fuzz::{POD_ID, assert_refusal, cgroups};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use proto::cri;
 
-const POD_ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 const POD_DIR: &str =
     "/run/crid/pods/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 /// What crid resolves `namespace_options.target_id` to when that container runs.
 const TARGET_PID_NS: &str = "/proc/4242/ns/pid";
-
-fn cgroups() -> &'static pod_sandbox::Cgroups {
-    static CGROUPS: OnceLock<pod_sandbox::Cgroups> = OnceLock::new();
-    CGROUPS.get_or_init(|| {
-        let hierarchy = pod_sandbox::Hierarchy::detect().expect("reading the cgroup hierarchy");
-        pod_sandbox::Cgroups::cgroupfs(hierarchy)
-    })
-}
 
 fn wants_target_pid(config: &cri::ContainerConfig) -> bool {
     config
@@ -34,22 +25,6 @@ fn wants_target_pid(config: &cri::ContainerConfig) -> bool {
         .and_then(|linux| linux.security_context.as_ref())
         .and_then(|security| security.namespace_options.as_ref())
         .is_some_and(|options| options.pid == i32::from(cri::NamespaceMode::Target))
-}
-
-/// A refused request answers InvalidArgument (or FailedPrecondition for
-/// what crid cannot do yet), naming the field: never INTERNAL or another
-/// code that blames crid or the node.
-fn assert_refusal(error: cri_server::error::CridError) {
-    let status = tonic::Status::from(error);
-    assert!(
-        matches!(
-            status.code(),
-            tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition
-        ),
-        "refused with {:?}: {}",
-        status.code(),
-        status.message()
-    );
 }
 
 fuzz_target!(|input: &[u8]| {

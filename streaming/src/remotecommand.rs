@@ -150,37 +150,53 @@ async fn report(error: Option<&Arc<Stream>>, outcome: &Outcome, version: u32) {
     let _ = error.write_data(Bytes::new(), true).await;
 }
 
+/// The streams an exec or attach session asked for (`stdio`: stdin,
+/// stdout, stderr, tty), once the client has opened them; None when it did
+/// not in time (said on the error stream). Streams opened later are not
+/// part of the session.
+async fn open_channels(
+    mut streams: mpsc::Receiver<Arc<Stream>>,
+    (stdin, stdout, stderr, tty): (bool, bool, bool, bool),
+    version: u32,
+) -> Option<Channels> {
+    let expected = Expected {
+        stdin,
+        stdout,
+        stderr: stderr && !tty,
+        // Resize streams came with v3.
+        resize: tty && version >= 3,
+    };
+    match Channels::gather(&mut streams, expected).await {
+        Ok(channels) => {
+            tokio::spawn(async move {
+                while let Some(stream) = streams.recv().await {
+                    stream.discard_incoming();
+                }
+            });
+            Some(channels)
+        }
+        Err(partial) => {
+            let outcome =
+                Outcome::Failed("timed out waiting for the client to create streams".into());
+            report(partial.error.as_ref(), &outcome, version).await;
+            None
+        }
+    }
+}
+
 /// Runs an exec session on an upgraded connection.
 pub(crate) async fn exec<B: Backend>(
     connection: &Connection,
-    mut streams: mpsc::Receiver<Arc<Stream>>,
+    streams: mpsc::Receiver<Arc<Stream>>,
     request: ExecRequest,
     protocol: &str,
     backend: Arc<B>,
 ) {
     let version = version(protocol);
-    let expected = Expected {
-        stdin: request.stdin,
-        stdout: request.stdout,
-        stderr: request.stderr && !request.tty,
-        // Resize streams came with v3.
-        resize: request.tty && version >= 3,
+    let stdio = (request.stdin, request.stdout, request.stderr, request.tty);
+    let Some(channels) = open_channels(streams, stdio, version).await else {
+        return;
     };
-    let channels = match Channels::gather(&mut streams, expected).await {
-        Ok(channels) => channels,
-        Err(partial) => {
-            let outcome =
-                Outcome::Failed("timed out waiting for the client to create streams".into());
-            report(partial.error.as_ref(), &outcome, version).await;
-            return;
-        }
-    };
-    // Streams opened later are not part of the session.
-    tokio::spawn(async move {
-        while let Some(stream) = streams.recv().await {
-            stream.discard_incoming();
-        }
-    });
     let process = match backend.exec(&request).await {
         Ok(process) => process,
         Err(message) => {
@@ -315,32 +331,16 @@ pub(crate) async fn run<B: Backend, I: Input, O: Output>(
 /// Attach over SPDY: as exec, with the container's own stdio.
 pub(crate) async fn attach<B: Backend>(
     connection: &Connection,
-    mut streams: mpsc::Receiver<Arc<Stream>>,
+    streams: mpsc::Receiver<Arc<Stream>>,
     request: crate::AttachRequest,
     protocol: &str,
     backend: Arc<B>,
 ) {
     let version = version(protocol);
-    let expected = Expected {
-        stdin: request.stdin,
-        stdout: request.stdout,
-        stderr: request.stderr && !request.tty,
-        resize: request.tty && version >= 3,
+    let stdio = (request.stdin, request.stdout, request.stderr, request.tty);
+    let Some(channels) = open_channels(streams, stdio, version).await else {
+        return;
     };
-    let channels = match Channels::gather(&mut streams, expected).await {
-        Ok(channels) => channels,
-        Err(partial) => {
-            let outcome =
-                Outcome::Failed("timed out waiting for the client to create streams".into());
-            report(partial.error.as_ref(), &outcome, version).await;
-            return;
-        }
-    };
-    tokio::spawn(async move {
-        while let Some(stream) = streams.recv().await {
-            stream.discard_incoming();
-        }
-    });
     let session = match backend.attach(&request).await {
         Ok(session) => session,
         Err(message) => {
