@@ -371,8 +371,25 @@ async fn metric_descriptors_name_cadvisors_metrics() {
         "container_network_receive_bytes_total",
         "container_spec_memory_limit_bytes",
         "container_processes",
+        "container_blkio_device_usage_total",
+        "container_fs_reads_bytes_total",
+        "container_fs_writes_total",
+        "container_fs_inodes_total",
+        "container_fs_limit_bytes",
+        "container_memory_max_usage_bytes",
+        "container_memory_mapped_file",
+        "container_memory_kernel_usage",
+        "container_spec_memory_swap_limit_bytes",
+        "container_threads",
+        "container_threads_max",
+        "container_file_descriptors",
+        "container_sockets",
     ] {
         assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+    for descriptor in &descriptors {
+        assert!(!descriptor.help.is_empty(), "{descriptor:?}");
+        assert!(!descriptor.label_keys.is_empty(), "{descriptor:?}");
     }
     let pod = world.pod("metricsp").await;
     let container = world.run(&pod, "sleeper", &["sleep", "3600"]).await;
@@ -404,6 +421,29 @@ async fn metric_descriptors_name_cadvisors_metrics() {
         .expect("described");
     assert_eq!(memory.label_values.len(), descriptor.label_keys.len());
     assert!(memory.value.expect("value").value > 0);
+    // The series read from procfs, the pids controller and the layer's
+    // filesystem, each with one value per label key.
+    for name in [
+        "container_file_descriptors",
+        "container_threads",
+        "container_fs_inodes_total",
+        "container_fs_limit_bytes",
+        "container_memory_mapped_file",
+    ] {
+        let metric = metrics
+            .iter()
+            .find(|metric| metric.name == name)
+            .unwrap_or_else(|| panic!("{name} missing"));
+        let keys = &descriptors
+            .iter()
+            .find(|d| d.name == name)
+            .expect("described")
+            .label_keys;
+        assert_eq!(metric.label_values.len(), keys.len(), "{name}");
+        if name != "container_memory_mapped_file" {
+            assert!(metric.value.expect("value").value > 0, "{name}");
+        }
+    }
     world.finish(&[&pod]).await;
 }
 

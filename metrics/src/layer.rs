@@ -15,6 +15,10 @@ pub struct LayerUsage {
     pub inodes_used: u64,
     /// Free inodes on the filesystem holding it.
     pub fs_inodes_free: u64,
+    /// All inodes of that filesystem.
+    pub fs_inodes_total: u64,
+    /// That filesystem's size in bytes: what the layer could grow to.
+    pub fs_limit_bytes: u64,
 }
 
 /// Walks `dir` (blocking): files hard-linked within it count once, other
@@ -46,9 +50,10 @@ pub fn usage(dir: &Path) -> io::Result<LayerUsage> {
             }
         }
     }
-    usage.fs_inodes_free = nix::sys::statvfs::statvfs(dir)
-        .map(|fs| fs.files_available())
-        .map_err(io::Error::from)?;
+    let fs = nix::sys::statvfs::statvfs(dir).map_err(io::Error::from)?;
+    usage.fs_inodes_free = fs.files_available();
+    usage.fs_inodes_total = fs.files();
+    usage.fs_limit_bytes = fs.blocks().saturating_mul(fs.fragment_size());
     Ok(usage)
 }
 
@@ -76,6 +81,8 @@ mod tests {
         assert_eq!(usage.inodes_used, 4);
         assert!(usage.used_bytes >= 64 * 1024, "{usage:?}");
         assert!(usage.fs_inodes_free > 0, "{usage:?}");
+        assert!(usage.fs_inodes_total >= usage.fs_inodes_free, "{usage:?}");
+        assert!(usage.fs_limit_bytes >= usage.used_bytes, "{usage:?}");
         assert!(super::usage(&dir.path().join("missing")).is_err());
     }
 }

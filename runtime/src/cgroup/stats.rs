@@ -1,6 +1,7 @@
-//! What a pod's or a container's cgroup has used: CPU, memory, pids and (on
-//! v2) pressure, read from the v1 or v2 control files the way cAdvisor reads
-//! them, so kubelet and Prometheus see the figures they see with containerd.
+//! What a pod's or a container's cgroup has used: CPU, memory, pids, block
+//! I/O, its processes' open files and (on v2) pressure, read from the v1 or
+//! v2 control files (and procfs) the way cAdvisor reads them, so kubelet and
+//! Prometheus see the figures they see with containerd.
 //! Both drivers name a cgroup by its path below the hierarchy's root (a
 //! systemd scope is `<slice path>/crid-<id>.scope`), so one reader serves both.
 //!
@@ -42,8 +43,34 @@ pub struct CgroupStats {
     pub cpu: CpuStats,
     pub memory: MemoryStats,
     pub pids: PidsStats,
+    /// Bytes and operations per block device (v1 blkio throttle files,
+    /// v2 `io.stat`); empty when the controller is absent.
+    pub io: Vec<DeviceIo>,
+    /// What the cgroup's own processes hold open.
+    pub files: OpenFiles,
     /// Pressure stall information: cgroup v2 on a kernel with PSI only.
     pub pressure: Option<Pressure>,
+}
+
+/// One block device's cumulative I/O.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeviceIo {
+    pub major: u64,
+    pub minor: u64,
+    /// `/dev/<name>` from sysfs, or `major:minor` when it has none.
+    pub device: String,
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+    pub reads: u64,
+    pub writes: u64,
+}
+
+/// Open file descriptors of the processes in `cgroup.procs`, and how many
+/// of them are sockets.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OpenFiles {
+    pub file_descriptors: u64,
+    pub sockets: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -82,6 +109,19 @@ pub struct MemoryStats {
     /// None: no limit.
     pub limit_bytes: Option<u64>,
     pub oom_kills: u64,
+    /// The highest usage seen (v1 `memory.max_usage_in_bytes`, v2
+    /// `memory.peak`, Linux 5.19+); None where the kernel keeps none.
+    pub max_usage_bytes: Option<u64>,
+    /// Page cache mapped into processes (v1 `total_mapped_file`, v2
+    /// `file_mapped`).
+    pub mapped_file_bytes: u64,
+    /// Kernel memory (v1 `memory.kmem.usage_in_bytes`, v2 `kernel`, or on
+    /// kernels before 5.18 its parts `kernel_stack`, `pagetables`, `slab`).
+    pub kernel_bytes: u64,
+    /// The memory + swap limit (v1 `memory.memsw.limit_in_bytes`) or the
+    /// swap limit (v2 `memory.swap.max`), as cAdvisor reports each; None:
+    /// no limit, or swap not accounted.
+    pub swap_limit_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -294,6 +334,16 @@ fn v2_stats(dir: &Path, cgroup: &str) -> Result<CgroupStats, StatsError> {
                 .map(|text| number(&text, &dir.join("memory.swap.current")))
                 .transpose()?;
             let limit_bytes = limit(&read(dir, "memory.max", cgroup)?, &dir.join("memory.max"))?;
+            let max_usage_bytes = read_optional(dir, "memory.peak", cgroup)?
+                .map(|text| number(&text, &dir.join("memory.peak")))
+                .transpose()?;
+            let swap_limit_bytes = read_optional(dir, "memory.swap.max", cgroup)?
+                .map(|text| limit(&text, &dir.join("memory.swap.max")))
+                .transpose()?
+                .flatten();
+            let kernel_bytes = stat.get("kernel").unwrap_or_else(|| {
+                stat.value("kernel_stack") + stat.value("pagetables") + stat.value("slab")
+            });
             MemoryStats {
                 usage_bytes,
                 working_set_bytes: usage_bytes.saturating_sub(stat.value("inactive_file")),
@@ -305,11 +355,20 @@ fn v2_stats(dir: &Path, cgroup: &str) -> Result<CgroupStats, StatsError> {
                 failcnt: events.value("max"),
                 limit_bytes,
                 oom_kills: events.value("oom_kill"),
+                max_usage_bytes,
+                mapped_file_bytes: stat.value("file_mapped"),
+                kernel_bytes,
+                swap_limit_bytes,
             }
         }
     };
 
     let pids = pids_stats(dir, cgroup)?;
+    let mut io = read_optional(dir, "io.stat", cgroup)?
+        .map(|text| parse_io_stat(&text))
+        .unwrap_or_default();
+    name_devices(&mut io);
+    let files = open_files(dir, cgroup)?;
     let mut pressure = Pressure::default();
     for (file, slot) in [
         ("cpu.pressure", &mut pressure.cpu),
@@ -330,8 +389,130 @@ fn v2_stats(dir: &Path, cgroup: &str) -> Result<CgroupStats, StatsError> {
         cpu,
         memory,
         pids,
+        io,
+        files,
         pressure: has_pressure.then_some(pressure),
     })
+}
+
+/// v2 `io.stat`: `MAJ:MIN rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0 dios=0`
+/// per device.
+pub fn parse_io_stat(text: &str) -> Vec<DeviceIo> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let (major, minor) = parse_device(words.next()?)?;
+            let mut device = DeviceIo {
+                major,
+                minor,
+                ..Default::default()
+            };
+            for word in words {
+                let Some((key, value)) = word.split_once('=') else {
+                    continue;
+                };
+                let Ok(value) = value.parse() else { continue };
+                match key {
+                    "rbytes" => device.read_bytes = value,
+                    "wbytes" => device.write_bytes = value,
+                    "rios" => device.reads = value,
+                    "wios" => device.writes = value,
+                    _ => {}
+                }
+            }
+            Some(device)
+        })
+        .collect()
+}
+
+fn parse_device(word: &str) -> Option<(u64, u64)> {
+    let (major, minor) = word.split_once(':')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// v1 `blkio.throttle.io_service_bytes` and `blkio.throttle.io_serviced`:
+/// `MAJ:MIN Read N`, `MAJ:MIN Write N`, … per device, then `Total N`.
+pub fn parse_v1_blkio(service_bytes: &str, serviced: &str) -> Vec<DeviceIo> {
+    let mut devices: Vec<DeviceIo> = Vec::new();
+    for (text, is_bytes) in [(service_bytes, true), (serviced, false)] {
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            let (Some(device), Some(operation), Some(value)) =
+                (words.next(), words.next(), words.next())
+            else {
+                continue;
+            };
+            let (Some((major, minor)), Ok(value)) = (parse_device(device), value.parse::<u64>())
+            else {
+                continue;
+            };
+            let index = match devices
+                .iter()
+                .position(|d| d.major == major && d.minor == minor)
+            {
+                Some(index) => index,
+                None => {
+                    devices.push(DeviceIo {
+                        major,
+                        minor,
+                        ..Default::default()
+                    });
+                    devices.len() - 1
+                }
+            };
+            let entry = &mut devices[index];
+            match (operation, is_bytes) {
+                ("Read", true) => entry.read_bytes = value,
+                ("Write", true) => entry.write_bytes = value,
+                ("Read", false) => entry.reads = value,
+                ("Write", false) => entry.writes = value,
+                _ => {}
+            }
+        }
+    }
+    devices
+}
+
+/// Names each device as cAdvisor does, `/dev/<DEVNAME>` from sysfs.
+fn name_devices(devices: &mut [DeviceIo]) {
+    for device in devices {
+        let uevent = format!("/sys/dev/block/{}:{}/uevent", device.major, device.minor);
+        let name = fs::read_to_string(uevent).ok().and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("DEVNAME=").map(str::to_owned))
+        });
+        device.device = match name {
+            Some(name) => format!("/dev/{name}"),
+            None => format!("{}:{}", device.major, device.minor),
+        };
+    }
+}
+
+/// Counts the open descriptors (and sockets among them) of the processes
+/// listed in `dir`'s `cgroup.procs`. A process that exits meanwhile, or a
+/// descriptor closed meanwhile, simply is not counted.
+fn open_files(dir: &Path, cgroup: &str) -> Result<OpenFiles, StatsError> {
+    let Some(procs) = read_optional(dir, "cgroup.procs", cgroup)? else {
+        return Ok(OpenFiles::default());
+    };
+    let mut files = OpenFiles::default();
+    for pid in procs.split_whitespace() {
+        let Ok(entries) = fs::read_dir(Path::new("/proc").join(pid).join("fd")) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            files.file_descriptors += 1;
+            if fs::read_link(entry.path()).is_ok_and(|target| {
+                target
+                    .as_os_str()
+                    .as_encoded_bytes()
+                    .starts_with(b"socket:[")
+            }) {
+                files.sockets += 1;
+            }
+        }
+    }
+    Ok(files)
 }
 
 fn pids_stats(dir: &Path, cgroup: &str) -> Result<PidsStats, StatsError> {
@@ -411,14 +592,33 @@ fn v1_stats(mounts: &[V1Mount], relative: &str, cgroup: &str) -> Result<CgroupSt
         Some(dir) => v1_memory(dir, cgroup)?,
         None => MemoryStats::default(),
     };
-    let pids = match v1_dir(mounts, "pids", relative) {
-        Some(dir) => pids_stats(&dir, cgroup)?,
+    let pids_dir = v1_dir(mounts, "pids", relative);
+    let pids = match &pids_dir {
+        Some(dir) => pids_stats(dir, cgroup)?,
         None => PidsStats::default(),
+    };
+    let mut io = match v1_dir(mounts, "blkio", relative) {
+        Some(dir) => match (
+            read_optional(&dir, "blkio.throttle.io_service_bytes", cgroup)?,
+            read_optional(&dir, "blkio.throttle.io_serviced", cgroup)?,
+        ) {
+            (Some(bytes), Some(serviced)) => parse_v1_blkio(&bytes, &serviced),
+            _ => Vec::new(),
+        },
+        None => Vec::new(),
+    };
+    name_devices(&mut io);
+    // Every hierarchy lists the same processes: any present one will do.
+    let files = match pids_dir.iter().chain(&memory_dir).find(|dir| dir.is_dir()) {
+        Some(dir) => open_files(dir, cgroup)?,
+        None => OpenFiles::default(),
     };
     Ok(CgroupStats {
         cpu,
         memory,
         pids,
+        io,
+        files,
         pressure: None,
     })
 }
@@ -443,14 +643,17 @@ fn v1_memory(dir: &Path, cgroup: &str) -> Result<MemoryStats, StatsError> {
         .map(|text| number(&text, &dir.join("memory.memsw.usage_in_bytes")))
         .transpose()?
         .map(|memsw| memsw.saturating_sub(usage_bytes));
-    Ok(v1_memory_from(
-        usage_bytes,
-        &stat,
-        &oom,
-        failcnt,
-        limit,
-        swap_bytes,
-    ))
+    let optional = |file: &str| -> Result<Option<u64>, StatsError> {
+        read_optional(dir, file, cgroup)?
+            .map(|text| number(&text, &dir.join(file)))
+            .transpose()
+    };
+    let mut memory = v1_memory_from(usage_bytes, &stat, &oom, failcnt, limit, swap_bytes);
+    memory.max_usage_bytes = optional("memory.max_usage_in_bytes")?;
+    memory.kernel_bytes = optional("memory.kmem.usage_in_bytes")?.unwrap_or(0);
+    memory.swap_limit_bytes =
+        optional("memory.memsw.limit_in_bytes")?.filter(|&limit| limit < V1_UNLIMITED);
+    Ok(memory)
 }
 
 /// The v1 memory figures from the files' values (the `total_` keys of
@@ -474,6 +677,8 @@ fn v1_memory_from(
         failcnt,
         limit_bytes: (limit < V1_UNLIMITED).then_some(limit),
         oom_kills: oom_control.value("oom_kill"),
+        mapped_file_bytes: stat.value("total_mapped_file"),
+        ..MemoryStats::default()
     }
 }
 
@@ -485,7 +690,8 @@ mod tests {
     fn v1_memory_is_read_as_cadvisor_reads_it() {
         let stat = KeyedFile::parse(
             "cache 100\nrss 50\ninactive_file 7\ntotal_cache 4096\ntotal_rss 8192\n\
-             total_swap 0\ntotal_pgfault 31\ntotal_pgmajfault 2\ntotal_inactive_file 1024\n",
+             total_swap 0\ntotal_pgfault 31\ntotal_pgmajfault 2\ntotal_inactive_file 1024\n\
+             mapped_file 1\ntotal_mapped_file 2048\n",
         );
         let oom = KeyedFile::parse("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n");
         let memory = v1_memory_from(20_000, &stat, &oom, 5, 9223372036854771712, Some(0));
@@ -502,11 +708,126 @@ mod tests {
                 failcnt: 5,
                 limit_bytes: None,
                 oom_kills: 3,
+                mapped_file_bytes: 2048,
+                ..MemoryStats::default()
             }
         );
         let limited = v1_memory_from(10, &stat, &oom, 0, 64 << 20, None);
         assert_eq!(limited.limit_bytes, Some(64 << 20));
         assert_eq!(limited.working_set_bytes, 0, "floored at 0");
+    }
+
+    #[test]
+    fn v1_memory_files_give_peak_kernel_and_swap_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = [
+            ("memory.usage_in_bytes", "8192\n"),
+            ("memory.stat", "total_rss 4096\ntotal_mapped_file 512\n"),
+            ("memory.oom_control", "oom_kill_disable 0\nunder_oom 0\n"),
+            ("memory.failcnt", "0\n"),
+            ("memory.limit_in_bytes", "67108864\n"),
+            ("memory.max_usage_in_bytes", "16384\n"),
+            ("memory.kmem.usage_in_bytes", "1024\n"),
+            ("memory.memsw.usage_in_bytes", "8192\n"),
+            ("memory.memsw.limit_in_bytes", "134217728\n"),
+        ];
+        for (name, text) in files {
+            fs::write(dir.path().join(name), text).expect("write");
+        }
+        let memory = v1_memory(dir.path(), "/test").expect("memory");
+        assert_eq!(memory.max_usage_bytes, Some(16384));
+        assert_eq!(memory.kernel_bytes, 1024);
+        assert_eq!(memory.mapped_file_bytes, 512);
+        assert_eq!(memory.swap_limit_bytes, Some(128 << 20));
+        assert_eq!(memory.swap_bytes, Some(0));
+
+        fs::write(
+            dir.path().join("memory.memsw.limit_in_bytes"),
+            "9223372036854771712\n",
+        )
+        .expect("write");
+        for file in ["memory.max_usage_in_bytes", "memory.kmem.usage_in_bytes"] {
+            fs::remove_file(dir.path().join(file)).expect("remove");
+        }
+        let memory = v1_memory(dir.path(), "/test").expect("memory");
+        assert_eq!(memory.swap_limit_bytes, None, "unlimited");
+        assert_eq!(memory.max_usage_bytes, None);
+        assert_eq!(memory.kernel_bytes, 0);
+    }
+
+    #[test]
+    fn block_io_parses_per_device_from_v1_and_v2_files() {
+        let v1 = parse_v1_blkio(
+            "8:0 Read 4096\n8:0 Write 8192\n8:0 Sync 0\n8:0 Async 12288\n8:0 Total 12288\n\
+             253:1 Read 0\n253:1 Write 512\n253:1 Total 512\nTotal 12800\n",
+            "8:0 Read 2\n8:0 Write 3\n8:0 Total 5\n253:1 Write 1\nTotal 6\n",
+        );
+        assert_eq!(
+            v1,
+            [
+                DeviceIo {
+                    major: 8,
+                    minor: 0,
+                    device: String::new(),
+                    read_bytes: 4096,
+                    write_bytes: 8192,
+                    reads: 2,
+                    writes: 3,
+                },
+                DeviceIo {
+                    major: 253,
+                    minor: 1,
+                    device: String::new(),
+                    read_bytes: 0,
+                    write_bytes: 512,
+                    reads: 0,
+                    writes: 1,
+                },
+            ]
+        );
+        let v2 = parse_io_stat(
+            "8:16 rbytes=1024 wbytes=2048 rios=1 wios=2 dbytes=0 dios=0\n\
+             259:0 rbytes=5 wbytes=0 rios=1 wios=0 dbytes=0 dios=0\nbogus\n",
+        );
+        assert_eq!(v2.len(), 2);
+        assert_eq!(
+            (
+                v2[0].major,
+                v2[0].minor,
+                v2[0].read_bytes,
+                v2[0].write_bytes
+            ),
+            (8, 16, 1024, 2048)
+        );
+        assert_eq!((v2[0].reads, v2[0].writes), (1, 2));
+        assert_eq!(v2[1].read_bytes, 5);
+        let mut unnamed = vec![DeviceIo {
+            major: 4095,
+            minor: 4095,
+            ..Default::default()
+        }];
+        name_devices(&mut unnamed);
+        assert_eq!(unnamed[0].device, "4095:4095", "no such device in sysfs");
+    }
+
+    #[test]
+    fn open_files_count_descriptors_and_sockets_of_listed_processes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(
+            open_files(dir.path(), "/test").expect("no cgroup.procs"),
+            OpenFiles::default()
+        );
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("socket");
+        // This process, and one that no longer exists.
+        fs::write(
+            dir.path().join("cgroup.procs"),
+            format!("{}\n999999999\n", std::process::id()),
+        )
+        .expect("write");
+        let files = open_files(dir.path(), "/test").expect("open files");
+        assert!(files.sockets >= 1, "{files:?}");
+        assert!(files.file_descriptors > files.sockets, "{files:?}");
+        drop(socket);
     }
 
     #[test]
@@ -523,8 +844,9 @@ mod tests {
             ("memory.current", "1048576\n"),
             (
                 "memory.stat",
-                "anon 4096\nfile 8192\nkernel 0\nshmem 0\ninactive_anon 0\nactive_anon 4096\n\
-                 inactive_file 12288\nactive_file 0\npgfault 99\npgmajfault 1\n",
+                "anon 4096\nfile 8192\nshmem 0\ninactive_anon 0\nactive_anon 4096\n\
+                 inactive_file 12288\nactive_file 0\npgfault 99\npgmajfault 1\n\
+                 file_mapped 2048\nkernel_stack 16384\npagetables 4096\nslab 8192\n",
             ),
             (
                 "memory.events",
@@ -532,6 +854,12 @@ mod tests {
             ),
             ("memory.swap.current", "0\n"),
             ("memory.max", "max\n"),
+            ("memory.peak", "2097152\n"),
+            ("memory.swap.max", "67108864\n"),
+            (
+                "io.stat",
+                "8:0 rbytes=4096 wbytes=512 rios=2 wios=1 dbytes=0 dios=0\n",
+            ),
             ("pids.current", "3\n"),
             ("pids.max", "100\n"),
             (
@@ -577,6 +905,11 @@ mod tests {
                 failcnt: 4,
                 limit_bytes: None,
                 oom_kills: 1,
+                max_usage_bytes: Some(2_097_152),
+                mapped_file_bytes: 2048,
+                // No `kernel` key (before 5.18): the sum of its parts.
+                kernel_bytes: 16384 + 4096 + 8192,
+                swap_limit_bytes: Some(64 << 20),
             }
         );
         assert_eq!(
@@ -586,6 +919,14 @@ mod tests {
                 limit: Some(100)
             }
         );
+        assert_eq!(stats.io.len(), 1);
+        assert_eq!(
+            (stats.io[0].read_bytes, stats.io[0].writes),
+            (4096, 1),
+            "{:?}",
+            stats.io
+        );
+        assert_eq!(stats.files, OpenFiles::default(), "no cgroup.procs");
         let pressure = stats.pressure.expect("pressure");
         let cpu = pressure.cpu.expect("cpu pressure");
         assert_eq!(cpu.some.avg10, 1.5);
