@@ -177,12 +177,17 @@ impl ContainerDirs {
     /// Unmounts the rootfs and deletes the bundle and the writable layer.
     /// Idempotent; never deletes through a mount that is still there.
     pub fn remove(&self) -> Result<(), ContainerError> {
-        for volume in self.volume_mounts() {
-            detach(&volume)?;
+        let mounted = mount_points();
+        // The image volumes first: they are mounted inside the bundle.
+        for volume in mounted
+            .iter()
+            .filter(|mount_point| mount_point.parent() == Some(self.volumes.as_path()))
+        {
+            detach(volume)?;
         }
         // The container's own mount namespace is gone or holds its own
         // copy; a busy mount here is crid's (a concurrent reader): detach.
-        if is_mount_point(&self.rootfs) {
+        if mounted.contains(&self.rootfs) {
             detach(&self.rootfs)?;
         }
         for dir in [&self.bundle, &self.layer] {
@@ -194,21 +199,6 @@ impl ContainerDirs {
             }
         }
         Ok(())
-    }
-}
-
-impl ContainerDirs {
-    /// The image volume mounts there are under `volumes/`.
-    fn volume_mounts(&self) -> Vec<PathBuf> {
-        let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") else {
-            return Vec::new();
-        };
-        mountinfo
-            .lines()
-            .filter_map(|line| line.split(' ').nth(4))
-            .map(PathBuf::from)
-            .filter(|mount_point| mount_point.parent() == Some(self.volumes.as_path()))
-            .collect()
     }
 }
 
@@ -255,14 +245,16 @@ fn escape_overlay_path(path: &Path) -> String {
         .replace(',', "\\,")
 }
 
-fn is_mount_point(path: &Path) -> bool {
+/// Where things are mounted in crid's mount namespace.
+fn mount_points() -> Vec<PathBuf> {
     let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
+        return Vec::new();
     };
     mountinfo
         .lines()
         .filter_map(|line| line.split(' ').nth(4))
-        .any(|mount_point| Path::new(mount_point) == path)
+        .map(PathBuf::from)
+        .collect()
 }
 
 /// Makes every CRI mount's host path exist and names it by its resolved

@@ -46,6 +46,16 @@ struct Expected {
 }
 
 impl Channels {
+    /// The client's ends of what it opened, for the copy loops.
+    fn ends(&self) -> Ends<'_, Arc<Stream>, Arc<Stream>> {
+        Ends {
+            stdin: self.stdin.as_ref(),
+            resize: self.resize.as_ref(),
+            stdout: self.stdout.as_ref(),
+            stderr: self.stderr.as_ref(),
+        }
+    }
+
     fn complete(&self, expected: Expected) -> bool {
         self.error.is_some()
             && (!expected.stdin || self.stdin.is_some())
@@ -204,22 +214,14 @@ pub(crate) async fn exec<B: Backend>(
             return;
         }
     };
-    let ends = Ends {
-        stdin: channels.stdin.as_ref(),
-        resize: channels.resize.as_ref(),
-        stdout: channels.stdout.as_ref(),
-        stderr: channels.stderr.as_ref(),
-    };
     let outcome = tokio::select! {
-        outcome = run(ends, process, backend.as_ref()) => outcome,
+        outcome = run(channels.ends(), process, backend.as_ref()) => outcome,
         // The client went away: dropping the process ends it.
         () = connection.wait_closed() => return,
     };
     report(channels.error.as_ref(), &outcome, version).await;
 }
 
-/// Copies between the streams and the process until it exits and its
-/// output is drained.
 /// A channel from the client (stdin, resize), over either transport.
 pub(crate) trait Input: Send + Sync {
     /// The next bytes; None at the client's EOF.
@@ -257,6 +259,8 @@ pub(crate) struct Ends<'a, I, O> {
     pub stderr: Option<&'a O>,
 }
 
+/// Copies between the streams and the process until it exits and its
+/// output is drained.
 pub(crate) async fn run<B: Backend, I: Input, O: Output>(
     channels: Ends<'_, I, O>,
     process: crate::ExecProcess,
@@ -348,14 +352,8 @@ pub(crate) async fn attach<B: Backend>(
             return;
         }
     };
-    let ends = Ends {
-        stdin: channels.stdin.as_ref(),
-        resize: channels.resize.as_ref(),
-        stdout: channels.stdout.as_ref(),
-        stderr: channels.stderr.as_ref(),
-    };
     let outcome = tokio::select! {
-        outcome = run_attached(ends, session) => outcome,
+        outcome = run_attached(channels.ends(), session) => outcome,
         // The client went away: dropping the session detaches.
         () = connection.wait_closed() => return,
     };

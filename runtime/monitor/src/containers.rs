@@ -129,18 +129,7 @@ impl Attacher {
 
     /// Writes what the socket takes now; false once it is gone.
     fn flush(&mut self) -> bool {
-        while !self.unsent.is_empty() {
-            match self.stream.write(&self.unsent) {
-                Ok(0) => return false,
-                Ok(n) => {
-                    self.unsent.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return false,
-            }
-        }
-        true
+        crate::write_unsent(&mut self.stream, &mut self.unsent)
     }
 
     /// The requests that arrived whole; None once crid closed (detached).

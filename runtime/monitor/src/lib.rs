@@ -231,18 +231,7 @@ impl Subscriber {
     /// Writes what the socket takes now; false once the connection is
     /// gone.
     fn flush(&mut self) -> bool {
-        while !self.unsent.is_empty() {
-            match self.stream.write(&self.unsent) {
-                Ok(0) => return false,
-                Ok(n) => {
-                    self.unsent.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return false,
-            }
-        }
-        true
+        crate::write_unsent(&mut self.stream, &mut self.unsent)
     }
 
     /// Reads (and ignores) what the subscriber sent; false once it closed.
@@ -652,6 +641,23 @@ fn redirect_stdio(log: &Path) -> io::Result<()> {
     dup2_stdout(&null)?;
     dup2_stderr(&log)?;
     Ok(())
+}
+
+/// Writes what a non-blocking socket takes now of `unsent`, dropping what
+/// went; false once the socket is gone.
+fn write_unsent(stream: &mut impl Write, unsent: &mut Vec<u8>) -> bool {
+    while !unsent.is_empty() {
+        match stream.write(unsent) {
+            Ok(0) => return false,
+            Ok(n) => {
+                unsent.drain(..n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    true
 }
 
 #[cfg(test)]
