@@ -279,6 +279,14 @@ impl Unpacker {
                     path: shown.clone(),
                     reason: "symlink without a target".to_string(),
                 })?;
+                // A PAX linkpath or GNU long link can be empty; symlinkat
+                // refuses that with ENOENT, which would read as our failure.
+                if target.is_empty() {
+                    return Err(UnpackError::Bad {
+                        path: shown.clone(),
+                        reason: "symlink with an empty target".to_string(),
+                    });
+                }
                 // The target is only data: it is never followed while unpacking.
                 let target = OsStr::from_bytes(&target).to_owned();
                 self.clear(&pfd, &rel, name, false, &shown)?;

@@ -642,6 +642,15 @@ fn bad_entries_fail_cleanly() {
             });
             t.finish()
         }),
+        // Found by fuzzing: symlinkat refuses an empty target with ENOENT,
+        // which failed the pull as an internal I/O error.
+        ("symlink with an empty PAX linkpath", {
+            let mut t = Tar::new();
+            t.b.append_pax_extensions([("linkpath", &b""[..])])
+                .expect("pax");
+            t.symlink("etc", "x");
+            t.finish()
+        }),
     ];
     for (what, tar) in cases {
         let s = Scratch::new();
