@@ -3,7 +3,8 @@
 //! with this crid's MonitorClient, which speaks only version 1 to it and
 //! refuses version 2 requests without sending them.
 //!
-//! The previous binary is built here (`cargo build --offline`) into
+//! The previous binary is built here (`cargo build --locked`, which may
+//! fetch the crates its lock file names) into
 //! `target/previous-monitor`, kept across runs. Without git history or a
 //! working build the test fails: it never skips.
 
@@ -77,7 +78,9 @@ fn previous_monitor() -> PathBuf {
         &format!("building crid-monitor of {PREVIOUS}"),
         Command::new(cargo)
             .arg("build")
-            .arg("--offline")
+            // Not --offline: on a fresh machine the old lock file's crates
+            // (crates.io h2, before the vendor/h2 fork) are not cached yet.
+            .arg("--locked")
             .args(["-p", "crid-monitor"])
             .arg("--manifest-path")
             .arg(source.join("Cargo.toml"))
