@@ -570,3 +570,103 @@ mod tests {
         assert!(hub.lock().held.is_empty());
     }
 }
+
+#[cfg(test)]
+mod emitter_tests {
+    use proto::cri::ContainerState;
+    use tokio_stream::StreamExt;
+
+    use super::*;
+    use crate::testing::TestDaemon;
+
+    fn emitter(test: &TestDaemon, hub: &Arc<EventHub>) -> Emitter {
+        let daemon = &test.daemon;
+        Emitter::new(
+            hub.clone(),
+            daemon.stores.pods.clone(),
+            &daemon.stores.containers,
+            daemon.pods.clone(),
+            daemon.containers.clone(),
+        )
+    }
+
+    /// The pod as a look shows it, with one container `id`.
+    fn look(id: &str, state: ContainerState, started_at: i64) -> Look {
+        Look {
+            created_at: 1,
+            pod: None,
+            containers: vec![ContainerStatus {
+                id: id.into(),
+                state: state.into(),
+                started_at,
+                ..Default::default()
+            }],
+        }
+    }
+
+    /// The (container, kind) of every event published so far.
+    async fn published(stream: &mut EventStream) -> Vec<(String, ContainerEventType)> {
+        let mut seen = Vec::new();
+        while let Ok(Some(event)) = tokio::time::timeout(Duration::ZERO, stream.next()).await {
+            let event = event.expect("no error");
+            let kind = event.container_event_type();
+            seen.push((event.container_id, kind));
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn each_containers_events_are_made_once_and_in_order() {
+        use ContainerEventType::*;
+        let test = TestDaemon::new().await;
+        let hub = Arc::new(EventHub::default());
+        let mut stream = hub.subscribe();
+        let mut emitter = emitter(&test, &hub);
+        let known = |id: &str| (id.to_string(), ("p1".to_string(), Stage::Created));
+        emitter
+            .stages
+            .extend([known("early"), known("never"), known("runs")]);
+
+        // Its exit was seen before StartContainer's answer: STARTED first.
+        emitter.catch_up("early", &look("early", ContainerState::ContainerExited, 5));
+        // Killed before it was ever started: no STARTED.
+        emitter.catch_up("never", &look("never", ContainerState::ContainerExited, 0));
+        // Started, then looked at again: once.
+        for _ in 0..2 {
+            emitter.catch_up("runs", &look("runs", ContainerState::ContainerRunning, 5));
+        }
+        // An exit seen again (pushed, then a Wait's answer): once.
+        emitter.catch_up("early", &look("early", ContainerState::ContainerExited, 5));
+        let of = |id: &str, kind| (id.to_string(), kind);
+        assert_eq!(
+            published(&mut stream).await,
+            [
+                of("early", ContainerStartedEvent),
+                of("early", ContainerStoppedEvent),
+                of("never", ContainerStoppedEvent),
+                of("runs", ContainerStartedEvent),
+            ]
+        );
+
+        // Changes of containers it does not know (created meanwhile, whose
+        // Created is still to come, or removed) make nothing.
+        let change = |id: &str| Change::Ended {
+            pod_id: "p1".into(),
+            id: id.into(),
+        };
+        emitter.apply(change("unknown")).await;
+        // Removed: DELETED once, and nothing after it.
+        let removed = || Change::Removed {
+            pod_id: "p1".into(),
+            id: "runs".into(),
+            pod: None,
+        };
+        emitter.apply(removed()).await;
+        emitter.apply(removed()).await;
+        emitter.apply(change("runs")).await;
+        assert_eq!(
+            published(&mut stream).await,
+            [of("runs", ContainerDeletedEvent)]
+        );
+    }
+}
