@@ -2,7 +2,9 @@
 //! STARTED, STOPPED and DELETED in order, to every subscriber, each with
 //! the pod's status and its containers' statuses; STOPPED from the real
 //! exit, also one that happened while crid was down or that a dead monitor
-//! caused.
+//! caused; a cancelled subscription is let go. (A subscriber that falls
+//! behind is cut off: `container_events`' unit tests in cri-server, where
+//! the ring can be small enough to overrun deterministically.)
 
 mod common;
 
@@ -330,4 +332,37 @@ async fn a_container_its_monitors_death_ended_is_stopped() {
     assert!(status.message.contains("monitor"), "{status:?}");
     drop(events);
     world.finish(&[&pod]).await;
+}
+
+#[tokio::test]
+async fn a_subscriber_that_goes_away_is_let_go() {
+    const LET_GO: &str = "a container event subscription ended";
+    let env = e2e::TestEnv::new();
+    let mut crid = env.start().await;
+    let mut rt = crid.runtime().await.expect("runtime client");
+    let events = rt
+        .get_container_events(cri::GetEventsRequest {})
+        .await
+        .expect("subscribe")
+        .into_inner();
+    assert!(!crid.log().contains(LET_GO), "{}", crid.log());
+    // The client cancels its stream (the connection stays): crid's end of
+    // it goes, with no event to send to notice it by.
+    drop(events);
+    // Waiting async: the client's connection task must run to send the
+    // cancel.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !crid.log().contains(LET_GO) {
+        assert!(
+            Instant::now() < deadline,
+            "crid did not let the cancelled subscription go:\n{}",
+            crid.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    rt.version(cri::VersionRequest::default())
+        .await
+        .expect("the connection still serves");
+    crid.stop().await;
+    assert!(env.leaks().is_empty(), "{:?}", env.leaks());
 }
