@@ -28,7 +28,7 @@ use crate::container_config;
 use crate::error::CridError;
 use crate::images::ImageController;
 use crate::limits::ListBudget;
-use crate::live::{LiveStates, Source, monitor_gone};
+use crate::live::{Change, LiveStates, Source, monitor_gone};
 use crate::locks::KeyedLocks;
 use crate::objects::{
     ContainerPhase, ContainerRecord, ImageRecord, ImageVolume, PodPhase, PodRecord, new_id,
@@ -257,6 +257,10 @@ impl ContainerController {
                 record.phase = ContainerPhase::Created;
                 save(&self.records, &record).await?;
                 tracing::info!(container_id = %id, pod_id = %record.pod_id, name = %record.reserved_name, "container created");
+                self.live.report(Change::Created {
+                    pod_id: record.pod_id.clone(),
+                    id: id.clone(),
+                });
                 Ok(id)
             }
             Err(error) => {
@@ -519,6 +523,10 @@ impl ContainerController {
                 record.started_at = started_at;
                 save(&self.records, &record).await?;
                 tracing::info!(container_id = %record.id, pid = record.pid, "container started");
+                self.live.report(Change::Started {
+                    pod_id: record.pod_id.clone(),
+                    id: record.id.clone(),
+                });
                 Ok(())
             }
             other => Err(unexpected("StartContainer", &other)),
@@ -693,6 +701,9 @@ impl ContainerController {
         let (ended, bundle) =
             blocking(move || Ok((dirs.read_exit().is_some(), dirs.bundle.exists()))).await?;
         if ended || !bundle {
+            // Ended all the same, unseen by the monitor's events: its exit
+            // record, or nothing, says how.
+            self.report_ended(record);
             return Ok(());
         }
         let mut record = ContainerRecord::clone(record);
@@ -703,7 +714,16 @@ impl ContainerController {
         });
         save(&self.records, &record).await?;
         tracing::warn!(container_id = %record.id, pod_id = %record.pod_id, "container ended by its monitor's death");
+        self.report_ended(&record);
         Ok(())
+    }
+
+    /// For the container events: the container's end is known now.
+    fn report_ended(&self, record: &ContainerRecord) {
+        self.live.report(Change::Ended {
+            pod_id: record.pod_id.clone(),
+            id: record.id.clone(),
+        });
     }
 
     /// SIGKILLs everything in `cgroup` until it is empty; an error if
@@ -730,7 +750,13 @@ impl ContainerController {
     async fn remove_locked(&self, record: &ContainerRecord) -> Result<(), CridError> {
         self.teardown(record).await?;
         fault::point("container.remove.torn_down");
-        forget(&self.records, &self.lists, record).await
+        forget(&self.records, &self.lists, record).await?;
+        self.live.report(Change::Removed {
+            pod_id: record.pod_id.clone(),
+            id: record.id.clone(),
+            pod: self.pods.get(&record.pod_id),
+        });
+        Ok(())
     }
 
     pub async fn observe_one(&self, record: &ContainerRecord) -> Observed {

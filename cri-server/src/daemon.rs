@@ -15,12 +15,13 @@ use proto::cri::runtime_service_server::RuntimeServiceServer;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::Config;
+use crate::container_events::{Emitter, EventHub};
 use crate::containers::{ContainerController, ContainerDeps};
 use crate::image_service::ImageApi;
 use crate::images::ImageController;
 use crate::instance::{BoundSocket, DirLock, InstanceError, ensure_dir};
 use crate::limits::MAX_MESSAGE_BYTES;
-use crate::live::LiveStates;
+use crate::live::{Change, LiveStates};
 use crate::locks::KeyedLocks;
 use crate::objects::Stores;
 use crate::pods::PodController;
@@ -60,6 +61,8 @@ pub struct Daemon {
     pub live: Arc<LiveStates>,
     /// The stats RPCs and /metrics, over one collector.
     pub stats: Arc<crate::stats::Stats>,
+    /// GetContainerEvents' subscribers.
+    pub events: Arc<EventHub>,
 }
 
 /// A daemon that holds its directories and socket, ready to serve.
@@ -145,7 +148,8 @@ impl Daemon {
         let pod_cidr = Arc::new(PodCidr::load(store)?);
         let sandboxes = Arc::new(sandboxes);
         let (deaths_tx, deaths) = tokio::sync::mpsc::unbounded_channel();
-        let live = Arc::new(LiveStates::reporting_deaths(deaths_tx));
+        let (changes_tx, changes) = tokio::sync::mpsc::unbounded_channel();
+        let live = Arc::new(LiveStates::reporting_deaths(deaths_tx).reporting_changes(changes_tx));
         // One lock per pod id, taken by every pod and container operation
         // that changes a pod or one of its containers (CNI ADD/DEL must not
         // interleave; no container is created into a pod being removed).
@@ -176,6 +180,16 @@ impl Daemon {
             pod_locks.clone(),
             stores.lists.clone(),
         ));
+        // The containers' changes become the CRI container events.
+        let events = Arc::new(EventHub::default());
+        let emitter = Emitter::new(
+            events.clone(),
+            stores.pods.clone(),
+            &stores.containers,
+            pods.clone(),
+            containers.clone(),
+        );
+        tokio::spawn(emitter.run(changes));
         let config = Arc::new(config);
         let stats = Arc::new(crate::stats::Stats::new(
             config.clone(),
@@ -194,6 +208,7 @@ impl Daemon {
             pod_locks,
             live,
             stats,
+            events,
         })
     }
 
@@ -204,6 +219,7 @@ impl Daemon {
             self.pods.clone(),
             self.containers.clone(),
             self.stats.clone(),
+            self.events.clone(),
         )
     }
 
@@ -248,6 +264,9 @@ impl Started {
         // Every pod's monitor is followed again; its snapshot catches up
         // with what ended while crid was down.
         daemon.pods.watch_all().await;
+        // What ended while crid was down gets its STOPPED event (held for
+        // the first subscriber: kubelet, once it is back).
+        daemon.live.report(Change::Recovered);
         // Layers of pulls a crash interrupted go now; serving need not wait.
         let collector = daemon.images.clone();
         tokio::spawn(async move {
@@ -328,6 +347,9 @@ impl Started {
                 notify_systemd(sd_notify::NotifyState::Stopping);
                 // New clients get ENOENT rather than a server that is leaving.
                 socket.remove_file();
+                // Event streams never end by themselves: the server's
+                // graceful stop would wait for them.
+                daemon.events.close();
                 let _ = stop_tx.send(());
                 match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
                     Ok(result) => result,

@@ -39,6 +39,9 @@ pub enum CridError {
     DeadlineExceeded(String),
     #[error("{0}")]
     ResourceExhausted(String),
+    /// crid is going away: the client should come back.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -72,6 +75,7 @@ impl CridError {
             CridError::Internal(_) => Code::Internal,
             CridError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             CridError::ResourceExhausted(_) => Code::ResourceExhausted,
+            CridError::Unavailable(_) => Code::Unavailable,
         }
     }
 }

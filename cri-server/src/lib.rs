@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod container_config;
+pub mod container_events;
 pub mod containers;
 pub mod daemon;
 pub mod error;

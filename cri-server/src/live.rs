@@ -17,6 +17,12 @@
 //! was gone when crid started) is reported on the channel given to
 //! [`LiveStates::reporting_deaths`], so crid can end what it left behind.
 //!
+//! Each container whose exit becomes known (pushed, in a snapshot, or in
+//! the answer of crid's own Wait) is reported, as a [`Change`], on the
+//! channel given to [`LiveStates::reporting_changes`]; the container
+//! controller reports its own changes there too. The container events
+//! (`container_events`) are made from that one ordered channel.
+//!
 //! Monitors of protocol version 1 cannot push: their pods are asked on
 //! each read, as before ([`LiveStates::containers`], [`LiveStates::pause_running`]).
 //!
@@ -34,6 +40,8 @@ use proto::monitor::{
 use runtime::MonitorClient;
 use runtime::client::{MonitorError, Subscription};
 use tokio::sync::mpsc::UnboundedSender;
+
+use crate::objects::PodRecord;
 
 /// Backoff between subscription attempts to a monitor that is there but
 /// did not take one (busy, or it dropped this subscriber).
@@ -58,6 +66,29 @@ pub enum Source {
     Gone,
 }
 
+/// A step in a container's life, in the order crid saw it, for the
+/// container events.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// CreateContainer succeeded.
+    Created { pod_id: String, id: String },
+    /// StartContainer succeeded.
+    Started { pod_id: String, id: String },
+    /// Its end became known (the monitor's word, or crid ended it because
+    /// the monitor died).
+    Ended { pod_id: String, id: String },
+    /// RemoveContainer (or its pod's removal) forgot it; `pod` is the pod
+    /// as it was then (it may be gone by the time the event is made).
+    Removed {
+        pod_id: String,
+        id: String,
+        pod: Option<Arc<PodRecord>>,
+    },
+    /// crid has recovered and follows every pod again: every container is
+    /// looked at once (what ended while crid was down).
+    Recovered,
+}
+
 /// One pod as its monitor last reported it.
 #[derive(Debug, Clone)]
 pub struct PodView {
@@ -68,6 +99,9 @@ pub struct PodView {
     /// done meanwhile, which `removed` remembers until it is applied.
     resyncing: bool,
     removed: HashSet<String>,
+    /// Containers whose exit became known since the last look (reported as
+    /// [`Change::Ended`]).
+    ended: Vec<String>,
 }
 
 impl Default for PodView {
@@ -78,6 +112,7 @@ impl Default for PodView {
             containers: HashMap::new(),
             resyncing: false,
             removed: HashSet::new(),
+            ended: Vec::new(),
         }
     }
 }
@@ -99,8 +134,9 @@ impl PodView {
             known.pid = update.pid;
         }
         known.started_at = known.started_at.max(update.started_at);
-        if known.exit.is_none() {
+        if known.exit.is_none() && update.exit.is_some() {
             known.exit = update.exit;
+            self.ended.push(update.id.clone());
         }
     }
 
@@ -150,8 +186,11 @@ impl PodView {
     }
 
     pub fn exited(&mut self, id: &str, exit: ContainerExit) {
-        if let Some(known) = self.containers.get_mut(id) {
-            known.exit.get_or_insert(exit);
+        if let Some(known) = self.containers.get_mut(id)
+            && known.exit.is_none()
+        {
+            known.exit = Some(exit);
+            self.ended.push(id.to_string());
         }
     }
 
@@ -194,6 +233,29 @@ impl PodLive {
     fn write(&self) -> RwLockWriteGuard<'_, PodView> {
         self.view.write().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Applies `update` to the view and reports the exits it made known.
+    fn change(
+        &self,
+        pod_id: &str,
+        changes: Option<&UnboundedSender<Change>>,
+        update: impl FnOnce(&mut PodView),
+    ) {
+        let ended = {
+            let mut view = self.write();
+            update(&mut view);
+            std::mem::take(&mut view.ended)
+        };
+        if let Some(changes) = changes {
+            for id in ended {
+                // The receiver is gone only when crid is leaving.
+                let _ = changes.send(Change::Ended {
+                    pod_id: pod_id.to_string(),
+                    id,
+                });
+            }
+        }
+    }
 }
 
 struct Watched {
@@ -207,6 +269,8 @@ pub struct LiveStates {
     pods: RwLock<HashMap<String, Watched>>,
     /// Where the id of a pod whose monitor is found gone is sent.
     monitor_deaths: Option<UnboundedSender<String>>,
+    /// Where containers' changes are sent.
+    changes: Option<UnboundedSender<Change>>,
 }
 
 impl LiveStates {
@@ -216,6 +280,21 @@ impl LiveStates {
         LiveStates {
             pods: RwLock::default(),
             monitor_deaths: Some(monitor_deaths),
+            changes: None,
+        }
+    }
+
+    /// These live states, sending each container's change to `changes`.
+    pub fn reporting_changes(mut self, changes: UnboundedSender<Change>) -> LiveStates {
+        self.changes = Some(changes);
+        self
+    }
+
+    /// Reports a container's change (the container controller's own).
+    pub fn report(&self, change: Change) {
+        if let Some(changes) = &self.changes {
+            // The receiver is gone only when crid is leaving.
+            let _ = changes.send(change);
         }
     }
 
@@ -238,6 +317,7 @@ impl LiveStates {
             pod.clone(),
             first_tx,
             self.monitor_deaths.clone(),
+            self.changes.clone(),
         ));
         let previous = {
             let mut pods = self.pods.write().unwrap_or_else(|p| p.into_inner());
@@ -279,7 +359,7 @@ impl LiveStates {
     /// Applies `update` to the pod's view, if the pod is watched.
     pub fn update(&self, pod_id: &str, update: impl FnOnce(&mut PodView)) {
         if let Some(pod) = self.pod(pod_id) {
-            update(&mut pod.write());
+            pod.change(pod_id, self.changes.as_ref(), update);
         }
     }
 
@@ -360,11 +440,17 @@ enum Attempt {
     Gone,
 }
 
-async fn subscribe(pod_id: &str, pod: &PodLive) -> Attempt {
+async fn subscribe(
+    pod_id: &str,
+    pod: &PodLive,
+    changes: Option<&UnboundedSender<Change>>,
+) -> Attempt {
     pod.write().resyncing = true;
     match pod.client.subscribe().await {
         Ok(subscription) => {
-            pod.write().apply_snapshot(subscription.snapshot());
+            pod.change(pod_id, changes, |view| {
+                view.apply_snapshot(subscription.snapshot())
+            });
             tracing::debug!(pod_id, "following the pod's monitor");
             Attempt::Subscribed(subscription)
         }
@@ -401,11 +487,12 @@ async fn follow(
     pod: Arc<PodLive>,
     first: tokio::sync::oneshot::Sender<()>,
     deaths: Option<UnboundedSender<String>>,
+    changes: Option<UnboundedSender<Change>>,
 ) {
     let mut first = Some(first);
     let mut backoff = RETRY_FIRST;
     loop {
-        let attempt = subscribe(&pod_id, &pod).await;
+        let attempt = subscribe(&pod_id, &pod, changes.as_ref()).await;
         if let Some(first) = first.take() {
             let _ = first.send(());
         }
@@ -423,7 +510,9 @@ async fn follow(
                 backoff = RETRY_FIRST;
                 loop {
                     match subscription.next().await {
-                        Ok(event) => pod.write().apply_event(&event),
+                        Ok(event) => {
+                            pod.change(&pod_id, changes.as_ref(), |view| view.apply_event(&event))
+                        }
                         Err(error) => {
                             tracing::debug!(pod_id, %error, "the monitor's subscription ended");
                             break;
@@ -545,6 +634,25 @@ mod tests {
         ]));
         assert_eq!(view.containers["a"].exit, None);
         assert_eq!(view.containers["b"].exit, Some(exit(5)));
+    }
+
+    #[test]
+    fn each_exit_is_reported_once_however_it_arrives() {
+        let mut view = PodView::default();
+        view.apply_snapshot(&snapshot(vec![
+            state("a", 5, None),
+            state("b", 5, Some(exit(2))),
+        ]));
+        // An exit in the snapshot (crid was not following then).
+        assert_eq!(std::mem::take(&mut view.ended), ["b"]);
+        // A Wait's answer, then the pushed event and a snapshot of the same.
+        view.exited("a", exit(1));
+        view.apply_event(&MonitorEvent::ContainerExited {
+            id: "a".into(),
+            exit: exit(1),
+        });
+        view.apply_snapshot(&snapshot(vec![state("a", 5, Some(exit(1)))]));
+        assert_eq!(view.ended, ["a"]);
     }
 
     #[test]

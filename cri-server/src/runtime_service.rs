@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::config::Config;
 use crate::container_config;
+use crate::container_events::EventHub;
 use crate::containers::{self, ContainerController, Observed};
 use crate::error::CridError;
 use crate::objects::{ContainerRecord, PodRecord, sandbox_state};
@@ -38,6 +39,7 @@ pub struct RuntimeApi {
     /// Exec/Attach/PortForward; none: they answer Unimplemented.
     streaming: Option<Arc<crate::streaming::Streaming>>,
     stats: Arc<crate::stats::Stats>,
+    events: Arc<EventHub>,
 }
 
 impl RuntimeApi {
@@ -47,6 +49,7 @@ impl RuntimeApi {
         pods: Arc<PodController>,
         containers: Arc<ContainerController>,
         stats: Arc<crate::stats::Stats>,
+        events: Arc<EventHub>,
     ) -> RuntimeApi {
         RuntimeApi {
             config,
@@ -55,6 +58,7 @@ impl RuntimeApi {
             containers,
             streaming: None,
             stats,
+            events,
         }
     }
 
@@ -405,8 +409,13 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<GetEventsRequest>,
     ) -> RpcResult<Self::GetContainerEventsStream> {
-        traced("GetContainerEvents", request, |_| {
-            not_built("GetContainerEvents")
+        let events = self.events.clone();
+        // The request has nothing to check. The stream lives on after this
+        // answer; it ends when the client goes (dropped), falls behind or
+        // crid stops.
+        traced("GetContainerEvents", request, |_| async move {
+            let stream: Self::GetContainerEventsStream = Box::pin(events.subscribe());
+            Ok(stream)
         })
         .await
     }
@@ -635,7 +644,7 @@ async fn pod_sandbox_status(
     })
 }
 
-fn sandbox_status(record: &PodRecord, ready: bool) -> PodSandboxStatus {
+pub(crate) fn sandbox_status(record: &PodRecord, ready: bool) -> PodSandboxStatus {
     let mut ips = record.sandbox.ips.iter();
     let namespace_options = record
         .config
@@ -754,7 +763,10 @@ fn security_info(spec: &serde_json::Value, privileged: bool, lsm: &str) -> serde
     })
 }
 
-fn container_status_of(record: &ContainerRecord, observed: &Observed) -> ContainerStatus {
+pub(crate) fn container_status_of(
+    record: &ContainerRecord,
+    observed: &Observed,
+) -> ContainerStatus {
     let user = record.user.as_ref().map(|u| ContainerUser {
         linux: Some(LinuxContainerUser {
             uid: i64::from(u.uid),

@@ -169,7 +169,7 @@ async fn every_rpc_of_the_1_36_api_is_routed() {
     call!(
         rt.get_container_events(GetEventsRequest),
         "GetContainerEvents",
-        NotBuilt
+        Served
     );
     call!(
         rt.list_metric_descriptors(ListMetricDescriptorsRequest),
