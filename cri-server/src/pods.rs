@@ -309,12 +309,23 @@ pub fn translate(
             NamespaceMode::Node,
         ],
     )?;
-    if let Some(userns) = &options.userns_options
-        && userns.mode == i32::from(cri::NamespaceMode::Pod)
-    {
-        return Err(CridError::FailedPrecondition(
-            "config.linux.security_context.namespace_options.userns_options: user namespaces are not supported yet".into(),
-        ));
+    if user_namespace(options.userns_options.as_ref())?.is_some() {
+        for (field, mode) in [("network", network), ("ipc", ipc), ("pid", pid)] {
+            if mode == NamespaceMode::Node {
+                return Err(CridError::invalid(
+                    format!("{USERNS_FIELD}.mode"),
+                    "POD",
+                    format!(
+                        "a pod user namespace cannot be combined with namespace_options.{field} NODE"
+                    ),
+                ));
+            }
+        }
+        // Checked, but not run yet: the containers' files are not idmapped
+        // (Status reports user_namespaces false, so kubelet never asks).
+        return Err(CridError::FailedPrecondition(format!(
+            "{USERNS_FIELD}: user namespaces are not supported yet"
+        )));
     }
 
     let hostname = if network == NamespaceMode::Node {
@@ -414,4 +425,193 @@ pub fn translate(
             .collect(),
         shm_size_bytes: pod_sandbox::DEFAULT_SHM_BYTES,
     })
+}
+
+const USERNS_FIELD: &str = "config.linux.security_context.namespace_options.userns_options";
+
+/// The pod's user namespace, checked: None for the node's (NODE, or no
+/// options at all); the mappings for a pod's own (POD). CONTAINER and
+/// TARGET are refused, and so is every mapping kubelet would never send
+/// (see [`id_mapping`]).
+fn user_namespace(
+    options: Option<&cri::UserNamespace>,
+) -> Result<Option<proto::monitor::UserNamespaceMappings>, CridError> {
+    let Some(options) = options else {
+        return Ok(None);
+    };
+    let mode_field = format!("{USERNS_FIELD}.mode");
+    match cri::NamespaceMode::try_from(options.mode) {
+        Ok(cri::NamespaceMode::Node) => {
+            if options.uids.is_empty() && options.gids.is_empty() {
+                Ok(None)
+            } else {
+                Err(CridError::invalid(
+                    mode_field,
+                    "NODE",
+                    "uid and gid mappings are only for mode POD",
+                ))
+            }
+        }
+        Ok(cri::NamespaceMode::Pod) => Ok(Some(proto::monitor::UserNamespaceMappings {
+            uids: id_mapping("uids", &options.uids)?,
+            gids: id_mapping("gids", &options.gids)?,
+        })),
+        Ok(mode @ (cri::NamespaceMode::Container | cri::NamespaceMode::Target)) => {
+            Err(CridError::invalid(
+                mode_field,
+                mode.as_str_name(),
+                "a pod's user namespace is the node's (NODE) or the pod's own (POD)",
+            ))
+        }
+        Err(_) => Err(CridError::invalid(
+            mode_field,
+            options.mode.to_string(),
+            "not a namespace mode",
+        )),
+    }
+}
+
+/// One kind's mapping of a pod user namespace: exactly one range (so no
+/// two can overlap), mapping container id 0 (the pod's root), not empty,
+/// and inside the 32-bit id space on both sides.
+fn id_mapping(
+    kind: &str,
+    mappings: &[cri::IdMapping],
+) -> Result<proto::monitor::IdMapping, CridError> {
+    let field = format!("{USERNS_FIELD}.{kind}");
+    let [mapping] = mappings else {
+        return Err(CridError::invalid(
+            field,
+            format!("{} ranges", mappings.len()),
+            "must be exactly one range",
+        ));
+    };
+    let mapping = proto::monitor::IdMapping {
+        container_id: mapping.container_id,
+        host_id: mapping.host_id,
+        length: mapping.length,
+    };
+    let value = format!(
+        "container_id {} host_id {} length {}",
+        mapping.container_id, mapping.host_id, mapping.length
+    );
+    let end = |start: u32| u64::from(start) + u64::from(mapping.length);
+    if mapping.container_id != 0 {
+        Err(CridError::invalid(
+            format!("{field}[0].container_id"),
+            value,
+            "must be 0: the range must map the pod's root",
+        ))
+    } else if mapping.length == 0 {
+        Err(CridError::invalid(
+            format!("{field}[0].length"),
+            value,
+            "must not be 0",
+        ))
+    } else if end(mapping.host_id) > 1 << 32 {
+        Err(CridError::invalid(
+            format!("{field}[0].host_id"),
+            value,
+            "the range ends beyond the largest id (2^32 - 1)",
+        ))
+    } else {
+        Ok(mapping)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(container_id: u32, host_id: u32, length: u32) -> cri::IdMapping {
+        cri::IdMapping {
+            container_id,
+            host_id,
+            length,
+        }
+    }
+
+    fn pod_mode(uids: Vec<cri::IdMapping>, gids: Vec<cri::IdMapping>) -> cri::UserNamespace {
+        cri::UserNamespace {
+            mode: i32::from(cri::NamespaceMode::Pod),
+            uids,
+            gids,
+        }
+    }
+
+    fn refusal(options: &cri::UserNamespace) -> String {
+        match user_namespace(Some(options)) {
+            Err(error @ CridError::InvalidArgument { .. }) => error.to_string(),
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn kubelets_mappings_are_taken() {
+        let options = pod_mode(vec![range(0, 65536, 65536)], vec![range(0, 131072, 65536)]);
+        let mappings = user_namespace(Some(&options)).expect("valid").expect("POD");
+        assert_eq!(mappings.uids.host_id, 65536);
+        assert_eq!(mappings.gids.host_id, 131072);
+        assert_eq!(mappings.uids.map_line(), "0 65536 65536\n");
+        // critest's mapping is not 65536-aligned: still fine.
+        let options = pod_mode(vec![range(0, 1000, 100000)], vec![range(0, 1000, 100000)]);
+        assert!(user_namespace(Some(&options)).expect("valid").is_some());
+        // Up to the very last id.
+        let options = pod_mode(
+            vec![range(0, u32::MAX - 65535, 65536)],
+            vec![range(0, 65536, 65536)],
+        );
+        assert!(user_namespace(Some(&options)).expect("valid").is_some());
+    }
+
+    #[test]
+    fn node_mode_and_no_options_are_the_nodes_namespace() {
+        assert!(user_namespace(None).expect("none").is_none());
+        let node = cri::UserNamespace {
+            mode: i32::from(cri::NamespaceMode::Node),
+            ..Default::default()
+        };
+        assert!(user_namespace(Some(&node)).expect("node").is_none());
+        let node_with_mappings = cri::UserNamespace {
+            mode: i32::from(cri::NamespaceMode::Node),
+            uids: vec![range(0, 65536, 65536)],
+            gids: vec![],
+        };
+        assert!(refusal(&node_with_mappings).contains("userns_options.mode"));
+    }
+
+    #[test]
+    fn bad_modes_and_mappings_are_refused_naming_the_field() {
+        for mode in [cri::NamespaceMode::Container, cri::NamespaceMode::Target] {
+            let options = cri::UserNamespace {
+                mode: i32::from(mode),
+                ..Default::default()
+            };
+            let message = refusal(&options);
+            assert!(message.contains("userns_options.mode"), "{message}");
+            assert!(message.contains(mode.as_str_name()), "{message}");
+        }
+        let unknown = cri::UserNamespace {
+            mode: 9,
+            ..Default::default()
+        };
+        assert!(refusal(&unknown).contains("userns_options.mode"));
+        let good = || vec![range(0, 65536, 65536)];
+        // critest's two cases: two (overlapping) ranges, and no root.
+        let two = vec![range(0, 1000, 100000), range(0, 2000, 100000)];
+        assert!(refusal(&pod_mode(two.clone(), two)).contains("userns_options.uids"));
+        let rootless = vec![range(1, 1000, 100000)];
+        assert!(
+            refusal(&pod_mode(good(), rootless)).contains("userns_options.gids[0].container_id")
+        );
+        assert!(refusal(&pod_mode(vec![], good())).contains("userns_options.uids"));
+        assert!(
+            refusal(&pod_mode(vec![range(0, 65536, 0)], good()))
+                .contains("userns_options.uids[0].length")
+        );
+        assert!(
+            refusal(&pod_mode(good(), vec![range(0, u32::MAX, 2)]))
+                .contains("userns_options.gids[0].host_id")
+        );
+    }
 }

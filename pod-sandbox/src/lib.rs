@@ -148,6 +148,9 @@ impl PodManager {
         let config = MonitorConfig {
             pod_id: spec.id.clone(),
             namespaces,
+            // Pods in a user namespace of their own are refused by crid's
+            // validation until the containers' files are idmapped too.
+            user_namespace: None,
             hostname: namespaces.uts.then(|| spec.hostname.clone()),
             sysctls: spec
                 .sysctls

@@ -42,10 +42,40 @@ pub struct NewNamespaces {
     pub pid: bool,
 }
 
+/// One contiguous range of ids: `container_id..container_id + length`
+/// inside a user namespace is `host_id..host_id + length` outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMapping {
+    pub container_id: u32,
+    pub host_id: u32,
+    pub length: u32,
+}
+
+impl IdMapping {
+    /// The line `/proc/<pid>/uid_map` (and `gid_map`) takes.
+    pub fn map_line(&self) -> String {
+        format!("{} {} {}\n", self.container_id, self.host_id, self.length)
+    }
+}
+
+/// The mappings of a pod's own user namespace (CRI `userns_options` in
+/// mode POD): one range per kind, starting at container id 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserNamespaceMappings {
+    pub uids: IdMapping,
+    pub gids: IdMapping,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MonitorConfig {
     pub pod_id: String,
     pub namespaces: NewNamespaces,
+    /// A new user namespace with these mappings, made first: pause and
+    /// every container of the pod run in it, and pause's other new
+    /// namespaces belong to it. None: the host's. (Monitors older than
+    /// the field ignore it; crid starts only the monitor it ships with.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_namespace: Option<UserNamespaceMappings>,
     /// Set in the new UTS namespace.
     pub hostname: Option<String>,
     /// Namespaced sysctls written by pause inside the new namespaces, as

@@ -28,7 +28,7 @@ use super::init::{context, pivot_into};
 use crate::sys::close_all_fds;
 
 /// The uid and gid a confined helper runs as: the pause image's user.
-const CONFINED_ID: u32 = 65535;
+pub const CONFINED_ID: u32 = 65535;
 
 /// Syscalls every confined helper makes after the filter is loaded: a
 /// return from a signal handler, the restart of an interrupted wait, and
@@ -38,9 +38,16 @@ const ALWAYS_ALLOWED: [&str; 4] = ["rt_sigreturn", "restart_syscall", "exit", "e
 /// Confines the calling process (see the module docs). `mount_point` is
 /// any existing directory: the empty root is mounted over it, in the new
 /// mount namespace only. `keep` are the descriptors it goes on using;
-/// `syscalls` what it calls from here on, besides [`ALWAYS_ALLOWED`]. On
-/// error the process is half confined and must exit.
-pub fn confine(mount_point: &Path, keep: &[RawFd], syscalls: &[&str]) -> io::Result<()> {
+/// `syscalls` what it calls from here on, besides [`ALWAYS_ALLOWED`];
+/// `ids` the uid and gid it becomes ([`CONFINED_ID`] unless its user
+/// namespace does not map that). On error the process is half confined
+/// and must exit.
+pub fn confine(
+    mount_point: &Path,
+    keep: &[RawFd],
+    syscalls: &[&str],
+    ids: (u32, u32),
+) -> io::Result<()> {
     // Built first, while memory may still be allocated freely and a bad
     // name is a clear error rather than a killed process.
     let filter = allow_list(syscalls)?;
@@ -48,7 +55,7 @@ pub fn confine(mount_point: &Path, keep: &[RawFd], syscalls: &[&str]) -> io::Res
         "closing inherited descriptors".into()
     })?;
     empty_root(mount_point)?;
-    drop_privileges()?;
+    drop_privileges(ids)?;
     context(nix::sys::prctl::set_no_new_privs(), || {
         "setting no_new_privs".into()
     })?;
@@ -109,7 +116,7 @@ fn empty_root(mount_point: &Path) -> io::Result<()> {
 }
 
 /// Every capability set emptied and root given up for the pause user.
-fn drop_privileges() -> io::Result<()> {
+fn drop_privileges((uid, gid): (u32, u32)) -> io::Result<()> {
     // The bounding set first: dropping from it needs CAP_SETPCAP.
     context(caps::clear(None, CapSet::Bounding), || {
         "clearing the bounding set".into()
@@ -117,15 +124,11 @@ fn drop_privileges() -> io::Result<()> {
     context(caps::clear(None, CapSet::Ambient), || {
         "clearing the ambient set".into()
     })?;
-    let id = (Uid::from_raw(CONFINED_ID), Gid::from_raw(CONFINED_ID));
+    let id = (Uid::from_raw(uid), Gid::from_raw(gid));
     context(setgroups(&[]), || "setgroups []".into())?;
-    context(setresgid(id.1, id.1, id.1), || {
-        format!("setresgid {CONFINED_ID}")
-    })?;
+    context(setresgid(id.1, id.1, id.1), || format!("setresgid {gid}"))?;
     // Leaving uid 0 clears permitted and effective; inheritable stays.
-    context(setresuid(id.0, id.0, id.0), || {
-        format!("setresuid {CONFINED_ID}")
-    })?;
+    context(setresuid(id.0, id.0, id.0), || format!("setresuid {uid}"))?;
     for set in [CapSet::Inheritable, CapSet::Effective, CapSet::Permitted] {
         context(caps::clear(None, set), || {
             format!("clearing the {set:?} set")

@@ -100,7 +100,12 @@ fn fork_holder(mount_point: &Path) -> io::Result<Holder> {
                     // container: a kill of it would count as the container's
                     // OOM kill. Best effort: it needs CAP_SYS_RESOURCE.
                     let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
-                    confine(mount_point, &keep, &HOLDER_SYSCALLS)
+                    confine(
+                        mount_point,
+                        &keep,
+                        &HOLDER_SYSCALLS,
+                        (super::confine::CONFINED_ID, super::confine::CONFINED_ID),
+                    )
                 });
             if let Err(error) = confined {
                 report.fail(&error)
@@ -440,6 +445,9 @@ pub fn exec(
 /// The namespaces a child enters, opened by the monitor before it forks
 /// (so a missing pinned namespace fails before any process exists).
 struct Joins {
+    /// The pod's user namespace: entered before all the others, which
+    /// belong to it (see [`crate::userns`]).
+    user: Option<File>,
     /// setns in this order (mount last: after it, host paths are gone).
     files: Vec<(File, CloneFlags, String)>,
     unshare: CloneFlags,
@@ -456,12 +464,24 @@ impl Joins {
             .map(Vec::as_slice)
             .unwrap_or_default();
         let mut joins = Joins {
+            user: None,
             files: Vec::new(),
             unshare: CloneFlags::empty(),
             fork: false,
         };
         for namespace in namespaces {
             let typ = namespace.typ();
+            if typ == LinuxNamespaceType::User {
+                // Only the pod's, pinned: a new one would need its maps
+                // written from outside.
+                let path = namespace.path().as_ref().ok_or_else(|| {
+                    unsupported("a user namespace of the container's own is not supported".into())
+                })?;
+                joins.user = Some(context(File::open(path), || {
+                    format!("opening user namespace {}", path.display())
+                })?);
+                continue;
+            }
             let flag = match typ {
                 LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
                 LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
@@ -506,11 +526,13 @@ impl Joins {
     /// The init's namespaces that differ from the monitor's own.
     fn for_exec(init: Pid) -> io::Result<Joins> {
         let mut joins = Joins {
+            user: None,
             files: Vec::new(),
             unshare: CloneFlags::empty(),
             fork: false,
         };
         for (name, flag) in [
+            ("user", CloneFlags::CLONE_NEWUSER),
             ("cgroup", CloneFlags::CLONE_NEWCGROUP),
             ("ipc", CloneFlags::CLONE_NEWIPC),
             ("uts", CloneFlags::CLONE_NEWUTS),
@@ -528,7 +550,13 @@ impl Joins {
             );
             if (theirs_meta.dev(), theirs_meta.ino()) != (ours_meta.dev(), ours_meta.ino()) {
                 joins.fork |= flag == CloneFlags::CLONE_NEWPID;
-                joins.join(&theirs, flag, name)?;
+                if flag == CloneFlags::CLONE_NEWUSER {
+                    joins.user = Some(context(File::open(&theirs), || {
+                        format!("opening user namespace {}", theirs.display())
+                    })?);
+                } else {
+                    joins.join(&theirs, flag, name)?;
+                }
             }
         }
         Ok(joins)
@@ -561,6 +589,7 @@ impl Joins {
         self.files
             .iter()
             .map(|(file, ..)| file.as_raw_fd())
+            .chain(self.user.as_ref().map(AsRawFd::as_raw_fd))
             .collect()
     }
 }
@@ -595,6 +624,9 @@ fn enter(
         context(std::fs::write(procs, "0"), || {
             format!("joining cgroup {}", procs.display())
         })?;
+    }
+    if let Some(user) = &joins.user {
+        crate::userns::join(user.as_fd())?;
     }
     for (file, flag, name) in joins.files.iter().filter(|(_, flag, _)| !is_mount(flag)) {
         context(setns(file.as_fd(), *flag), || format!("joining {name}"))?;

@@ -17,6 +17,7 @@ mod loopback;
 mod pause;
 mod report;
 mod sys;
+mod userns;
 
 pub use sys::{note_main_stack, release_idle_memory};
 

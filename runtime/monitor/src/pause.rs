@@ -7,6 +7,7 @@
 
 use std::ffi::CStr;
 use std::io;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 use nix::sched::{CloneFlags, unshare};
@@ -15,7 +16,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use proto::monitor::MonitorConfig;
 
-use super::confine::confine;
+use super::confine::{CONFINED_ID, confine};
 use crate::report::{Reporting, SysctlRefused, fork_reporting, refused_sysctl};
 use crate::sys::{Forked, close_inherited_fds, exit_child, fork_single_threaded};
 
@@ -27,17 +28,36 @@ const PAUSE_SYSCALLS: [&str; 4] = ["rt_sigtimedwait", "wait4", "close", "fcntl"]
 /// is confined (see [`confine`]); its empty root is mounted over
 /// `pod_dir`, in its own mount namespace only.
 pub fn start(config: &MonitorConfig, pod_dir: &Path) -> io::Result<Pid> {
+    // Made first: the pod's other namespaces are made inside it.
+    let user_namespace = config
+        .user_namespace
+        .as_ref()
+        .map(crate::userns::create)
+        .transpose()
+        .map_err(|error| io::Error::other(format!("pause: the pod's user namespace: {error}")))?;
     match fork_reporting(config.namespaces.pid)? {
         Reporting::Child(mut report) => {
-            let kept = close_inherited_fds(&[report.raw_fd()]);
-            match kept.and_then(|()| enter_namespaces(config)) {
+            let mut keep = vec![report.raw_fd()];
+            keep.extend(user_namespace.as_ref().map(AsRawFd::as_raw_fd));
+            let kept = close_inherited_fds(&keep);
+            let joined = kept.and_then(|()| match &user_namespace {
+                Some(namespace) => crate::userns::join(namespace.as_fd()),
+                None => Ok(()),
+            });
+            match joined.and_then(|()| enter_namespaces(config)) {
                 Ok(Forked::Child) => {
                     // The pod's PID 1 (or pause in shared host PID):
                     // confined, it reports done by closing the pipe, then
                     // waits forever.
                     let signals = waited_signals();
-                    let ready = block(&signals)
-                        .and_then(|()| confine(pod_dir, &[report.raw_fd()], &PAUSE_SYSCALLS));
+                    let ready = block(&signals).and_then(|()| {
+                        confine(
+                            pod_dir,
+                            &[report.raw_fd()],
+                            &PAUSE_SYSCALLS,
+                            confined_ids(config),
+                        )
+                    });
                     match ready {
                         Ok(()) => {
                             drop(report);
@@ -62,6 +82,16 @@ pub fn start(config: &MonitorConfig, pod_dir: &Path) -> io::Result<Pid> {
                 io::Error::other(format!("pause: {error}"))
             }
         }),
+    }
+}
+
+/// The ids pause runs as: the pause image's (65535), or in a pod user
+/// namespace whose ranges are shorter, the last id each maps.
+fn confined_ids(config: &MonitorConfig) -> (u32, u32) {
+    let last = |length: u32| CONFINED_ID.min(length.saturating_sub(1));
+    match &config.user_namespace {
+        Some(mappings) => (last(mappings.uids.length), last(mappings.gids.length)),
+        None => (CONFINED_ID, CONFINED_ID),
     }
 }
 

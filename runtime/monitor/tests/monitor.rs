@@ -274,3 +274,82 @@ async fn a_request_of_a_newer_crid_is_refused_not_dropped() {
     }
     shut_down(&client, started).await;
 }
+
+#[tokio::test]
+async fn pause_makes_the_pods_namespaces_inside_a_mapped_user_namespace() {
+    use proto::monitor::{IdMapping, UserNamespaceMappings};
+    let pod_dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config(ALL);
+    // kubelet's shape: one range per kind, root first, 65536 long.
+    let (uid_base, gid_base) = (3_276_800u32, 3_342_336u32);
+    config.user_namespace = Some(UserNamespaceMappings {
+        uids: IdMapping {
+            container_id: 0,
+            host_id: uid_base,
+            length: 65536,
+        },
+        gids: IdMapping {
+            container_id: 0,
+            host_id: gid_base,
+            length: 65536,
+        },
+    });
+    // A net sysctl and an IPC one: writable by the namespaces' own root.
+    config.sysctls = vec![
+        ("net.ipv4.ip_unprivileged_port_start".into(), "80".into()),
+        ("kernel.shmmni".into(), "1024".into()),
+    ];
+    let (client, started, _cleanup) = start_monitor(pod_dir.path(), &config).await;
+    let pause = started.pause_pid.to_string();
+
+    assert_ne!(ns_link(&pause, "user"), ns_link("self", "user"));
+    let words = |text: String| {
+        text.split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        words(proc_text(started.pause_pid, "uid_map")),
+        ["0", &uid_base.to_string(), "65536"]
+    );
+    assert_eq!(
+        words(proc_text(started.pause_pid, "gid_map")),
+        ["0", &gid_base.to_string(), "65536"]
+    );
+    // setgroups stays allowed: containers set their groups.
+    assert_eq!(proc_text(started.pause_pid, "setgroups").trim(), "allow");
+    // Still confined as 65535, now the pod's 65535: unprivileged outside.
+    let status = proc_text(started.pause_pid, "status");
+    let expected_uid = (uid_base + 65535).to_string();
+    assert_eq!(
+        status_field(&status, "Uid")
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        [expected_uid.as_str(); 4]
+    );
+    let expected_gid = (gid_base + 65535).to_string();
+    assert_eq!(
+        status_field(&status, "Gid")
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        [expected_gid.as_str(); 4]
+    );
+    for ns in ["net", "ipc", "uts", "pid"] {
+        assert_ne!(ns_link(&pause, ns), ns_link("self", ns), "{ns} not new");
+    }
+    // Made inside it: their sysctls are written by the namespace's root
+    // (an IPC sysctl only by that uid, not by the host's root).
+    assert_eq!(
+        nsenter(
+            &pause,
+            "-n",
+            &["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"]
+        ),
+        "80"
+    );
+    assert_eq!(
+        nsenter(&pause, "-i", &["cat", "/proc/sys/kernel/shmmni"]),
+        "1024"
+    );
+    shut_down(&client, started).await;
+}

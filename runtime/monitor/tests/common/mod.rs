@@ -30,6 +30,7 @@ pub fn config(namespaces: NewNamespaces) -> MonitorConfig {
     MonitorConfig {
         pod_id: "test-pod".into(),
         namespaces,
+        user_namespace: None,
         hostname: Some("crid-test-host".into()),
         sysctls: vec![],
         cgroup_procs: vec![],
