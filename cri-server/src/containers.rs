@@ -667,6 +667,7 @@ impl ContainerController {
             pod_id,
             "the pod's monitor died; killing what is left of the pod"
         );
+        metrics::own::monitor_died();
         let live = self.live.containers(pod_id).await;
         for record in self.records.filtered(|r| r.pod_id == pod_id) {
             if let Err(error) = self.end_without_monitor(&record, &live).await {
@@ -973,6 +974,9 @@ pub fn stop_signal(record: &ContainerRecord) -> cri::Signal {
         .unwrap_or_else(|| container_config::image_stop_signal(record.stop_signal.as_deref()))
 }
 
+/// The reason of a container the OOM killer ended, as kubelet knows it.
+pub const OOM_KILLED: &str = "OOMKilled";
+
 /// What a container is doing now.
 #[derive(Debug, Clone)]
 pub struct Observed {
@@ -1019,7 +1023,7 @@ fn observed(
                 observed.message = MONITOR_DIED.to_string();
                 "Error"
             } else if exit.oom_killed {
-                "OOMKilled"
+                OOM_KILLED
             } else if observed.exit_code == 0 {
                 "Completed"
             } else {

@@ -197,6 +197,12 @@ impl Daemon {
             stores.containers.clone(),
             live.clone(),
             collector,
+            crate::stats::Controllers {
+                pods: pods.clone(),
+                containers: containers.clone(),
+                images: images.clone(),
+                started_at: crate::rpc::now_nanos(),
+            },
         ));
         Ok(Daemon {
             config,

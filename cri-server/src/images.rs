@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use image::{Credentials, FsUsage, GcReport, ImageError, ImageStore, PulledImage, Reference};
@@ -267,6 +268,30 @@ impl ImageController {
         creds: Option<Credentials>,
     ) -> Result<String, CridError> {
         let started = Instant::now();
+        let pulled = self.pull_and_record(reference, creds, started).await;
+        metrics::own::observe_image_pull(
+            metrics::own::Outcome::of(&pulled),
+            started.elapsed().as_secs_f64(),
+        );
+        pulled
+    }
+
+    /// The image store's pull figures since crid started.
+    pub fn pull_totals(&self) -> metrics::own::PullTotals {
+        let figures = self.store.metrics();
+        metrics::own::PullTotals {
+            bytes_downloaded: figures.bytes_downloaded.load(Ordering::Relaxed),
+            layers_fetched: figures.layers_unpacked.load(Ordering::Relaxed),
+            layers_reused: figures.layers_reused.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn pull_and_record(
+        self: &Arc<Self>,
+        reference: &Reference,
+        creds: Option<Credentials>,
+        started: Instant,
+    ) -> Result<String, CridError> {
         for attempt in 1..=RECORD_ATTEMPTS {
             // Pulls run without the image lock; the store pins what a pull in
             // progress uses, so GC leaves it alone until the pull returns.

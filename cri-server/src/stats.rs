@@ -19,19 +19,34 @@ use runtime::cgroup::stats::{CgroupStats, Psi};
 use runtime::container::ContainerDirs;
 
 use crate::config::Config;
+use crate::containers::{ContainerController, OOM_KILLED};
 use crate::error::CridError;
+use crate::images::ImageController;
 use crate::live::LiveStates;
 use crate::objects::{ContainerPhase, ContainerRecord, PodPhase, PodRecord};
-use crate::records::RecordStore;
+use crate::pods::PodController;
+use crate::records::{RecordStore, Stored};
 
 /// What the stats RPCs and `/metrics` read: the records, the monitors'
-/// pushed states and the collector.
+/// pushed states and the collector; and, for crid's own metrics, the
+/// controllers.
 pub struct Stats {
     config: Arc<Config>,
     pods: Arc<RecordStore<PodRecord>>,
     containers: Arc<RecordStore<ContainerRecord>>,
     live: Arc<LiveStates>,
     collector: metrics::Collector,
+    controllers: Controllers,
+}
+
+/// What crid's own state metrics are counted from: what List shows.
+pub struct Controllers {
+    pub pods: Arc<PodController>,
+    pub containers: Arc<ContainerController>,
+    pub images: Arc<ImageController>,
+    /// When crid started (nanoseconds since the epoch): OOM kills before
+    /// it were counted by an earlier crid, if at all.
+    pub started_at: i64,
 }
 
 impl Stats {
@@ -41,6 +56,7 @@ impl Stats {
         containers: Arc<RecordStore<ContainerRecord>>,
         live: Arc<LiveStates>,
         collector: metrics::Collector,
+        controllers: Controllers,
     ) -> Stats {
         Stats {
             config,
@@ -48,6 +64,7 @@ impl Stats {
             containers,
             live,
             collector,
+            controllers,
         }
     }
 }
@@ -92,6 +109,19 @@ fn validate_label_selector(
         )),
         None => Ok(()),
     }
+}
+
+/// The `what` the request's `field` names by a full id or a unique prefix;
+/// NotFound when there is none.
+fn existing<T: Stored>(
+    store: &RecordStore<T>,
+    field: &'static str,
+    id: &str,
+    what: &str,
+) -> Result<Arc<T>, CridError> {
+    store
+        .find(field, id)?
+        .ok_or_else(|| CridError::NotFound(format!("{what} {id:?} not found")))
 }
 
 fn labels_match(labels: &HashMap<String, String>, selector: &HashMap<String, String>) -> bool {
@@ -270,12 +300,12 @@ pub async fn container_stats(
     stats: Arc<Stats>,
     request: cri::ContainerStatsRequest,
 ) -> Result<cri::ContainerStatsResponse, CridError> {
-    let record = stats
-        .containers
-        .find("container_id", &request.container_id)?
-        .ok_or_else(|| {
-            CridError::NotFound(format!("container {:?} not found", request.container_id))
-        })?;
+    let record = existing(
+        &stats.containers,
+        "container_id",
+        &request.container_id,
+        "container",
+    )?;
     let running = running(&stats, vec![record.clone()]).await;
     let samples = sample_containers(&stats, &running, Scope::Some).await?;
     Ok(cri::ContainerStatsResponse {
@@ -415,15 +445,12 @@ pub async fn pod_sandbox_stats(
     stats: Arc<Stats>,
     request: cri::PodSandboxStatsRequest,
 ) -> Result<cri::PodSandboxStatsResponse, CridError> {
-    let record = stats
-        .pods
-        .find("pod_sandbox_id", &request.pod_sandbox_id)?
-        .ok_or_else(|| {
-            CridError::NotFound(format!(
-                "pod sandbox {:?} not found",
-                request.pod_sandbox_id
-            ))
-        })?;
+    let record = existing(
+        &stats.pods,
+        "pod_sandbox_id",
+        &request.pod_sandbox_id,
+        "pod sandbox",
+    )?;
     let mut stats = pods_stats(&stats, &[record], Scope::Some).await?;
     Ok(cri::PodSandboxStatsResponse { stats: stats.pop() })
 }
@@ -633,8 +660,46 @@ pub async fn list_pod_sandbox_metrics(
     Ok(cri::ListPodSandboxMetricsResponse { pod_metrics })
 }
 
+/// Sets crid's own pod and container counts by state from what List shows
+/// now, counts the OOM kills among the containers that ended since crid
+/// started, and takes the image store's pull figures.
+async fn sample_own(stats: &Stats) {
+    let controllers = &stats.controllers;
+    let mut pods = metrics::own::PodStates::default();
+    for (_, ready) in controllers.pods.list(|_| true).await {
+        *if ready {
+            &mut pods.ready
+        } else {
+            &mut pods.not_ready
+        } += 1;
+    }
+    let listed = controllers.containers.list(|_| true).await;
+    let mut containers = metrics::own::ContainerStates::default();
+    for (_, observed) in &listed {
+        *match observed.state {
+            cri::ContainerState::ContainerCreated => &mut containers.created,
+            cri::ContainerState::ContainerRunning => &mut containers.running,
+            cri::ContainerState::ContainerExited => &mut containers.exited,
+            cri::ContainerState::ContainerUnknown => &mut containers.unknown,
+        } += 1;
+    }
+    metrics::own::saw_oom_kills(
+        listed
+            .iter()
+            .filter(|(_, observed)| {
+                observed.reason == OOM_KILLED && observed.finished_at >= controllers.started_at
+            })
+            .map(|(record, _)| record.id.as_str()),
+        listed.iter().map(|(record, _)| record.id.as_str()),
+    );
+    metrics::own::set_states(pods, containers);
+    metrics::own::set_pull_totals(controllers.images.pull_totals());
+}
+
 /// Samples every running container and ready pod every
-/// [`METRICS_REFRESH`], for `/metrics`; runs until aborted.
+/// [`METRICS_REFRESH`], for `/metrics` (and crid's own states, so an OOM
+/// kill is counted even when nobody scrapes before its container goes);
+/// runs until aborted.
 pub async fn refresh_for_metrics(stats: Arc<Stats>) {
     let mut ticks = tokio::time::interval(METRICS_REFRESH);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -643,6 +708,7 @@ pub async fn refresh_for_metrics(stats: Arc<Stats>) {
         if let Err(error) = everything(&stats, Samples::Read).await {
             tracing::warn!(%error, "cannot sample containers for /metrics");
         }
+        sample_own(&stats).await;
     }
 }
 
@@ -653,6 +719,7 @@ pub fn metrics_source(stats: Arc<Stats>) -> metrics::exposition::PointsSource {
     Arc::new(move || {
         let stats = stats.clone();
         Box::pin(async move {
+            sample_own(&stats).await;
             match everything(&stats, Samples::Kept).await {
                 Ok(Sampled { pods, containers }) => containers
                     .into_iter()

@@ -25,29 +25,32 @@ fn metrics_address(world: &World) -> String {
     })
 }
 
+/// GET `path` from `address` over HTTP/1.0 (the server closes when done):
+/// the head and the body.
+async fn http_get(address: &str, path: &str) -> std::io::Result<(String, String)> {
+    let mut stream = tokio::net::TcpStream::connect(address).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:?}")))?;
+    Ok((head.to_owned(), body.to_owned()))
+}
+
 /// GET /metrics as a scraper that does not ask for OpenMetrics: the
 /// body, after checking the status and content type.
 async fn scrape(address: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("connect to /metrics");
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: crid\r\n\r\n")
-        .await
-        .expect("send");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .await
-        .expect("read response");
-    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+    let (head, body) = http_get(address, "/metrics").await.expect("GET /metrics");
     assert!(head.starts_with("HTTP/1.0 200"), "{head}");
     assert!(
         head.to_ascii_lowercase()
             .contains("content-type: text/plain; version=0.0.4"),
         "{head}"
     );
-    body.to_owned()
+    body
 }
 
 /// Parses the whole text with a Prometheus text-format parser and checks
@@ -87,6 +90,20 @@ fn series(scrape: &prometheus_parse::Scrape, metric: &str, name: &str) -> Option
         .samples
         .iter()
         .find(|sample| sample.metric == metric && sample.labels.get("name") == Some(name))
+        .map(|sample| number(&sample.value))
+}
+
+/// The value of crid's own `metric` whose labels include `labels`.
+fn own(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|sample| {
+            sample.metric == metric
+                && labels
+                    .iter()
+                    .all(|(key, value)| sample.labels.get(key) == Some(*value))
+        })
         .map(|sample| number(&sample.value))
 }
 
@@ -473,11 +490,10 @@ async fn pod_rx_bytes(world: &World, pod: &str) -> u64 {
     default.rx_bytes.expect("rx bytes").value
 }
 
-#[tokio::test]
-async fn pod_network_counters_rise_when_the_pod_is_sent_traffic() {
-    let world = World::new().await;
-    world.env.bridge_network("cridst0", "10.251.150.0/24");
-    let mut config = world.pod_config("pinged", cri::NamespaceMode::Container);
+/// Runs a pod with a network namespace of its own (CNI ADD on the env's
+/// bridge network).
+async fn run_networked_pod(world: &World, name: &str) -> String {
+    let mut config = world.pod_config(name, cri::NamespaceMode::Container);
     if let Some(options) = config
         .linux
         .as_mut()
@@ -486,7 +502,7 @@ async fn pod_network_counters_rise_when_the_pod_is_sent_traffic() {
     {
         options.network = cri::NamespaceMode::Pod.into();
     }
-    let pod = world
+    world
         .rt()
         .await
         .run_pod_sandbox(cri::RunPodSandboxRequest {
@@ -496,7 +512,14 @@ async fn pod_network_counters_rise_when_the_pod_is_sent_traffic() {
         .await
         .expect("run pod")
         .into_inner()
-        .pod_sandbox_id;
+        .pod_sandbox_id
+}
+
+#[tokio::test]
+async fn pod_network_counters_rise_when_the_pod_is_sent_traffic() {
+    let world = World::new().await;
+    world.env.bridge_network("cridst0", "10.251.150.0/24");
+    let pod = run_networked_pod(&world, "pinged").await;
     let ip = world
         .rt()
         .await
@@ -600,5 +623,413 @@ async fn an_oom_kill_inside_a_running_container_is_counted() {
         .expect("a limit, so available bytes")
         .value;
     assert!(available <= 16 * MIB, "{available}");
+    world.finish(&[&pod]).await;
+}
+
+/// crid's own pod and container gauges, by state.
+fn states(scrape: &prometheus_parse::Scrape) -> (Vec<f64>, Vec<f64>) {
+    let get = |metric: &str, state: &str| {
+        own(scrape, metric, &[("state", state)])
+            .unwrap_or_else(|| panic!("{metric}{{state={state:?}}} missing"))
+    };
+    (
+        ["ready", "notready"]
+            .iter()
+            .map(|state| get("crid_pods", state))
+            .collect(),
+        ["created", "running", "exited", "unknown"]
+            .iter()
+            .map(|state| get("crid_containers", state))
+            .collect(),
+    )
+}
+
+async fn pull(world: &World, image: &str) -> Result<(), tonic::Status> {
+    world
+        .crid
+        .images()
+        .await
+        .expect("image client")
+        .pull_image(cri::PullImageRequest {
+            image: Some(image_spec(image)),
+            ..Default::default()
+        })
+        .await
+        .map(|_| ())
+}
+
+/// crid's own metrics on /metrics follow what it does: image pulls by
+/// outcome with their bytes and layers, a pod's CNI ADD and DEL, and the
+/// pod and container counts by state through a lifecycle.
+#[tokio::test]
+async fn crids_own_metrics_follow_pulls_cni_and_states() {
+    let world = World::new().await;
+    world.env.bridge_network("cridom0", "10.251.151.0/24");
+    let address = metrics_address(&world);
+    let pulled = |outcome: &'static str| {
+        move |scrape: &prometheus_parse::Scrape| {
+            own(
+                scrape,
+                "crid_image_pull_duration_seconds_count",
+                &[("outcome", outcome)],
+            )
+            .unwrap_or(0.0)
+        }
+    };
+    let layers = |how: &'static str| {
+        move |scrape: &prometheus_parse::Scrape| {
+            own(scrape, "crid_image_pull_layers_total", &[("how", how)]).unwrap_or(0.0)
+        }
+    };
+
+    // The world's one pull: busybox and its applets, two layers.
+    let first = parse(&scrape(&address).await);
+    assert_eq!(pulled("success")(&first), 1.0);
+    assert_eq!(pulled("failure")(&first), 0.0);
+    assert_eq!(layers("fetched")(&first), 2.0);
+    assert_eq!(layers("reused")(&first), 0.0);
+    let bytes = own(&first, "crid_image_pull_bytes_total", &[]).expect("pull bytes");
+    assert!(bytes > 0.0, "{bytes}");
+    assert_eq!(states(&first), (vec![0.0; 2], vec![0.0; 4]));
+
+    // Pulled again: its layers are reused. A missing image fails.
+    pull(&world, &world.image).await.expect("pull again");
+    let missing = world.image.replace("e2e/ctr", "e2e/missing");
+    assert_ne!(missing, world.image);
+    pull(&world, &missing).await.expect_err("no such image");
+    let again = parse(&scrape(&address).await);
+    assert_eq!(pulled("success")(&again), 2.0);
+    assert_eq!(pulled("failure")(&again), 1.0);
+    assert_eq!(layers("fetched")(&again), 2.0);
+    assert_eq!(layers("reused")(&again), 2.0);
+
+    // A pod on the bridge network: one CNI ADD, and a ready pod.
+    let cni = |operation: &'static str| {
+        move |scrape: &prometheus_parse::Scrape| {
+            own(
+                scrape,
+                "crid_cni_duration_seconds_count",
+                &[("operation", operation), ("outcome", "success")],
+            )
+            .unwrap_or(0.0)
+        }
+    };
+    let pod = run_networked_pod(&world, "counted").await;
+    let running = world.run(&pod, "sleeper", &["sleep", "3600"]).await;
+    let created = world
+        .create(
+            &pod,
+            "idle",
+            world.container_config("idle", &["sleep", "3600"]),
+        )
+        .await
+        .expect("create");
+    let scraped = parse(&scrape(&address).await);
+    assert_eq!(cni("ADD")(&scraped), 1.0);
+    assert_eq!(cni("DEL")(&scraped), 0.0);
+    assert_eq!(states(&scraped), (vec![1.0, 0.0], vec![1.0, 1.0, 0.0, 0.0]));
+
+    world.stop(&running, 0).await;
+    let scraped = parse(&scrape(&address).await);
+    assert_eq!(states(&scraped), (vec![1.0, 0.0], vec![1.0, 0.0, 1.0, 0.0]));
+
+    // Stopped: its network is DEL'd, and it is not ready.
+    world
+        .rt()
+        .await
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .expect("stop pod");
+    let scraped = parse(&scrape(&address).await);
+    assert!(cni("DEL")(&scraped) >= 1.0);
+    assert_eq!(states(&scraped).0, vec![0.0, 1.0]);
+    assert!(
+        !scraped
+            .samples
+            .iter()
+            .any(|s| s.metric == "crid_cni_errors_total" && number(&s.value) > 0.0),
+        "no CNI errors"
+    );
+
+    // Removed: nothing counted any more.
+    world.remove_pod(&pod).await;
+    let scraped = parse(&scrape(&address).await);
+    assert_eq!(states(&scraped), (vec![0.0; 2], vec![0.0; 4]));
+    drop(created);
+    world.finish(&[]).await;
+}
+
+/// A container the OOM killer ends is counted once, however often crid
+/// looks at it.
+#[tokio::test]
+async fn an_oom_killed_container_is_counted_once() {
+    let world = World::new().await;
+    let pod = world.pod("oomkilled").await;
+    // busybox's tail keeps the line it reads: /dev/zero has no end of line.
+    let mut config = world.container_config("hog", &["tail", "/dev/zero"]);
+    if let Some(linux) = config.linux.as_mut() {
+        linux.resources = Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 16 * 1024 * 1024,
+            ..Default::default()
+        });
+    }
+    let id = world.run_config(&pod, config).await;
+    let status = world.wait_exited(&id).await;
+    assert_eq!(status.reason, "OOMKilled", "{status:?}");
+    let address = metrics_address(&world);
+    for _ in 0..2 {
+        let scraped = parse(&scrape(&address).await);
+        assert_eq!(
+            own(&scraped, "crid_container_oom_kills_total", &[]),
+            Some(1.0)
+        );
+        assert_eq!(states(&scraped).1, vec![0.0, 0.0, 1.0, 0.0]);
+    }
+    world.finish(&[&pod]).await;
+}
+
+/// A pod's crid-monitor killed is counted as a monitor death.
+#[tokio::test]
+async fn a_dead_monitor_is_counted() {
+    let world = World::new().await;
+    let pod = world.pod("monitorless").await;
+    world.run(&pod, "sleeper", &["sleep", "3600"]).await;
+    let address = metrics_address(&world);
+    let scraped = parse(&scrape(&address).await);
+    assert_eq!(own(&scraped, "crid_monitor_deaths_total", &[]), Some(0.0));
+    let (_, info) = world.pod_status(&pod).await;
+    let monitor = info["monitorPid"].as_i64().expect("monitorPid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(monitor).expect("a pid")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the monitor");
+    eventually("the monitor's death counted", || async {
+        let scraped = parse(&scrape(&address).await);
+        (own(&scraped, "crid_monitor_deaths_total", &[]) == Some(1.0)).then_some(())
+    })
+    .await;
+    world.finish(&[&pod]).await;
+}
+
+/// A Prometheus server (Debian's package) run by the test on 127.0.0.1,
+/// scraping crid only; killed, with its storage, when dropped.
+struct Prometheus {
+    child: std::sync::Mutex<std::process::Child>,
+    address: String,
+    dir: tempfile::TempDir,
+}
+
+const PROMETHEUS: &str = "/usr/bin/prometheus";
+
+impl Prometheus {
+    /// Scrapes `target` every second. Its only outbound traffic is that
+    /// scrape: no other target, no remote write, no alerting.
+    fn start(target: &str) -> Prometheus {
+        assert!(
+            std::path::Path::new(PROMETHEUS).is_file(),
+            "{PROMETHEUS} is missing: run scripts/install-prerequisites (Debian's prometheus package)"
+        );
+        assert!(target.starts_with("127.0.0.1:"), "{target}");
+        let dir = tempfile::Builder::new()
+            .prefix("crid-e2e-prometheus-")
+            .tempdir()
+            .expect("prometheus dir");
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+                 scrape_configs:\n  - job_name: crid\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .expect("prometheus.yml");
+        // A free port: the kernel's pick, let go just before Prometheus binds it.
+        let address = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .to_string();
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log");
+        let child = std::process::Command::new(PROMETHEUS)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={address}"))
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start prometheus");
+        Prometheus {
+            child: std::sync::Mutex::new(child),
+            address,
+            dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// GET an API path: its JSON, or why not.
+    async fn api(&self, path: &str) -> Result<serde_json::Value, String> {
+        let (head, body) = http_get(&self.address, path)
+            .await
+            .map_err(|error| error.to_string())?;
+        if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+            return Err(format!("{head}\n{body}"));
+        }
+        serde_json::from_str(&body).map_err(|error| format!("{error}: {body}"))
+    }
+
+    /// The result vector of an instant query.
+    async fn query(&self, query: &str) -> Result<Vec<serde_json::Value>, String> {
+        let encoded: String = query
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' | b'.' => {
+                    (b as char).to_string()
+                }
+                other => format!("%{other:02X}"),
+            })
+            .collect();
+        let answer = self.api(&format!("/api/v1/query?query={encoded}")).await?;
+        answer["data"]["result"]
+            .as_array()
+            .cloned()
+            .ok_or_else(|| format!("no result: {answer}"))
+    }
+
+    /// Polls until `check` gives a value; on the deadline, fails with the
+    /// last answer and Prometheus's log.
+    async fn until<T, F>(&self, what: &str, mut check: impl FnMut() -> F) -> T
+    where
+        F: std::future::Future<Output = Result<Option<T>, String>>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let last = match check().await {
+                Ok(Some(value)) => return value,
+                Ok(None) => "not yet".to_string(),
+                Err(error) => error,
+            };
+            if let Some(status) = self.exited() {
+                panic!(
+                    "prometheus exited ({status}) before {what}:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within 60 s; last answer: {last}\nprometheus log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    fn exited(&self) -> Option<std::process::ExitStatus> {
+        self.child
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .try_wait()
+            .ok()
+            .flatten()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let child = self
+            .child
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// A real Prometheus scrapes crid: its target is up, and a running
+/// container's series and crid's own are found through its query API.
+#[tokio::test]
+async fn a_real_prometheus_finds_the_container_series_and_crids_own() {
+    let world = World::new().await;
+    let pod = world.pod("scraped").await;
+    let id = world.run(&pod, "sleeper", &["sleep", "3600"]).await;
+    let address = metrics_address(&world);
+    let prometheus = Prometheus::start(&address);
+    let dir = prometheus.dir.path().to_owned();
+
+    let targets = prometheus
+        .until("crid's target up", || async {
+            let answer = prometheus.api("/api/v1/targets").await?;
+            let active = answer["data"]["activeTargets"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let up = active.iter().any(|target| {
+                target["health"] == "up"
+                    && target["scrapeUrl"] == format!("http://{address}/metrics")
+            });
+            Ok(up.then_some(active))
+        })
+        .await;
+    assert_eq!(targets.len(), 1, "crid is its only target: {targets:?}");
+
+    let cpu = prometheus
+        .until("the container's CPU series", || async {
+            let result = prometheus
+                .query(&format!(
+                    "container_cpu_usage_seconds_total{{name=\"{id}\"}}"
+                ))
+                .await?;
+            Ok((!result.is_empty()).then_some(result))
+        })
+        .await;
+    let metric = &cpu[0]["metric"];
+    assert_eq!(metric["container"], "sleeper", "{metric}");
+    assert_eq!(metric["pod"], "scraped", "{metric}");
+    assert_eq!(metric["job"], "crid", "{metric}");
+    assert!(
+        metric["id"]
+            .as_str()
+            .is_some_and(|cgroup| cgroup.ends_with(&id)),
+        "{metric}"
+    );
+
+    let ready = prometheus
+        .until("crid's own pod gauge", || async {
+            let result = prometheus.query("crid_pods{state=\"ready\"}").await?;
+            Ok(result.first().cloned())
+        })
+        .await;
+    assert_eq!(ready["value"][1], "1", "{ready}");
+    let pulls = prometheus
+        .query("crid_image_pull_duration_seconds_count{outcome=\"success\"}")
+        .await
+        .expect("query");
+    assert_eq!(pulls.len(), 1, "{pulls:?}");
+    let rpcs = prometheus
+        .query("sum(crid_rpc_duration_seconds_count)")
+        .await
+        .expect("query");
+    assert_eq!(rpcs.len(), 1, "{rpcs:?}");
+
+    let pid = prometheus
+        .child
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .id();
+    drop(prometheus);
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "prometheus still runs"
+    );
+    assert!(!dir.exists(), "prometheus's dir is left: {}", dir.display());
     world.finish(&[&pod]).await;
 }

@@ -192,11 +192,18 @@ impl PodManager {
         progress.step("pod.namespaces_pinned");
 
         if let (Some(network), Some(netns)) = (network, state.netns.clone()) {
-            let result = self
+            let started = std::time::Instant::now();
+            let added = self
                 .network
                 .runner
                 .add(network, &attachment(spec, &netns))
-                .await?;
+                .await;
+            metrics::own::observe_cni(
+                metrics::own::CniOperation::Add,
+                metrics::own::Outcome::of(&added),
+                started.elapsed().as_secs_f64(),
+            );
+            let result = added?;
             state.ips = result.pod_ips().iter().map(ToString::to_string).collect();
             progress.step("pod.network_added");
             let (pod_dir, hostname, ips) = (
@@ -270,12 +277,18 @@ impl PodManager {
         if spec.network == NamespaceMode::Pod {
             let netns = mounts::namespace_path(&pod_dir, "net");
             let network = self.load_network().await.ok();
-            match self
+            let started = std::time::Instant::now();
+            let deleted = self
                 .network
                 .runner
                 .del(network.as_ref(), &attachment(spec, &netns))
-                .await
-            {
+                .await;
+            metrics::own::observe_cni(
+                metrics::own::CniOperation::Del,
+                metrics::own::Outcome::of(&deleted),
+                started.elapsed().as_secs_f64(),
+            );
+            match deleted {
                 Ok(outcome) => {
                     for skipped in outcome.skipped {
                         tracing::warn!(pod_id = %spec.id, ?skipped, "CNI DEL partly skipped");
