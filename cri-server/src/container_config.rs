@@ -88,23 +88,16 @@ pub fn translate(
                 "must be non-empty and contain no '=' and no NUL",
             ));
         }
-        // The value is bytes on the wire (kubelet passes Secret data as it
-        // is), but the OCI spec crid hands the monitor holds strings.
-        let value = std::str::from_utf8(&kv.value).map_err(|_| {
-            CridError::invalid(
-                format!("config.envs[{}].value", kv.key),
-                String::from_utf8_lossy(&kv.value),
-                "is not UTF-8; crid passes only UTF-8 environment values yet",
-            )
-        })?;
-        if value.contains('\0') {
+        // Bytes, passed on as they are (kubelet passes Secret data that
+        // need not be UTF-8); execve takes C strings, so no NUL.
+        if kv.value.contains(&0) {
             return Err(CridError::invalid(
                 format!("config.envs[{i}].value"),
-                value,
+                String::from_utf8_lossy(&kv.value),
                 "must contain no NUL",
             ));
         }
-        env.push((kv.key.clone(), value.to_string()));
+        env.push((kv.key.clone(), kv.value.clone()));
     }
 
     let linux = config.linux.clone().unwrap_or_default();
@@ -1081,7 +1074,7 @@ mod tests {
             ("A=B", b"v", "config.envs[1].key"),
             ("A\0", b"v", "config.envs[1].key"),
             ("A", b"v\0", "config.envs[1].value"),
-            ("SECRET", b"\xff\xfe", "config.envs[SECRET].value"),
+            ("SECRET", b"\xff\0", "config.envs[1].value"),
         ] {
             let mut c = config();
             c.envs = vec![
@@ -1096,6 +1089,19 @@ mod tests {
             ];
             assert_refused(&err(&c), Code::InvalidArgument, field);
         }
+    }
+
+    #[test]
+    fn env_values_that_are_not_utf8_pass_as_bytes() {
+        let mut c = config();
+        c.envs = vec![cri::KeyValue {
+            key: "SECRET".into(),
+            value: b"caf\xe9\xff".to_vec(),
+        }];
+        assert_eq!(
+            ok(&c).env,
+            vec![("SECRET".to_owned(), b"caf\xe9\xff".to_vec())]
+        );
     }
 
     #[test]

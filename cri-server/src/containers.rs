@@ -158,9 +158,37 @@ impl ContainerController {
     /// The client of the container's pod's monitor: the pod's own while crid
     /// watches the pod, else (recovery, before the watch) a new one.
     pub(crate) fn monitor(&self, record: &ContainerRecord) -> MonitorClient {
+        self.pod_monitor(&record.pod_id)
+    }
+
+    fn pod_monitor(&self, pod_id: &str) -> MonitorClient {
         self.live
-            .client(&record.pod_id)
-            .unwrap_or_else(|| MonitorClient::new(&self.sandboxes.pod_dir(&record.pod_id)))
+            .client(pod_id)
+            .unwrap_or_else(|| MonitorClient::new(&self.sandboxes.pod_dir(pod_id)))
+    }
+
+    /// An env value that is not UTF-8 reaches the container only through
+    /// the bundle's env file, which a monitor started by an older crid
+    /// does not read (it would pass config.json's lossy strings).
+    async fn check_env_file_read(
+        &self,
+        pod_id: &str,
+        config: &cri::ContainerConfig,
+    ) -> Result<(), CridError> {
+        let version = self.pod_monitor(pod_id).protocol_version().await?;
+        if version >= proto::monitor::ENV_FILE_SINCE {
+            return Ok(());
+        }
+        let index = config
+            .envs
+            .iter()
+            .position(|kv| std::str::from_utf8(&kv.value).is_err())
+            .unwrap_or_default();
+        Err(CridError::FailedPrecondition(format!(
+            "config.envs[{index}].value: is not UTF-8, and the pod's monitor (protocol \
+             version {version}, started by an older crid) passes only UTF-8 values; \
+             recreate the pod"
+        )))
     }
 
     pub async fn create(
@@ -185,6 +213,9 @@ impl ContainerController {
         let target_pid_ns = self.target_pid_namespace(&pod, &config).await?;
         let pod_dir = self.sandboxes.pod_dir(&pod.id);
         let mut spec = container_config::translate(&config, &pod, &pod_dir, target_pid_ns)?;
+        if !spec.env_is_utf8() {
+            self.check_env_file_read(&pod.id, &config).await?;
+        }
         let image_volumes = self.image_volumes(&config)?;
         let settled_stop_signal =
             container_config::stop_signal(&config, image.image.config.stop_signal.as_deref())?;
@@ -395,6 +426,10 @@ impl ContainerController {
             // host can say (its devices, the capabilities crid holds) comes after.
             runtime::host::fit_to_host(&mut oci, &spec)?;
             dirs.write_spec(&oci)?;
+            let exact_env = runtime::spec::exact_env(&spec, &view, &user)?;
+            if let Some(entries) = &exact_env {
+                dirs.write_env(entries)?;
+            }
             let device_rules = oci
                 .linux()
                 .as_ref()
@@ -404,6 +439,7 @@ impl ContainerController {
             cgroups.prepare_container(&cgroup, &spec.resources, &device_rules)?;
             Ok((
                 user,
+                exact_env.is_some(),
                 dirs.bundle,
                 hierarchy.procs_files(&cgroup),
                 hierarchy.oom_events_file(&cgroup),
@@ -412,11 +448,13 @@ impl ContainerController {
             ))
         })
         .await?;
-        let (user, bundle, cgroup_procs, oom_events, cgroup_view, device_rules) = prepared;
+        let (user, env_file, bundle, cgroup_procs, oom_events, cgroup_view, device_rules) =
+            prepared;
         progress.step("container.prepared");
         let create = ContainerCreate {
             id: record.id.clone(),
             bundle,
+            env_file,
             cgroup_procs,
             placed_by_crid: runtime::cgroup::Cgroups::places_after_fork(placement),
             oom_events,

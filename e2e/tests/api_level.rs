@@ -236,13 +236,11 @@ async fn every_rpc_of_the_1_36_api_is_routed() {
     assert!(env.leaks().is_empty(), "{:?}", env.leaks());
 }
 
-/// The NUL-separated environment of the container's first process.
-async fn environ(world: &common::World, id: &str) -> Vec<Vec<u8>> {
-    // The pod has its own PID namespace per container: pid 1 is the process.
-    let out = world
-        .exec(id, &["cat", "/proc/1/environ"], 10)
-        .await
-        .expect("exec");
+/// The NUL-separated environment in `file`, read by an exec in the
+/// container: `/proc/1/environ` is the container's process (each container
+/// has its own PID namespace here), `/proc/self/environ` the exec's own.
+async fn environ(world: &common::World, id: &str, file: &str) -> Vec<Vec<u8>> {
+    let out = world.exec(id, &["cat", file], 10).await.expect("exec");
     assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
     out.stdout
         .split(|&b| b == 0)
@@ -252,17 +250,20 @@ async fn environ(world: &common::World, id: &str) -> Vec<Vec<u8>> {
 }
 
 #[tokio::test]
-async fn env_values_are_bytes_utf8_ones_reach_the_container_unchanged() {
+async fn env_values_are_bytes_and_reach_the_container_and_its_execs_unchanged() {
     let world = common::World::new().await;
     let pod = world.pod("envbytes").await;
 
     // Values as kubelet 1.36 sends them: bytes. UTF-8 beyond ASCII, '=',
-    // a newline and an empty value all arrive exactly.
-    let values: [(&str, &[u8]); 4] = [
+    // a newline, an empty value, and Secret data that is not UTF-8 at all
+    // (Latin-1, stray continuation and invalid bytes) all arrive exactly.
+    let values: [(&str, &[u8]); 6] = [
         ("GREETING", "grüße ✓ 日本".as_bytes()),
         ("WITH_EQUALS", b"a=b=c"),
         ("MULTILINE", b"line one\nline two"),
         ("EMPTY", b""),
+        ("LATIN1", b"caf\xe9"),
+        ("BINARY_SECRET", b"\xff\xfe\x80 =\xc3"),
     ];
     let mut config = world.container_config("env", &["sleep", "3600"]);
     config.envs = values
@@ -273,22 +274,42 @@ async fn env_values_are_bytes_utf8_ones_reach_the_container_unchanged() {
         })
         .collect();
     let id = world.run_config(&pod, config.clone()).await;
-    let first = environ(&world, &id).await;
-    for (key, value) in values {
-        let mut entry = format!("{key}=").into_bytes();
-        entry.extend_from_slice(value);
-        assert!(
-            first.contains(&entry),
-            "{key} not passed byte for byte: {:?}",
-            first
-                .iter()
-                .map(|e| String::from_utf8_lossy(e))
-                .collect::<Vec<_>>()
-        );
+    let entries: Vec<Vec<u8>> = values
+        .iter()
+        .map(|(key, value)| [key.as_bytes(), b"=", value].concat())
+        .collect();
+    // The container's process, and an exec, as runc gives it the
+    // container's environment.
+    for (whose, seen) in [
+        (
+            "the container",
+            environ(&world, &id, "/proc/1/environ").await,
+        ),
+        ("an exec", environ(&world, &id, "/proc/self/environ").await),
+    ] {
+        for entry in &entries {
+            assert!(
+                seen.contains(entry),
+                "{whose}: {:?} not passed byte for byte: {:?}",
+                String::from_utf8_lossy(entry),
+                seen.iter()
+                    .map(|e| String::from_utf8_lossy(e))
+                    .collect::<Vec<_>>()
+            );
+        }
+        // The image's env is merged in as before.
+        assert!(seen.contains(&b"FROM_IMAGE=image".to_vec()), "{whose}");
     }
+    // The runtime spec crictl inspect shows holds strings: the bytes that
+    // are not UTF-8 show as U+FFFD there.
+    let (_, info) = world.status(&id).await;
+    let shown = info["runtimeSpec"]["process"]["env"].to_string();
+    assert!(
+        shown.contains("LATIN1=caf\u{fffd}") && shown.contains("GREETING=grüße ✓ 日本"),
+        "{shown}"
+    );
 
-    // A value that is not UTF-8 (Secret data may be anything) cannot be
-    // carried to the container yet: refused by name, nothing reserved.
+    // A NUL cannot pass execve: refused by name, nothing reserved.
     let mut secret = world.container_config("secret", &["sleep", "3600"]);
     secret.envs = vec![
         cri::KeyValue {
@@ -303,22 +324,21 @@ async fn env_values_are_bytes_utf8_ones_reach_the_container_unchanged() {
     let error = world
         .create(&pod, "secret", secret.clone())
         .await
-        .expect_err("a non-UTF-8 env value is refused");
+        .expect_err("a NUL in an env value is refused");
     assert_eq!(error.code(), Code::InvalidArgument, "{error:?}");
     assert!(
-        error.message().contains("envs[BINARY_SECRET].value")
-            && error.message().contains("not UTF-8"),
+        error.message().contains("config.envs[1].value") && error.message().contains("NUL"),
         "{}",
         error.message()
     );
     assert_eq!(world.list(None).await.len(), 1, "only the first container");
-    // The name was not kept: the same container with a UTF-8 value is created.
-    secret.envs[1].value = b"now text".to_vec();
+    // The name was not kept: the same container without the NUL is created.
+    secret.envs[1].value = vec![0xff, 0xfe, 0x80];
     let second = world.run_config(&pod, secret).await;
     assert!(
-        environ(&world, &second)
+        environ(&world, &second, "/proc/1/environ")
             .await
-            .contains(&b"BINARY_SECRET=now text".to_vec())
+            .contains(&b"BINARY_SECRET=\xff\xfe\x80".to_vec())
     );
 
     world.finish(&[&pod]).await;

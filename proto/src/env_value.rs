@@ -1,7 +1,7 @@
 //! `KeyValue.value` (an environment value) was a string in the CRI before the
 //! 1.36 level and is bytes now. crid's store keeps container configs as JSON:
 //! a value written by an older crid is a JSON string, a new one a byte array.
-//! Both load.
+//! Both load (also in the translated spec crid keeps beside the config).
 
 use serde::de::{Deserializer, SeqAccess, Visitor};
 use std::fmt;

@@ -12,5 +12,5 @@ pub mod cri {
 /// The Kubernetes release whose CRI `cri/runtime_v1.proto` matches.
 pub const CRI_API_LEVEL: &str = "1.36";
 
-mod env_value;
+pub mod env_value;
 pub mod monitor;

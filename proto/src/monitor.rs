@@ -24,8 +24,9 @@ pub const MAX_FRAME_BYTES: u32 = 64 * 1024 * 1024;
 
 /// The protocol this crid and this monitor speak. 1: JSON frames, errors
 /// as strings, bytes as JSON arrays. 2: adds `Hello`, `Subscribe` and its
-/// events, typed errors, and frames with raw bytes attached.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// events, typed errors, and frames with raw bytes attached. 3: a create
+/// may come with the bundle's [`ENV_FILE`] ([`ContainerCreate::env_file`]).
+pub const PROTOCOL_VERSION: u32 = 3;
 /// The version of monitors whose `monitor.json` names none.
 pub const FIRST_PROTOCOL_VERSION: u32 = 1;
 
@@ -186,6 +187,9 @@ impl MonitorRequest {
             MonitorRequest::Hello | MonitorRequest::Subscribe | MonitorRequest::ExecAttached(_) => {
                 2
             }
+            // An older monitor would run the container with config.json's
+            // lossy strings instead.
+            MonitorRequest::CreateContainer(create) if create.env_file => ENV_FILE_SINCE,
             _ => FIRST_PROTOCOL_VERSION,
         }
     }
@@ -234,6 +238,10 @@ pub struct ExecAttached {
 pub struct ContainerCreate {
     pub id: String,
     pub bundle: PathBuf,
+    /// (v3) The bundle holds [`ENV_FILE`]: the init and every exec get that
+    /// environment instead of `config.json`'s.
+    #[serde(default)]
+    pub env_file: bool,
     /// `cgroup.procs` files of the container's cgroup, one per hierarchy.
     pub cgroup_procs: Vec<PathBuf>,
     /// crid puts the init into its cgroup (the systemd driver: a scope can
@@ -326,6 +334,14 @@ pub struct ContainerExit {
 /// Written (atomically, synced) into the bundle when the init ends, so
 /// the exit survives crid restarts and crashes.
 pub const EXIT_FILE: &str = "exit.json";
+
+/// The container's environment byte for byte, written by crid into the
+/// bundle when `config.json` cannot carry it (OCI's `process.env` is
+/// strings; a CRI env value is bytes and need not be UTF-8): each
+/// `KEY=value` entry followed by a NUL, as `/proc/<pid>/environ` shows it.
+pub const ENV_FILE: &str = "env";
+/// The first protocol version whose monitors read [`ENV_FILE`].
+pub const ENV_FILE_SINCE: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

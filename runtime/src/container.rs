@@ -1,8 +1,9 @@
 //! crid's side of a container's files. The bundle (`<state>/containers/<id>`)
-//! holds `config.json`, the `rootfs/` mount point and the exit record the
-//! monitor writes; the writable layer (`<root>/containers/<id>/{upper,work}`)
-//! lives on disk with the image layers, so a container's writes do not fill
-//! the tmpfs under `/run` and overlayfs finds upper and work on one fs.
+//! holds `config.json` (and `env` when the environment is not UTF-8), the
+//! `rootfs/` mount point and the exit record the monitor writes; the
+//! writable layer (`<root>/containers/<id>/{upper,work}`) lives on disk with
+//! the image layers, so a container's writes do not fill the tmpfs under
+//! `/run` and overlayfs finds upper and work on one fs.
 //! All calls block (filesystem and mount syscalls): run them off async workers.
 
 use std::fs;
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use oci_spec::runtime::Spec;
-use proto::monitor::{ContainerExit, EXIT_FILE};
+use proto::monitor::{ContainerExit, ENV_FILE, EXIT_FILE};
 
 use crate::spec::{ContainerSpec, SpecError, to_config_json};
 
@@ -160,6 +161,27 @@ impl ContainerDirs {
     pub fn write_spec(&self, spec: &Spec) -> Result<(), ContainerError> {
         let path = self.bundle.join("config.json");
         fs::write(&path, to_config_json(spec)?).map_err(io("cannot write", &path))
+    }
+
+    /// Writes the bundle's [`ENV_FILE`] (`entries` are `KEY=value`, NUL-free),
+    /// readable by root only: the values are often Secret data.
+    pub fn write_env(&self, entries: &[Vec<u8>]) -> Result<(), ContainerError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.bundle.join(ENV_FILE);
+        let mut bytes = Vec::with_capacity(entries.iter().map(|e| e.len() + 1).sum());
+        for entry in entries {
+            bytes.extend_from_slice(entry);
+            bytes.push(0);
+        }
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut file| file.write_all(&bytes))
+            .map_err(io("cannot write", &path))
     }
 
     /// The bundle's `config.json`, if it is there and readable.

@@ -4,6 +4,7 @@
 //! by its poll loop: no call blocks except on a process SIGKILLed just before.
 
 use std::collections::BTreeMap;
+use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -83,6 +84,8 @@ struct Waiter {
 struct Container {
     create: ContainerCreate,
     spec: Spec,
+    /// Of the init and every exec ([`init::environment`]).
+    env: Vec<CString>,
     pid: Pid,
     /// Until started.
     init: Option<CreatedInit>,
@@ -224,6 +227,7 @@ const PLACE_TIMEOUT: Duration = Duration::from_secs(10);
 struct Parts {
     create: ContainerCreate,
     spec: Spec,
+    env: Vec<CString>,
     log: Option<CriLog>,
     outputs: Vec<Output>,
     stdin: Option<OwnedFd>,
@@ -239,6 +243,7 @@ impl Parts {
                 format!("{}: {e}", config_path.display()),
             )
         })?;
+        let env = init::environment(&create, &spec)?;
         let log = log_file(&create)?.as_ref().map(CriLog::open).transpose()?;
         let (stdio, outputs, stdin) = container_stdio(&create)?;
         let oom_baseline = create
@@ -249,6 +254,7 @@ impl Parts {
         let parts = Parts {
             create,
             spec,
+            env,
             log,
             outputs,
             stdin,
@@ -415,7 +421,7 @@ impl Containers {
             );
         }
         let forked = Parts::prepare(create).and_then(|(parts, stdio)| {
-            let forked = init::fork_init(&parts.create, &parts.spec, stdio)?;
+            let forked = init::fork_init(&parts.create, &parts.spec, &parts.env, stdio)?;
             Ok((parts, forked))
         });
         let (parts, forked) = match forked {
@@ -497,6 +503,7 @@ impl Containers {
         let Parts {
             create,
             spec,
+            env,
             log,
             outputs,
             stdin,
@@ -507,6 +514,7 @@ impl Containers {
             Container {
                 create,
                 spec,
+                env,
                 pid,
                 init: Some(init),
                 holder,
@@ -667,6 +675,7 @@ impl Containers {
             let pid = init::exec(
                 container.pid,
                 &container.spec,
+                &container.env,
                 args,
                 &container.create.cgroup_procs,
                 stdio,
@@ -808,6 +817,7 @@ impl Containers {
             let pid = init::exec(
                 container.pid,
                 &container.spec,
+                &container.env,
                 &exec.args,
                 &container.create.cgroup_procs,
                 stdio,

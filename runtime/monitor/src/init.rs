@@ -18,10 +18,12 @@ mod process;
 mod rootfs;
 mod seccomp;
 
+pub use process::environment;
 pub(super) use rootfs::pivot_into;
 
 use super::confine::confine;
 
+use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -153,7 +155,8 @@ pub fn create(
     stdio: ChildStdio,
     place: impl FnOnce(Pid, Pid) -> io::Result<()>,
 ) -> io::Result<CreatedInit> {
-    let forked = fork_init(create, spec, stdio)?;
+    let env = environment(create, spec)?;
+    let forked = fork_init(create, spec, &env, stdio)?;
     if let Some((pid, holder)) = forked.to_place()
         && let Err(error) = place(pid, holder)
     {
@@ -183,6 +186,7 @@ pub struct ForkedInit {
 pub fn fork_init(
     create: &ContainerCreate,
     spec: &Spec,
+    env: &[CString],
     stdio: ChildStdio,
 ) -> io::Result<ForkedInit> {
     let joins = Joins::for_create(spec, &create.cgroup_view)?;
@@ -213,7 +217,7 @@ pub fn fork_init(
             drop(joins);
             match entered {
                 Ok(Forked::Child) => {
-                    let error = init(create, spec, File::from(start_read), &mut report);
+                    let error = init(create, spec, env, File::from(start_read), &mut report);
                     report.fail(&error)
                 }
                 Ok(Forked::Parent(pid)) => report.intermediate_done(pid),
@@ -385,13 +389,15 @@ impl CreatedInit {
 
 /// Runs `args` in the running container whose init is `init_pid`: joins its
 /// namespaces (those that differ from the monitor's) and `cgroup_procs`,
-/// then takes user, groups, env, cwd, capabilities and no_new_privs from
-/// `spec.process`, as the init did. Returns the exec process's pid (a child
+/// then takes user, groups, cwd, capabilities and no_new_privs from
+/// `spec.process` and the container's `env` ([`environment`]), as the init
+/// did. Returns the exec process's pid (a child
 /// or, after a PID namespace join, a grandchild of the sub-reaper monitor)
 /// once it has exec'd, or why it could not.
 pub fn exec(
     init_pid: Pid,
     spec: &Spec,
+    env: &[CString],
     args: &[String],
     cgroup_procs: &[PathBuf],
     stdio: ChildStdio,
@@ -428,7 +434,7 @@ pub fn exec(
             match entered {
                 Ok((Forked::Child, finished)) => {
                     match become_session_leader()
-                        .and_then(|()| process::exec(finished, spec, args, &report))
+                        .and_then(|()| process::exec(finished, env, args, &report))
                     {
                         Err(error) => report.fail(&error),
                         Ok(never) => match never {},
@@ -692,6 +698,7 @@ fn become_session_leader() -> io::Result<()> {
 fn init(
     create: &ContainerCreate,
     spec: &Spec,
+    env: &[CString],
     mut start: File,
     report: &mut Reporter,
 ) -> io::Error {
@@ -718,7 +725,7 @@ fn init(
         .as_ref()
         .and_then(|process| process.args().clone())
         .unwrap_or_default();
-    match process::exec(finished, spec, &args, report) {
+    match process::exec(finished, env, &args, report) {
         Err(error) => error,
         Ok(never) => match never {},
     }

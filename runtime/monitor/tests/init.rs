@@ -250,6 +250,7 @@ impl Fixture {
         let create = ContainerCreate {
             id: "init-test".into(),
             bundle: self.bundle.clone(),
+            env_file: false,
             cgroup_procs: vec![self.cgroup.join("cgroup.procs")],
             placed_by_crid: false,
             oom_events: None,
@@ -300,6 +301,11 @@ impl Fixture {
 /// A pipe whose write end becomes the child's stdout and stderr.
 struct Output {
     read: File,
+}
+
+/// The container's environment, as the monitor hands it to an exec.
+fn env(create: &ContainerCreate, spec: &Spec) -> Result<Vec<std::ffi::CString>> {
+    init::environment(create, spec).map_err(|e| format!("environment: {e}"))
 }
 
 fn stdio() -> Result<(ChildStdio, Output)> {
@@ -473,8 +479,15 @@ fn exec_joins_the_running_init(fixture: &Fixture, init_pid: Pid) -> Result {
                   echo \"hostname=$(hostname)\"; test -e /data-written || echo no-write";
     let args: Vec<String> = ["sh", "-c", script].map(str::to_owned).to_vec();
     let (child_stdio, output) = stdio()?;
-    let pid = init::exec(init_pid, &spec, &args, &create.cgroup_procs, child_stdio)
-        .map_err(|e| format!("exec: {e}"))?;
+    let pid = init::exec(
+        init_pid,
+        &spec,
+        &env(&create, &spec)?,
+        &args,
+        &create.cgroup_procs,
+        child_stdio,
+    )
+    .map_err(|e| format!("exec: {e}"))?;
     let text = output.read_all();
     let status = waitpid(pid, None).map_err(|e| format!("waiting for exec {pid}: {e}"))?;
     let text = text?;
@@ -504,6 +517,7 @@ fn exec_joins_the_running_init(fixture: &Fixture, init_pid: Pid) -> Result {
     let missing = init::exec(
         init_pid,
         &spec,
+        &env(&create, &spec)?,
         &["nosuchcmd".to_owned()],
         &create.cgroup_procs,
         child_stdio,
@@ -775,8 +789,15 @@ fn seccomp_filters_init_and_exec(fixture: &Fixture) -> Result {
         .and_then(|()| {
             let args: Vec<String> = ["sh", "-c", USERNS].map(str::to_owned).to_vec();
             let (child_stdio, output) = stdio()?;
-            let pid = init::exec(init_pid, &spec, &args, &create.cgroup_procs, child_stdio)
-                .map_err(|e| format!("exec: {e}"))?;
+            let pid = init::exec(
+                init_pid,
+                &spec,
+                &env(&create, &spec)?,
+                &args,
+                &create.cgroup_procs,
+                child_stdio,
+            )
+            .map_err(|e| format!("exec: {e}"))?;
             let text = output.read_all();
             waitpid(pid, None).map_err(|e| format!("waiting for exec {pid}: {e}"))?;
             expect_line(&text?, "userns=refused")

@@ -19,7 +19,9 @@
 //!   env; a later value replaces an earlier one of the same key in place.
 //!   `PATH` defaults to [`DEFAULT_PATH`] and `HOME` to the user's passwd home
 //!   (else `/`) when neither the image nor the request has them (runc sets
-//!   `HOME` the same way at exec time).
+//!   `HOME` the same way at exec time). Request values are bytes; one that
+//!   is not UTF-8 shows lossily in `config.json` ([`process_env`]) and
+//!   reaches the process through the bundle's env file ([`exact_env`]).
 //! * **Working dir**: request, else image, else `/`. A relative request dir
 //!   is an error; a relative image dir is taken from `/` (Docker does too).
 //! * **Namespaces**: a new mount namespace always; net/ipc/uts join the
@@ -341,7 +343,10 @@ pub enum SeccompProfile {
 pub struct ContainerSpec {
     pub command: Vec<String>,
     pub args: Vec<String>,
-    pub env: Vec<(String, String)>,
+    /// The request's env: values are bytes, as CRI passes them (Secret
+    /// data need not be UTF-8). Records from before held strings.
+    #[serde(deserialize_with = "request_env")]
+    pub env: Vec<(String, Vec<u8>)>,
     /// Empty = unset.
     pub working_dir: String,
     pub tty: bool,
@@ -431,13 +436,13 @@ pub fn process_args(
 /// made that quadratic). Keys and values borrow from the inputs.
 #[derive(Default)]
 struct Env<'a> {
-    entries: Vec<(&'a str, &'a str)>,
+    entries: Vec<(&'a str, &'a [u8])>,
     positions: HashMap<&'a str, usize>,
 }
 
 impl<'a> Env<'a> {
     /// Sets `key` to `value`: in place if it is there, else at the end.
-    fn set(&mut self, key: &'a str, value: &'a str) {
+    fn set(&mut self, key: &'a str, value: &'a [u8]) {
         match self
             .positions
             .get(key)
@@ -456,43 +461,94 @@ impl<'a> Env<'a> {
     }
 }
 
-/// The process environment (see the module docs for the rules).
-pub fn process_env(
-    container: &ContainerSpec,
-    image: &ImageConfigView,
-    user: &ResolvedUser,
-) -> Result<Vec<String>, SpecError> {
+/// The merged environment (see the module docs for the rules), as
+/// (key, value) in the order the process gets it.
+fn merged_env<'a>(
+    container: &'a ContainerSpec,
+    image: &'a ImageConfigView,
+    user: &'a ResolvedUser,
+) -> Result<Vec<(&'a str, &'a [u8])>, SpecError> {
     let mut env = Env::default();
     for kv in &image.env {
         // An image entry without `=` sets nothing (Docker ignores it too).
         if let Some((k, v)) = kv.split_once('=')
             && !k.is_empty()
         {
-            env.set(k, v);
+            env.set(k, v.as_bytes());
         }
     }
     if !container.hostname.is_empty() {
-        env.set("HOSTNAME", &container.hostname);
+        env.set("HOSTNAME", container.hostname.as_bytes());
     }
     for (k, v) in &container.env {
-        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains(&0) {
             return Err(SpecError::Invalid {
                 field: "envs",
-                value: format!("{k}={v}"),
+                value: format!("{k}={}", String::from_utf8_lossy(v)),
                 reason: "the key must be non-empty and contain no '=' and no NUL".into(),
             });
         }
         env.set(k, v);
     }
-    let home = user.home.as_deref().unwrap_or("/");
-    let path = (!env.has("PATH")).then_some(("PATH", DEFAULT_PATH));
+    let home = user.home.as_deref().unwrap_or("/").as_bytes();
+    let path = (!env.has("PATH")).then_some(("PATH", DEFAULT_PATH.as_bytes()));
     let home = (!env.has("HOME")).then_some(("HOME", home));
-    Ok(path
+    Ok(path.into_iter().chain(env.entries).chain(home).collect())
+}
+
+/// The process environment as `config.json` holds it: strings, so a
+/// request value that is not UTF-8 shows lossily there (U+FFFD for each
+/// bad sequence); [`exact_env`] has its bytes.
+pub fn process_env(
+    container: &ContainerSpec,
+    image: &ImageConfigView,
+    user: &ResolvedUser,
+) -> Result<Vec<String>, SpecError> {
+    Ok(merged_env(container, image, user)?
         .into_iter()
-        .chain(env.entries)
-        .chain(home)
-        .map(|(k, v)| format!("{k}={v}"))
+        .map(|(k, v)| format!("{k}={}", String::from_utf8_lossy(v)))
         .collect())
+}
+
+/// The process environment byte for byte (`KEY=value` entries) when
+/// `config.json`'s strings cannot carry it, that is when a request value
+/// is not UTF-8: what the bundle's env file
+/// ([`proto::monitor::ENV_FILE`]) holds. None when [`process_env`] is exact.
+pub fn exact_env(
+    container: &ContainerSpec,
+    image: &ImageConfigView,
+    user: &ResolvedUser,
+) -> Result<Option<Vec<Vec<u8>>>, SpecError> {
+    if container.env_is_utf8() {
+        return Ok(None);
+    }
+    let entries = merged_env(container, image, user)?
+        .into_iter()
+        .map(|(k, v)| [k.as_bytes(), b"=", v].concat())
+        .collect();
+    Ok(Some(entries))
+}
+
+impl ContainerSpec {
+    /// Whether every request env value is UTF-8 (the image's and crid's
+    /// own always are), so `config.json` holds the environment exactly.
+    pub fn env_is_utf8(&self) -> bool {
+        self.env.iter().all(|(_, v)| std::str::from_utf8(v).is_ok())
+    }
+}
+
+/// [`ContainerSpec::env`] from a record: values as bytes, or as the
+/// strings records held before.
+fn request_env<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<(String, Vec<u8>)>, D::Error> {
+    #[derive(Deserialize)]
+    struct Entry(
+        String,
+        #[serde(deserialize_with = "proto::env_value::deserialize")] Vec<u8>,
+    );
+    let entries = Vec::<Entry>::deserialize(deserializer)?;
+    Ok(entries.into_iter().map(|Entry(k, v)| (k, v)).collect())
 }
 
 /// The working directory: request, else image, else `/`.

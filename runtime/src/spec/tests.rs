@@ -156,6 +156,62 @@ fn env_merging() {
     }
 }
 
+#[test]
+fn env_values_that_are_not_utf8_are_kept_as_bytes() {
+    let mut c = container(&["x"], &[]);
+    c.hostname = "h".into();
+    c.env = vec![
+        ("TEXT".into(), "grüße".into()),
+        ("SECRET".into(), b"caf\xe9 \xff\xfe".to_vec()),
+    ];
+    let user = ResolvedUser::default();
+    let img = ImageConfigView {
+        env: v(&["SECRET=img", "I=1"]),
+        ..Default::default()
+    };
+    // config.json can only show it lossily...
+    assert!(!c.env_is_utf8());
+    let env = process_env(&c, &img, &user).unwrap();
+    assert_eq!(env[1], "SECRET=caf\u{fffd} \u{fffd}\u{fffd}");
+    // ...the env file has it exactly, in the same merged order.
+    let exact = exact_env(&c, &img, &user).unwrap().expect("an exact env");
+    let path = format!("PATH={DEFAULT_PATH}");
+    let expected: [&[u8]; 6] = [
+        path.as_bytes(),
+        b"SECRET=caf\xe9 \xff\xfe",
+        b"I=1",
+        b"HOSTNAME=h",
+        "TEXT=grüße".as_bytes(),
+        b"HOME=/",
+    ];
+    assert_eq!(exact, expected.map(<[u8]>::to_vec));
+    // All UTF-8: config.json is exact, no env file.
+    c.env.truncate(1);
+    assert!(c.env_is_utf8());
+    assert_eq!(exact_env(&c, &img, &user).unwrap(), None);
+    // A NUL cannot pass execve: refused, as in a key.
+    c.env = vec![("A".into(), b"\xff\0".to_vec())];
+    let e = exact_env(&c, &img, &user).unwrap_err();
+    assert!(e.to_string().contains("envs"), "{e}");
+}
+
+#[test]
+fn records_with_string_env_values_still_load() {
+    let mut c = container(&["x"], &[]);
+    c.env = vec![("A".into(), b"\xff".to_vec())];
+    let mut json = serde_json::to_value(&c).unwrap();
+    assert_eq!(json["env"], serde_json::json!([["A", [255]]]));
+    let back: ContainerSpec = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(back, c);
+    // What crid wrote before values were bytes.
+    json["env"] = serde_json::json!([["A", "héllo"], ["B", ""]]);
+    let old: ContainerSpec = serde_json::from_value(json).unwrap();
+    assert_eq!(
+        old.env,
+        vec![("A".into(), "héllo".into()), ("B".into(), Vec::new())]
+    );
+}
+
 /// The merge as it was written first (a scan per entry): the reference the
 /// indexed merge must match entry for entry.
 fn scanning_env(c: &ContainerSpec, img: &ImageConfigView, user: &ResolvedUser) -> Vec<String> {
@@ -177,7 +233,7 @@ fn scanning_env(c: &ContainerSpec, img: &ImageConfigView, user: &ResolvedUser) -
         set(&mut env, "HOSTNAME", &c.hostname);
     }
     for (k, v) in &c.env {
-        set(&mut env, k, v);
+        set(&mut env, k, std::str::from_utf8(v).unwrap());
     }
     if !env.iter().any(|(k, _)| k == "PATH") {
         env.insert(0, ("PATH".into(), DEFAULT_PATH.into()));
@@ -230,7 +286,7 @@ fn a_large_env_merges_as_the_scan_did() {
     let mut c = container(&["x"], &[]);
     c.hostname = "h".into();
     c.env = (1_000..6_000)
-        .map(|i| (key(i), format!("req{i}")))
+        .map(|i| (key(i), format!("req{i}").into_bytes()))
         .collect();
     let user = ResolvedUser {
         home: Some("/home/u".into()),
@@ -247,7 +303,7 @@ fn a_large_env_merges_as_the_scan_did() {
     // 100 000 distinct request entries: all kept, in order, after the
     // image's and HOSTNAME.
     c.env = (0..100_000)
-        .map(|i| (format!("E{i}"), String::new()))
+        .map(|i| (format!("E{i}"), Vec::new()))
         .collect();
     let env = process_env(&c, &ImageConfigView::default(), &user).unwrap();
     assert_eq!(env.len(), 100_000 + 3);

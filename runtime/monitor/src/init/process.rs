@@ -21,8 +21,9 @@
 //! than the container would meanwhile.
 
 use std::convert::Infallible;
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -33,6 +34,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
 use nix::sys::stat::{Mode, umask};
 use nix::unistd::{Gid, Uid, execve, setgid, setgroups, setuid};
 use oci_spec::runtime::{LinuxCapabilities, Process, Spec};
+use proto::monitor::{ContainerCreate, ENV_FILE};
 use runtime::spec::DEFAULT_PATH;
 
 use super::{Reporter, context, seccomp};
@@ -118,31 +120,51 @@ pub(super) fn finish(spec: &Spec) -> io::Result<Finished> {
     Ok(Finished { late_filter })
 }
 
-/// Execs `args` with the spec's environment (`$PATH` lookup included).
-/// Returns only on failure.
+/// The environment of every process of the container (init and exec, as
+/// runc gives an exec the container's): the bundle's [`ENV_FILE`] when crid
+/// wrote one (a value that is not UTF-8, which `config.json`'s strings
+/// cannot hold), else `config.json`'s.
+pub fn environment(create: &ContainerCreate, spec: &Spec) -> io::Result<Vec<CString>> {
+    if !create.env_file {
+        let env = spec
+            .process()
+            .as_ref()
+            .and_then(|process| process.env().as_deref())
+            .unwrap_or_default();
+        return env.iter().map(|kv| cstring(kv.as_bytes())).collect();
+    }
+    let path = create.bundle.join(ENV_FILE);
+    let bytes = std::fs::read(&path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Each entry ends in a NUL: a file without the last one was cut short.
+    let entries = bytes.strip_suffix(&[0]).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: the last entry has no NUL", path.display()),
+        )
+    })?;
+    entries.split(|&b| b == 0).map(cstring).collect()
+}
+
+/// Execs `args` with the container's environment (`$PATH` lookup
+/// included). Returns only on failure.
 pub(super) fn exec(
     finished: Finished,
-    spec: &Spec,
+    env: &[CString],
     args: &[String],
     report: &Reporter,
 ) -> io::Result<Infallible> {
     let program = args
         .first()
         .ok_or_else(|| io::Error::other("the spec's process has no args"))?;
-    let env = spec
-        .process()
-        .as_ref()
-        .and_then(|process| process.env().as_deref())
-        .unwrap_or_default();
     let path = lookup(program, env)?;
     let c_path = cstring(path.as_os_str().as_encoded_bytes())?;
     let c_args = args
         .iter()
         .map(|arg| cstring(arg.as_bytes()))
-        .collect::<io::Result<Vec<_>>>()?;
-    let c_env = env
-        .iter()
-        .map(|kv| cstring(kv.as_bytes()))
         .collect::<io::Result<Vec<_>>>()?;
     // Nothing of the monitor's may reach the container; the report pipe is
     // O_CLOEXEC, so its closing at exec tells the monitor it worked.
@@ -150,7 +172,7 @@ pub(super) fn exec(
     if let Some(filter) = &finished.late_filter {
         seccomp::load(filter)?;
     }
-    let error = match execve(&c_path, &c_args, &c_env) {
+    let error = match execve(&c_path, &c_args, env) {
         Err(errno) => errno,
         Ok(never) => match never {},
     };
@@ -182,17 +204,20 @@ fn cstring(bytes: &[u8]) -> io::Result<CString> {
 
 /// `program` itself if it has a '/', else the first regular file with an
 /// execute bit in `$PATH` of the container's env (Go's `exec.LookPath`).
-fn lookup(program: &str, env: &[String]) -> io::Result<PathBuf> {
+fn lookup(program: &str, env: &[CString]) -> io::Result<PathBuf> {
     if program.contains('/') {
         return Ok(PathBuf::from(program));
     }
     let path = env
         .iter()
         .rev()
-        .find_map(|kv| kv.strip_prefix("PATH="))
-        .unwrap_or(DEFAULT_PATH);
-    path.split(':')
-        .map(|dir| Path::new(if dir.is_empty() { "." } else { dir }).join(program))
+        .find_map(|kv| kv.to_bytes().strip_prefix(b"PATH="))
+        .unwrap_or(DEFAULT_PATH.as_bytes());
+    path.split(|&b| b == b':')
+        .map(|dir| match dir {
+            b"" => Path::new(".").join(program),
+            dir => Path::new(OsStr::from_bytes(dir)).join(program),
+        })
         .find(|candidate| {
             std::fs::metadata(candidate)
                 .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
@@ -323,7 +348,7 @@ mod tests {
 
     #[test]
     fn lookup_uses_the_container_path_and_says_so_when_missing() {
-        let env = vec!["PATH=/nonexistent:/bin".to_owned()];
+        let env = vec![c"PATH=/nonexistent:/bin".to_owned()];
         assert_eq!(
             lookup("sh", &env).map_err(|e| e.to_string()),
             Ok(PathBuf::from("/bin/sh"))

@@ -194,6 +194,7 @@ pub fn busybox_container(dir: &Path, id: &str, args: &[&str]) -> ContainerCreate
     ContainerCreate {
         id: id.into(),
         bundle,
+        env_file: false,
         cgroup_procs: vec![],
         placed_by_crid: false,
         oom_events: None,
