@@ -338,9 +338,13 @@ async fn a_refused_update_leaves_every_property_and_file_as_before() {
     let unit = cgroup.rsplit('/').next().expect("unit").to_owned();
     let dir = root.join(cgroup.trim_start_matches('/'));
     let init = Sleeper::start();
+    // With a cpuset: the kernel refuses to empty the cpuset of a cgroup
+    // with processes (ENOSPC), so an update that sets the first one cannot
+    // be put back to "" (the same CPUs, but not the same file).
     let created = Resources {
         cpu_quota: Some(50_000),
         cpu_period: Some(100_000),
+        cpuset_cpus: Some("0-1".into()),
         memory_limit: Some(64 * MIB),
         ..Resources::default()
     };
@@ -358,8 +362,7 @@ async fn a_refused_update_leaves_every_property_and_file_as_before() {
         cpu_shares: Some(2048),
         cpu_quota: Some(20_000),
         cpu_period: Some(50_000),
-        cpuset_cpus: Some("0".into()),
-        cpuset_mems: Some("0".into()),
+        cpuset_cpus: Some("1".into()),
         memory_limit: Some(128 * MIB),
         pids_limit: Some(30),
         ..Resources::default()
