@@ -871,13 +871,16 @@ impl ContainerController {
         let Some(resources) = resources else {
             return Ok(());
         };
-        self.sandboxes
-            .cgroups()
-            .update(&record.cgroup, &resources)
-            .await?;
+        let cgroups = self.sandboxes.cgroups();
+        let undo = cgroups.update(&record.cgroup, &resources).await?;
         fault::point("container.update.applied");
         record.spec.resources = resources;
-        save(&self.records, &record).await?;
+        // All or nothing: limits the record does not hold would be lost
+        // (and misreported by ContainerStatus).
+        if let Err(error) = save(&self.records, &record).await {
+            cgroups.undo(undo).await;
+            return Err(error);
+        }
         tracing::info!(container_id = %record.id, "container resources updated");
         Ok(())
     }

@@ -168,6 +168,42 @@ async fn pods_and_containers_in_systemd_scopes() {
         world.sh(&ctr, "cat /sys/fs/cgroup/memory.max").await.trim(),
         (128 * MIB).to_string()
     );
+    // A refused update changes nothing: systemd took the new memory limit
+    // before the kernel refused the `unified` value crid wrote after it.
+    let refused = rt
+        .update_container_resources(cri::UpdateContainerResourcesRequest {
+            container_id: ctr.clone(),
+            linux: Some(cri::LinuxContainerResources {
+                memory_limit_in_bytes: 256 * MIB,
+                cpu_shares: 2048,
+                unified: [("memory.high".to_owned(), "plenty".to_owned())].into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect_err("memory.high plenty");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("memory.high"), "{refused:?}");
+    assert_eq!(show(&unit, "MemoryMax"), (128 * MIB).to_string());
+    assert_eq!(
+        show(&unit, "CPUWeight"),
+        "59",
+        "from the create's 512 shares"
+    );
+    assert_eq!(
+        world
+            .sh(
+                &ctr,
+                "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory.high"
+            )
+            .await
+            .trim(),
+        format!("{}\nmax", 128 * MIB)
+    );
+    let (status, _) = world.status(&ctr).await;
+    let reported = status.resources.and_then(|r| r.linux).expect("resources");
+    assert_eq!(reported.memory_limit_in_bytes, 128 * MIB);
 
     // The kernel's OOM kill is seen, though systemd removes a scope (and
     // its memory.events) as soon as it is empty: the monitor's holder keeps

@@ -276,3 +276,131 @@ async fn refusals_name_the_field_and_leave_nothing() {
     );
     assert_gone(&unit, &root.join(cgroup.trim_start_matches('/')));
 }
+
+/// The unit properties an update may change (and MemoryHigh, which a
+/// `unified` key changes behind systemd's back), as systemctl shows them.
+const PROPERTIES: [&str; 9] = [
+    "CPUWeight",
+    "CPUQuotaPerSecUSec",
+    "CPUQuotaPeriodUSec",
+    "AllowedCPUs",
+    "AllowedMemoryNodes",
+    "MemoryMax",
+    "MemoryHigh",
+    "MemorySwapMax",
+    "TasksMax",
+];
+/// The files systemd or crid write for those (None: the kernel has none).
+const FILES: [&str; 10] = [
+    "cpu.weight",
+    "cpu.max",
+    "cpuset.cpus",
+    "cpuset.mems",
+    "memory.min",
+    "memory.low",
+    "memory.high",
+    "memory.max",
+    "memory.swap.max",
+    "pids.max",
+];
+
+type Limits = (Vec<String>, Vec<Option<String>>);
+
+fn limits(unit: &str, dir: &Path) -> Limits {
+    (
+        PROPERTIES.iter().map(|name| show(unit, name)).collect(),
+        FILES
+            .iter()
+            .map(|file| {
+                std::fs::read_to_string(dir.join(file))
+                    .ok()
+                    .map(|value| value.trim().to_owned())
+            })
+            .collect(),
+    )
+}
+
+/// UpdateContainerResources is all or nothing with systemd too: systemd
+/// changes its properties (and rewrites its files) first, crid then writes
+/// the files; when the kernel refuses one of crid's writes, every property
+/// and file is as before the update. A done update can be undone whole
+/// (what crid does when it cannot record it).
+#[tokio::test]
+async fn a_refused_update_leaves_every_property_and_file_as_before() {
+    let (cgroups, root) = systemd_driver().await;
+    let id = std::process::id();
+    let top = format!("cridundo{id}");
+    let _kubelet = KubeletSlices(format!("{top}.slice"));
+    let placement = cgroups
+        .placement(&format!("undo{id}"), Some(&format!("{top}-pod1.slice")))
+        .expect("placement");
+    let cgroup = container_cgroup(&placement, &format!("undoctr{id}"));
+    let unit = cgroup.rsplit('/').next().expect("unit").to_owned();
+    let dir = root.join(cgroup.trim_start_matches('/'));
+    let init = Sleeper::start();
+    // With a cpuset: the kernel refuses to empty the cpuset of a cgroup
+    // with processes (ENOSPC), so an update that sets the first one cannot
+    // be put back to "" (the same CPUs, but not the same file).
+    let created = Resources {
+        cpu_quota: Some(50_000),
+        cpu_period: Some(100_000),
+        cpuset_cpus: Some("0-1".into()),
+        memory_limit: Some(64 * MIB),
+        ..Resources::default()
+    };
+    cgroups
+        .place_container(&placement, &cgroup, &[init.pid()], &created, &[])
+        .await
+        .expect("place");
+    let before = limits(&unit, &dir);
+    assert_eq!(before.1[1].as_deref(), Some("50000 100000"), "{before:?}");
+
+    // Every limit systemd takes, so that it changes its properties and its
+    // files, and last a `unified` value the kernel refuses (EINVAL), after
+    // crid has written all the others.
+    let mut changes = Resources {
+        cpu_shares: Some(2048),
+        cpu_quota: Some(20_000),
+        cpu_period: Some(50_000),
+        cpuset_cpus: Some("1".into()),
+        memory_limit: Some(128 * MIB),
+        pids_limit: Some(30),
+        ..Resources::default()
+    };
+    changes
+        .unified
+        .insert("memory.high".into(), "plenty".into());
+    let error = cgroups
+        .update(&cgroup, &changes)
+        .await
+        .expect_err("memory.high plenty");
+    assert!(
+        matches!(&error, CgroupError::Invalid { field, .. } if field == "unified[memory.high]"),
+        "{error:?}"
+    );
+    assert_eq!(
+        limits(&unit, &dir),
+        before,
+        "(properties, files) after a refused update"
+    );
+
+    // The same update with a value the kernel takes changes both views…
+    changes
+        .unified
+        .insert("memory.high".into(), (100 * MIB).to_string());
+    let undo = cgroups.update(&cgroup, &changes).await.expect("update");
+    assert_eq!(show(&unit, "MemoryMax"), (128 * MIB).to_string());
+    assert_eq!(show(&unit, "TasksMax"), "30");
+    assert_eq!(read(&dir, "cpu.max"), "20000 50000");
+    assert_eq!(read(&dir, "memory.high"), (100 * MIB).to_string());
+    // …and undone, leaves both as they were.
+    cgroups.undo(undo).await;
+    assert_eq!(
+        limits(&unit, &dir),
+        before,
+        "(properties, files) after an undo"
+    );
+
+    cgroups.kill_and_remove(&cgroup).await.expect("remove");
+    assert_gone(&unit, &dir);
+}

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use oci_spec::runtime::LinuxDeviceCgroup;
 use tokio::task::spawn_blocking;
 
+use super::limits::Restore;
 use super::systemd::{self, Systemd};
 use super::{CgroupError, Hierarchy, Placement, limits};
 use crate::spec::Resources;
@@ -23,6 +24,16 @@ pub enum Driver {
     Cgroupfs,
     /// systemd makes slices and scopes for crid ([`systemd`]).
     Systemd,
+}
+
+/// What [`Cgroups::update`] changed, to put back with [`Cgroups::undo`].
+#[derive(Debug, Default)]
+pub struct Undo {
+    /// The container's scope and the properties it changed, as they were
+    /// (systemd driver).
+    properties: Option<(String, Vec<systemd::Property>)>,
+    /// The files as they were.
+    files: Restore,
 }
 
 /// The host's cgroups as the configured driver manages them.
@@ -238,31 +249,93 @@ impl Cgroups {
             devices.to_vec(),
         );
         spawn_blocking(move || {
-            hierarchy.apply(&cgroup, &resources)?;
+            let _new_scope = hierarchy.apply(&cgroup, &resources)?;
             hierarchy.apply_devices(&cgroup, &devices)
         })
         .await?
     }
 
-    /// New limits for a container (UpdateContainerResources): with systemd
-    /// as unit properties first, so systemd's view stays the same as the
-    /// files. A container whose scope has ended (it exited) has none to change.
-    pub async fn update(&self, cgroup: &str, resources: &Resources) -> Result<(), CgroupError> {
+    /// New limits for a container (UpdateContainerResources), all or
+    /// nothing: with systemd as unit properties first, so systemd's view
+    /// stays the same as the files, then the files. If any step fails, the
+    /// properties and the files are put back as they were. Done, it returns
+    /// what it changed, for [`Cgroups::undo`] when a later step of the
+    /// caller fails. A container whose scope has ended (it exited) has none
+    /// to change.
+    pub async fn update(&self, cgroup: &str, resources: &Resources) -> Result<Undo, CgroupError> {
         // Refused before systemd applies any of it.
         limits::check(resources)?;
-        if let Some(unit) = systemd::unit_of(cgroup) {
-            let properties = systemd::limit_properties(resources, self.v2())?;
-            if !self
-                .connected(cgroup)?
-                .set_properties(unit, &properties)
-                .await?
-            {
-                return Ok(());
+        let Some(unit) = systemd::unit_of(cgroup) else {
+            let files = self.apply_files(cgroup, resources).await?;
+            return Ok(Undo {
+                properties: None,
+                files,
+            });
+        };
+        let systemd = self.connected(cgroup)?;
+        let properties = systemd::limit_properties(resources, self.v2())?;
+        let names: Vec<&'static str> = properties.iter().map(|(name, _)| *name).collect();
+        // Read before anything changes: systemd writes its own files when
+        // it applies a property, and the file journal would only see what
+        // systemd left there.
+        let Some(previous) = systemd.properties(unit, &names).await? else {
+            return Ok(Undo::default());
+        };
+        let files: Vec<PathBuf> = self
+            .hierarchy
+            .dirs(cgroup)
+            .iter()
+            .flat_map(|dir| systemd::LIMIT_FILES.iter().map(|file| dir.join(file)))
+            .collect();
+        let before = spawn_blocking(move || Restore::snapshot(files)).await?;
+        let undo = Undo {
+            properties: Some((unit.to_owned(), previous)),
+            files: before,
+        };
+        let applied = async {
+            if !systemd.set_properties(unit, &properties).await? {
+                return Ok(None);
+            }
+            self.apply_files(cgroup, resources).await.map(Some)
+        }
+        .await;
+        match applied {
+            Ok(Some(written)) => Ok(Undo {
+                properties: undo.properties,
+                files: undo.files.then(written),
+            }),
+            // The scope ended between the read and the change.
+            Ok(None) => Ok(Undo::default()),
+            Err(error) => {
+                self.undo(undo).await;
+                Err(error)
             }
         }
+    }
+
+    async fn apply_files(
+        &self,
+        cgroup: &str,
+        resources: &Resources,
+    ) -> Result<Restore, CgroupError> {
         let (hierarchy, cgroup, resources) =
             (self.hierarchy.clone(), cgroup.to_owned(), resources.clone());
         spawn_blocking(move || hierarchy.apply(&cgroup, &resources)).await?
+    }
+
+    /// Puts back what an [`Cgroups::update`] changed: systemd's properties
+    /// first (systemd rewrites its files from them), then every file as it
+    /// was. Best effort: what cannot be put back is logged.
+    pub async fn undo(&self, undo: Undo) {
+        if let Some((unit, previous)) = &undo.properties
+            && let Some(systemd) = &self.systemd
+        {
+            systemd.restore_properties(unit, previous).await;
+        }
+        let files = undo.files;
+        if let Err(error) = spawn_blocking(move || files.put_back()).await {
+            tracing::warn!(%error, "cannot put back the cgroup files after a failed update");
+        }
     }
 
     /// SIGKILLs everything in `cgroup`, stops its unit (systemd) and

@@ -154,14 +154,34 @@ pub(super) fn check(resources: &Resources) -> Result<(), CgroupError> {
     Ok(())
 }
 
-/// The files one `apply` wrote, with what they held before, so that a
-/// write the kernel refuses can put every earlier one back.
-#[derive(Default)]
-struct Journal {
-    written: Vec<(PathBuf, String)>,
+/// Cgroup files with the values they held before a change, oldest first:
+/// what one `apply` wrote (so that a write the kernel refuses can put every
+/// earlier one back), or a snapshot taken before someone else (systemd)
+/// writes them. Kept by a caller whose later step may fail.
+#[derive(Debug, Default)]
+pub struct Restore {
+    files: Vec<(PathBuf, String)>,
 }
 
-impl Journal {
+impl Restore {
+    /// What those of `files` that exist hold now.
+    pub(super) fn snapshot(files: impl IntoIterator<Item = PathBuf>) -> Restore {
+        let files = files
+            .into_iter()
+            .filter_map(|path| {
+                let value = fs::read_to_string(&path).ok()?;
+                Some((path, value.trim().to_owned()))
+            })
+            .collect();
+        Restore { files }
+    }
+
+    /// `later` is put back before this (it recorded newer writes).
+    pub(super) fn then(mut self, later: Restore) -> Restore {
+        self.files.extend(later.files);
+        self
+    }
+
     /// Writes `value` for the CRI field `field`. A value the kernel refuses
     /// (out of range, below what the cgroup uses now) is that field's error.
     fn write(&mut self, path: &Path, field: &str, value: &str) -> Result<(), CgroupError> {
@@ -170,18 +190,26 @@ impl Journal {
         let previous = fs::read_to_string(path).ok();
         write(path, value).map_err(|error| refused(field, error))?;
         if let Some(previous) = previous {
-            self.written
+            self.files
                 .push((path.to_path_buf(), previous.trim().to_owned()));
         }
         Ok(())
     }
 
-    /// Puts back what was written, newest first (the reverse of the order
-    /// the kernel's cross-file rules were kept in).
-    fn undo(self) {
-        for (path, previous) in self.written.into_iter().rev() {
-            if let Err(error) = write(&path, &previous) {
-                tracing::warn!(%error, "cannot put back a cgroup limit after a refused update");
+    /// Puts back what was recorded, newest first (the reverse of the order
+    /// the kernel's cross-file rules were kept in). A file that already
+    /// holds its old value is left alone. Best effort: what cannot be put
+    /// back is logged.
+    pub fn put_back(self) {
+        for (path, previous) in self.files.into_iter().rev() {
+            if fs::read_to_string(&path).is_ok_and(|now| now.trim() == previous) {
+                continue;
+            }
+            // An empty list (cpuset.cpus) is written as a lone newline: an
+            // empty write never reaches the kernel.
+            let value = if previous.is_empty() { "\n" } else { &previous };
+            if let Err(error) = write(&path, value) {
+                tracing::warn!(%error, "cannot put back a cgroup limit after a failed update");
             }
         }
     }
@@ -211,28 +239,35 @@ fn refused(field: &str, error: CgroupError) -> CgroupError {
 }
 
 /// Checks `r`, then writes it with `writes`; if any write fails, every
-/// file written before it gets its old value back.
+/// file written before it gets its old value back. Done, what was written
+/// and its old values, for a caller whose later step fails.
 fn apply_all_or_nothing(
     r: &Resources,
-    writes: impl FnOnce(&mut Journal, &Resources) -> Result<(), CgroupError>,
-) -> Result<(), CgroupError> {
+    writes: impl FnOnce(&mut Restore, &Resources) -> Result<(), CgroupError>,
+) -> Result<Restore, CgroupError> {
     check(r)?;
-    let mut journal = Journal::default();
-    let result = writes(&mut journal, r);
-    if result.is_err() {
-        journal.undo();
+    let mut journal = Restore::default();
+    match writes(&mut journal, r) {
+        Ok(()) => Ok(journal),
+        Err(error) => {
+            journal.put_back();
+            Err(error)
+        }
     }
-    result
 }
 
 /// v1 limits, each in the hierarchy of its controller (the file name's
 /// first word).
-pub(super) fn apply_v1(mounts: &[V1Mount], cgroup: &str, r: &Resources) -> Result<(), CgroupError> {
+pub(super) fn apply_v1(
+    mounts: &[V1Mount],
+    cgroup: &str,
+    r: &Resources,
+) -> Result<Restore, CgroupError> {
     apply_all_or_nothing(r, |journal, r| write_v1(journal, mounts, cgroup, r))
 }
 
 fn write_v1(
-    journal: &mut Journal,
+    journal: &mut Restore,
     mounts: &[V1Mount],
     cgroup: &str,
     r: &Resources,
@@ -342,11 +377,11 @@ fn write_v1(
 }
 
 /// v2 limits, all in the one dir; `unified` last, so it has the final word.
-pub(super) fn apply_v2(dir: &Path, r: &Resources) -> Result<(), CgroupError> {
+pub(super) fn apply_v2(dir: &Path, r: &Resources) -> Result<Restore, CgroupError> {
     apply_all_or_nothing(r, |journal, r| write_v2(journal, dir, r))
 }
 
-fn write_v2(journal: &mut Journal, dir: &Path, r: &Resources) -> Result<(), CgroupError> {
+fn write_v2(journal: &mut Restore, dir: &Path, r: &Resources) -> Result<(), CgroupError> {
     let mut set =
         |file: &str, field: &str, value: String| journal.write(&dir.join(file), field, &value);
 

@@ -17,6 +17,7 @@ use proto::monitor::{CgroupV1Mount, CgroupView};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::Resources;
+pub use limits::Restore;
 use limits::{apply_v1, apply_v2};
 
 mod devices;
@@ -25,7 +26,7 @@ mod limits;
 pub mod stats;
 pub mod systemd;
 
-pub use driver::{Cgroups, Driver};
+pub use driver::{Cgroups, Driver, Undo};
 
 /// What can go wrong with cgroups.
 #[derive(Debug, thiserror::Error)]
@@ -325,8 +326,9 @@ impl Hierarchy {
 
     /// Writes `resources` into the leaf `cgroup`; unset (None, 0, empty)
     /// limits are left as they are. Works on a cgroup with processes in it,
-    /// so it serves UpdateContainerResources too.
-    pub fn apply(&self, cgroup: &str, resources: &Resources) -> Result<(), CgroupError> {
+    /// so it serves UpdateContainerResources too. All or nothing; done, it
+    /// returns the files written with their old values.
+    pub fn apply(&self, cgroup: &str, resources: &Resources) -> Result<Restore, CgroupError> {
         match self {
             Hierarchy::V1 { mounts } => apply_v1(mounts, cgroup, resources),
             Hierarchy::V2 { root } => {

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use tokio_stream::StreamExt;
 use zbus::message::Type as MessageType;
-use zbus::{Connection, MatchRule, MessageStream, OwnedObjectPath, Variant};
+use zbus::{Connection, MatchRule, MessageStream, OwnedObjectPath, OwnedVariant, Variant};
 
 use super::limits::cpu_weight;
 use super::{CgroupError, Placement};
@@ -31,6 +31,9 @@ use crate::spec::Resources;
 const SERVICE: &str = "org.freedesktop.systemd1";
 const OBJECT: &str = "/org/freedesktop/systemd1";
 const MANAGER: &str = "org.freedesktop.systemd1.Manager";
+/// The interface of a scope unit's cgroup properties.
+const SCOPE: &str = "org.freedesktop.systemd1.Scope";
+const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
 /// Bound on one systemd job (start or stop of a unit), not an expectation.
 const JOB_TIMEOUT: Duration = Duration::from_secs(30);
 /// Where systemd marks itself as the running init (sd_booted(3)).
@@ -246,6 +249,24 @@ pub fn scope_properties(
     Ok(properties)
 }
 
+/// The v2 control files systemd writes when it applies a scope's limit
+/// properties: each touched controller's whole set, not only the file of
+/// the property that changed.
+pub(super) const LIMIT_FILES: &[&str] = &[
+    "cpu.weight",
+    "cpu.idle",
+    "cpu.max",
+    "cpuset.cpus",
+    "cpuset.mems",
+    "memory.min",
+    "memory.low",
+    "memory.high",
+    "memory.max",
+    "memory.swap.max",
+    "memory.zswap.max",
+    "pids.max",
+];
+
 fn limit(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(INFINITY)
 }
@@ -383,9 +404,22 @@ impl Systemd {
     where
         B: serde::Serialize + zbus::DynamicType,
     {
+        self.call_at(OBJECT, MANAGER, method, body).await
+    }
+
+    async fn call_at<B>(
+        &self,
+        path: &str,
+        interface: &str,
+        method: &str,
+        body: &B,
+    ) -> zbus::Result<zbus::Message>
+    where
+        B: serde::Serialize + zbus::DynamicType,
+    {
         let result = self
             .connection()
-            .call_method(Some(SERVICE), OBJECT, Some(MANAGER), method, body)
+            .call_method(Some(SERVICE), path, Some(interface), method, body)
             .await;
         if let Err(error) = &result {
             self.renew_if_broken(error).await;
@@ -532,6 +566,65 @@ impl Systemd {
                 format!("setting properties of {unit}"),
                 error,
             )),
+        }
+    }
+
+    /// The values the running scope `unit` has now for the properties
+    /// `names`, in the types SetUnitProperties takes back; None if systemd
+    /// has no such unit (its processes have all ended).
+    pub async fn properties(
+        &self,
+        unit: &str,
+        names: &[&'static str],
+    ) -> Result<Option<Vec<Property>>, CgroupError> {
+        let what = || format!("reading properties of {unit}");
+        let path: OwnedObjectPath = match self.call("GetUnit", &(unit,)).await {
+            Ok(reply) => reply
+                .body()
+                .deserialize()
+                .map_err(|error| systemd_error(what(), error))?,
+            Err(error) if is_no_such_unit(&error) => return Ok(None),
+            Err(error) => return Err(systemd_error(what(), error)),
+        };
+        let mut properties = Vec::with_capacity(names.len());
+        for &name in names {
+            let reply = self
+                .call_at(path.as_str(), PROPERTIES, "Get", &(SCOPE, name))
+                .await
+                .map_err(|error| systemd_error(what(), error))?;
+            let value: OwnedVariant = reply
+                .body()
+                .deserialize()
+                .map_err(|error| systemd_error(what(), error))?;
+            // Limits are `t`, CPU and node masks `ay` (see [`Value`]).
+            let value = match u64::try_from(&value) {
+                Ok(number) => Value::U64(number),
+                Err(_) => Value::Mask(
+                    Vec::<u8>::try_from(value)
+                        .map_err(|error| systemd_error(format!("{} {name}", what()), error))?,
+                ),
+            };
+            properties.push((name, value));
+        }
+        Ok(Some(properties))
+    }
+
+    /// Puts `previous` (read by [`Systemd::properties`]) back on `unit`
+    /// after a failed update. systemd takes a set all or nothing, so if it
+    /// refuses the set, each property is tried alone. Best effort: what
+    /// cannot be put back is logged.
+    pub async fn restore_properties(&self, unit: &str, previous: &[Property]) {
+        let Err(error) = self.set_properties(unit, previous).await else {
+            return;
+        };
+        tracing::warn!(unit, %error, "cannot put back the unit's properties at once; one by one");
+        for property in previous {
+            if let Err(error) = self
+                .set_properties(unit, std::slice::from_ref(property))
+                .await
+            {
+                tracing::warn!(unit, property = property.0, %error, "cannot put back a unit property after a failed update");
+            }
         }
     }
 }
