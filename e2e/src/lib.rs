@@ -546,24 +546,53 @@ pub fn status_field(status: &str, key: &str) -> String {
 }
 
 /// Processes (other than this test process) whose command line, working
-/// directory or root mentions `needle`.
+/// directory, root, executable or an open file mentions `needle`, and the
+/// members of the sessions such a process leads. A pod's monitor shows its
+/// pod dir only through its log (stderr) once started, as its argv names
+/// no path; pause and the monitor's other forks are in its session.
 pub fn processes_mentioning(needle: &str) -> Vec<i32> {
     let me = std::process::id();
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };
-    entries
+    let pids: Vec<i32> = entries
         .flatten()
         .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&pid| u32::try_from(pid).is_ok_and(|pid| pid != me))
+        .collect();
+    let mentions = |link: PathBuf| {
+        fs::read_link(link).is_ok_and(|target| target.to_string_lossy().contains(needle))
+    };
+    let found: Vec<i32> = pids
+        .iter()
+        .copied()
         .filter(|&pid| {
-            let in_links = ["cwd", "root", "exe"].iter().any(|link| {
-                fs::read_link(format!("/proc/{pid}/{link}"))
-                    .is_ok_and(|target| target.to_string_lossy().contains(needle))
-            });
-            in_links || process_command_line(pid).contains(needle)
+            ["cwd", "root", "exe"]
+                .iter()
+                .any(|link| mentions(format!("/proc/{pid}/{link}").into()))
+                || fs::read_dir(format!("/proc/{pid}/fd"))
+                    .is_ok_and(|fds| fds.flatten().any(|fd| mentions(fd.path())))
+                || process_command_line(pid).contains(needle)
+        })
+        .collect();
+    let leaders: Vec<i32> = found
+        .iter()
+        .copied()
+        .filter(|&pid| session_of(pid) == Some(pid))
+        .collect();
+    pids.into_iter()
+        .filter(|pid| {
+            found.contains(pid) || session_of(*pid).is_some_and(|sid| leaders.contains(&sid))
         })
         .collect()
+}
+
+/// The session id of `pid` (as this process's PID namespace sees it).
+fn session_of(pid: i32) -> Option<i32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, fields) = stat.rsplit_once(") ")?;
+    // state, ppid, pgrp, session
+    fields.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// A bridge + host-local + loopback network using Debian's plugins, on a

@@ -428,9 +428,9 @@ async fn no_fd_of_crid_or_the_monitor_and_cwd_inside_the_rootfs() {
 /// with CAP_SYS_PTRACE reached the host's / through pause (/proc/1/root)
 /// and could write there. Now no process of the pod that is not the
 /// prober's own (pause, a created-not-started init, a running container)
-/// shows the host's filesystem or holds a capability the prober lacks;
-/// pause's root is empty and read-only, and it holds no fd and no
-/// environment.
+/// shows the host's filesystem or holds a capability the prober lacks, or
+/// names a host path in its command line or cwd; pause's root is empty and
+/// read-only, and it holds no fd and no environment.
 #[tokio::test]
 async fn a_ptrace_capable_container_finds_no_way_out_through_the_pods_processes() {
     let world = World::new().await;
@@ -473,6 +473,11 @@ async fn a_ptrace_capable_container_finds_no_way_out_through_the_pods_processes(
         "pause, two inits, the prober: {processes}"
     );
     let marker = marker.display();
+    let binary_dir = e2e::crid_binary()
+        .parent()
+        .expect("crid's dir")
+        .display()
+        .to_string();
     for pid in others {
         let status = world.sh(&prober, &format!("cat /proc/{pid}/status")).await;
         for key in ["CapEff", "CapPrm", "CapBnd", "CapAmb", "CapInh"] {
@@ -494,6 +499,25 @@ async fn a_ptrace_capable_container_finds_no_way_out_through_the_pods_processes(
             seen.exit_code, 0,
             "the host's {marker} through /proc/{pid}/root"
         );
+        // Pause and the created init are forks of crid-monitor: their argv
+        // is the monitor's, which must name neither crid's binary nor the
+        // pod's state dir; the containers' own argv is `sleep 3600`.
+        let cmdline = world
+            .sh(&prober, &format!("tr '\\0' ' ' < /proc/{pid}/cmdline"))
+            .await;
+        assert!(
+            matches!(cmdline.trim(), "crid-monitor" | "sleep 3600"),
+            "/proc/{pid}/cmdline shows {cmdline:?}"
+        );
+        // The cwd, where the kernel lets the prober read it.
+        let cwd = world
+            .exec(&prober, &["readlink", &format!("/proc/{pid}/cwd")], 10)
+            .await
+            .expect("exec");
+        let cwd = String::from_utf8_lossy(&cwd.stdout);
+        for host in [&world.env.path().display().to_string(), &binary_dir] {
+            assert!(!cwd.contains(host.as_str()), "/proc/{pid}/cwd is {cwd:?}");
+        }
     }
     // pause, PID 1: an empty read-only root, no fd, no environment.
     assert_eq!(world.sh(&prober, "ls -A /proc/1/root/").await, "");

@@ -1,10 +1,10 @@
 //! crid ⇄ crid-monitor. crid writes a [`MonitorConfig`] into the pod's state
-//! dir and starts `crid-monitor <pod dir>`; the monitor prints one
-//! [`MonitorStarted`] line (JSON) on stdout and detaches. Afterwards crid
-//! talks to it over `<pod dir>/monitor.sock`: one [`MonitorRequest`] per
-//! connection, answered by one [`MonitorResponse`] (a create placed by crid
-//! adds `Place`/`Placed`; a `Subscribe` keeps the connection for
-//! [`MonitorEvent`]s). Frames: `runtime::wire`.
+//! dir and starts `crid-monitor` in that dir (its argv names no path); the
+//! monitor prints one [`MonitorStarted`] line (JSON) on stdout and detaches.
+//! Afterwards crid talks to it over `<pod dir>/monitor.sock`: one
+//! [`MonitorRequest`] per connection, answered by one [`MonitorResponse`]
+//! (a create placed by crid adds `Place`/`Placed`; a `Subscribe` keeps the
+//! connection for [`MonitorEvent`]s). Frames: `runtime::wire`.
 //!
 //! Versions: monitors outlive crid, so a crid talks to monitors started by
 //! older crids. [`MonitorConfig::protocol`] records the version a monitor

@@ -218,8 +218,8 @@ impl MonitorClient {
         }
     }
 
-    /// Writes the monitor's config into the pod dir and starts
-    /// `binary <pod dir>`, returning once pause runs in its namespaces. The
+    /// Writes the monitor's config into the pod dir and starts `binary`
+    /// in it, returning once pause runs in its namespaces. The
     /// launcher process exits (and is reaped here); the monitor detaches.
     pub async fn start(
         &self,
@@ -238,7 +238,11 @@ impl MonitorClient {
                 source,
             })?;
         let launcher = tokio::process::Command::new(binary)
-            .arg(&self.pod_dir)
+            // No path in argv: pause and every fork of the monitor that has
+            // not exec'd show it as /proc/<pid>/cmdline to the pod. The
+            // monitor takes its pod dir from its working directory.
+            .arg0("crid-monitor")
+            .current_dir(&self.pod_dir)
             // Nothing of crid's environment is the monitor's business, and
             // pause, a fork that never execs, shows the monitor's
             // environment in /proc/<pid>/environ to its pod.

@@ -56,9 +56,15 @@ const SUBSCRIBER_BACKLOG: usize = 1024 * 1024;
 
 pub fn main() -> ExitCode {
     sys::note_main_stack();
-    let Some(pod_dir) = std::env::args_os().nth(1).map(PathBuf::from) else {
-        eprintln!("usage: crid-monitor <pod state dir>");
-        return ExitCode::from(2);
+    let pod_dir = match pod_dir() {
+        Ok(dir) => dir,
+        Err(error) => {
+            report_to_crid(&MonitorStarted::Failed {
+                message: format!("the pod dir (crid-monitor's working directory): {error}"),
+                sysctl: None,
+            });
+            return ExitCode::from(2);
+        }
     };
     match launch(&pod_dir) {
         Ok(code) => code,
@@ -69,6 +75,18 @@ pub fn main() -> ExitCode {
             });
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The pod's state dir: crid starts the monitor in it, so that its argv
+/// (`crid-monitor`, and so the `/proc/<pid>/cmdline` of pause and of every
+/// fork not yet exec'd, which a container sharing the pod's PID namespace
+/// reads) names no host path. Taken before anything changes the cwd. An
+/// argument, as crid gave it before, is still taken.
+fn pod_dir() -> io::Result<PathBuf> {
+    match std::env::args_os().nth(1) {
+        Some(dir) => Ok(PathBuf::from(dir)),
+        None => std::env::current_dir(),
     }
 }
 
@@ -257,8 +275,10 @@ impl Monitor {
         let name: &CStr = c"crid-monitor";
         nix::sys::prctl::set_name(name)?;
         // Nothing of the monitor may keep a mount busy or hold crid's stdio.
-        std::env::set_current_dir("/")?;
+        // The log first: from then on its fds name the pod dir on the host
+        // (its argv does not; the cwd did until here).
         redirect_stdio(&pod_dir.join(LOG_FILE))?;
+        std::env::set_current_dir("/")?;
 
         // Signals arrive through the signalfd (and pause waits on them), so
         // they are blocked before anything is forked.

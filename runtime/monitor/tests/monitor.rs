@@ -226,15 +226,43 @@ async fn a_bad_sysctl_fails_the_start_and_leaves_no_process() {
         error.to_string().contains("net.ipv4.crid_no_such_sysctl"),
         "{error}"
     );
-    // The monitor that failed exits; give it a moment, then nothing of this pod runs.
+    // The monitor that failed exits; give it a moment, then nothing of this
+    // pod runs. Its argv names no path: the monitor shows the pod dir in
+    // its cwd or its log's fd, its forks are in its session.
     let needle = pod_dir.path().display().to_string();
+    let mentions = |link: std::path::PathBuf| {
+        std::fs::read_link(link).is_ok_and(|target| target.to_string_lossy().contains(&needle))
+    };
+    let session = |pid: i32| {
+        let stat = proc_text(pid, "stat");
+        let fields = stat.rsplit_once(") ").map(|(_, fields)| fields.to_string());
+        // state, ppid, pgrp, session
+        fields.and_then(|fields| fields.split_whitespace().nth(3)?.parse::<i32>().ok())
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let left: Vec<String> = std::fs::read_dir("/proc")
+        let pids: Vec<i32> = std::fs::read_dir("/proc")
             .expect("proc")
             .flatten()
             .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-            .filter(|pid| proc_text(*pid, "cmdline").contains(&needle))
+            .filter(|&pid| u32::try_from(pid).is_ok_and(|pid| pid != std::process::id()))
+            .collect();
+        let monitors: Vec<i32> = pids
+            .iter()
+            .copied()
+            .filter(|&pid| {
+                mentions(format!("/proc/{pid}/cwd").into())
+                    || std::fs::read_dir(format!("/proc/{pid}/fd"))
+                        .is_ok_and(|fds| fds.flatten().any(|fd| mentions(fd.path())))
+            })
+            .collect();
+        let left: Vec<String> = pids
+            .into_iter()
+            .filter(|&pid| {
+                monitors.contains(&pid)
+                    || session(pid).is_some_and(|sid| monitors.contains(&sid))
+                    || proc_text(pid, "cmdline").contains(&needle)
+            })
             .map(|pid| format!("{pid} {}", proc_text(pid, "comm").trim()))
             .collect();
         if left.is_empty() {

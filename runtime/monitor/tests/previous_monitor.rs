@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use common::{ALL, Cleanup, busybox_container, config, run, shut_down};
 use proto::monitor::{
-    CONFIG_FILE, ErrorKind, ExitStatus, FIRST_PROTOCOL_VERSION, MonitorRequest, MonitorResponse,
+    CONFIG_FILE, ErrorKind, ExitStatus, FIRST_PROTOCOL_VERSION, MonitorConfig, MonitorRequest,
+    MonitorResponse, MonitorStarted,
 };
-use runtime::{MonitorClient, MonitorError};
+use runtime::{MonitorClient, MonitorError, StartedMonitor};
 
 /// main before protocol version 2.
 const PREVIOUS: &str = "2e9b506";
@@ -93,6 +94,38 @@ fn previous_monitor() -> PathBuf {
     binary
 }
 
+/// `binary <pod dir>`, as crid started its monitor before it passed the
+/// pod dir as the working directory (a monitor of then requires the
+/// argument); its pids once it reports ready.
+fn start_as_before(binary: &Path, pod_dir: &Path, config: &MonitorConfig) -> StartedMonitor {
+    std::fs::write(
+        pod_dir.join(CONFIG_FILE),
+        serde_json::to_vec(config).expect("config json"),
+    )
+    .expect("write config");
+    let output = Command::new(binary)
+        .arg(pod_dir)
+        .env_clear()
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the previous monitor");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    match serde_json::from_str(stdout.trim()) {
+        Ok(MonitorStarted::Ready {
+            monitor_pid,
+            pause_pid,
+        }) => StartedMonitor {
+            monitor_pid,
+            pause_pid,
+        },
+        other => panic!(
+            "the previous monitor did not start: {other:?}, {}, stdout {stdout:?}, stderr {:?}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    }
+}
+
 #[tokio::test]
 async fn a_monitor_of_protocol_version_1_keeps_working_with_this_client() {
     let binary = tokio::task::spawn_blocking(previous_monitor)
@@ -102,14 +135,11 @@ async fn a_monitor_of_protocol_version_1_keeps_working_with_this_client() {
     let pod_dir = dir.path().join("pod");
     std::fs::create_dir(&pod_dir).expect("pod dir");
 
-    // Started as the previous crid did; the `protocol` field it did not
-    // write is ignored by that monitor.
+    // Started as the previous crid did, with the pod dir as its argument;
+    // the `protocol` field it did not write is ignored by that monitor.
     let mut v1_config = config(ALL);
     v1_config.protocol = FIRST_PROTOCOL_VERSION;
-    let started = MonitorClient::new(&pod_dir)
-        .start(&binary, &v1_config)
-        .await
-        .expect("start the previous monitor");
+    let started = start_as_before(&binary, &pod_dir, &v1_config);
     let _cleanup = Cleanup(started);
     // And the config as the previous crid wrote it, without the field: a
     // client made after the upgrade learns version 1 from it.
