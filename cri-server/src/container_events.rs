@@ -2,7 +2,10 @@
 //! stream of CREATED, STARTED, STOPPED and DELETED events, each with the
 //! pod's status and the statuses of the pod's containers as they are when
 //! the event is made (as containerd fills them; a DELETED event's list no
-//! longer has the container).
+//! longer has the container). A pod's sandbox has its own CREATED, STARTED,
+//! STOPPED and DELETED, whose container id is the pod's id, as containerd
+//! sends them: kubelet's evented PLEG drops a pod from its cache on its
+//! sandbox's DELETED.
 //!
 //! One task ([`Emitter::run`]) turns the containers' changes
 //! ([`Change`]: the container controller's own, and the exits the pods'
@@ -332,6 +335,20 @@ impl Emitter {
                 self.publish(ContainerEventType::ContainerDeletedEvent, &id, &look);
             }
             Change::Recovered => self.recovered().await,
+            Change::SandboxReady { pod_id } => {
+                let look = self.look(&pod_id, None).await;
+                self.publish(ContainerEventType::ContainerCreatedEvent, &pod_id, &look);
+                self.publish(ContainerEventType::ContainerStartedEvent, &pod_id, &look);
+            }
+            Change::SandboxStopped { pod_id } => {
+                let look = self.look(&pod_id, None).await;
+                self.publish(ContainerEventType::ContainerStoppedEvent, &pod_id, &look);
+            }
+            Change::SandboxRemoved { pod } => {
+                let pod_id = pod.id.clone();
+                let look = self.look(&pod_id, Some(pod)).await;
+                self.publish(ContainerEventType::ContainerDeletedEvent, &pod_id, &look);
+            }
         }
     }
 

@@ -87,6 +87,16 @@ pub enum Change {
     /// crid has recovered and follows every pod again: every container is
     /// looked at once (what ended while crid was down).
     Recovered,
+    /// RunPodSandbox built the pod (its sandbox's CREATED and STARTED: the
+    /// sandbox has events of its own, with its id as the container id, as
+    /// containerd sends them).
+    SandboxReady { pod_id: String },
+    /// StopPodSandbox tore the pod down.
+    SandboxStopped { pod_id: String },
+    /// RemovePodSandbox forgot it; `pod` is its last record (kubelet's
+    /// evented PLEG drops the pod from its cache on this event, and reads
+    /// the pod's status from it).
+    SandboxRemoved { pod: Arc<PodRecord> },
 }
 
 /// One pod as its monitor last reported it.

@@ -17,7 +17,7 @@ use proto::cri;
 use crate::containers::ContainerController;
 use crate::error::CridError;
 use crate::limits::ListBudget;
-use crate::live::LiveStates;
+use crate::live::{Change, LiveStates};
 use crate::locks::KeyedLocks;
 use crate::objects::{PodPhase, PodRecord, new_id};
 use crate::records::{RecordStore, forget, insert_reserving, save};
@@ -105,6 +105,7 @@ impl PodController {
                 record.phase = PodPhase::Ready;
                 save(&self.records, &record).await?;
                 self.live.watch(&id, &self.sandboxes.pod_dir(&id)).await;
+                self.live.report(Change::SandboxReady { pod_id: id.clone() });
                 tracing::info!(pod_id = %id, name = %reserved_name, ips = ?record.sandbox.ips, "pod ready");
                 Ok(id)
             }
@@ -137,6 +138,9 @@ impl PodController {
         let mut record = PodRecord::clone(&record);
         record.phase = PodPhase::Stopped;
         save(&self.records, &record).await?;
+        self.live.report(Change::SandboxStopped {
+            pod_id: record.id.clone(),
+        });
         tracing::info!(pod_id = %record.id, "pod stopped");
         Ok(())
     }
@@ -158,6 +162,9 @@ impl PodController {
         fault::point("pod.remove.torn_down");
         self.live.forget(&record.id);
         forget(&self.records, &self.lists, &*record).await?;
+        self.live.report(Change::SandboxRemoved {
+            pod: record.clone(),
+        });
         tracing::info!(pod_id = %record.id, "pod removed");
         Ok(())
     }

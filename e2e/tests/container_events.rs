@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -219,39 +218,6 @@ async fn a_container_that_exits_by_itself_is_stopped_with_its_exit_code() {
     world.finish(&[&pod]).await;
 }
 
-/// Opens `fifo` for writing once its reader has it open (bounded), and
-/// writes a line: the reader's `read` returns.
-async fn release(fifo: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        // Non-blocking: ENXIO while nobody reads it yet.
-        match nix::fcntl::open(
-            fifo,
-            nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_NONBLOCK,
-            nix::sys::stat::Mode::empty(),
-        ) {
-            Ok(fd) => {
-                nix::unistd::write(&fd, b"go\n").expect("write the fifo");
-                return;
-            }
-            Err(nix::errno::Errno::ENXIO) => {}
-            Err(error) => panic!("open {}: {error}", fifo.display()),
-        }
-        assert!(Instant::now() < deadline, "nobody reads {}", fifo.display());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Where the monitor records the container's exit.
-fn exit_record(world: &World, id: &str) -> PathBuf {
-    world
-        .env
-        .state()
-        .join("containers")
-        .join(id)
-        .join("exit.json")
-}
-
 #[tokio::test]
 async fn an_exit_while_crid_was_down_is_stopped_once_it_is_back() {
     let mut world = World::new().await;
@@ -365,4 +331,53 @@ async fn a_subscriber_that_goes_away_is_let_go() {
         .expect("the connection still serves");
     crid.stop().await;
     assert!(env.leaks().is_empty(), "{:?}", env.leaks());
+}
+
+#[tokio::test]
+async fn a_pods_sandbox_has_its_own_events_with_the_pods_id() {
+    let world = World::new().await;
+    let mut events = subscribe(&world).await;
+    let pod = world.pod("sandboxed").await;
+    let ran = until(&mut events, &pod, Kind::ContainerStartedEvent).await;
+    assert_eq!(
+        kinds(&ran),
+        [Kind::ContainerCreatedEvent, Kind::ContainerStartedEvent]
+    );
+    for event in &ran {
+        assert_pod(event, &pod, "sandboxed");
+    }
+
+    world
+        .rt()
+        .await
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .expect("stop pod");
+    let stopped = next_of(&mut events, &pod).await;
+    assert_eq!(stopped.container_event_type(), Kind::ContainerStoppedEvent);
+    let status = stopped.pod_sandbox_status.as_ref().expect("pod status");
+    assert_eq!(status.state(), cri::PodSandboxState::SandboxNotready);
+
+    world
+        .rt()
+        .await
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .expect("remove pod");
+    // kubelet's evented PLEG reads the pod's uid from the DELETED event's
+    // status: it must be there although the pod is gone.
+    let deleted = next_of(&mut events, &pod).await;
+    assert_eq!(deleted.container_event_type(), Kind::ContainerDeletedEvent);
+    let status = deleted.pod_sandbox_status.as_ref().expect("pod status");
+    assert_eq!(status.id, pod);
+    assert!(
+        status.metadata.as_ref().is_some_and(|m| !m.uid.is_empty()),
+        "{deleted:?}"
+    );
+    drop(events);
+    world.finish(&[]).await;
 }

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -119,39 +118,6 @@ async fn exits_and_oom_kills_are_reported_while_the_monitor_cannot_answer() {
     );
     drop(stopped);
     world.finish(&[&pod]).await;
-}
-
-/// Opens `fifo` for writing once its reader has it open (bounded), and
-/// writes a line: the reader's `read` returns.
-async fn release(fifo: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        // Non-blocking: ENXIO while nobody reads it yet.
-        match nix::fcntl::open(
-            fifo,
-            nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_NONBLOCK,
-            nix::sys::stat::Mode::empty(),
-        ) {
-            Ok(fd) => {
-                nix::unistd::write(&fd, b"go\n").expect("write the fifo");
-                return;
-            }
-            Err(nix::errno::Errno::ENXIO) => {}
-            Err(error) => panic!("open {}: {error}", fifo.display()),
-        }
-        assert!(Instant::now() < deadline, "nobody reads {}", fifo.display());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Where the monitor records the container's exit.
-fn exit_record(world: &World, id: &str) -> PathBuf {
-    world
-        .env
-        .state()
-        .join("containers")
-        .join(id)
-        .join("exit.json")
 }
 
 /// Waits (bounded) until the monitor has recorded the container's exit.
