@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 use pod_sandbox::NamespaceMode;
 use proto::cri;
 use proto::monitor::LogFile;
+use proto::monitor::UserNamespaceMappings;
 use runtime::spec::{
-    ContainerSpec, MountSpec, PidMode, PodFiles, PodNamespaces, Propagation, Resources,
-    SeccompProfile, SharedNamespace, SupplementalGroupsPolicy,
+    ContainerSpec, MountSpec, PidMode, PodFiles, PodNamespaces, PodUserNamespace, Propagation,
+    Resources, SeccompProfile, SharedNamespace, SupplementalGroupsPolicy,
 };
 
 use crate::error::CridError;
@@ -179,7 +180,7 @@ pub fn translate(
 
     let mut mounts = Vec::with_capacity(config.mounts.len());
     for (i, m) in config.mounts.iter().enumerate() {
-        mounts.push(mount(i, m)?);
+        mounts.push(mount(i, m, pod.spec.user_namespace.as_ref())?);
     }
 
     let pod_files = PodFiles {
@@ -363,22 +364,39 @@ fn namespaces(
     let network = shared(pod.spec.network, pod_dir, "net")?;
     // The pod has its own UTS namespace exactly when it has its own network.
     let uts = shared(pod.spec.network, pod_dir, "uts")?;
+    let user = match pod.spec.user_namespace {
+        Some(mappings) => {
+            if pod.sandbox.pause_pid <= 0 {
+                return Err(CridError::FailedPrecondition(
+                    "the pod has a user namespace of its own, but no running pause process".into(),
+                ));
+            }
+            Some(PodUserNamespace {
+                path: PathBuf::from(format!("/proc/{}/ns/user", pod.sandbox.pause_pid)),
+                mappings,
+            })
+        }
+        None => None,
+    };
     Ok(PodNamespaces {
         network,
         ipc: shared(pod.spec.ipc, pod_dir, "ipc")?,
         uts,
         pid,
+        user,
     })
 }
 
-fn mount(i: usize, m: &cri::Mount) -> Result<MountSpec, CridError> {
+fn mount(
+    i: usize,
+    m: &cri::Mount,
+    user: Option<&UserNamespaceMappings>,
+) -> Result<MountSpec, CridError> {
     let field = |name: &str| format!("config.mounts[{i}].{name}");
     let image_volume = is_image_volume(m);
-    if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
-        return Err(unsupported(
-            &field("uidMappings"),
-            "ID-mapped mounts (user namespaces) are",
-        ));
+    let idmapped = !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty();
+    if idmapped {
+        check_mount_mappings(i, m, user)?;
     }
     if image_volume {
         // Its host path is the image's read-only mount, made at create.
@@ -473,7 +491,50 @@ fn mount(i: usize, m: &cri::Mount) -> Result<MountSpec, CridError> {
         readonly: m.readonly,
         propagation,
         recursive_read_only: m.recursive_read_only,
+        idmapped,
     })
+}
+
+/// kubelet gives a user-namespaced pod's volumes the pod's own mappings,
+/// and crid idmaps them through the pod's namespace: any other mapping
+/// (or one in a pod without a namespace of its own) cannot be made.
+fn check_mount_mappings(
+    i: usize,
+    m: &cri::Mount,
+    user: Option<&UserNamespaceMappings>,
+) -> Result<(), CridError> {
+    let Some(user) = user else {
+        return Err(CridError::invalid(
+            format!("config.mounts[{i}].uidMappings"),
+            format!("{} ranges", m.uid_mappings.len()),
+            "the pod has no user namespace of its own to map the mount through",
+        ));
+    };
+    let is_pods = |mappings: &[cri::IdMapping], pods: proto::monitor::IdMapping| {
+        matches!(mappings, [only] if (only.container_id, only.host_id, only.length)
+            == (pods.container_id, pods.host_id, pods.length))
+    };
+    for (name, mappings, pods) in [
+        ("uidMappings", &m.uid_mappings, user.uids),
+        ("gidMappings", &m.gid_mappings, user.gids),
+    ] {
+        if !is_pods(mappings, pods) {
+            let value = mappings
+                .iter()
+                .map(|r| format!("{}:{}:{}", r.container_id, r.host_id, r.length))
+                .collect::<Vec<_>>()
+                .join(",");
+            return Err(CridError::invalid(
+                format!("config.mounts[{i}].{name}"),
+                value,
+                format!(
+                    "must be the pod's user namespace mapping ({}:{}:{})",
+                    pods.container_id, pods.host_id, pods.length
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A CRI mount of an image's content (Kubernetes image volumes) rather
@@ -828,6 +889,7 @@ mod tests {
             cgroup_parent: None,
             annotations: BTreeMap::new(),
             shm_size_bytes: pod_sandbox::DEFAULT_SHM_BYTES,
+            user_namespace: None,
         }
     }
 
@@ -970,6 +1032,7 @@ mod tests {
                 ipc: SharedNamespace::Pod(dir.join("ns/ipc")),
                 uts: SharedNamespace::Pod(dir.join("ns/uts")),
                 pid: PidMode::Container,
+                user: None,
             }
         );
         // No resources asked for: only the explicit oom_score_adj 0.
@@ -1510,6 +1573,7 @@ mod tests {
                 readonly: false,
                 propagation: Propagation::Private,
                 recursive_read_only: false,
+                idmapped: false,
             }
         );
         assert!(m[1].readonly && m[1].recursive_read_only);
@@ -1629,7 +1693,8 @@ mod tests {
                     }],
                     ..bind("/d", "/h")
                 },
-                Code::FailedPrecondition,
+                // The pod has no user namespace of its own to map through.
+                Code::InvalidArgument,
                 "config.mounts[1].uidMappings",
             ),
         ];

@@ -411,15 +411,35 @@ impl ContainerController {
         let (spec, cgroup) = (record.spec.clone(), record.cgroup.clone());
         let prepared = blocking(move || {
             let hierarchy = cgroups.hierarchy();
-            dirs.mount_rootfs(&lower)?;
+            dirs.mount_rootfs(&lower, spec.namespaces.user.as_ref())?;
             let mut spec = spec;
+            let user = spec.namespaces.user.clone();
+            // kubelet sets a volume's mappings (checked to be the pod's)
+            // when the pod has a user namespace of its own.
+            let idmap = |mount: usize| {
+                user.as_ref()
+                    .filter(|_| spec.mounts.get(mount).is_some_and(|m| m.idmapped))
+            };
+            let mut sources = Vec::new();
             for (mount, lower, sub_path) in &volumes {
-                let source = dirs.mount_image_volume(*mount, lower, sub_path)?;
-                if let Some(spec_mount) = spec.mounts.get_mut(*mount) {
+                let source = dirs.mount_image_volume(*mount, lower, sub_path, idmap(*mount))?;
+                sources.push((*mount, source));
+            }
+            for (mount, source) in sources {
+                if let Some(spec_mount) = spec.mounts.get_mut(mount) {
                     spec_mount.host_path = source;
                 }
             }
             runtime::container::prepare_host_paths(&mut spec)?;
+            if let Some(user) = &user {
+                for (index, mount) in spec.mounts.iter_mut().enumerate() {
+                    let image_volume = volumes.iter().any(|(volume, ..)| *volume == index);
+                    if mount.idmapped && !image_volume {
+                        mount.host_path =
+                            dirs.mount_idmapped_bind(index, &mount.host_path, user)?;
+                    }
+                }
+            }
             let user = runtime::spec::resolve_user(&spec, &view.user, &dirs.rootfs)?;
             let mut oci = runtime::spec::build_spec(&spec, &view, &dirs.rootfs, &user)?;
             // build_spec is pure (unit-tested on any machine); what only this

@@ -106,8 +106,9 @@ pub async fn start(config: Config) -> Result<Started, DaemonError> {
     let cgroups = runtime::cgroup::Cgroups::new(driver)
         .await
         .map_err(|error| DaemonError::Setup(format!("[runtime] cgroup_driver: {error}")))?;
-    let sandboxes =
+    let mut sandboxes =
         pod_sandbox::PodManager::new(&config.state, monitor_binary()?, network, cgroups)?;
+    sandboxes.probe_user_namespaces(&config.root);
     let metrics_listener = metrics::exposition::bind(config.metrics.address)
         .await
         .map_err(|error| DaemonError::Setup(format!("[metrics] address: {error}")))?;

@@ -76,6 +76,13 @@ impl PodController {
                 (id.clone(), config.clone(), self.sandboxes.cgroups().clone());
             blocking(move || translate(&id, &config, &cgroups)).await?
         };
+        if spec.user_namespace.is_some() {
+            self.user_namespaces().map_err(|reason| {
+                CridError::FailedPrecondition(format!(
+                    "{USERNS_FIELD}: this node cannot give pods user namespaces of their own: {reason}"
+                ))
+            })?;
+        }
         let metadata = config.metadata.clone().unwrap_or_default();
         let reserved_name = format!(
             "{}_{}_{}_{}",
@@ -105,7 +112,8 @@ impl PodController {
                 record.phase = PodPhase::Ready;
                 save(&self.records, &record).await?;
                 self.live.watch(&id, &self.sandboxes.pod_dir(&id)).await;
-                self.live.report(Change::SandboxReady { pod_id: id.clone() });
+                self.live
+                    .report(Change::SandboxReady { pod_id: id.clone() });
                 tracing::info!(pod_id = %id, name = %reserved_name, ips = ?record.sandbox.ips, "pod ready");
                 Ok(id)
             }
@@ -167,6 +175,11 @@ impl PodController {
         });
         tracing::info!(pod_id = %record.id, "pod removed");
         Ok(())
+    }
+
+    /// Whether pods may have user namespaces of their own here; why not.
+    pub fn user_namespaces(&self) -> Result<(), &str> {
+        self.sandboxes.user_namespaces()
     }
 
     pub async fn is_ready(&self, record: &PodRecord) -> bool {
@@ -316,7 +329,8 @@ pub fn translate(
             NamespaceMode::Node,
         ],
     )?;
-    if user_namespace(options.userns_options.as_ref())?.is_some() {
+    let user_namespace = user_namespace(options.userns_options.as_ref())?;
+    if user_namespace.is_some() {
         for (field, mode) in [("network", network), ("ipc", ipc), ("pid", pid)] {
             if mode == NamespaceMode::Node {
                 return Err(CridError::invalid(
@@ -328,11 +342,6 @@ pub fn translate(
                 ));
             }
         }
-        // Checked, but not run yet: the containers' files are not idmapped
-        // (Status reports user_namespaces false, so kubelet never asks).
-        return Err(CridError::FailedPrecondition(format!(
-            "{USERNS_FIELD}: user namespaces are not supported yet"
-        )));
     }
 
     let hostname = if network == NamespaceMode::Node {
@@ -431,6 +440,7 @@ pub fn translate(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         shm_size_bytes: pod_sandbox::DEFAULT_SHM_BYTES,
+        user_namespace,
     })
 }
 

@@ -87,9 +87,11 @@ impl RuntimeService for RuntimeApi {
 
     async fn status(&self, request: Request<StatusRequest>) -> RpcResult<StatusResponse> {
         let (config, pod_cidr) = (self.config.clone(), self.pod_cidr.clone());
+        let user_namespaces = self.pods.user_namespaces().is_ok();
         traced("Status", request, |request| async move {
             // Filesystem checks block: keep them off the async workers.
-            blocking(move || runtime_status(&config, &pod_cidr, request.verbose)).await
+            blocking(move || runtime_status(&config, &pod_cidr, request.verbose, user_namespaces))
+                .await
         })
         .await
     }
@@ -519,6 +521,7 @@ fn runtime_status(
     config: &Config,
     pod_cidr: &PodCidr,
     verbose: bool,
+    user_namespaces: bool,
 ) -> Result<StatusResponse, CridError> {
     let network = cni::load_network(&config.cni.conf_dir, &config.cni.bin_dirs);
     let conditions = vec![
@@ -553,8 +556,9 @@ fn runtime_status(
             name: String::new(),
             features: Some(RuntimeHandlerFeatures {
                 recursive_read_only_mounts: status::recursive_read_only_mounts(),
-                // User namespaces are not built yet.
-                user_namespaces: false,
+                // Probed at start: the kernel and the layers' filesystem
+                // take idmapped overlayfs layers.
+                user_namespaces,
             }),
         }],
         features: Some(RuntimeFeatures {

@@ -127,6 +127,7 @@ pub fn pod(id: &str, phase: PodPhase) -> PodRecord {
             cgroup_parent: None,
             annotations: Default::default(),
             shm_size_bytes: pod_sandbox::DEFAULT_SHM_BYTES,
+            user_namespace: None,
         },
         phase,
         created_at: 1,

@@ -48,6 +48,31 @@ pub struct PodManager {
     network: NetworkSetup,
     cgroups: Cgroups,
     host_resolv_conf: PathBuf,
+    /// Whether pods may have user namespaces of their own here (see
+    /// [`PodManager::probe_user_namespaces`]); why not, if not.
+    user_namespaces: Result<(), String>,
+}
+
+/// A pod's pause and its containers' inits run as the pod's root, which
+/// the host's dirs do not know: they reach their pod and bundle dirs (and
+/// the files bound from there) only through dirs every user may search.
+fn searchable_by_others(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    for dir in dir.ancestors() {
+        let mode = std::fs::metadata(dir)
+            .map_err(|e| format!("cannot stat {}: {e}", dir.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o001 == 0 {
+            return Err(format!(
+                "{} (mode {:04o}) is not searchable by others, so a pod's user namespace \
+                 could not reach its files beneath it",
+                dir.display(),
+                mode & 0o7777
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Whether teardown may go past a failed CNI DEL (rollback, remove) or must
@@ -73,7 +98,55 @@ impl PodManager {
             network,
             cgroups,
             host_resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            user_namespaces: Err("not probed".into()),
         })
+    }
+
+    /// Finds out whether pods can have user namespaces of their own here:
+    /// their containers' layers are idmapped under overlayfs, which needs
+    /// the kernel (5.19+) and the filesystem of `layers_dir` to take
+    /// idmapped mounts. crid-monitor tries the very thing in a scratch dir
+    /// beneath `layers_dir`, which is removed again.
+    pub fn probe_user_namespaces(&mut self, layers_dir: &Path) {
+        let scratch = layers_dir.join("probe-idmapped-layers");
+        let _ = std::fs::remove_dir_all(&scratch);
+        let probed = std::fs::create_dir_all(&scratch)
+            .map_err(|e| format!("cannot create {}: {e}", scratch.display()))
+            .and_then(|()| {
+                std::process::Command::new(&self.monitor_binary)
+                    .arg(proto::monitor::PROBE_IDMAPPED_LAYERS)
+                    .arg(&scratch)
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .map_err(|e| format!("cannot run {}: {e}", self.monitor_binary.display()))
+            })
+            .and_then(|output| {
+                if output.status.success() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "idmapped overlayfs layers do not work here: {}",
+                        String::from_utf8_lossy(&output.stderr).trim()
+                    ))
+                }
+            });
+        if let Err(error) = std::fs::remove_dir_all(&scratch) {
+            tracing::warn!(dir = %scratch.display(), %error, "cannot remove the probe's dir");
+        }
+        let probed = probed.and_then(|()| searchable_by_others(&self.pods_dir));
+        match &probed {
+            Ok(()) => tracing::info!("pods may have user namespaces of their own"),
+            Err(reason) => tracing::info!(%reason, "pods cannot have user namespaces of their own"),
+        }
+        self.user_namespaces = probed;
+    }
+
+    /// Whether pods may have user namespaces of their own; why not.
+    pub fn user_namespaces(&self) -> Result<(), &str> {
+        self.user_namespaces
+            .as_ref()
+            .map(|_| ())
+            .map_err(String::as_str)
     }
 
     pub fn pod_dir(&self, id: &str) -> PathBuf {
@@ -148,9 +221,7 @@ impl PodManager {
         let config = MonitorConfig {
             pod_id: spec.id.clone(),
             namespaces,
-            // Pods in a user namespace of their own are refused by crid's
-            // validation until the containers' files are idmapped too.
-            user_namespace: None,
+            user_namespace: spec.user_namespace,
             hostname: namespaces.uts.then(|| spec.hostname.clone()),
             sysctls: spec
                 .sysctls
@@ -378,4 +449,30 @@ fn mount_under(dir: &Path) -> Option<PathBuf> {
         .lines()
         .filter_map(|line| line.split(' ').nth(4).map(PathBuf::from))
         .find(|mount_point| mount_point.starts_with(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn a_dir_others_cannot_search_keeps_pods_out_of_user_namespaces() {
+        let top = tempfile::tempdir().expect("tempdir");
+        let pods = top.path().join("state/pods");
+        std::fs::create_dir_all(&pods).expect("mkdir");
+        let chmod = |mode| {
+            std::fs::set_permissions(
+                top.path().join("state"),
+                std::fs::Permissions::from_mode(mode),
+            )
+            .expect("chmod")
+        };
+        chmod(0o755);
+        assert_eq!(searchable_by_others(&pods), Ok(()));
+        chmod(0o700);
+        let reason = searchable_by_others(&pods).expect_err("0700 on the way");
+        assert!(reason.contains("state (mode 0700)"), "{reason}");
+    }
 }

@@ -49,6 +49,10 @@ pub struct PodSpec {
     pub cgroup_parent: Option<String>,
     pub annotations: BTreeMap<String, String>,
     pub shm_size_bytes: u64,
+    /// The pod's own user namespace (CRI `userns_options` mode POD); None:
+    /// the node's. (Records older than the field have none.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_namespace: Option<proto::monitor::UserNamespaceMappings>,
 }
 
 /// Where a running pod's parts are, kept by crid with the pod's record so

@@ -19,6 +19,10 @@ use serde::{Deserialize, Serialize};
 /// File names inside a pod's state dir that both sides use.
 pub const CONFIG_FILE: &str = "monitor.json";
 pub const SOCKET_FILE: &str = "monitor.sock";
+/// `crid-monitor --probe-idmapped-layers DIR` tries, in a scratch dir
+/// beneath DIR, what a create in a pod user namespace does (an overlay of
+/// an idmapped layer) and exits 0 only if it works.
+pub const PROBE_IDMAPPED_LAYERS: &str = "--probe-idmapped-layers";
 /// Largest frame either side accepts (exec output travels in one).
 pub const MAX_FRAME_BYTES: u32 = 64 * 1024 * 1024;
 

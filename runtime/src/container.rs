@@ -8,14 +8,14 @@
 
 use std::fs;
 use std::io::ErrorKind;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use oci_spec::runtime::Spec;
 use proto::monitor::{ContainerExit, ENV_FILE, EXIT_FILE};
 
-use crate::spec::{ContainerSpec, SpecError, to_config_json};
+use crate::spec::{ContainerSpec, PodUserNamespace, SpecError, to_config_json};
 
 /// A page: the kernel's limit on mount options (overlay's lowerdir list).
 const MAX_MOUNT_OPTIONS: usize = 4095;
@@ -75,17 +75,26 @@ impl ContainerDirs {
 
     /// Makes the dirs and mounts the overlay of `lower_dirs` (bottom layer
     /// first, as images list them) with the container's own upper layer.
-    pub fn mount_rootfs(&self, lower_dirs: &[PathBuf]) -> Result<(), ContainerError> {
+    /// In a pod user namespace (`user`), the container's root must own its
+    /// files without the image being chowned: each layer is mounted
+    /// idmapped through the namespace (a detached mount, given to overlayfs
+    /// as `/proc/self/fd/N`), and the empty upper layer is given to the
+    /// namespace's root, so what the container writes belongs to its range.
+    pub fn mount_rootfs(
+        &self,
+        lower_dirs: &[PathBuf],
+        user: Option<&PodUserNamespace>,
+    ) -> Result<(), ContainerError> {
         let (upper, work) = (self.layer.join("upper"), self.layer.join("work"));
         for dir in [&self.rootfs, &upper, &work] {
             fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
         }
-        // overlayfs lists the top layer first.
-        let lower: Vec<String> = lower_dirs
-            .iter()
-            .rev()
-            .map(|dir| escape_overlay_path(dir))
-            .collect();
+        if let Some(user) = user {
+            let (uid, gid) = (user.mappings.uids.host_id, user.mappings.gids.host_id);
+            std::os::unix::fs::chown(&upper, Some(uid), Some(gid))
+                .map_err(io("cannot chown", &upper))?;
+        }
+        let (lower, _idmapped) = lower_layers(lower_dirs, None, user)?;
         let options = format!(
             "lowerdir={},upperdir={},workdir={}",
             lower.join(":"),
@@ -95,6 +104,8 @@ impl ContainerDirs {
         if options.len() > MAX_MOUNT_OPTIONS {
             return Err(ContainerError::TooManyLayers(options.len()));
         }
+        // The overlay holds its own references to the layers: the detached
+        // mounts go when `_idmapped` is dropped.
         mount(
             Some("overlay"),
             &self.rootfs,
@@ -118,6 +129,7 @@ impl ContainerDirs {
         index: usize,
         lower_dirs: &[PathBuf],
         sub_path: &Path,
+        user: Option<&PodUserNamespace>,
     ) -> Result<PathBuf, ContainerError> {
         let target = self.volumes.join(index.to_string());
         // overlayfs takes no fewer than two lower dirs without an upper
@@ -126,12 +138,7 @@ impl ContainerDirs {
         for dir in [&target, &empty] {
             fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
         }
-        let lower: Vec<String> = lower_dirs
-            .iter()
-            .rev()
-            .chain([&empty])
-            .map(|dir| escape_overlay_path(dir))
-            .collect();
+        let (lower, _idmapped) = lower_layers(lower_dirs, Some(&empty), user)?;
         let options = format!("lowerdir={}", lower.join(":"));
         if options.len() > MAX_MOUNT_OPTIONS {
             return Err(ContainerError::TooManyLayers(options.len()));
@@ -155,6 +162,34 @@ impl ContainerDirs {
             path: sub_path.to_path_buf(),
             reason,
         })
+    }
+
+    /// Mounts host path `source` (resolved) of CRI mount `index` idmapped
+    /// through the pod's user namespace, as kubelet asks for a pod's
+    /// volumes (the mount's mappings are the pod's): files of the host's
+    /// root show as the container's root. Returns where the container is
+    /// to bind it from, beneath the bundle's `volumes`.
+    pub fn mount_idmapped_bind(
+        &self,
+        index: usize,
+        source: &Path,
+        user: &PodUserNamespace,
+    ) -> Result<PathBuf, ContainerError> {
+        let target = self.volumes.join(format!("idmapped-{index}"));
+        fs::create_dir_all(&self.volumes).map_err(io("cannot create", &self.volumes))?;
+        let is_dir = fs::metadata(source)
+            .map_err(io("cannot stat", source))?
+            .is_dir();
+        if is_dir {
+            fs::create_dir_all(&target).map_err(io("cannot create", &target))?;
+        } else {
+            fs::File::create(&target).map_err(io("cannot create", &target))?;
+        }
+        let namespace = fs::File::open(&user.path).map_err(io("cannot open", &user.path))?;
+        let mount = idmapped_clone(source, &namespace)?;
+        crate::sys::attach_mount(mount.as_fd(), &target)
+            .map_err(io("cannot attach at", &target))?;
+        Ok(target)
     }
 
     /// Writes the bundle's `config.json`.
@@ -277,6 +312,49 @@ fn mount_points() -> Vec<PathBuf> {
         .filter_map(|line| line.split(' ').nth(4))
         .map(PathBuf::from)
         .collect()
+}
+
+/// The layers `lower_dirs` (bottom first, with `bottom` below them) as
+/// overlayfs's lowerdir list (top first). Through a pod user namespace
+/// (`user`) each is a detached mount idmapped through it, named
+/// `/proc/self/fd/N`: the fds must stay open until the overlay is mounted,
+/// which then holds its own references.
+fn lower_layers(
+    lower_dirs: &[PathBuf],
+    bottom: Option<&PathBuf>,
+    user: Option<&PodUserNamespace>,
+) -> Result<(Vec<String>, Vec<OwnedFd>), ContainerError> {
+    let dirs = lower_dirs.iter().rev().chain(bottom);
+    let Some(user) = user else {
+        return Ok((
+            dirs.map(|dir| escape_overlay_path(dir)).collect(),
+            Vec::new(),
+        ));
+    };
+    let namespace = fs::File::open(&user.path).map_err(io("cannot open", &user.path))?;
+    let mut mounts = Vec::with_capacity(lower_dirs.len() + 1);
+    for dir in dirs {
+        mounts.push(idmapped_clone(dir, &namespace)?);
+    }
+    let lower = mounts
+        .iter()
+        .map(|mount| format!("/proc/self/fd/{}", mount.as_raw_fd()))
+        .collect();
+    Ok((lower, mounts))
+}
+
+/// A detached copy of the mount at `path` whose files show through the
+/// user namespace `namespace` (MOUNT_ATTR_IDMAP).
+fn idmapped_clone(path: &Path, namespace: &fs::File) -> Result<OwnedFd, ContainerError> {
+    let mount = crate::sys::clone_mount(path).map_err(io("cannot clone the mount of", path))?;
+    crate::sys::mount_setattr(
+        mount.as_fd(),
+        libc::MOUNT_ATTR_IDMAP,
+        Some(namespace.as_fd()),
+        false,
+    )
+    .map_err(io("cannot idmap", path))?;
+    Ok(mount)
 }
 
 /// Makes every CRI mount's host path exist and names it by its resolved

@@ -13,7 +13,7 @@ pub mod container;
 pub mod host;
 pub mod netstats;
 pub mod spec;
-mod sys;
+pub mod sys;
 pub mod wire;
 
 pub use client::{

@@ -1,5 +1,6 @@
 //! The only place in this crate with `unsafe`: bpf(2) for cgroup v2 device
-//! programs. (Fork and the container init's syscalls are crid-monitor's, in
+//! programs, the new mount API for idmapped mounts, fd passing and tty
+//! sizes. (Fork and the container init's syscalls are crid-monitor's, in
 //! its own package: crid never links them.)
 #![allow(unsafe_code)]
 
@@ -173,6 +174,94 @@ pub fn set_window_size(
         )
     } != 0
     {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A detached copy of the mount at `path` (open_tree(2) with
+/// OPEN_TREE_CLONE, not recursive): its attributes can be changed without
+/// touching the original.
+pub fn clone_mount(path: &std::path::Path) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC as libc::c_uint;
+    // SAFETY: `path` is a NUL-terminated string that outlives the call; the
+    // other arguments are plain integers.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(|_| std::io::Error::other("open_tree: fd out of range"))?;
+    // SAFETY: the kernel just returned this fd, and nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// mount_setattr(2) on the mount `mount_root` (a mount's root or a
+/// detached mount): sets `attr_set`, with `userns` for MOUNT_ATTR_IDMAP;
+/// `recursive` for every mount below it too.
+pub fn mount_setattr(
+    mount_root: std::os::fd::BorrowedFd<'_>,
+    attr_set: u64,
+    userns: Option<std::os::fd::BorrowedFd<'_>>,
+    recursive: bool,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let attr = libc::mount_attr {
+        attr_set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.map_or(0, |fd| fd.as_raw_fd() as u64),
+    };
+    let mut flags = libc::AT_EMPTY_PATH;
+    if recursive {
+        flags |= libc::AT_RECURSIVE;
+    }
+    // SAFETY: the path is a NUL-terminated literal, `attr` lives across the
+    // call and its size is passed; the fds are borrowed, so they stay open.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            mount_root.as_raw_fd(),
+            c"".as_ptr(),
+            flags as libc::c_uint,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if result != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// move_mount(2) flag: the source is the fd itself (a detached mount).
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x0000_0004;
+
+/// Attaches the detached mount `mount` at `target` (move_mount(2)).
+pub fn attach_mount(
+    mount: std::os::fd::BorrowedFd<'_>,
+    target: &std::path::Path,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let target = std::ffi::CString::new(target.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: both paths are NUL-terminated strings that outlive the call;
+    // the fd is borrowed, so it stays open.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mount.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if result != 0 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())

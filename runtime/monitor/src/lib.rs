@@ -37,7 +37,8 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, dup2_stderr, dup2_stdin, dup2_stdout};
 use proto::monitor::{
     CONFIG_FILE, ErrorKind, ExitStatus, MonitorConfig, MonitorEvent, MonitorRequest,
-    MonitorResponse, MonitorStarted, PROTOCOL_VERSION, SOCKET_FILE, Snapshot,
+    MonitorResponse, MonitorStarted, PROBE_IDMAPPED_LAYERS, PROTOCOL_VERSION, SOCKET_FILE,
+    Snapshot,
 };
 use runtime::wire::{Framing, encode_frame, short_path, take_frame};
 
@@ -56,6 +57,20 @@ const SUBSCRIBER_BACKLOG: usize = 1024 * 1024;
 
 pub fn main() -> ExitCode {
     sys::note_main_stack();
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() == Some(std::ffi::OsStr::new(PROBE_IDMAPPED_LAYERS)) {
+        let Some(scratch) = args.next() else {
+            eprintln!("{PROBE_IDMAPPED_LAYERS} needs a directory");
+            return ExitCode::from(2);
+        };
+        return match userns::probe_idmapped_layers(Path::new(&scratch)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("{error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let pod_dir = match pod_dir() {
         Ok(dir) => dir,
         Err(error) => {

@@ -96,30 +96,7 @@ pub fn exit_child(code: i32) -> ! {
 pub fn make_read_only_recursively(
     mount_root: std::os::fd::BorrowedFd<'_>,
 ) -> Result<(), std::io::Error> {
-    use std::os::fd::AsRawFd;
-    let attr = libc::mount_attr {
-        attr_set: libc::MOUNT_ATTR_RDONLY,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    let flags = (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint;
-    // SAFETY: the path is a NUL-terminated literal, `attr` lives across the
-    // call and its size is passed; the fd is borrowed, so it stays open.
-    let result = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            mount_root.as_raw_fd(),
-            c"".as_ptr(),
-            flags,
-            &attr as *const libc::mount_attr,
-            std::mem::size_of::<libc::mount_attr>(),
-        )
-    };
-    if result != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    runtime::sys::mount_setattr(mount_root, libc::MOUNT_ATTR_RDONLY, None, true)
 }
 
 /// Makes the terminal `tty` the controlling terminal of this process, which

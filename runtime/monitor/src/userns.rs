@@ -14,14 +14,18 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
+use nix::mount::{MsFlags, mount};
 use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
 use nix::unistd::{Gid, Pid, Uid, pipe2, setgroups, setresgid, setresuid};
-use proto::monitor::UserNamespaceMappings;
+use proto::monitor::{IdMapping, UserNamespaceMappings};
+use runtime::container::ContainerDirs;
+use runtime::spec::PodUserNamespace;
 
 use crate::sys::{Forked, exit_child, fork_single_threaded};
 
@@ -89,4 +93,42 @@ pub fn join(namespace: BorrowedFd<'_>) -> io::Result<()> {
         .and_then(|()| setresgid(root.1, root.1, root.1))
         .and_then(|()| setresuid(root.0, root.0, root.0))
         .map_err(|e| io::Error::other(format!("becoming root in the pod's user namespace: {e}")))
+}
+
+/// Tries, in `scratch` (a dir of its own on the filesystem of crid's
+/// layers), what a container's create does in a pod user namespace: an
+/// overlay over a layer idmapped through a new user namespace, through the
+/// very code crid uses. The mount is made in a mount namespace of this
+/// process's own, so it goes when the probe exits.
+pub fn probe_idmapped_layers(scratch: &Path) -> io::Result<()> {
+    // One id is enough to say whether the kernel and filesystem take it.
+    let nobody = IdMapping {
+        container_id: 0,
+        host_id: 65534,
+        length: 1,
+    };
+    let mappings = UserNamespaceMappings {
+        uids: nobody,
+        gids: nobody,
+    };
+    let namespace = create(&mappings)?;
+    unshare(CloneFlags::CLONE_NEWNS)
+        .map_err(|e| io::Error::other(format!("unshare(CLONE_NEWNS): {e}")))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| io::Error::other(format!("making / private: {e}")))?;
+    let layer = scratch.join("layer");
+    std::fs::create_dir_all(&layer)?;
+    let user = PodUserNamespace {
+        path: PathBuf::from(format!("/proc/self/fd/{}", namespace.as_raw_fd())),
+        mappings,
+    };
+    ContainerDirs::new(scratch, scratch, "probe")
+        .mount_rootfs(&[layer], Some(&user))
+        .map_err(|e| io::Error::other(e.to_string()))
 }

@@ -26,7 +26,8 @@
 //!   is an error; a relative image dir is taken from `/` (Docker does too).
 //! * **Namespaces**: a new mount namespace always; net/ipc/uts join the
 //!   pod's pinned namespaces by path (or stay the node's); pid per
-//!   [`PidMode`]; no user namespace; no cgroup namespace yet (item 5).
+//!   [`PidMode`]; the pod's user namespace, joined first, when it has one
+//!   (its mappings recorded in the spec); no cgroup namespace yet.
 //! * **Hostname**: the pod's, unless the pod uses the node's UTS namespace.
 //! * **Mounts**: containerd's defaults (`/proc`, `/dev` tmpfs, `/dev/pts`,
 //!   `/dev/shm`, `/dev/mqueue`, `/sys` ro unless privileged,
@@ -69,10 +70,11 @@ use std::path::{Component, Path, PathBuf};
 use nix::sys::resource::Resource;
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilities, LinuxCpuBuilder, LinuxDeviceCgroup,
-    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxHugepageLimitBuilder, LinuxMemoryBuilder,
-    LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResources,
-    LinuxResourcesBuilder, LinuxSeccomp, Mount, MountBuilder, PosixRlimit, PosixRlimitBuilder,
-    PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxHugepageLimitBuilder, LinuxIdMapping,
+    LinuxIdMappingBuilder, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder,
+    LinuxNamespaceType, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder, LinuxSeccomp,
+    Mount, MountBuilder, PosixRlimit, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder,
+    RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use serde::{Deserialize, Serialize};
 
@@ -236,6 +238,11 @@ pub struct MountSpec {
     pub readonly: bool,
     pub propagation: Propagation,
     pub recursive_read_only: bool,
+    /// Bound idmapped through the pod's user namespace (kubelet set the
+    /// mount's mappings to the pod's). Records older than the field have
+    /// none.
+    #[serde(default)]
+    pub idmapped: bool,
 }
 
 /// A namespace the container shares: the pod's pinned one, or the node's.
@@ -268,6 +275,18 @@ pub struct PodNamespaces {
     pub ipc: SharedNamespace,
     pub uts: SharedNamespace,
     pub pid: PidMode,
+    /// The pod's own user namespace, which the container joins first;
+    /// None: the node's. (Records older than the field have none.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<PodUserNamespace>,
+}
+
+/// A pod's own user namespace: where it is, and its mappings (the
+/// container's files are shown through them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodUserNamespace {
+    pub path: PathBuf,
+    pub mappings: proto::monitor::UserNamespaceMappings,
 }
 
 impl Default for PodNamespaces {
@@ -277,6 +296,7 @@ impl Default for PodNamespaces {
             ipc: SharedNamespace::Node,
             uts: SharedNamespace::Node,
             pid: PidMode::Container,
+            user: None,
         }
     }
 }
@@ -691,7 +711,11 @@ fn ns(typ: LinuxNamespaceType, path: Option<&Path>) -> Result<LinuxNamespace, Sp
 /// The namespaces of the spec: mount (new), net/ipc/uts (pod's or node's),
 /// pid per [`PidMode`].
 pub fn namespaces(n: &PodNamespaces) -> Result<Vec<LinuxNamespace>, SpecError> {
-    let mut out = vec![ns(LinuxNamespaceType::Mount, None)?];
+    let mut out = Vec::new();
+    if let Some(user) = &n.user {
+        out.push(ns(LinuxNamespaceType::User, Some(&user.path))?);
+    }
+    out.push(ns(LinuxNamespaceType::Mount, None)?);
     for (typ, shared) in [
         (LinuxNamespaceType::Network, &n.network),
         (LinuxNamespaceType::Ipc, &n.ipc),
@@ -707,6 +731,25 @@ pub fn namespaces(n: &PodNamespaces) -> Result<Vec<LinuxNamespace>, SpecError> {
         PidMode::Node => {}
     }
     Ok(out)
+}
+
+/// The spec's record of the pod user namespace's mappings (what the init
+/// joins is the namespace itself).
+fn id_mappings(
+    n: &PodNamespaces,
+    kind: impl Fn(&proto::monitor::UserNamespaceMappings) -> proto::monitor::IdMapping,
+) -> Result<Option<Vec<LinuxIdMapping>>, SpecError> {
+    let Some(user) = &n.user else {
+        return Ok(None);
+    };
+    let mapping = kind(&user.mappings);
+    Ok(Some(vec![
+        LinuxIdMappingBuilder::default()
+            .container_id(mapping.container_id)
+            .host_id(mapping.host_id)
+            .size(mapping.length)
+            .build()?,
+    ]))
 }
 
 fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount, SpecError> {
@@ -845,6 +888,7 @@ pub fn mounts(c: &ContainerSpec) -> Result<(Vec<Mount>, Option<&'static str>), S
                 readonly,
                 propagation: Propagation::Private,
                 recursive_read_only: false,
+                idmapped: false,
             });
         }
     }
@@ -1118,8 +1162,8 @@ pub fn build_spec(
         // Device nodes beyond the default /dev: a privileged container's
         // host devices, added by host::fit_to_host.
         .set_devices(None)
-        .set_uid_mappings(None)
-        .set_gid_mappings(None)
+        .set_uid_mappings(id_mappings(&container.namespaces, |m| m.uids)?)
+        .set_gid_mappings(id_mappings(&container.namespaces, |m| m.gids)?)
         .set_sysctl(None)
         .set_seccomp(seccomp);
 

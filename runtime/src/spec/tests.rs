@@ -32,6 +32,7 @@ fn pod_container() -> ContainerSpec {
             ipc: SharedNamespace::Pod("/run/crid/pods/p/ns/ipc".into()),
             uts: SharedNamespace::Pod("/run/crid/pods/p/ns/uts".into()),
             pid: PidMode::Container,
+            user: None,
         },
         ..Default::default()
     }
@@ -469,6 +470,7 @@ fn cri_mounts_with_propagation_and_readonly() {
             readonly: true,
             propagation: Propagation::Private,
             recursive_read_only: true,
+            idmapped: false,
         },
         MountSpec {
             container_path: "/data".into(),
@@ -476,6 +478,7 @@ fn cri_mounts_with_propagation_and_readonly() {
             readonly: false,
             propagation: Propagation::RSlave,
             recursive_read_only: false,
+            idmapped: false,
         },
         MountSpec {
             container_path: "/ro".into(),
@@ -581,6 +584,7 @@ fn bad_mounts_name_the_field() {
             readonly: true,
             recursive_read_only: true,
             propagation: Propagation::RSlave,
+            idmapped: false,
         },
     ];
     for m in cases {

@@ -20,7 +20,7 @@ use nix::sys::statvfs::{FsFlags, statvfs};
 use nix::unistd::{
     Gid, Uid, UnlinkatFlags, chdir, fchdir, fchownat, pivot_root, symlinkat, unlinkat,
 };
-use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount, Spec};
+use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, LinuxNamespaceType, Mount, Spec};
 use pathrs::flags::OpenFlags;
 use pathrs::{Handle, Root};
 use proto::monitor::{CgroupV1Mount, CgroupView};
@@ -104,7 +104,12 @@ pub(super) fn prepare(bundle: &Path, spec: &Spec, view: &CgroupView) -> io::Resu
         .iter()
         .any(|m| clean(m.destination()) == Path::new("/dev") && !parse_options(options(m)).bind);
     if own_dev {
-        populate_dev(&root)?;
+        let in_user_namespace = linux
+            .and_then(|l| l.namespaces().as_deref())
+            .unwrap_or_default()
+            .iter()
+            .any(|n| n.typ() == LinuxNamespaceType::User);
+        populate_dev(&root, in_user_namespace)?;
         for device in linux
             .and_then(|l| l.devices().as_deref())
             .unwrap_or_default()
@@ -423,11 +428,29 @@ fn cgroup_v1(
     Ok(())
 }
 
-/// The default devices and links in the container's own `/dev` tmpfs.
-fn populate_dev(root: &Root) -> io::Result<()> {
+/// The default devices and links in the container's own `/dev` tmpfs. In
+/// a user namespace mknod is refused, so the host's nodes are bound onto
+/// empty files instead (as runc does).
+fn populate_dev(root: &Root, in_user_namespace: bool) -> io::Result<()> {
     let dev = resolve(root, Path::new("/dev"))?;
     let mode = Mode::from_bits_truncate(0o666);
     for &(name, major, minor) in DEVICES {
+        if in_user_namespace {
+            let source = host_device(name, major, minor)?;
+            let target = file_in(root, &Path::new("/dev").join(name))?;
+            let source = PathBuf::from(format!("/proc/self/fd/{}", source.as_raw_fd()));
+            context(
+                mount(
+                    Some(&source),
+                    fd_path(&target).as_path(),
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                ),
+                || format!("binding the host's /dev/{name}"),
+            )?;
+            continue;
+        }
         context(
             mknodat(
                 dev.as_fd(),
@@ -510,20 +533,28 @@ fn create_device(root: &Root, device: &LinuxDevice) -> io::Result<()> {
 /// masked-path CVEs bound whatever a raced `/dev/null` pointed to, such as
 /// a writable /proc file, over the masked path).
 fn host_dev_null() -> io::Result<OwnedFd> {
+    host_device("null", 1, 3)
+}
+
+/// The host's `/dev/<name>`, opened without following links and checked to
+/// be the character device `major:minor`.
+fn host_device(name: &str, major: u64, minor: u64) -> io::Result<OwnedFd> {
+    let path = Path::new("/dev").join(name);
     let fd = context(
         nix::fcntl::open(
-            "/dev/null",
+            &path,
             OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::empty(),
         ),
-        || "opening the host's /dev/null".into(),
+        || format!("opening the host's {}", path.display()),
     )?;
-    let stat = context(fstat(&fd), || "fstat /dev/null".into())?;
+    let stat = context(fstat(&fd), || format!("fstat {}", path.display()))?;
     let is_char = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR;
-    if !is_char || stat.st_rdev != makedev(1, 3) {
-        return Err(io::Error::other(
-            "the host's /dev/null is not the null device (char 1:3); refusing to mask with it",
-        ));
+    if !is_char || stat.st_rdev != makedev(major, minor) {
+        return Err(io::Error::other(format!(
+            "the host's {} is not char device {major}:{minor}; refusing to bind it",
+            path.display()
+        )));
     }
     Ok(fd)
 }
