@@ -331,6 +331,15 @@ pub fn translate(
     )?;
     let user_namespace = user_namespace(options.userns_options.as_ref())?;
     if user_namespace.is_some() {
+        if security.privileged {
+            // A privileged container gets the host's device nodes, which
+            // cannot be made in a user namespace (as kubelet refuses it).
+            return Err(CridError::invalid(
+                "config.linux.security_context.privileged",
+                "true",
+                "a pod with a user namespace of its own cannot be privileged",
+            ));
+        }
         for (field, mode) in [("network", network), ("ipc", ipc), ("pid", pid)] {
             if mode == NamespaceMode::Node {
                 return Err(CridError::invalid(

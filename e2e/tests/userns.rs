@@ -146,6 +146,25 @@ async fn bad_user_namespace_requests_are_refused_naming_the_field_and_leave_noth
     );
     assert!(error.message().contains("network"), "{error:?}");
 
+    // Nor can such a pod be privileged (its containers' host devices
+    // cannot be made in a user namespace).
+    let mut privileged = with_userns(&world, "privileged", pod_mode(kubelets(), kubelets()));
+    if let Some(security) = privileged
+        .linux
+        .as_mut()
+        .and_then(|linux| linux.security_context.as_mut())
+    {
+        security.privileged = true;
+    }
+    let error = run_pod(&world, privileged).await.expect_err("privileged");
+    assert_eq!(error.code(), tonic::Code::InvalidArgument, "{error:?}");
+    assert!(
+        error
+            .message()
+            .contains("config.linux.security_context.privileged"),
+        "{error:?}"
+    );
+
     let pods = world
         .rt()
         .await
