@@ -330,7 +330,15 @@ pub fn translate(
         ],
     )?;
     let user_namespace = user_namespace(options.userns_options.as_ref())?;
-    if user_namespace.is_some() {
+    if let Some(mappings) = &user_namespace {
+        for (kind, file, mapping) in [
+            ("uids", "/etc/subuid", mappings.uids),
+            ("gids", "/etc/subgid", mappings.gids),
+        ] {
+            // Absent or unreadable: no ranges named, kubelet's default.
+            let content = std::fs::read_to_string(file).unwrap_or_default();
+            within_subordinate_ids(kind, file, &mapping, &content)?;
+        }
         if security.privileged {
             // A privileged container gets the host's device nodes, which
             // cannot be made in a user namespace (as kubelet refuses it).
@@ -545,6 +553,53 @@ fn id_mapping(
     }
 }
 
+/// The user whose subordinate ids kubelet gives pods (it asks getsubids).
+const KUBELET_USER: &str = "kubelet";
+
+/// The `kubelet` user's subordinate id ranges in `content` (the text of
+/// /etc/subuid or /etc/subgid: `user:start:count` lines), as (start, end).
+fn subordinate_ranges(content: &str) -> Vec<(u64, u64)> {
+    content
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.trim().split(':');
+            let (user, start, count) = (fields.next()?, fields.next()?, fields.next()?);
+            let (start, count) = (start.parse::<u64>().ok()?, count.parse::<u64>().ok()?);
+            (user == KUBELET_USER).then_some((start, start + count))
+        })
+        .collect()
+}
+
+/// Where the node names subordinate ids for kubelet, a pod's range must
+/// lie inside them (they are what kubelet hands out, and nothing else on
+/// the node uses them); where it names none, kubelet's default applies
+/// and only the 32-bit bound is checked (by [`id_mapping`]).
+fn within_subordinate_ids(
+    kind: &str,
+    file: &str,
+    mapping: &proto::monitor::IdMapping,
+    content: &str,
+) -> Result<(), CridError> {
+    let ranges = subordinate_ranges(content);
+    let (start, end) = (
+        u64::from(mapping.host_id),
+        u64::from(mapping.host_id) + u64::from(mapping.length),
+    );
+    if ranges.is_empty() || ranges.iter().any(|&(from, to)| from <= start && end <= to) {
+        return Ok(());
+    }
+    let named = ranges
+        .iter()
+        .map(|(from, to)| format!("{from}-{}", to - 1))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(CridError::invalid(
+        format!("{USERNS_FIELD}.{kind}[0].host_id"),
+        format!("host ids {start}-{}", end - 1),
+        format!("outside the {KUBELET_USER} user's subordinate ids in {file} ({named})"),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -563,6 +618,31 @@ mod tests {
             uids,
             gids,
         }
+    }
+
+    #[test]
+    fn a_range_must_lie_in_kubelets_subordinate_ids_where_the_node_names_them() {
+        let mapping = |host_id, length| proto::monitor::IdMapping {
+            container_id: 0,
+            host_id,
+            length,
+        };
+        let file =
+            "root:100000:65536\nkubelet:65536:131072\n# kubelet:0:1\nkubelet:1000000:65536\n";
+        let check = |m| within_subordinate_ids("uids", "/etc/subuid", &m, file);
+        assert!(check(mapping(65536, 65536)).is_ok());
+        assert!(check(mapping(131072, 65536)).is_ok());
+        assert!(check(mapping(1000000, 65536)).is_ok());
+        // Straddling the end of a range, and past every range.
+        for outside in [mapping(131073, 65536), mapping(300000, 1)] {
+            let error = check(outside).expect_err("outside").to_string();
+            assert!(error.contains("userns_options.uids[0].host_id"), "{error}");
+            assert!(error.contains("65536-196607, 1000000-1065535"), "{error}");
+        }
+        // A node that names none for kubelet: kubelet's default applies.
+        let none =
+            within_subordinate_ids("gids", "/etc/subgid", &mapping(1000, 100000), "root:1:2\n");
+        assert!(none.is_ok());
     }
 
     fn refusal(options: &cri::UserNamespace) -> String {
