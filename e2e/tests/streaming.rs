@@ -830,7 +830,7 @@ async fn exec_with_a_tty_follows_resizes() {
     let pod = world.pod("tty").await;
     let ctr = world.run(&pod, "sleeper", &["sleep", "3600"]).await;
     let script = "while :; do s=$(stty size); [ \"$s\" = '40 100' ] && break; sleep 0.05; done; \
-                  echo size:$s; [ -t 0 ] && echo terminal; exit 0";
+                  echo size:$s; [ -t 0 ] && echo terminal; echo name:$(tty); exit 0";
     let session = exec(&world, &ctr, &["sh", "-c", script], true, true).await;
     session
         .spdy
@@ -844,6 +844,9 @@ async fn exec_with_a_tty_follows_resizes() {
     let text = String::from_utf8_lossy(&stdout.data);
     assert!(text.contains("size:40 100"), "{text:?}");
     assert!(text.contains("terminal"), "{text:?}");
+    // A terminal of the container's own devpts, so the container can name
+    // it (ttyname), as with runc: one of the host's is "not a tty" there.
+    assert!(text.contains("name:/dev/pts/"), "{text:?}");
     assert_eq!(exec_status(&session).await["status"], "Success");
     world.finish(&[&pod]).await;
 }

@@ -813,7 +813,7 @@ impl Containers {
             return error(ErrorKind::InvalidRequest, "exec needs a command");
         }
         let started = (|| {
-            let (stdio, for_crid) = attached_stdio(&exec)?;
+            let (stdio, for_crid) = attached_stdio(&exec, container.pid)?;
             let pid = init::exec(
                 container.pid,
                 &container.spec,
@@ -1100,20 +1100,15 @@ fn container_stdio(
 /// The child's stdio of an attached exec, and the ends crid gets: a pty's
 /// master, or stdin's write end (if asked for) then stdout's and
 /// stderr's read ends.
-fn attached_stdio(exec: &ExecAttached) -> io::Result<(ChildStdio, Vec<OwnedFd>)> {
+fn attached_stdio(exec: &ExecAttached, init: Pid) -> io::Result<(ChildStdio, Vec<OwnedFd>)> {
     if exec.tty {
-        let pty = nix::pty::openpty(None, None)?;
-        fcntl(
-            &pty.master,
-            FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        )?;
-        let slave = pty.slave;
+        let (master, slave) = container_pty(init)?;
         let stdio = ChildStdio {
             stdin: slave.try_clone()?,
             stdout: slave.try_clone()?,
             stderr: slave,
         };
-        return Ok((stdio, vec![pty.master]));
+        return Ok((stdio, vec![master]));
     }
     let mut for_crid = Vec::new();
     let stdin = if exec.stdin {
@@ -1132,6 +1127,41 @@ fn attached_stdio(exec: &ExecAttached) -> io::Result<(ChildStdio, Vec<OwnedFd>)>
         stderr: stderr_write,
     };
     Ok((stdio, for_crid))
+}
+
+/// A pty of the container's own devpts: its `/dev/pts/ptmx`, reached
+/// through its init's root and resolved beneath it, checked to be a devpts
+/// ptmx. Its slave is then `/dev/pts/N` inside the container, so an exec's
+/// `tty` (ttyname) names it there, as with runc; a pty of the host's devpts
+/// would be a terminal the container cannot name.
+fn container_pty(init: Pid) -> io::Result<(OwnedFd, OwnedFd)> {
+    use nix::fcntl::{OpenHow, ResolveFlag, openat2};
+    let root = nix::fcntl::open(
+        format!("/proc/{init}/root").as_str(),
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let master = openat2(&root, "dev/pts/ptmx", how)
+        .map_err(|e| io::Error::other(format!("opening the container's /dev/pts/ptmx: {e}")))?;
+    let on_devpts = nix::sys::statfs::fstatfs(&master)?.filesystem_type()
+        == nix::sys::statfs::DEVPTS_SUPER_MAGIC;
+    let stat = nix::sys::stat::fstat(&master)?;
+    let is_ptmx = nix::sys::stat::SFlag::from_bits_truncate(stat.st_mode)
+        & nix::sys::stat::SFlag::S_IFMT
+        == nix::sys::stat::SFlag::S_IFCHR
+        && stat.st_rdev == nix::sys::stat::makedev(5, 2);
+    if !on_devpts || !is_ptmx {
+        return Err(io::Error::other(
+            "the container's /dev/pts/ptmx is not a devpts pty multiplexer",
+        ));
+    }
+    // Blocking again: crid gets the master as a pty end like any other.
+    fcntl(&master, FcntlArg::F_SETFL(OFlag::O_RDWR))?;
+    let slave = crate::sys::open_pty_peer(master.as_fd())?;
+    Ok((master, slave))
 }
 
 /// Sends `frame` with `fds` attached, whole (a short send is an error: the

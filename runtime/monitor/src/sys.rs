@@ -220,3 +220,27 @@ fn release_stack_below_caller() {
         )
     };
 }
+
+/// Unlocks the pty master `master` and opens its peer, the slave, through
+/// the master itself (TIOCSPTLCK 0, then TIOCGPTPEER): no path is looked
+/// up, so it works whichever mount namespace the pty's devpts lives in.
+pub fn open_pty_peer(
+    master: std::os::fd::BorrowedFd<'_>,
+) -> Result<std::os::fd::OwnedFd, std::io::Error> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int through the pointer, which lives
+    // across the call; the fd is borrowed, so it stays open.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: TIOCGPTPEER takes its open flags as an int argument, no
+    // pointer; the fd is borrowed, so it stays open.
+    let peer = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) };
+    if peer < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd, and nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(peer) })
+}
