@@ -15,7 +15,8 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use proto::cri;
 
 /// A host directory bind-mounted onto itself and made rshared, as critest
-/// prepares it; unmounted (with whatever got mounted below) on drop.
+/// prepares it (or rprivate); unmounted (with whatever got mounted below)
+/// on drop.
 struct SharedHostDir {
     dir: tempfile::TempDir,
     source: PathBuf,
@@ -23,6 +24,10 @@ struct SharedHostDir {
 
 impl SharedHostDir {
     fn new() -> SharedHostDir {
+        SharedHostDir::with_propagation(MsFlags::MS_SHARED)
+    }
+
+    fn with_propagation(propagation: MsFlags) -> SharedHostDir {
         let dir = tempfile::tempdir().expect("tempdir");
         let source = dir.path().join("mnt");
         std::fs::create_dir_all(source.join("from-host")).expect("mkdir");
@@ -39,10 +44,10 @@ impl SharedHostDir {
             None::<&str>,
             &source,
             None::<&str>,
-            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            propagation | MsFlags::MS_REC,
             None::<&str>,
         )
-        .expect("make it rshared");
+        .expect("set its propagation");
         SharedHostDir { dir, source }
     }
 }
@@ -182,6 +187,36 @@ async fn bidirectional_mounts_propagate_both_ways_and_host_to_container_one_way(
             "1"
         );
     }
+
+    // A host path on a private mount cannot propagate either way: asking
+    // for it is refused, naming the field, with nothing left.
+    let private = SharedHostDir::with_propagation(MsFlags::MS_PRIVATE);
+    for propagation in [
+        cri::MountPropagation::PropagationBidirectional,
+        cri::MountPropagation::PropagationHostToContainer,
+    ] {
+        let config = privileged(
+            world.container_config("private", &["sleep", "1000"]),
+            &private.source,
+            propagation,
+        );
+        let error = world
+            .rt()
+            .await
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(config),
+                sandbox_config: Some(pod_config.clone()),
+            })
+            .await
+            .expect_err("a private host path");
+        assert_eq!(error.code(), tonic::Code::FailedPrecondition, "{error:?}");
+        assert!(
+            error.message().contains("config.mounts[0].propagation"),
+            "{error:?}"
+        );
+    }
+    drop(private);
 
     // Container to host: the bidirectional mount carries it back, and the
     // HOST_TO_CONTAINER one then sees it through the host.

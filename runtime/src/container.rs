@@ -15,7 +15,9 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use oci_spec::runtime::Spec;
 use proto::monitor::{ContainerExit, ENV_FILE, EXIT_FILE};
 
-use crate::spec::{ContainerSpec, PodUserNamespace, SpecError, to_config_json};
+use crate::spec::{
+    ContainerSpec, MountSpec, PodUserNamespace, Propagation, SpecError, to_config_json,
+};
 
 /// A page: the kernel's limit on mount options (overlay's lowerdir list).
 const MAX_MOUNT_OPTIONS: usize = 4095;
@@ -304,13 +306,9 @@ fn escape_overlay_path(path: &Path) -> String {
 
 /// Where things are mounted in crid's mount namespace.
 fn mount_points() -> Vec<PathBuf> {
-    let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    mountinfo
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(PathBuf::from)
+    crate::mountinfo::mounts()
+        .into_iter()
+        .map(|mount| mount.mount_point)
         .collect()
 }
 
@@ -387,8 +385,41 @@ pub fn prepare_host_paths(spec: &mut ContainerSpec) -> Result<(), ContainerError
             path: path.clone(),
             reason: format!("cannot be resolved: {error}"),
         })?;
+        check_propagation(index, mount)?;
     }
     Ok(())
+}
+
+/// A mount made inside the container reaches the host (BIDIRECTIONAL) only
+/// if the host path is on a shared mount, and the host's reach the
+/// container (HOST_TO_CONTAINER) only if it is shared or a slave: else the
+/// request could not be honoured, and is refused as containerd refuses it.
+fn check_propagation(index: usize, mount: &MountSpec) -> Result<(), ContainerError> {
+    let needs = match mount.propagation {
+        Propagation::Private => return Ok(()),
+        Propagation::RShared => "a shared mount",
+        Propagation::RSlave => "a shared or slave mount",
+    };
+    let mounts = crate::mountinfo::mounts();
+    let Some(holding) = crate::mountinfo::holding(&mounts, &mount.host_path) else {
+        return Ok(());
+    };
+    let propagates = match mount.propagation {
+        Propagation::RShared => holding.is_shared(),
+        _ => holding.is_shared() || holding.is_slave(),
+    };
+    if propagates {
+        return Ok(());
+    }
+    Err(ContainerError::HostPath {
+        field: format!("config.mounts[{index}].propagation"),
+        path: mount.host_path.clone(),
+        reason: format!(
+            "is on the mount at {}, which is not {needs} (mount --make-rshared {} makes it one)",
+            holding.mount_point.display(),
+            holding.mount_point.display()
+        ),
+    })
 }
 
 #[cfg(test)]

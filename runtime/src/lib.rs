@@ -11,6 +11,7 @@ pub mod cgroup;
 pub mod client;
 pub mod container;
 pub mod host;
+pub mod mountinfo;
 pub mod netstats;
 pub mod spec;
 pub mod sys;

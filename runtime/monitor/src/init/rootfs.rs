@@ -702,39 +702,10 @@ fn mount_at(
 
 /// The mount point (from mountinfo) of the mount that holds `path`.
 fn mount_point_of(path: &Path) -> io::Result<PathBuf> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
-    mountinfo
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|field| PathBuf::from(unescape_mountinfo(field)))
-        .filter(|point| path.starts_with(point))
-        .max_by_key(|point| point.components().count())
+    let mounts = runtime::mountinfo::parse(&std::fs::read_to_string("/proc/self/mountinfo")?);
+    runtime::mountinfo::holding(&mounts, path)
+        .map(|mount| mount.mount_point.clone())
         .ok_or_else(|| io::Error::other(format!("no mount holds {}", path.display())))
-}
-
-/// mountinfo writes space, tab, newline and backslash as `\ooo`.
-fn unescape_mountinfo(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).and_then(|digits| {
-            std::str::from_utf8(digits)
-                .ok()
-                .and_then(|d| u8::from_str_radix(d, 8).ok())
-        });
-        match (bytes[i], octal) {
-            (b'\\', Some(byte)) => {
-                out.push(byte);
-                i += 4;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `/proc/self/fd/N` of a handle: mount(2) follows it to the very inode
@@ -852,11 +823,5 @@ mod tests {
         let parsed = opts(&["rbind", "rprivate", "rro"]);
         assert!(parsed.recursive_read_only);
         assert!(parsed.flags.contains(MsFlags::MS_RDONLY));
-    }
-
-    #[test]
-    fn mountinfo_escapes_are_undone() {
-        assert_eq!(unescape_mountinfo(r"/a\040b\134c"), r"/a b\c");
-        assert_eq!(unescape_mountinfo(r"/plain\"), r"/plain\");
     }
 }
