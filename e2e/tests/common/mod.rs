@@ -429,3 +429,12 @@ pub fn exit_record(world: &World, id: &str) -> PathBuf {
         .join(id)
         .join("exit.json")
 }
+
+/// A refusal with `code` whose message names `field`.
+pub fn assert_refused_naming(error: &tonic::Status, code: tonic::Code, field: &str) {
+    assert_eq!(error.code(), code, "{error:?}");
+    assert!(
+        error.message().contains(field),
+        "{field} not named: {error:?}"
+    );
+}
