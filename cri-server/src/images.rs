@@ -421,6 +421,56 @@ pub struct KeepSets {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{self, TestDaemon};
+
+    /// The controller over the real stores: an image's layer outlives the
+    /// image while a container's rootfs uses it, and goes with the
+    /// container; a layer nothing names goes at the next collection.
+    #[tokio::test]
+    async fn removal_and_gc_keep_what_a_container_still_uses() {
+        let test = TestDaemon::new().await;
+        let images = test.daemon.images.clone();
+        let stores = &test.daemon.stores;
+        let (used, stray) = (
+            format!("sha256:{}", "1".repeat(64)),
+            format!("sha256:{}", "2".repeat(64)),
+        );
+        for chain in [&used, &stray] {
+            std::fs::create_dir_all(images.layer_dir(chain).expect("layer dir")).expect("mkdir");
+        }
+        let record = testing::image("127.0.0.1:5000/app:v1", &used);
+        stores.images.put(record.clone()).expect("recorded");
+        let mut container = testing::container("c1", "p1");
+        container.layers = vec![used.clone()];
+        container.image_id = record.id.clone();
+        test.add_container(container);
+
+        // Found by tag, by id prefix; an unknown name finds nothing.
+        assert!(
+            images
+                .find("127.0.0.1:5000/app:v1")
+                .expect("valid")
+                .is_some()
+        );
+        assert_eq!(images.list(Some("127.0.0.1:5000/none:v1")).len(), 0);
+        assert_eq!(images.list(None).len(), 1);
+
+        images
+            .remove("127.0.0.1:5000/app:v1")
+            .await
+            .expect("removed");
+        assert!(images.list(None).is_empty());
+        // Idempotent, as kubelet expects.
+        images.remove("127.0.0.1:5000/app:v1").await.expect("again");
+        let layer = |chain: &str| images.layer_dir(chain).expect("layer dir").exists();
+        assert!(layer(&used), "the container's rootfs layer was collected");
+        assert!(!layer(&stray), "a layer nothing names was kept");
+
+        stores.containers.remove("c1").expect("container forgotten");
+        let report = images.collect_garbage().await.expect("gc");
+        assert_eq!(report.layers_removed, [used.clone()]);
+        assert!(!layer(&used));
+    }
 
     fn pulled(id_char: char, reference: &str) -> (PulledImage, Reference) {
         let reference = Reference::parse(reference).expect("reference");

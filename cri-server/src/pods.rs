@@ -603,6 +603,42 @@ fn within_subordinate_ids(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{self, TestDaemon};
+
+    /// The controller over the real stores (no pod is built: the pods here
+    /// are records only, so stop and remove have nothing on the host).
+    #[tokio::test]
+    async fn stop_and_remove_are_idempotent_and_ids_resolve_by_unique_prefix() {
+        let test = TestDaemon::new().await;
+        let pods = test.daemon.pods.clone();
+        // kubelet repeats Stop and Remove: what is gone succeeds.
+        pods.stop("0123").await.expect("stopping nothing");
+        pods.remove("0123").await.expect("removing nothing");
+
+        test.add_pod(testing::pod("ab01", PodPhase::Stopped));
+        test.add_pod(testing::pod("ab02", PodPhase::Ready));
+        let found = pods.find("ab01").expect("valid").expect("found");
+        assert_eq!(found.id, "ab01");
+        assert!(
+            pods.find("ab0").is_err(),
+            "an ambiguous prefix names no pod"
+        );
+        assert!(pods.find("cd").expect("valid").is_none());
+
+        // A stopped pod is not torn down again; it stays as it was.
+        pods.stop("ab01").await.expect("stopped again");
+        let record = test.daemon.stores.pods.get("ab01").expect("kept");
+        assert_eq!(record.phase, PodPhase::Stopped);
+        // Neither is ready: one is stopped, the other has no pause running.
+        let listed = pods.list(|_| true).await;
+        assert_eq!(listed.len(), 2);
+        assert!(listed.iter().all(|(_, ready)| !ready));
+
+        pods.remove("ab01").await.expect("removed");
+        assert!(test.daemon.stores.pods.get("ab01").is_none());
+        // Its name is free again: the same pod can be recorded anew.
+        test.add_pod(testing::pod("ab01", PodPhase::Stopped));
+    }
 
     fn range(container_id: u32, host_id: u32, length: u32) -> cri::IdMapping {
         cri::IdMapping {
