@@ -468,7 +468,7 @@ mod tests {
 
         stores.containers.remove("c1").expect("container forgotten");
         let report = images.collect_garbage().await.expect("gc");
-        assert_eq!(report.layers_removed, [used.clone()]);
+        assert_eq!(report.layers_removed, std::slice::from_ref(&used));
         assert!(!layer(&used));
     }
 
