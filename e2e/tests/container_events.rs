@@ -347,27 +347,14 @@ async fn a_pods_sandbox_has_its_own_events_with_the_pods_id() {
         assert_pod(event, &pod, "sandboxed");
     }
 
-    world
-        .rt()
-        .await
-        .stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: pod.clone(),
-        })
-        .await
-        .expect("stop pod");
+    world.stop_pod(&pod).await;
     let stopped = next_of(&mut events, &pod).await;
     assert_eq!(stopped.container_event_type(), Kind::ContainerStoppedEvent);
     let status = stopped.pod_sandbox_status.as_ref().expect("pod status");
     assert_eq!(status.state(), cri::PodSandboxState::SandboxNotready);
 
-    world
-        .rt()
-        .await
-        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: pod.clone(),
-        })
-        .await
-        .expect("remove pod");
+    // Stopped already: only the removal is left (and makes the event).
+    world.remove_pod(&pod).await;
     // kubelet's evented PLEG reads the pod's uid from the DELETED event's
     // status: it must be there although the pod is gone.
     let deleted = next_of(&mut events, &pod).await;

@@ -734,14 +734,7 @@ async fn crids_own_metrics_follow_pulls_cni_and_states() {
     assert_eq!(states(&scraped), (vec![1.0, 0.0], vec![1.0, 0.0, 1.0, 0.0]));
 
     // Stopped: its network is DEL'd, and it is not ready.
-    world
-        .rt()
-        .await
-        .stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: pod.clone(),
-        })
-        .await
-        .expect("stop pod");
+    world.stop_pod(&pod).await;
     let scraped = parse(&scrape(&address).await);
     assert!(cni("DEL")(&scraped) >= 1.0);
     assert_eq!(states(&scraped).0, vec![0.0, 1.0]);

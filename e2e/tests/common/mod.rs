@@ -315,14 +315,20 @@ impl World {
             .containers
     }
 
+    pub async fn stop_pod(&self, pod: &str) {
+        self.rt()
+            .await
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: pod.to_string(),
+            })
+            .await
+            .expect("stop pod");
+    }
+
     /// Stops and removes a pod, as kubelet does.
     pub async fn remove_pod(&self, pod: &str) {
+        self.stop_pod(pod).await;
         let mut rt = self.rt().await;
-        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: pod.to_string(),
-        })
-        .await
-        .expect("stop pod");
         rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
             pod_sandbox_id: pod.to_string(),
         })

@@ -84,13 +84,12 @@ fn allow_list(syscalls: &[&str]) -> io::Result<ScmpFilterContext> {
     Ok(filter)
 }
 
-/// A mount namespace of its own whose root is an empty read-only tmpfs:
-/// nothing of the host's filesystem is reachable from it any more.
-fn empty_root(mount_point: &Path) -> io::Result<()> {
+/// A mount namespace of this process's own, from which nothing mounted or
+/// unmounted propagates back to the host.
+pub fn private_mount_namespace() -> io::Result<()> {
     context(unshare(CloneFlags::CLONE_NEWNS), || {
         "unshare(CLONE_NEWNS)".into()
     })?;
-    // Nothing done here may propagate back to the host.
     context(
         mount(
             None::<&str>,
@@ -100,7 +99,13 @@ fn empty_root(mount_point: &Path) -> io::Result<()> {
             None::<&str>,
         ),
         || "making / private".into(),
-    )?;
+    )
+}
+
+/// A mount namespace of its own whose root is an empty read-only tmpfs:
+/// nothing of the host's filesystem is reachable from it any more.
+fn empty_root(mount_point: &Path) -> io::Result<()> {
+    private_mount_namespace()?;
     let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     context(
         mount(

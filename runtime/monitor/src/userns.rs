@@ -18,7 +18,6 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
-use nix::mount::{MsFlags, mount};
 use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
@@ -112,16 +111,7 @@ pub fn probe_idmapped_layers(scratch: &Path) -> io::Result<()> {
         gids: nobody,
     };
     let namespace = create(&mappings)?;
-    unshare(CloneFlags::CLONE_NEWNS)
-        .map_err(|e| io::Error::other(format!("unshare(CLONE_NEWNS): {e}")))?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| io::Error::other(format!("making / private: {e}")))?;
+    crate::confine::private_mount_namespace()?;
     let layer = scratch.join("layer");
     std::fs::create_dir_all(&layer)?;
     let user = PodUserNamespace {
