@@ -19,6 +19,7 @@ use proto::cri::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::{Channel, Endpoint};
 
 pub mod registry;
+pub mod spdy;
 
 /// Where Debian's containernetworking-plugins puts the CNI plugins.
 pub const DEBIAN_CNI_BIN_DIR: &str = "/usr/lib/cni";

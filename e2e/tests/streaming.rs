@@ -1,236 +1,20 @@
 //! The streaming server as crictl and kubelet use it: the URL an RPC
 //! returns, upgraded to SPDY/3.1, with port-forward connections into a
 //! pod's own network namespace and exec sessions in a container. The
-//! client is the test's own (an HTTP upgrade and SPDY frames), not crid's
-//! server code.
+//! client is e2e's own (`e2e::spdy`, also cri-bench's), not crid's server
+//! code.
 
 mod common;
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
-use http::HeaderMap;
+use e2e::spdy::{self, PATIENCE, Received, Remotecommand, Spdy, Streams, upgrade};
 use proto::cri;
-use spdystream_rs::frame::{DATA_FLAG_FIN, DataFrame, FLAG_FIN, Frame, SynStreamFrame};
-use spdystream_rs::framer::Framer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
-
-/// A bound for waits on the server, not a timing assertion.
-const PATIENCE: Duration = Duration::from_secs(60);
-
-/// The server's answer to an upgrade request, and the connection.
-struct Upgrade {
-    status: u16,
-    head: String,
-    stream: TcpStream,
-}
-
-impl Upgrade {
-    fn header(&self, name: &str) -> Vec<String> {
-        self.head
-            .lines()
-            .filter_map(|line| line.split_once(':'))
-            .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.trim().to_string())
-            .collect()
-    }
-}
-
-/// POSTs an SPDY upgrade to `url` offering `protocols` (none: no header).
-async fn upgrade(url: &str, protocols: &[&str]) -> Upgrade {
-    let rest = url.strip_prefix("http://").expect("an absolute http URL");
-    let (host, path) = rest.split_at(rest.find('/').expect("a path"));
-    assert!(host.starts_with("127.0.0.1:"), "{url}");
-    let mut stream = TcpStream::connect(host).await.expect("connect");
-    let mut request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nContent-Length: 0\r\n"
-    );
-    for protocol in protocols {
-        request.push_str(&format!("X-Stream-Protocol-Version: {protocol}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("send request");
-    // Byte by byte: what follows the head is SPDY.
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let byte = tokio::time::timeout(PATIENCE, stream.read_u8())
-            .await
-            .expect("an answer in time")
-            .expect("read answer");
-        head.push(byte);
-    }
-    let head = String::from_utf8(head).expect("text head");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status code");
-    Upgrade {
-        status,
-        head,
-        stream,
-    }
-}
-
-/// What arrived on one stream.
-#[derive(Debug, Default, Clone)]
-struct Received {
-    data: Vec<u8>,
-    fin: bool,
-    reset: bool,
-}
-
-/// The client side of an SPDY connection.
-type Writer = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
-type Reader = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
-
-struct Spdy {
-    writer: tokio::sync::Mutex<Framer<Writer, tokio::io::Empty>>,
-    next_id: AtomicU32,
-    streams: Arc<std::sync::Mutex<HashMap<u32, Received>>>,
-    changed: Arc<Notify>,
-    reader: tokio::task::JoinHandle<()>,
-}
-
-impl Spdy {
-    fn new(stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static) -> Spdy {
-        let (read, write) = tokio::io::split(stream);
-        let (read, write): (Reader, Writer) = (Box::new(read), Box::new(write));
-        let streams = Arc::new(std::sync::Mutex::new(HashMap::<u32, Received>::new()));
-        let changed = Arc::new(Notify::new());
-        let reader = tokio::spawn(read_frames(read, streams.clone(), changed.clone()));
-        Spdy {
-            writer: tokio::sync::Mutex::new(Framer::new(write, tokio::io::empty())),
-            next_id: AtomicU32::new(1),
-            streams,
-            changed,
-            reader,
-        }
-    }
-
-    async fn open(&self, headers: &[(&str, &str)]) -> u32 {
-        let id = self.next_id.fetch_add(2, Ordering::SeqCst);
-        let mut map = HeaderMap::new();
-        for (name, value) in headers {
-            map.insert(
-                http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
-                value.parse().expect("value"),
-            );
-        }
-        self.streams
-            .lock()
-            .expect("lock")
-            .insert(id, Received::default());
-        self.writer
-            .lock()
-            .await
-            .write_frame(&Frame::SynStream(SynStreamFrame {
-                stream_id: id,
-                associated_stream_id: 0,
-                priority: 0,
-                headers: map,
-                flags: 0,
-            }))
-            .await
-            .expect("SYN_STREAM");
-        id
-    }
-
-    async fn send(&self, id: u32, data: &[u8], fin: bool) {
-        self.writer
-            .lock()
-            .await
-            .write_frame(&Frame::Data(DataFrame {
-                stream_id: id,
-                flags: if fin { DATA_FLAG_FIN } else { 0 },
-                data: Bytes::copy_from_slice(data),
-            }))
-            .await
-            .expect("DATA");
-    }
-
-    /// Waits until what arrived on `id` satisfies `done`.
-    async fn until(&self, id: u32, done: impl Fn(&Received) -> bool) -> Received {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let now = self
-                .streams
-                .lock()
-                .expect("lock")
-                .get(&id)
-                .cloned()
-                .unwrap_or_default();
-            if done(&now) {
-                return now;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "stream {id} never got there: {now:?}"
-            );
-            let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
-        }
-    }
-
-    async fn ended(&self, id: u32) -> Received {
-        self.until(id, |r| r.fin || r.reset).await
-    }
-}
-
-impl Drop for Spdy {
-    fn drop(&mut self) {
-        self.reader.abort();
-    }
-}
-
-async fn read_frames(
-    read: Reader,
-    streams: Arc<std::sync::Mutex<HashMap<u32, Received>>>,
-    changed: Arc<Notify>,
-) {
-    let mut framer = Framer::new(tokio::io::sink(), read);
-    loop {
-        let frame = framer.read_frame().await;
-        {
-            let mut streams = streams.lock().expect("lock");
-            match frame {
-                Ok(Frame::Data(data)) => {
-                    let entry = streams.entry(data.stream_id).or_default();
-                    entry.data.extend_from_slice(&data.data);
-                    entry.fin |= data.flags & DATA_FLAG_FIN != 0;
-                }
-                Ok(Frame::SynReply(reply)) => {
-                    streams.entry(reply.stream_id).or_default().fin |= reply.flags & FLAG_FIN != 0;
-                }
-                Ok(Frame::RstStream(reset)) => {
-                    streams.entry(reset.stream_id).or_default().reset = true;
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    // The server closed: nothing more comes on any stream.
-                    for received in streams.values_mut() {
-                        received.fin = true;
-                    }
-                    drop(streams);
-                    changed.notify_waiters();
-                    return;
-                }
-            }
-        }
-        changed.notify_waiters();
-    }
-}
 
 /// A pod with its own network namespace (on a bridge of this test's own).
 async fn pod_with_network(world: &World, name: &str) -> String {
@@ -311,43 +95,30 @@ async fn port_forward_serves_concurrent_connections_into_the_pod_and_survives_a_
     let url = port_forward_url(&world, &pod, vec![9000]).await;
     assert!(url.starts_with("http://127.0.0.1:"), "absolute URL: {url}");
     assert!(url.contains("/portforward/"), "{url}");
-    let session = upgrade(&url, &["portforward.k8s.io"]).await;
-    assert_eq!(session.status, 101, "{}", session.head);
-    assert_eq!(
-        session.header("x-stream-protocol-version"),
-        vec!["portforward.k8s.io"]
-    );
-    let spdy = Spdy::new(session.stream);
+    // The upgrade to portforward.k8s.io, checked by the client.
+    let spdy = spdy::port_forward(&url)
+        .await
+        .expect("port-forward session");
 
     // As client-go opens them: the error stream, then the data stream.
     let mut pairs = Vec::new();
-    for (request, port) in [("0", "9000"), ("1", "9000"), ("2", "9999")] {
-        let error = spdy
-            .open(&[
-                ("streamtype", "error"),
-                ("port", port),
-                ("requestid", request),
-            ])
-            .await;
-        let data = spdy
-            .open(&[
-                ("streamtype", "data"),
-                ("port", port),
-                ("requestid", request),
-            ])
-            .await;
-        pairs.push((error, data));
+    for (request, port) in [(0, 9000), (1, 9000), (2, 9999)] {
+        pairs.push(
+            spdy.open_forward(port, request)
+                .await
+                .expect("open streams"),
+        );
     }
     // Nothing listens on 9999: its pair alone fails, with the reason.
     let (refused_error, refused_data) = pairs[2];
-    let refused = spdy.ended(refused_error).await;
+    let refused = spdy.ended(refused_error).await.expect("stream end");
     let message = String::from_utf8_lossy(&refused.data).to_string();
     assert!(
         message.contains("9999") && message.contains("refused"),
         "{message:?}"
     );
     assert!(
-        spdy.ended(refused_data).await.reset,
+        spdy.ended(refused_data).await.expect("stream end").reset,
         "the data stream is reset"
     );
 
@@ -357,18 +128,18 @@ async fn port_forward_serves_concurrent_connections_into_the_pod_and_survives_a_
     for chunk in 0..size / 16384 {
         for (index, (_, data)) in pairs[..2].iter().enumerate() {
             let bytes = &sent[index][chunk * 16384..(chunk + 1) * 16384];
-            spdy.send(*data, bytes, false).await;
+            spdy.send(*data, bytes, false).await.expect("send");
         }
     }
     for (_, data) in &pairs[..2] {
-        spdy.send(*data, b"", true).await;
+        spdy.send(*data, b"", true).await.expect("send");
     }
     for (index, (error, data)) in pairs[..2].iter().enumerate() {
-        let echoed = spdy.ended(*data).await;
+        let echoed = spdy.ended(*data).await.expect("stream end");
         assert!(!echoed.reset, "pair {index} reset");
         assert_eq!(echoed.data.len(), size, "pair {index} echoed all");
         assert!(echoed.data == sent[index], "pair {index} echoed in order");
-        let error = spdy.ended(*error).await;
+        let error = spdy.ended(*error).await.expect("stream end");
         assert!(
             error.data.is_empty(),
             "{:?}",
@@ -377,18 +148,11 @@ async fn port_forward_serves_concurrent_connections_into_the_pod_and_survives_a_
     }
 
     // A connection whose client vanishes mid-stream is closed in the pod.
-    let (_, data) = (
-        spdy.open(&[
-            ("streamtype", "error"),
-            ("port", "9000"),
-            ("requestid", "3"),
-        ])
-        .await,
-        spdy.open(&[("streamtype", "data"), ("port", "9000"), ("requestid", "3")])
-            .await,
-    );
-    spdy.send(data, b"half", false).await;
-    spdy.until(data, |r| r.data == b"half").await;
+    let (_, data) = spdy.open_forward(9000, 3).await.expect("open streams");
+    spdy.send(data, b"half", false).await.expect("send");
+    spdy.until(data, |r| r.data == b"half")
+        .await
+        .expect("stream");
     assert!(established(&world, &echo).await > 0);
     drop(spdy);
     let deadline = Instant::now() + PATIENCE;
@@ -401,34 +165,17 @@ async fn port_forward_serves_concurrent_connections_into_the_pod_and_survives_a_
     // WebSocket port-forward dials it.
     let url = port_forward_url(&world, &pod, vec![9000]).await;
     let spdy = Spdy::new(websocket_tunnel(&url).await);
-    let error = spdy
-        .open(&[
-            ("streamtype", "error"),
-            ("port", "9000"),
-            ("requestid", "0"),
-        ])
-        .await;
-    let data = spdy
-        .open(&[("streamtype", "data"), ("port", "9000"), ("requestid", "0")])
-        .await;
+    let (error, data) = spdy.open_forward(9000, 0).await.expect("open streams");
     let sent = pattern(3, 512 * 1024);
     for chunk in sent.chunks(16384) {
-        spdy.send(data, chunk, false).await;
+        spdy.send(data, chunk, false).await.expect("send");
     }
-    spdy.send(data, b"", true).await;
-    let echoed = spdy.ended(data).await;
+    spdy.send(data, b"", true).await.expect("send");
+    let echoed = spdy.ended(data).await.expect("stream end");
     assert!(echoed.data == sent, "echoed {} bytes", echoed.data.len());
-    assert!(spdy.ended(error).await.data.is_empty());
-    let refused_error = spdy
-        .open(&[
-            ("streamtype", "error"),
-            ("port", "9999"),
-            ("requestid", "1"),
-        ])
-        .await;
-    spdy.open(&[("streamtype", "data"), ("port", "9999"), ("requestid", "1")])
-        .await;
-    let refused = spdy.ended(refused_error).await;
+    assert!(spdy.ended(error).await.expect("stream end").data.is_empty());
+    let (refused_error, _) = spdy.open_forward(9999, 1).await.expect("open streams");
+    let refused = spdy.ended(refused_error).await.expect("stream end");
     assert!(
         String::from_utf8_lossy(&refused.data).contains("refused"),
         "{refused:?}"
@@ -585,15 +332,29 @@ async fn tokens_are_single_use_and_the_upgrade_is_negotiated() {
     let url = port_forward_url(&world, &pod, vec![80]).await;
     let (base, _token) = url.rsplit_once('/').expect("a token");
     let unknown = format!("{base}/nosuchtoken");
-    assert_eq!(upgrade(&unknown, &["portforward.k8s.io"]).await.status, 404);
+    assert_eq!(
+        upgrade(&unknown, &["portforward.k8s.io"])
+            .await
+            .expect("upgrade")
+            .status,
+        404
+    );
 
     // No protocol header: 400, and the token is spent.
-    assert_eq!(upgrade(&url, &[]).await.status, 400);
-    assert_eq!(upgrade(&url, &["portforward.k8s.io"]).await.status, 404);
+    assert_eq!(upgrade(&url, &[]).await.expect("upgrade").status, 400);
+    assert_eq!(
+        upgrade(&url, &["portforward.k8s.io"])
+            .await
+            .expect("upgrade")
+            .status,
+        404
+    );
 
     // Nothing in common: 403 naming what the server accepts.
     let url = port_forward_url(&world, &pod, vec![80]).await;
-    let refused = upgrade(&url, &["v4.channel.k8s.io"]).await;
+    let refused = upgrade(&url, &["v4.channel.k8s.io"])
+        .await
+        .expect("upgrade");
     assert_eq!(refused.status, 403, "{}", refused.head);
     assert_eq!(
         refused.header("x-accepted-stream-protocol-versions"),
@@ -602,15 +363,29 @@ async fn tokens_are_single_use_and_the_upgrade_is_negotiated() {
 
     // A good upgrade uses its token up.
     let url = port_forward_url(&world, &pod, vec![80]).await;
-    let first = upgrade(&url, &["portforward.k8s.io"]).await;
+    let first = upgrade(&url, &["portforward.k8s.io"])
+        .await
+        .expect("upgrade");
     assert_eq!(first.status, 101);
-    assert_eq!(upgrade(&url, &["portforward.k8s.io"]).await.status, 404);
+    assert_eq!(
+        upgrade(&url, &["portforward.k8s.io"])
+            .await
+            .expect("upgrade")
+            .status,
+        404
+    );
     drop(first);
 
     // A token of one kind is no good for another.
     let url = port_forward_url(&world, &pod, vec![80]).await;
     let as_exec = url.replace("/portforward/", "/exec/");
-    assert_eq!(upgrade(&as_exec, &["v4.channel.k8s.io"]).await.status, 404);
+    assert_eq!(
+        upgrade(&as_exec, &["v4.channel.k8s.io"])
+            .await
+            .expect("upgrade")
+            .status,
+        404
+    );
 
     // Requests are validated before a token is made.
     let mut rt = world.rt().await;
@@ -634,19 +409,15 @@ async fn tokens_are_single_use_and_the_upgrade_is_negotiated() {
     world.finish(&[&pod]).await;
 }
 
-/// The streams of an exec session.
-struct Exec {
-    spdy: Spdy,
-    error: u32,
-    stdin: Option<u32>,
-    stdout: u32,
-    stderr: Option<u32>,
-    resize: Option<u32>,
-}
-
 /// Exec's URL upgraded with client-go's offer, and its streams opened in
 /// client-go's order.
-async fn exec(world: &World, container: &str, cmd: &[&str], tty: bool, stdin: bool) -> Exec {
+async fn exec(
+    world: &World,
+    container: &str,
+    cmd: &[&str],
+    tty: bool,
+    stdin: bool,
+) -> Remotecommand {
     let url = world
         .rt()
         .await
@@ -669,58 +440,19 @@ async fn exec(world: &World, container: &str, cmd: &[&str], tty: bool, stdin: bo
     remotecommand(&url, tty, stdin).await
 }
 
-/// An exec or attach URL upgraded with client-go's offer, and its streams
-/// opened in client-go's order.
-async fn remotecommand(url: &str, tty: bool, stdin: bool) -> Exec {
-    let session = upgrade(
-        url,
-        &[
-            "v5.channel.k8s.io",
-            "v4.channel.k8s.io",
-            "v3.channel.k8s.io",
-            "v2.channel.k8s.io",
-            "channel.k8s.io",
-        ],
-    )
-    .await;
-    assert_eq!(session.status, 101, "{}", session.head);
-    assert_eq!(
-        session.header("x-stream-protocol-version"),
-        vec!["v4.channel.k8s.io"]
-    );
-    let spdy = Spdy::new(session.stream);
-    let error = spdy.open(&[("streamtype", "error")]).await;
-    let stdin = if stdin {
-        Some(spdy.open(&[("streamtype", "stdin")]).await)
-    } else {
-        None
-    };
-    let stdout = spdy.open(&[("streamtype", "stdout")]).await;
-    let stderr = if tty {
-        None
-    } else {
-        Some(spdy.open(&[("streamtype", "stderr")]).await)
-    };
-    let resize = if tty {
-        Some(spdy.open(&[("streamtype", "resize")]).await)
-    } else {
-        None
-    };
-    Exec {
-        spdy,
-        error,
+/// The library's client with client-go's streams for `tty` and `stdin`;
+/// crid speaks v4 over SPDY (v5 is WebSocket's).
+async fn remotecommand(url: &str, tty: bool, stdin: bool) -> Remotecommand {
+    let streams = Streams {
+        tty,
         stdin,
-        stdout,
-        stderr,
-        resize,
-    }
-}
-
-/// The v4 status on the error stream, once the session ended.
-async fn exec_status(exec: &Exec) -> serde_json::Value {
-    let error = exec.spdy.ended(exec.error).await;
-    serde_json::from_slice(&error.data)
-        .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&error.data)))
+        stderr: !tty,
+    };
+    let session = spdy::remotecommand(url, streams)
+        .await
+        .expect("exec session");
+    assert_eq!(session.protocol, "v4.channel.k8s.io");
+    session
 }
 
 #[tokio::test]
@@ -743,12 +475,24 @@ async fn exec_relays_stdio_and_reports_the_exit_code() {
     )
     .await;
     let stdin = session.stdin.expect("stdin");
-    session.spdy.send(stdin, b"hello\n", false).await;
-    let stdout = session.spdy.ended(session.stdout).await;
+    session
+        .spdy
+        .send(stdin, b"hello\n", false)
+        .await
+        .expect("send");
+    let stdout = session
+        .spdy
+        .ended(session.stdout)
+        .await
+        .expect("stream end");
     assert_eq!(String::from_utf8_lossy(&stdout.data), "got:hello\n");
-    let stderr = session.spdy.ended(session.stderr.expect("stderr")).await;
+    let stderr = session
+        .spdy
+        .ended(session.stderr.expect("stderr"))
+        .await
+        .expect("stream end");
     assert_eq!(String::from_utf8_lossy(&stderr.data), "oops\n");
-    let status = exec_status(&session).await;
+    let status = session.status().await.expect("status");
     assert_eq!(status["status"], "Failure", "{status}");
     assert_eq!(status["reason"], "NonZeroExitCode", "{status}");
     assert_eq!(status["details"]["causes"][0]["reason"], "ExitCode");
@@ -759,16 +503,20 @@ async fn exec_relays_stdio_and_reports_the_exit_code() {
     let stdin = session.stdin.expect("stdin");
     let big = pattern(7, 1024 * 1024);
     for chunk in big.chunks(16384) {
-        session.spdy.send(stdin, chunk, false).await;
+        session.spdy.send(stdin, chunk, false).await.expect("send");
     }
-    session.spdy.send(stdin, b"", true).await;
-    let stdout = session.spdy.ended(session.stdout).await;
+    session.spdy.send(stdin, b"", true).await.expect("send");
+    let stdout = session
+        .spdy
+        .ended(session.stdout)
+        .await
+        .expect("stream end");
     assert!(stdout.data == big, "cat echoed {} bytes", stdout.data.len());
-    assert_eq!(exec_status(&session).await["status"], "Success");
+    assert_eq!(session.status().await.expect("status")["status"], "Success");
 
     // A command that cannot run says why on the error stream.
     let session = exec(&world, &ctr, &["/no/such/binary"], false, false).await;
-    let status = exec_status(&session).await;
+    let status = session.status().await.expect("status");
     assert_eq!(status["status"], "Failure", "{status}");
 
     // Requests are validated before a token is made.
@@ -839,15 +587,20 @@ async fn exec_with_a_tty_follows_resizes() {
             br#"{"Width":100,"Height":40}"#,
             false,
         )
-        .await;
-    let stdout = session.spdy.ended(session.stdout).await;
+        .await
+        .expect("send");
+    let stdout = session
+        .spdy
+        .ended(session.stdout)
+        .await
+        .expect("stream end");
     let text = String::from_utf8_lossy(&stdout.data);
     assert!(text.contains("size:40 100"), "{text:?}");
     assert!(text.contains("terminal"), "{text:?}");
     // A terminal of the container's own devpts, so the container can name
     // it (ttyname), as with runc: one of the host's is "not a tty" there.
     assert!(text.contains("name:/dev/pts/"), "{text:?}");
-    assert_eq!(exec_status(&session).await["status"], "Success");
+    assert_eq!(session.status().await.expect("status")["status"], "Success");
     world.finish(&[&pod]).await;
 }
 
@@ -867,7 +620,8 @@ async fn an_exec_whose_client_vanishes_is_killed() {
     session
         .spdy
         .until(session.stdout, |r| r.data == b"up\n")
-        .await;
+        .await
+        .expect("stream");
     assert!(world.sh(&ctr, "ps").await.contains("sleep 7777"));
     drop(session);
     let deadline = Instant::now() + PATIENCE;
@@ -1057,7 +811,7 @@ async fn exec_over_websocket_ends_with_the_process_as_client_go_expects() {
     world.finish(&[&pod]).await;
 }
 
-async fn attach(world: &World, container: &str) -> Exec {
+async fn attach(world: &World, container: &str) -> Remotecommand {
     let url = world
         .rt()
         .await
@@ -1097,11 +851,16 @@ async fn attachers_share_the_containers_stdio_and_detach_without_stopping_it() {
     // Both attached (the second sees what the first's input made).
     let deadline = Instant::now() + PATIENCE;
     loop {
-        first.spdy.send(first_stdin, b"sync\n", false).await;
+        first
+            .spdy
+            .send(first_stdin, b"sync\n", false)
+            .await
+            .expect("send");
         let seen = second
             .spdy
             .until(second.stdout, |_| true)
             .await
+            .expect("stream")
             .data
             .windows(9)
             .any(|w| w == b"seen:sync");
@@ -1111,31 +870,42 @@ async fn attachers_share_the_containers_stdio_and_detach_without_stopping_it() {
         assert!(Instant::now() < deadline, "the second attacher saw nothing");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    first.spdy.send(first_stdin, b"one\n", false).await;
+    first
+        .spdy
+        .send(first_stdin, b"one\n", false)
+        .await
+        .expect("send");
     for session in [&first, &second] {
         let contains = |r: &Received, what: &[u8]| r.data.windows(what.len()).any(|w| w == what);
         session
             .spdy
             .until(session.stdout, |r| contains(r, b"seen:one\n"))
-            .await;
+            .await
+            .expect("stream");
         session
             .spdy
             .until(session.stderr.expect("stderr"), |r| {
                 contains(r, b"err:one\n")
             })
-            .await;
+            .await
+            .expect("stream");
     }
 
     // The first detaches: the container goes on, the second still talks.
     drop(first);
     let second_stdin = second.stdin.expect("stdin");
-    second.spdy.send(second_stdin, b"two\n", false).await;
+    second
+        .spdy
+        .send(second_stdin, b"two\n", false)
+        .await
+        .expect("send");
     second
         .spdy
         .until(second.stdout, |r| {
             r.data.windows(9).any(|w| w == b"seen:two\n")
         })
-        .await;
+        .await
+        .expect("stream");
     let (status, _) = world.status(&ctr).await;
     assert_eq!(status.state(), cri::ContainerState::ContainerRunning);
     let log = std::fs::read_to_string(world.log_file("attach", "reader")).expect("log");
@@ -1146,9 +916,9 @@ async fn attachers_share_the_containers_stdio_and_detach_without_stopping_it() {
 
     // Its end ends the attach, successfully.
     world.stop(&ctr, 0).await;
-    let stdout = second.spdy.ended(second.stdout).await;
+    let stdout = second.spdy.ended(second.stdout).await.expect("stream end");
     assert!(!stdout.reset);
-    assert_eq!(exec_status(&second).await["status"], "Success");
+    assert_eq!(second.status().await.expect("status")["status"], "Success");
     world.finish(&[&pod]).await;
 }
 
@@ -1158,11 +928,19 @@ async fn idle_sessions_are_closed_and_sessions_are_capped() {
     let pod = world.pod("limits").await;
 
     let url = port_forward_url(&world, &pod, vec![80]).await;
-    let session = upgrade(&url, &["portforward.k8s.io"]).await;
+    let session = upgrade(&url, &["portforward.k8s.io"])
+        .await
+        .expect("upgrade");
     assert_eq!(session.status, 101);
     // One session at a time: the next upgrade is refused while it lasts.
     let url = port_forward_url(&world, &pod, vec![80]).await;
-    assert_eq!(upgrade(&url, &["portforward.k8s.io"]).await.status, 503);
+    assert_eq!(
+        upgrade(&url, &["portforward.k8s.io"])
+            .await
+            .expect("upgrade")
+            .status,
+        503
+    );
 
     // A session that carries nothing is closed by the server.
     let mut stream = session.stream;
@@ -1177,7 +955,10 @@ async fn idle_sessions_are_closed_and_sessions_are_capped() {
     let url = port_forward_url(&world, &pod, vec![80]).await;
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let status = upgrade(&url, &["portforward.k8s.io"]).await.status;
+        let status = upgrade(&url, &["portforward.k8s.io"])
+            .await
+            .expect("upgrade")
+            .status;
         if status == 101 {
             break;
         }
@@ -1272,22 +1053,29 @@ async fn attach_to_a_tty_container_resizes_it_and_types_into_it() {
             br#"{"Width":90,"Height":30}"#,
             false,
         )
-        .await;
+        .await
+        .expect("send");
     let contains = |r: &Received, what: &[u8]| r.data.windows(what.len()).any(|w| w == what);
     session
         .spdy
         .until(session.stdout, |r| contains(r, b"size:30 90"))
-        .await;
+        .await
+        .expect("stream");
     session
         .spdy
         .send(session.stdin.expect("stdin"), b"typed\n", false)
-        .await;
-    let stdout = session.spdy.ended(session.stdout).await;
+        .await
+        .expect("send");
+    let stdout = session
+        .spdy
+        .ended(session.stdout)
+        .await
+        .expect("stream end");
     assert!(
         contains(&stdout, b"got:typed"),
         "{:?}",
         String::from_utf8_lossy(&stdout.data)
     );
-    assert_eq!(exec_status(&session).await["status"], "Success");
+    assert_eq!(session.status().await.expect("status")["status"], "Success");
     world.finish(&[&pod]).await;
 }

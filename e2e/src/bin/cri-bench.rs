@@ -7,10 +7,15 @@
 //! cargo build --release --workspace --bins
 //! cargo run --release -p e2e --bin cri-bench -- [--runtime crid|containerd|both]
 //!     [--containerd] [--runs N] [--execs N] [--network pod|node]
+//!     [--stream-execs N] [--forwards N] [--forward-mib MIB] [--only-streaming]
 //!     [--density PODS [--containers-per-pod K] [--list-calls M]]
 //! ```
 //!
-//! By default it times whole pod lifecycles (`--runs`). With `--density`
+//! By default it times whole pod lifecycles (`--runs`), then streaming in
+//! one pod with the e2e tests' SPDY/3.1 client (`e2e::spdy`): exec round
+//! trips (Exec RPC, upgrade, streams, until the exit status arrives) and
+//! port-forward pulls (PortForward RPC, upgrade, until the last byte of
+//! a server in the pod's network namespace arrives). With `--density`
 //! it instead starts PODS pods of K running containers each, then times
 //! what kubelet asks of a full node (ListContainers, ListPodSandbox,
 //! PodSandboxStatus, ContainerStatus, M times each; ListContainerStats,
@@ -37,6 +42,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use clap::{Parser, ValueEnum};
 use e2e::registry::{BUSYBOX, Blob, Layer, Registry, Schema, busybox_layer};
+use e2e::spdy::{self, Streams};
 use e2e::{TestEnv, bridge_conflist, connect_unix, processes_mentioning};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -106,6 +112,19 @@ struct Args {
     /// Timed calls of each List/Status RPC with `--density`.
     #[arg(long, default_value_t = 200)]
     list_calls: usize,
+    /// Exec round trips over SPDY/3.1 timed per runtime (after one warm-up).
+    #[arg(long, default_value_t = 20)]
+    stream_execs: usize,
+    /// Port-forward pulls timed per runtime (after one warm-up); they need
+    /// `--network pod`.
+    #[arg(long, default_value_t = 5)]
+    forwards: usize,
+    /// MiB each port-forward pull carries.
+    #[arg(long, default_value_t = 64)]
+    forward_mib: usize,
+    /// Only the streaming part: no lifecycle runs.
+    #[arg(long)]
+    only_streaming: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -148,6 +167,12 @@ const RPCS: &[&str] = &[
     "RemovePodSandbox",
 ];
 const POD_READY: &str = "pod ready";
+/// What the streaming part times, in ms.
+const EXEC_ROUND_TRIP: &str = "exec over SPDY";
+/// What the streaming part measures in MB/s (10^6 bytes), not ms.
+const FORWARD_THROUGHPUT: &str = "port-forward MB/s";
+/// Where the pod's pull server listens, in its own network namespace.
+const FORWARD_PORT: u16 = 8080;
 /// What `--density` times on the full node, in the order of each round.
 const LIST_RPCS: &[&str] = &[
     "ListContainers",
@@ -187,6 +212,10 @@ impl Samples {
             .entry(rpc)
             .or_default()
             .push(elapsed.as_secs_f64() * 1e3);
+    }
+
+    fn push(&mut self, line: &'static str, value: f64) {
+        self.0.entry(line).or_default().push(value);
     }
 
     fn get(&self, rpc: &str) -> &[f64] {
@@ -275,6 +304,10 @@ fn run(args: &Args) -> Result<bool> {
         "run as root: the runtimes create namespaces, mounts and cgroups"
     );
     ensure!(args.runs > 0, "--runs must be at least 1");
+    ensure!(
+        !args.only_streaming || args.density.is_none(),
+        "--only-streaming and --density are different modes"
+    );
     let runtimes = match (args.runtime, args.containerd) {
         (Which::Crid, false) => vec![Runtime::Crid],
         (Which::Containerd, false) => vec![Runtime::Containerd],
@@ -352,10 +385,18 @@ fn print_environment(args: &Args) {
             "config: {pods} pods of {} running containers, {} calls of each List/Status RPC, network {:?}",
             args.containers_per_pod, args.list_calls, args.network
         ),
-        None => println!(
-            "config: {} timed runs + 1 warm-up per runtime, {} ExecSync per run, network {:?}",
-            args.runs, args.execs, args.network
-        ),
+        None => {
+            if !args.only_streaming {
+                println!(
+                    "config: {} timed runs + 1 warm-up per runtime, {} ExecSync per run, network {:?}",
+                    args.runs, args.execs, args.network
+                );
+            }
+            println!(
+                "config: streaming: {} exec round trips and {} port-forward pulls of {} MiB (+1 warm-up each)",
+                args.stream_execs, args.forwards, args.forward_mib
+            );
+        }
     }
 }
 
@@ -418,7 +459,12 @@ async fn bench_crid(args: &Args, registry: &Registry, images: &Images) -> Result
         );
     }
     let mut env = TestEnv::new();
-    env.extra_config = registry.crid_config();
+    // The streaming server where the bench's client may dial (crid's
+    // default, said here as containerd's config says it).
+    env.extra_config = format!(
+        "{}\n[streaming]\naddress = \"127.0.0.1:0\"\n",
+        registry.crid_config()
+    );
     if args.network == Network::Pod {
         env.bridge_network(CRID_BRIDGE.0, CRID_BRIDGE.1);
     }
@@ -572,7 +618,12 @@ async fn bench(
         });
     }
     let mut samples = Samples::default();
-    for run in 0..=args.runs {
+    let runs = if args.only_streaming {
+        0
+    } else {
+        args.runs + 1
+    };
+    for run in 0..runs {
         let mut this_run = Samples::default();
         one_run(&mut rt, run, args, &image_ref, &logs, &mut this_run)
             .await
@@ -586,9 +637,12 @@ async fn bench(
             for (rpc, values) in this_run.0 {
                 samples.0.entry(rpc).or_default().extend(values);
             }
-            samples.0.entry(POD_READY).or_default().push(ready);
+            samples.push(POD_READY, ready);
         }
     }
+    time_streaming(&mut rt, args, &image_ref, &logs, &mut samples)
+        .await
+        .context("streaming")?;
     Ok(Report {
         runtime,
         version,
@@ -916,6 +970,225 @@ async fn one_run(
     .await?;
     fs::remove_dir_all(&log_dir).with_context(|| format!("remove {}", log_dir.display()))?;
     Ok(())
+}
+
+/// Exec round trips and port-forward pulls in one pod of their own, with
+/// the e2e tests' SPDY client. The caller's `remove_everything` removes the
+/// pod.
+async fn time_streaming(
+    rt: &mut RuntimeServiceClient<Channel>,
+    args: &Args,
+    image_ref: &str,
+    logs: &Path,
+    samples: &mut Samples,
+) -> Result<()> {
+    let forwards = if args.network == Network::Pod {
+        args.forwards
+    } else {
+        println!("port-forward skipped: it needs the pod's own network (--network pod)");
+        0
+    };
+    if args.stream_execs == 0 && forwards == 0 {
+        return Ok(());
+    }
+    let uid = format!("cri-bench-{}-streaming", std::process::id());
+    let log_dir = logs.join(&uid);
+    fs::create_dir_all(&log_dir).with_context(|| format!("create {}", log_dir.display()))?;
+    let pod = pod_config(&uid, args.runs + 1, args.network, &log_dir);
+    let pod_id = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .context("RunPodSandbox")?
+        .into_inner()
+        .pod_sandbox_id;
+    let bytes = args.forward_mib * 1024 * 1024;
+    // Each connection gets `bytes` zeros, then the server closes it
+    // (-ll: a fresh `dd` per connection). dd's 1 MiB writes, not `head -c`
+    // (small writes, ~300 MB/s here): the runtime's relay, not the
+    // server, should be what limits.
+    let server_command = [
+        "busybox".to_string(),
+        "nc".into(),
+        "-ll".into(),
+        "-p".into(),
+        FORWARD_PORT.to_string(),
+        "-e".into(),
+        "/bin/busybox".into(),
+        "dd".into(),
+        "if=/dev/zero".into(),
+        "bs=1048576".into(),
+        format!("count={}", args.forward_mib),
+    ];
+    let mut containers = Vec::new();
+    for (name, command) in [
+        (
+            "bench",
+            vec!["sh".to_string(), "-c".into(), CONTAINER_COMMAND.into()],
+        ),
+        ("server", server_command.to_vec()),
+    ] {
+        let mut config = container_config(name, image_ref, args.network);
+        config.command = command;
+        let container_id = rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod_id.clone(),
+                config: Some(config),
+                sandbox_config: Some(pod.clone()),
+            })
+            .await
+            .with_context(|| format!("CreateContainer {name}"))?
+            .into_inner()
+            .container_id;
+        rt.start_container(cri::StartContainerRequest {
+            container_id: container_id.clone(),
+        })
+        .await
+        .with_context(|| format!("StartContainer {name}"))?;
+        containers.push(container_id);
+    }
+    let (bench, server) = (&containers[0], &containers[1]);
+
+    // Run 0 is the warm-up, as in the lifecycle runs.
+    let exec_runs = if args.stream_execs > 0 {
+        args.stream_execs + 1
+    } else {
+        0
+    };
+    for run in 0..exec_runs {
+        let start = Instant::now();
+        let status = tokio::time::timeout(RPC_DEADLINE, exec_true(rt, bench))
+            .await
+            .map_err(|_| anyhow::anyhow!("exec: no exit status within {RPC_DEADLINE:?}"))?
+            .with_context(|| format!("exec {run}"))?;
+        let elapsed = start.elapsed();
+        ensure!(
+            status["status"] == "Success",
+            "exec {run} of `true`: {status}"
+        );
+        if run > 0 {
+            samples.add(EXEC_ROUND_TRIP, elapsed);
+        }
+    }
+
+    if forwards == 0 {
+        return Ok(());
+    }
+    server_listening(rt, server).await?;
+    for run in 0..=forwards {
+        let start = Instant::now();
+        let last_byte = tokio::time::timeout(RPC_DEADLINE, pull(rt, &pod_id, bytes))
+            .await
+            .map_err(|_| anyhow::anyhow!("port-forward: not done within {RPC_DEADLINE:?}"))?
+            .with_context(|| format!("port-forward {run}"))?;
+        let elapsed = last_byte - start;
+        if run > 0 {
+            samples.push(
+                FORWARD_THROUGHPUT,
+                bytes as f64 / elapsed.as_secs_f64() / 1e6,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// One exec round trip as `kubectl exec POD -- true`: the Exec RPC, the
+/// upgrade, the streams; the status from the error stream.
+async fn exec_true(
+    rt: &mut RuntimeServiceClient<Channel>,
+    container_id: &str,
+) -> Result<serde_json::Value> {
+    let url = rt
+        .exec(cri::ExecRequest {
+            container_id: container_id.into(),
+            cmd: vec!["true".into()],
+            tty: false,
+            stdin: false,
+            stdout: true,
+            stderr: false,
+        })
+        .await
+        .context("Exec")?
+        .into_inner()
+        .url;
+    let session = spdy::remotecommand(&url, Streams::default()).await?;
+    session.status().await
+}
+
+/// One port-forward pull as `kubectl port-forward` relays a connection:
+/// the PortForward RPC, the upgrade, an error and a data stream; `bytes`
+/// from the pod's server. When the last byte arrived.
+async fn pull(
+    rt: &mut RuntimeServiceClient<Channel>,
+    pod_id: &str,
+    bytes: usize,
+) -> Result<Instant> {
+    let url = rt
+        .port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: pod_id.into(),
+            port: vec![i32::from(FORWARD_PORT)],
+        })
+        .await
+        .context("PortForward")?
+        .into_inner()
+        .url;
+    let spdy = spdy::port_forward(&url).await?;
+    let (error, data) = spdy.open_forward_counting(FORWARD_PORT, 0).await?;
+    // Counted, not awaited to its end: containerd ends the data stream
+    // only once the client's side is closed too (or a second later).
+    let received = spdy
+        .until(data, |r| r.len >= bytes || r.fin || r.reset)
+        .await?;
+    let last_byte = Instant::now();
+    ensure!(
+        received.len == bytes,
+        "pulled {} of {bytes} bytes (fin {}, reset {}); error stream: {:?}",
+        received.len,
+        received.fin,
+        received.reset,
+        String::from_utf8_lossy(&spdy.until(error, |_| true).await?.data)
+    );
+    // Our side's end, as kubectl's when its local connection closes.
+    spdy.send(data, b"", true).await?;
+    let error = spdy.ended(error).await?;
+    ensure!(
+        error.data.is_empty(),
+        "error stream: {}",
+        String::from_utf8_lossy(&error.data)
+    );
+    Ok(last_byte)
+}
+
+/// Waits until the pod's server listens (ExecSync'd netstat in its
+/// network namespace).
+async fn server_listening(
+    rt: &mut RuntimeServiceClient<Channel>,
+    container_id: &str,
+) -> Result<()> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let table = rt
+            .exec_sync(cri::ExecSyncRequest {
+                container_id: container_id.into(),
+                cmd: vec!["busybox".into(), "netstat".into(), "-ltn".into()],
+                timeout: RPC_TIMEOUT_SECONDS,
+            })
+            .await
+            .context("ExecSync netstat")?
+            .into_inner()
+            .stdout;
+        if String::from_utf8_lossy(&table).contains(&format!(":{FORWARD_PORT} ")) {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the pod's server never listened on {FORWARD_PORT}: {}",
+            String::from_utf8_lossy(&table)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn namespace_options(network: Network) -> cri::NamespaceOption {
@@ -1456,7 +1729,10 @@ fn lines(args: &Args) -> Vec<&'static str> {
     if args.density.is_some() {
         LIST_RPCS.iter().chain(FILL_RPCS).copied().collect()
     } else {
-        RPCS.iter().copied().chain([POD_READY]).collect()
+        RPCS.iter()
+            .copied()
+            .chain([POD_READY, EXEC_ROUND_TRIP])
+            .collect()
     }
 }
 
@@ -1478,6 +1754,12 @@ fn print_report(report: &Report, args: &Args) {
                 s.median, s.p90, s.min, s.max, s.count
             );
         }
+    }
+    if let Some(s) = stats(report.samples.get(FORWARD_THROUGHPUT)) {
+        println!(
+            "  {FORWARD_THROUGHPUT:<18} {:>9.1} {:>9} {:>9.1} {:>9.1} {:>5}  (pulls of {} MiB)",
+            s.median, "", s.min, s.max, s.count, args.forward_mib
+        );
     }
     if let Some(density) = &report.density {
         print_density(density);
@@ -1531,6 +1813,18 @@ fn print_comparison(crid: &Report, containerd: &Report, args: &Args) {
                 b.median / a.median
             );
         }
+    }
+    if let (Some(a), Some(b)) = (
+        stats(crid.samples.get(FORWARD_THROUGHPUT)),
+        stats(containerd.samples.get(FORWARD_THROUGHPUT)),
+    ) {
+        println!("\nmedian MB/s, and crid/containerd (above 1: crid is faster)");
+        println!(
+            "  {FORWARD_THROUGHPUT:<18} {:>10.1} {:>11.1} {:>16.2}",
+            a.median,
+            b.median,
+            a.median / b.median
+        );
     }
     if let (Some(a), Some(b)) = (&crid.density, &containerd.density) {
         let per_pod = |kib: u64, density: &Density| mib(kib) / density.pods as f64;
