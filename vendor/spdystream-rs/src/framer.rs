@@ -162,9 +162,7 @@ impl<W: AsyncWrite + Unpin, R: AsyncRead + Unpin> Framer<W, R> {
         header[6] = len_bytes[1];
         header[7] = len_bytes[2];
 
-        self.writer.write_all(&header).await?;
-        self.writer.write_all(payload).await?;
-        Ok(())
+        self.write_whole(&header, payload).await
     }
 
     /// Write a data frame.
@@ -183,8 +181,17 @@ impl<W: AsyncWrite + Unpin, R: AsyncRead + Unpin> Framer<W, R> {
         header[6] = ((len >> 8) & 0xff) as u8;
         header[7] = (len & 0xff) as u8;
 
-        self.writer.write_all(&header).await?;
-        self.writer.write_all(&frame.data).await?;
+        self.write_whole(&header, &frame.data).await
+    }
+
+    /// Writes a frame's header and payload in one write (crid's fork): two
+    /// writes cost a syscall more per frame and send the 8-byte header as
+    /// a segment of its own, which Nagle and delayed ACKs can hold back.
+    async fn write_whole(&mut self, header: &[u8; 8], payload: &[u8]) -> Result<()> {
+        let mut frame = Vec::with_capacity(header.len() + payload.len());
+        frame.extend_from_slice(header);
+        frame.extend_from_slice(payload);
+        self.writer.write_all(&frame).await?;
         Ok(())
     }
 
