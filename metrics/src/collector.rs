@@ -11,6 +11,12 @@
 //! not both read: the second finds the first one's figures fresh. For
 //! `/metrics` the daemon asks for everything every 10 s and scrapes show
 //! the kept samples ([`Collector::kept_containers`]), so a scrape reads nothing.
+//!
+//! Each sampled cgroup's control files stay open from one reading to the
+//! next ([`ControlFiles`]): a reading is then a pread per file. They are
+//! closed with its sample, when the cgroup is gone or a sampling of
+//! everything no longer names it (at the latest at the daemon's next 10 s
+//! sampling).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
