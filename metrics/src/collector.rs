@@ -11,6 +11,12 @@
 //! not both read: the second finds the first one's figures fresh. For
 //! `/metrics` the daemon asks for everything every 10 s and scrapes show
 //! the kept samples ([`Collector::kept_containers`]), so a scrape reads nothing.
+//!
+//! Each sampled cgroup's control files stay open from one reading to the
+//! next ([`ControlFiles`]): a reading is then a pread per file. They are
+//! closed with its sample, when the cgroup is gone or a sampling of
+//! everything no longer names it (at the latest at the daemon's next 10 s
+//! sampling).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -18,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use runtime::cgroup::Hierarchy;
-use runtime::cgroup::stats::{CgroupStats, StatsError};
+use runtime::cgroup::stats::{CgroupStats, ControlFiles, StatsError};
 use runtime::netstats::{self, InterfaceStats};
 
 use crate::layer::{self, LayerUsage};
@@ -111,10 +117,19 @@ struct State {
     layers: HashMap<String, (Instant, LayerUsage)>,
 }
 
+/// Each sampled cgroup's control files, kept open for its next reading,
+/// by container or pod id; only the sampling whose turn it is uses them.
+#[derive(Default)]
+struct Files {
+    containers: HashMap<String, ControlFiles>,
+    pods: HashMap<String, ControlFiles>,
+}
+
 struct Inner {
     hierarchy: Hierarchy,
     options: Options,
     state: Mutex<State>,
+    files: Mutex<Files>,
     turn: tokio::sync::Mutex<()>,
 }
 
@@ -131,6 +146,7 @@ impl Collector {
                 hierarchy,
                 options,
                 state: Mutex::new(State::default()),
+                files: Mutex::new(Files::default()),
                 turn: tokio::sync::Mutex::new(()),
             }),
         }
@@ -203,6 +219,13 @@ impl Inner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    fn files(&self) -> std::sync::MutexGuard<'_, Files> {
+        // Only open files behind: still usable.
+        self.files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn stale<T>(&self, kept: &HashMap<String, Kept<T>>, id: &str, now: Instant) -> bool {
         kept.get(id)
             .is_none_or(|kept| now.duration_since(kept.taken) >= self.options.freshness)
@@ -232,11 +255,15 @@ impl Inner {
             (stale, layers_due)
         };
         // Read without holding the lock.
+        let mut files = self.files();
         let reads: Vec<(&ContainerTarget, Result<CgroupStats, StatsError>, Option<LayerUsage>)> =
             stale
                 .into_iter()
                 .map(|target| {
-                    let stats = self.hierarchy.stats(&target.cgroup);
+                    let stats = self.hierarchy.stats_with(
+                        &target.cgroup,
+                        files.containers.entry(target.id.clone()).or_default(),
+                    );
                     let walked = match (&target.layer, stats.is_ok()) {
                         (Some(dir), true) if layers_due.contains(target.id.as_str()) => {
                             layer::usage(dir)
@@ -261,6 +288,7 @@ impl Inner {
                     if !matches!(error, StatsError::Gone(_)) {
                         tracing::warn!(container_id = %target.id, %error, "cannot read container stats");
                     }
+                    files.containers.remove(&target.id);
                     state.containers.remove(&target.id);
                     state.layers.remove(&target.id);
                     continue;
@@ -297,6 +325,9 @@ impl Inner {
                 .containers
                 .retain(|id, _| wanted.contains(id.as_str()));
             state.layers.retain(|id, _| wanted.contains(id.as_str()));
+            files
+                .containers
+                .retain(|id, _| wanted.contains(id.as_str()));
         }
         targets
             .iter()
@@ -320,18 +351,21 @@ impl Inner {
                 .filter(|target| self.stale(&state.pods, &target.id, now))
                 .collect()
         };
+        let mut files = self.files();
         let cgroups: Vec<Option<CgroupStats>> = stale
             .iter()
             .map(|target| {
                 let cgroup = target.cgroup.as_deref()?;
-                self.hierarchy
-                    .stats(cgroup)
-                    .inspect_err(|error| {
-                        if !matches!(error, StatsError::Gone(_)) {
-                            tracing::warn!(pod_id = %target.id, %error, "cannot read pod cgroup stats");
-                        }
-                    })
-                    .ok()
+                let read = self
+                    .hierarchy
+                    .stats_with(cgroup, files.pods.entry(target.id.clone()).or_default());
+                if let Err(error) = &read {
+                    if !matches!(error, StatsError::Gone(_)) {
+                        tracing::warn!(pod_id = %target.id, %error, "cannot read pod cgroup stats");
+                    }
+                    files.pods.remove(&target.id);
+                }
+                read.ok()
             })
             .collect();
         // Every pod's netns in one pass of one thread.
@@ -385,6 +419,7 @@ impl Inner {
         if scope == Scope::All {
             let wanted: HashSet<&str> = targets.iter().map(|target| target.id.as_str()).collect();
             state.pods.retain(|id, _| wanted.contains(id.as_str()));
+            files.pods.retain(|id, _| wanted.contains(id.as_str()));
         }
         targets
             .iter()

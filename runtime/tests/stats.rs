@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{Cleanup, require_root};
 use runtime::cgroup::Hierarchy;
-use runtime::cgroup::stats::StatsError;
+use runtime::cgroup::stats::{ControlFiles, StatsError};
 use runtime::netstats::{NetStatsError, read_in_namespaces};
 
 /// Polls `check` until it holds (bounded: a stuck reader fails, a slow
@@ -92,12 +92,24 @@ fn a_busy_process_shows_in_its_cgroups_figures_until_the_cgroup_goes() {
         let now = hierarchy.stats(&leaf).expect("stats");
         now.cpu.usage_ns > first.cpu.usage_ns && now.cpu.user_ns > first.cpu.user_ns
     });
+    // Control files kept open from one reading to the next (as the
+    // collector keeps them) read new figures each time.
+    let mut kept = ControlFiles::default();
+    let before = hierarchy.stats_with(&leaf, &mut kept).expect("stats");
+    assert_eq!(before.memory.limit_bytes, first.memory.limit_bytes);
+    eventually("CPU usage rising through kept files", || {
+        let now = hierarchy.stats_with(&leaf, &mut kept).expect("stats");
+        now.cpu.usage_ns > before.cpu.usage_ns && now.cpu.user_ns > before.cpu.user_ns
+    });
 
     hierarchy.kill_and_remove(&leaf).expect("remove leaf");
     if let Some(mut child) = cleanup.child.take() {
         let _ = child.wait();
     }
     let gone = hierarchy.stats(&leaf);
+    assert!(matches!(gone, Err(StatsError::Gone(_))), "{gone:?}");
+    // Kept files of a removed cgroup read ENODEV: gone as well.
+    let gone = hierarchy.stats_with(&leaf, &mut kept);
     assert!(matches!(gone, Err(StatsError::Gone(_))), "{gone:?}");
 }
 

@@ -8,8 +8,10 @@
 //! The parsers take the files' text and are tested against the kernel's
 //! documented formats; [`Hierarchy::stats`] reads the files (blocking).
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::ErrorKind;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::{Hierarchy, V1Mount, v1_mount};
@@ -161,51 +163,112 @@ impl Hierarchy {
     /// The figures of `cgroup` now (blocking). [`StatsError::Gone`] when
     /// the cgroup is not there, or vanished while it was read.
     pub fn stats(&self, cgroup: &str) -> Result<CgroupStats, StatsError> {
+        self.stats_with(cgroup, &mut ControlFiles::default())
+    }
+
+    /// [`Hierarchy::stats`] through `files`, the cgroup's control files
+    /// kept open from its earlier readings (and for its next ones).
+    pub fn stats_with(
+        &self,
+        cgroup: &str,
+        files: &mut ControlFiles,
+    ) -> Result<CgroupStats, StatsError> {
         let relative = cgroup.trim_start_matches('/');
         match self {
-            Hierarchy::V1 { mounts } => v1_stats(mounts, relative, cgroup),
-            Hierarchy::V2 { root } => v2_stats(&root.join(relative), cgroup),
+            Hierarchy::V1 { mounts } => v1_stats(mounts, relative, cgroup, files),
+            Hierarchy::V2 { root } => v2_stats(&root.join(relative), cgroup, files),
         }
     }
 }
 
-/// Reads a control file; a missing file or directory means the cgroup is gone.
-fn read(dir: &Path, file: &str, cgroup: &str) -> Result<String, StatsError> {
-    let path = dir.join(file);
-    let error = |source: std::io::Error| match source.kind() {
-        // ENODEV: the cgroup was removed after the file was opened.
-        ErrorKind::NotFound => StatsError::Gone(cgroup.to_owned()),
-        _ if source.raw_os_error() == Some(libc::ENODEV) => StatsError::Gone(cgroup.to_owned()),
-        _ => StatsError::Io {
+/// One cgroup's control files, kept open between readings, and its block
+/// devices' names: a reading is then a pread or two per file instead of a
+/// path walk, an open, the reads and a close (several times cheaper, and
+/// most of a stats call's time). An open control file does not keep its
+/// cgroup from being removed: its reads then fail with ENODEV, which is
+/// [`StatsError::Gone`]. One per cgroup; drop it when the cgroup goes.
+#[derive(Debug, Default)]
+pub struct ControlFiles {
+    open: HashMap<PathBuf, fs::File>,
+    devices: HashMap<(u64, u64), String>,
+}
+
+impl ControlFiles {
+    /// Whether nothing was read through it yet.
+    fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+
+    /// Whether `dir`'s `file` is open (so `dir` was there when last read).
+    fn is_open(&self, dir: &Path, file: &str) -> bool {
+        self.open.contains_key(&dir.join(file))
+    }
+
+    /// Reads a control file; a missing file or directory means the cgroup
+    /// is gone.
+    fn read(&mut self, dir: &Path, file: &str, cgroup: &str) -> Result<String, StatsError> {
+        let path = dir.join(file);
+        let error = |source: std::io::Error| match source.kind() {
+            // ENODEV: the cgroup was removed after the file was opened.
+            ErrorKind::NotFound => StatsError::Gone(cgroup.to_owned()),
+            _ if source.raw_os_error() == Some(libc::ENODEV) => StatsError::Gone(cgroup.to_owned()),
+            _ => StatsError::Io {
+                path: path.clone(),
+                source,
+            },
+        };
+        if !self.open.contains_key(&path) {
+            let opened = fs::File::open(&path).map_err(error)?;
+            self.open.insert(path.clone(), opened);
+        }
+        let Some(opened) = self.open.get(&path) else {
+            return Err(StatsError::Gone(cgroup.to_owned()));
+        };
+        // From offset 0 each time: a control file's text is made again
+        // when read from its start, and read on from where the previous
+        // read ended (so the last, empty read costs nothing).
+        let mut bytes = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let read = opened
+                .read_at(&mut chunk, bytes.len() as u64)
+                .map_err(error)?;
+            if read == 0 {
+                break;
+            }
+            bytes.extend_from_slice(&chunk[..read]);
+        }
+        String::from_utf8(bytes).map_err(|_| StatsError::Parse {
             path: path.clone(),
-            source,
-        },
-    };
-    let mut file = fs::File::open(&path).map_err(error)?;
-    // Not fs::read_to_string: it stats the file for a size, which a control
-    // file does not have; one syscall less per file, ~15 files per cgroup.
-    let mut bytes = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let read = std::io::Read::read(&mut file, &mut chunk).map_err(error)?;
-        if read == 0 {
-            break;
-        }
-        bytes.extend_from_slice(&chunk[..read]);
+            reason: "not UTF-8".into(),
+        })
     }
-    String::from_utf8(bytes).map_err(|_| StatsError::Parse {
-        path: path.clone(),
-        reason: "not UTF-8".into(),
-    })
-}
 
-/// A control file that a kernel or a configuration may lack (swap
-/// accounting, PSI, pids): None when it is missing.
-fn read_optional(dir: &Path, file: &str, cgroup: &str) -> Result<Option<String>, StatsError> {
-    match read(dir, file, cgroup) {
-        Ok(text) => Ok(Some(text)),
-        Err(StatsError::Gone(_)) if dir.is_dir() => Ok(None),
-        Err(error) => Err(error),
+    /// A control file that a kernel or a configuration may lack (swap
+    /// accounting, PSI, pids): None when it is missing.
+    fn read_optional(
+        &mut self,
+        dir: &Path,
+        file: &str,
+        cgroup: &str,
+    ) -> Result<Option<String>, StatsError> {
+        match self.read(dir, file, cgroup) {
+            Ok(text) => Ok(Some(text)),
+            Err(StatsError::Gone(_)) if dir.is_dir() => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Names each device as cAdvisor does, `/dev/<DEVNAME>` from sysfs,
+    /// once per device and cgroup.
+    fn name_devices(&mut self, devices: &mut [DeviceIo]) {
+        for device in devices {
+            device.device = self
+                .devices
+                .entry((device.major, device.minor))
+                .or_insert_with(|| device_name(device.major, device.minor))
+                .clone();
+        }
     }
 }
 
@@ -298,16 +361,17 @@ fn parse_cpu_max(text: &str, path: &Path) -> Result<(Option<u64>, u64), StatsErr
     Ok((quota, period))
 }
 
-fn v2_stats(dir: &Path, cgroup: &str) -> Result<CgroupStats, StatsError> {
-    if !dir.is_dir() {
+fn v2_stats(dir: &Path, cgroup: &str, files: &mut ControlFiles) -> Result<CgroupStats, StatsError> {
+    // Once read, an open file's ENODEV tells it is gone.
+    if files.is_empty() && !dir.is_dir() {
         return Err(StatsError::Gone(cgroup.to_owned()));
     }
-    let cpu_stat = KeyedFile::parse(&read(dir, "cpu.stat", cgroup)?);
-    let (quota_us, period_us) = match read_optional(dir, "cpu.max", cgroup)? {
+    let cpu_stat = KeyedFile::parse(&files.read(dir, "cpu.stat", cgroup)?);
+    let (quota_us, period_us) = match files.read_optional(dir, "cpu.max", cgroup)? {
         Some(text) => parse_cpu_max(&text, &dir.join("cpu.max"))?,
         None => (None, 100_000),
     };
-    let shares = match read_optional(dir, "cpu.weight", cgroup)? {
+    let shares = match files.read_optional(dir, "cpu.weight", cgroup)? {
         Some(text) => weight_to_shares(number(&text, &dir.join("cpu.weight"))?),
         None => 0,
     };
@@ -323,21 +387,27 @@ fn v2_stats(dir: &Path, cgroup: &str) -> Result<CgroupStats, StatsError> {
         shares,
     };
 
-    let memory = match read_optional(dir, "memory.current", cgroup)? {
+    let memory = match files.read_optional(dir, "memory.current", cgroup)? {
         // No memory controller delegated here: no memory figures.
         None => MemoryStats::default(),
         Some(current) => {
             let usage_bytes = number(&current, &dir.join("memory.current"))?;
-            let stat = KeyedFile::parse(&read(dir, "memory.stat", cgroup)?);
-            let events = KeyedFile::parse(&read(dir, "memory.events", cgroup)?);
-            let swap_bytes = read_optional(dir, "memory.swap.current", cgroup)?
+            let stat = KeyedFile::parse(&files.read(dir, "memory.stat", cgroup)?);
+            let events = KeyedFile::parse(&files.read(dir, "memory.events", cgroup)?);
+            let swap_bytes = files
+                .read_optional(dir, "memory.swap.current", cgroup)?
                 .map(|text| number(&text, &dir.join("memory.swap.current")))
                 .transpose()?;
-            let limit_bytes = limit(&read(dir, "memory.max", cgroup)?, &dir.join("memory.max"))?;
-            let max_usage_bytes = read_optional(dir, "memory.peak", cgroup)?
+            let limit_bytes = limit(
+                &files.read(dir, "memory.max", cgroup)?,
+                &dir.join("memory.max"),
+            )?;
+            let max_usage_bytes = files
+                .read_optional(dir, "memory.peak", cgroup)?
                 .map(|text| number(&text, &dir.join("memory.peak")))
                 .transpose()?;
-            let swap_limit_bytes = read_optional(dir, "memory.swap.max", cgroup)?
+            let swap_limit_bytes = files
+                .read_optional(dir, "memory.swap.max", cgroup)?
                 .map(|text| limit(&text, &dir.join("memory.swap.max")))
                 .transpose()?
                 .flatten();
@@ -363,12 +433,13 @@ fn v2_stats(dir: &Path, cgroup: &str) -> Result<CgroupStats, StatsError> {
         }
     };
 
-    let pids = pids_stats(dir, cgroup)?;
-    let mut io = read_optional(dir, "io.stat", cgroup)?
+    let pids = pids_stats(dir, cgroup, files)?;
+    let mut io = files
+        .read_optional(dir, "io.stat", cgroup)?
         .map(|text| parse_io_stat(&text))
         .unwrap_or_default();
-    name_devices(&mut io);
-    let files = open_files(dir, cgroup)?;
+    files.name_devices(&mut io);
+    let open = open_files(dir, cgroup, files)?;
     let mut pressure = Pressure::default();
     for (file, slot) in [
         ("cpu.pressure", &mut pressure.cpu),
@@ -377,7 +448,7 @@ fn v2_stats(dir: &Path, cgroup: &str) -> Result<CgroupStats, StatsError> {
     ] {
         // Reading a pressure file of a kernel booted with psi=0 fails
         // with EOPNOTSUPP: that is "no PSI" as well.
-        match read_optional(dir, file, cgroup) {
+        match files.read_optional(dir, file, cgroup) {
             Ok(text) => *slot = text.as_deref().and_then(parse_psi),
             Err(StatsError::Io { source, .. })
                 if source.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
@@ -390,7 +461,7 @@ fn v2_stats(dir: &Path, cgroup: &str) -> Result<CgroupStats, StatsError> {
         memory,
         pids,
         io,
-        files,
+        files: open,
         pressure: has_pressure.then_some(pressure),
     })
 }
@@ -473,53 +544,52 @@ pub fn parse_v1_blkio(service_bytes: &str, serviced: &str) -> Vec<DeviceIo> {
     devices
 }
 
-/// Names each device as cAdvisor does, `/dev/<DEVNAME>` from sysfs.
-fn name_devices(devices: &mut [DeviceIo]) {
-    for device in devices {
-        let uevent = format!("/sys/dev/block/{}:{}/uevent", device.major, device.minor);
-        let name = fs::read_to_string(uevent).ok().and_then(|text| {
-            text.lines()
-                .find_map(|line| line.strip_prefix("DEVNAME=").map(str::to_owned))
-        });
-        device.device = match name {
-            Some(name) => format!("/dev/{name}"),
-            None => format!("{}:{}", device.major, device.minor),
-        };
+/// A block device's name as cAdvisor shows it: `/dev/<DEVNAME>` from
+/// sysfs, or `major:minor` when it has none.
+fn device_name(major: u64, minor: u64) -> String {
+    let uevent = format!("/sys/dev/block/{major}:{minor}/uevent");
+    let name = fs::read_to_string(uevent).ok().and_then(|text| {
+        text.lines()
+            .find_map(|line| line.strip_prefix("DEVNAME=").map(str::to_owned))
+    });
+    match name {
+        Some(name) => format!("/dev/{name}"),
+        None => format!("{major}:{minor}"),
     }
 }
 
 /// Counts the open descriptors (and sockets among them) of the processes
 /// listed in `dir`'s `cgroup.procs`. A process that exits meanwhile, or a
 /// descriptor closed meanwhile, simply is not counted.
-fn open_files(dir: &Path, cgroup: &str) -> Result<OpenFiles, StatsError> {
-    let Some(procs) = read_optional(dir, "cgroup.procs", cgroup)? else {
+fn open_files(dir: &Path, cgroup: &str, files: &mut ControlFiles) -> Result<OpenFiles, StatsError> {
+    let Some(procs) = files.read_optional(dir, "cgroup.procs", cgroup)? else {
         return Ok(OpenFiles::default());
     };
-    let mut files = OpenFiles::default();
+    let mut counted = OpenFiles::default();
     for pid in procs.split_whitespace() {
         let Ok(entries) = fs::read_dir(Path::new("/proc").join(pid).join("fd")) else {
             continue;
         };
         for entry in entries.flatten() {
-            files.file_descriptors += 1;
+            counted.file_descriptors += 1;
             if fs::read_link(entry.path()).is_ok_and(|target| {
                 target
                     .as_os_str()
                     .as_encoded_bytes()
                     .starts_with(b"socket:[")
             }) {
-                files.sockets += 1;
+                counted.sockets += 1;
             }
         }
     }
-    Ok(files)
+    Ok(counted)
 }
 
-fn pids_stats(dir: &Path, cgroup: &str) -> Result<PidsStats, StatsError> {
-    let Some(current) = read_optional(dir, "pids.current", cgroup)? else {
+fn pids_stats(dir: &Path, cgroup: &str, files: &mut ControlFiles) -> Result<PidsStats, StatsError> {
+    let Some(current) = files.read_optional(dir, "pids.current", cgroup)? else {
         return Ok(PidsStats::default());
     };
-    let max = read_optional(dir, "pids.max", cgroup)?;
+    let max = files.read_optional(dir, "pids.max", cgroup)?;
     Ok(PidsStats {
         current: number(&current, &dir.join("pids.current"))?,
         limit: max
@@ -534,14 +604,21 @@ fn v1_dir(mounts: &[V1Mount], controller: &str, relative: &str) -> Option<PathBu
     v1_mount(mounts, controller).map(|mount| mount.dir.join(relative))
 }
 
-fn v1_stats(mounts: &[V1Mount], relative: &str, cgroup: &str) -> Result<CgroupStats, StatsError> {
+fn v1_stats(
+    mounts: &[V1Mount],
+    relative: &str,
+    cgroup: &str,
+    files: &mut ControlFiles,
+) -> Result<CgroupStats, StatsError> {
     let memory_dir = v1_dir(mounts, "memory", relative);
     let cpuacct_dir = v1_dir(mounts, "cpuacct", relative);
-    // Every container has a memory and a cpuacct dir: without them it is gone.
-    if ![&memory_dir, &cpuacct_dir]
-        .into_iter()
-        .flatten()
-        .any(|dir| dir.is_dir())
+    // Every container has a memory and a cpuacct dir: without them it is
+    // gone. Once read, an open file's ENODEV tells it.
+    if files.is_empty()
+        && ![&memory_dir, &cpuacct_dir]
+            .into_iter()
+            .flatten()
+            .any(|dir| dir.is_dir())
     {
         return Err(StatsError::Gone(cgroup.to_owned()));
     }
@@ -549,20 +626,20 @@ fn v1_stats(mounts: &[V1Mount], relative: &str, cgroup: &str) -> Result<CgroupSt
     let mut cpu = CpuStats::default();
     if let Some(dir) = &cpuacct_dir {
         cpu.usage_ns = number(
-            &read(dir, "cpuacct.usage", cgroup)?,
+            &files.read(dir, "cpuacct.usage", cgroup)?,
             &dir.join("cpuacct.usage"),
         )?;
         // usage_user/usage_sys (Linux 4.6+) count in ns; cpuacct.stat in ticks.
         match (
-            read_optional(dir, "cpuacct.usage_user", cgroup)?,
-            read_optional(dir, "cpuacct.usage_sys", cgroup)?,
+            files.read_optional(dir, "cpuacct.usage_user", cgroup)?,
+            files.read_optional(dir, "cpuacct.usage_sys", cgroup)?,
         ) {
             (Some(user), Some(system)) => {
                 cpu.user_ns = number(&user, &dir.join("cpuacct.usage_user"))?;
                 cpu.system_ns = number(&system, &dir.join("cpuacct.usage_sys"))?;
             }
             _ => {
-                let stat = KeyedFile::parse(&read(dir, "cpuacct.stat", cgroup)?);
+                let stat = KeyedFile::parse(&files.read(dir, "cpuacct.stat", cgroup)?);
                 cpu.user_ns = stat.value("user") * NANOS_PER_TICK;
                 cpu.system_ns = stat.value("system") * NANOS_PER_TICK;
             }
@@ -570,47 +647,51 @@ fn v1_stats(mounts: &[V1Mount], relative: &str, cgroup: &str) -> Result<CgroupSt
     }
     cpu.period_us = 100_000;
     if let Some(dir) = v1_dir(mounts, "cpu", relative) {
-        if let Some(text) = read_optional(&dir, "cpu.stat", cgroup)? {
+        if let Some(text) = files.read_optional(&dir, "cpu.stat", cgroup)? {
             let stat = KeyedFile::parse(&text);
             cpu.periods = stat.value("nr_periods");
             cpu.throttled_periods = stat.value("nr_throttled");
             cpu.throttled_ns = stat.value("throttled_time");
         }
-        if let Some(text) = read_optional(&dir, "cpu.cfs_period_us", cgroup)? {
+        if let Some(text) = files.read_optional(&dir, "cpu.cfs_period_us", cgroup)? {
             cpu.period_us = number(&text, &dir.join("cpu.cfs_period_us"))?;
         }
-        if let Some(text) = read_optional(&dir, "cpu.cfs_quota_us", cgroup)? {
+        if let Some(text) = files.read_optional(&dir, "cpu.cfs_quota_us", cgroup)? {
             // -1: no quota.
             cpu.quota_us = text.trim().parse::<u64>().ok();
         }
-        if let Some(text) = read_optional(&dir, "cpu.shares", cgroup)? {
+        if let Some(text) = files.read_optional(&dir, "cpu.shares", cgroup)? {
             cpu.shares = number(&text, &dir.join("cpu.shares"))?;
         }
     }
 
     let memory = match &memory_dir {
-        Some(dir) => v1_memory(dir, cgroup)?,
+        Some(dir) => v1_memory(dir, cgroup, files)?,
         None => MemoryStats::default(),
     };
     let pids_dir = v1_dir(mounts, "pids", relative);
     let pids = match &pids_dir {
-        Some(dir) => pids_stats(dir, cgroup)?,
+        Some(dir) => pids_stats(dir, cgroup, files)?,
         None => PidsStats::default(),
     };
     let mut io = match v1_dir(mounts, "blkio", relative) {
         Some(dir) => match (
-            read_optional(&dir, "blkio.throttle.io_service_bytes", cgroup)?,
-            read_optional(&dir, "blkio.throttle.io_serviced", cgroup)?,
+            files.read_optional(&dir, "blkio.throttle.io_service_bytes", cgroup)?,
+            files.read_optional(&dir, "blkio.throttle.io_serviced", cgroup)?,
         ) {
             (Some(bytes), Some(serviced)) => parse_v1_blkio(&bytes, &serviced),
             _ => Vec::new(),
         },
         None => Vec::new(),
     };
-    name_devices(&mut io);
+    files.name_devices(&mut io);
     // Every hierarchy lists the same processes: any present one will do.
-    let files = match pids_dir.iter().chain(&memory_dir).find(|dir| dir.is_dir()) {
-        Some(dir) => open_files(dir, cgroup)?,
+    let open = match pids_dir
+        .iter()
+        .chain(&memory_dir)
+        .find(|dir| files.is_open(dir, "cgroup.procs") || dir.is_dir())
+    {
+        Some(dir) => open_files(dir, cgroup, files)?,
         None => OpenFiles::default(),
     };
     Ok(CgroupStats {
@@ -618,33 +699,39 @@ fn v1_stats(mounts: &[V1Mount], relative: &str, cgroup: &str) -> Result<CgroupSt
         memory,
         pids,
         io,
-        files,
+        files: open,
         pressure: None,
     })
 }
 
-fn v1_memory(dir: &Path, cgroup: &str) -> Result<MemoryStats, StatsError> {
+fn v1_memory(
+    dir: &Path,
+    cgroup: &str,
+    files: &mut ControlFiles,
+) -> Result<MemoryStats, StatsError> {
     let usage_bytes = number(
-        &read(dir, "memory.usage_in_bytes", cgroup)?,
+        &files.read(dir, "memory.usage_in_bytes", cgroup)?,
         &dir.join("memory.usage_in_bytes"),
     )?;
-    let stat = KeyedFile::parse(&read(dir, "memory.stat", cgroup)?);
-    let oom = KeyedFile::parse(&read(dir, "memory.oom_control", cgroup)?);
+    let stat = KeyedFile::parse(&files.read(dir, "memory.stat", cgroup)?);
+    let oom = KeyedFile::parse(&files.read(dir, "memory.oom_control", cgroup)?);
     let failcnt = number(
-        &read(dir, "memory.failcnt", cgroup)?,
+        &files.read(dir, "memory.failcnt", cgroup)?,
         &dir.join("memory.failcnt"),
     )?;
     let limit = number(
-        &read(dir, "memory.limit_in_bytes", cgroup)?,
+        &files.read(dir, "memory.limit_in_bytes", cgroup)?,
         &dir.join("memory.limit_in_bytes"),
     )?;
     // memsw counts memory + swap; only with swap accounting on.
-    let swap_bytes = read_optional(dir, "memory.memsw.usage_in_bytes", cgroup)?
+    let swap_bytes = files
+        .read_optional(dir, "memory.memsw.usage_in_bytes", cgroup)?
         .map(|text| number(&text, &dir.join("memory.memsw.usage_in_bytes")))
         .transpose()?
         .map(|memsw| memsw.saturating_sub(usage_bytes));
-    let optional = |file: &str| -> Result<Option<u64>, StatsError> {
-        read_optional(dir, file, cgroup)?
+    let mut optional = |file: &str| -> Result<Option<u64>, StatsError> {
+        files
+            .read_optional(dir, file, cgroup)?
             .map(|text| number(&text, &dir.join(file)))
             .transpose()
     };
@@ -734,7 +821,7 @@ mod tests {
         for (name, text) in files {
             fs::write(dir.path().join(name), text).expect("write");
         }
-        let memory = v1_memory(dir.path(), "/test").expect("memory");
+        let memory = v1_memory(dir.path(), "/test", &mut ControlFiles::default()).expect("memory");
         assert_eq!(memory.max_usage_bytes, Some(16384));
         assert_eq!(memory.kernel_bytes, 1024);
         assert_eq!(memory.mapped_file_bytes, 512);
@@ -749,7 +836,7 @@ mod tests {
         for file in ["memory.max_usage_in_bytes", "memory.kmem.usage_in_bytes"] {
             fs::remove_file(dir.path().join(file)).expect("remove");
         }
-        let memory = v1_memory(dir.path(), "/test").expect("memory");
+        let memory = v1_memory(dir.path(), "/test", &mut ControlFiles::default()).expect("memory");
         assert_eq!(memory.swap_limit_bytes, None, "unlimited");
         assert_eq!(memory.max_usage_bytes, None);
         assert_eq!(memory.kernel_bytes, 0);
@@ -806,7 +893,7 @@ mod tests {
             minor: 4095,
             ..Default::default()
         }];
-        name_devices(&mut unnamed);
+        ControlFiles::default().name_devices(&mut unnamed);
         assert_eq!(unnamed[0].device, "4095:4095", "no such device in sysfs");
     }
 
@@ -814,7 +901,7 @@ mod tests {
     fn open_files_count_descriptors_and_sockets_of_listed_processes() {
         let dir = tempfile::tempdir().expect("tempdir");
         assert_eq!(
-            open_files(dir.path(), "/test").expect("no cgroup.procs"),
+            open_files(dir.path(), "/test", &mut ControlFiles::default()).expect("no cgroup.procs"),
             OpenFiles::default()
         );
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("socket");
@@ -824,7 +911,8 @@ mod tests {
             format!("{}\n999999999\n", std::process::id()),
         )
         .expect("write");
-        let files = open_files(dir.path(), "/test").expect("open files");
+        let files =
+            open_files(dir.path(), "/test", &mut ControlFiles::default()).expect("open files");
         assert!(files.sockets >= 1, "{files:?}");
         assert!(files.file_descriptors > files.sockets, "{files:?}");
         drop(socket);
@@ -876,7 +964,7 @@ mod tests {
         for (name, text) in files {
             fs::write(dir.path().join(name), text).expect("write");
         }
-        let stats = v2_stats(dir.path(), "/test").expect("stats");
+        let stats = v2_stats(dir.path(), "/test", &mut ControlFiles::default()).expect("stats");
         assert_eq!(
             stats.cpu,
             CpuStats {
@@ -936,11 +1024,15 @@ mod tests {
         assert!(pressure.io.is_none(), "no io.pressure file");
 
         // A missing cgroup, and one removed under the reader, are Gone.
-        let gone = v2_stats(&dir.path().join("removed"), "/removed");
+        let gone = v2_stats(
+            &dir.path().join("removed"),
+            "/removed",
+            &mut ControlFiles::default(),
+        );
         assert!(matches!(gone, Err(StatsError::Gone(_))), "{gone:?}");
         fs::remove_file(dir.path().join("memory.stat")).expect("remove");
         fs::remove_file(dir.path().join("cpu.stat")).expect("remove");
-        let vanished = v2_stats(dir.path(), "/test");
+        let vanished = v2_stats(dir.path(), "/test", &mut ControlFiles::default());
         assert!(matches!(vanished, Err(StatsError::Gone(_))), "{vanished:?}");
     }
 
