@@ -9,6 +9,7 @@
 //! documented formats; [`Hierarchy::stats`] reads the files (blocking).
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
@@ -217,12 +218,9 @@ impl ControlFiles {
                 source,
             },
         };
-        if !self.open.contains_key(&path) {
-            let opened = fs::File::open(&path).map_err(error)?;
-            self.open.insert(path.clone(), opened);
-        }
-        let Some(opened) = self.open.get(&path) else {
-            return Err(StatsError::Gone(cgroup.to_owned()));
+        let opened = match self.open.entry(path.clone()) {
+            Entry::Occupied(kept) => kept.into_mut(),
+            Entry::Vacant(slot) => slot.insert(fs::File::open(&path).map_err(error)?),
         };
         // From offset 0 each time: a control file's text is made again
         // when read from its start, and read on from where the previous
