@@ -385,7 +385,17 @@ pub fn prepare_host_paths(spec: &mut ContainerSpec) -> Result<(), ContainerError
             path: path.clone(),
             reason: format!("cannot be resolved: {error}"),
         })?;
-        check_propagation(index, mount)?;
+    }
+    // The mount table once, and only when some mount must propagate.
+    if spec
+        .mounts
+        .iter()
+        .any(|mount| mount.propagation != Propagation::Private)
+    {
+        let mounts = crate::mountinfo::mounts();
+        for (index, mount) in spec.mounts.iter().enumerate() {
+            check_propagation(index, mount, &mounts)?;
+        }
     }
     Ok(())
 }
@@ -394,14 +404,17 @@ pub fn prepare_host_paths(spec: &mut ContainerSpec) -> Result<(), ContainerError
 /// if the host path is on a shared mount, and the host's reach the
 /// container (HOST_TO_CONTAINER) only if it is shared or a slave: else the
 /// request could not be honoured, and is refused as containerd refuses it.
-fn check_propagation(index: usize, mount: &MountSpec) -> Result<(), ContainerError> {
+fn check_propagation(
+    index: usize,
+    mount: &MountSpec,
+    mounts: &[crate::mountinfo::Mount],
+) -> Result<(), ContainerError> {
     let needs = match mount.propagation {
         Propagation::Private => return Ok(()),
         Propagation::RShared => "a shared mount",
         Propagation::RSlave => "a shared or slave mount",
     };
-    let mounts = crate::mountinfo::mounts();
-    let Some(holding) = crate::mountinfo::holding(&mounts, &mount.host_path) else {
+    let Some(holding) = crate::mountinfo::holding(mounts, &mount.host_path) else {
         return Ok(());
     };
     let propagates = match mount.propagation {
