@@ -866,7 +866,14 @@ async fn a_tty_container_writes_its_terminal_output_to_the_log() {
     let pod = world.pod("tty").await;
     let mut config = world.container_config(
         "term",
-        &["sh", "-c", "[ -t 0 ] && [ -t 1 ] && echo on a terminal"],
+        // `tty` names the terminal in the container's own devpts (the first
+        // pty of a new instance), and /dev/tty opens only on a controlling
+        // terminal.
+        &[
+            "sh",
+            "-c",
+            "[ -t 0 ] && [ -t 1 ] && : >/dev/tty && echo on a terminal $(tty)",
+        ],
     );
     config.tty = true;
     config.stdin = true;
@@ -879,7 +886,7 @@ async fn a_tty_container_writes_its_terminal_output_to_the_log() {
             .iter()
             .any(|(stream, tag, content)| stream == "stdout"
                 && tag == "F"
-                && content == "on a terminal"),
+                && content == "on a terminal /dev/pts/0"),
         "{records:?}"
     );
     world.finish(&[&pod]).await;

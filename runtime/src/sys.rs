@@ -116,6 +116,35 @@ pub fn attach_cgroup_device_program(
     bpf(BPF_PROG_ATTACH, &mut attr).map(drop)
 }
 
+/// Sends `frame` with `fds` attached (SCM_RIGHTS), whole: a short send is
+/// an error, since frames sent with descriptors are small and the socket
+/// blocking.
+pub fn send_with_fds(
+    socket: std::os::fd::BorrowedFd<'_>,
+    frame: &[u8],
+    fds: &[std::os::fd::OwnedFd],
+) -> Result<(), std::io::Error> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    use std::os::fd::AsRawFd;
+    let raw: Vec<std::os::fd::RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    let rights = [ControlMessage::ScmRights(&raw)];
+    let iov = [std::io::IoSlice::new(frame)];
+    let sent = sendmsg::<()>(
+        socket.as_raw_fd(),
+        &iov,
+        &rights,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )?;
+    if sent != frame.len() {
+        return Err(std::io::Error::other(format!(
+            "sent {sent} of {} bytes with the descriptors",
+            frame.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Receives bytes into `buf` and the descriptors sent with them
 /// (SCM_RIGHTS), close-on-exec, without blocking.
 pub fn recv_with_fds(

@@ -23,7 +23,7 @@ use proto::monitor::{
 };
 use runtime::wire::{Framing, encode_frame, read_frame, take_frame, write_frame};
 
-use super::init::{self, ChildStdio, CreatedInit};
+use super::init::{self, ChildStdio, CreatedInit, InitStdio};
 use crate::crilog::{CriLog, Stream};
 
 /// Output an exec session keeps per stream; the rest is read and dropped
@@ -231,11 +231,14 @@ struct Parts {
     log: Option<CriLog>,
     outputs: Vec<Output>,
     stdin: Option<OwnedFd>,
+    /// A tty container's: where its init sends the pty master
+    /// ([`InitStdio::Terminal`]), taken by [`Parts::take_terminal`].
+    console: Option<OwnedFd>,
     oom_baseline: u64,
 }
 
 impl Parts {
-    fn prepare(create: ContainerCreate) -> io::Result<(Parts, ChildStdio)> {
+    fn prepare(create: ContainerCreate) -> io::Result<(Parts, InitStdio)> {
         let config_path = create.bundle.join("config.json");
         let spec: Spec = serde_json::from_slice(&fs::read(&config_path)?).map_err(|e| {
             io::Error::new(
@@ -245,7 +248,12 @@ impl Parts {
         })?;
         let env = init::environment(&create, &spec)?;
         let log = log_file(&create)?.as_ref().map(CriLog::open).transpose()?;
-        let (stdio, outputs, stdin) = container_stdio(&create)?;
+        let StdioEnds {
+            child: stdio,
+            outputs,
+            stdin,
+            console,
+        } = container_stdio(&create)?;
         let oom_baseline = create
             .oom_events
             .as_deref()
@@ -258,9 +266,40 @@ impl Parts {
             log,
             outputs,
             stdin,
+            console,
             oom_baseline,
         };
         Ok((parts, stdio))
+    }
+
+    /// A tty container's init is ready, so it has sent its pty master
+    /// (before `Ready`): the master becomes the container's output, and its
+    /// stdin if asked for.
+    fn take_terminal(&mut self) -> io::Result<()> {
+        let Some(console) = self.console.take() else {
+            return Ok(());
+        };
+        let mut byte = [0u8; 1];
+        let (_, mut fds) = runtime::sys::recv_with_fds(console.as_fd(), &mut byte)
+            .map_err(|e| io::Error::other(format!("receiving the container's terminal: {e}")))?;
+        let master = match (fds.pop(), fds.is_empty()) {
+            (Some(master), true) => master,
+            _ => {
+                return Err(io::Error::other(
+                    "the container init did not send one terminal",
+                ));
+            }
+        };
+        set_nonblocking_cloexec(&master)?;
+        // Attach writes a tty's stdin to its master.
+        if self.create.stdin {
+            self.stdin = Some(master.try_clone()?);
+        }
+        self.outputs = vec![Output {
+            stream: Stream::Stdout,
+            file: File::from(master),
+        }];
+        Ok(())
     }
 }
 
@@ -478,7 +517,10 @@ impl Containers {
                     "crid did not place the init: {e}"
                 ))),
             },
-            Stage::SettingUp => creating.init.progress(),
+            Stage::SettingUp => match creating.init.progress() {
+                Ok(true) => creating.parts.take_terminal().map(|()| true),
+                other => other,
+            },
         };
         match progress {
             Ok(false) => {}
@@ -507,6 +549,7 @@ impl Containers {
             log,
             outputs,
             stdin,
+            console: _,
             oom_baseline,
         } = parts;
         self.table.insert(
@@ -839,7 +882,7 @@ impl Containers {
             &MonitorResponse::ExecStarted { pid: pid.as_raw() },
             client.framing,
         )
-        .and_then(|frame| send_with_fds(&client.stream, &frame, &for_crid));
+        .and_then(|frame| runtime::sys::send_with_fds(client.stream.as_fd(), &frame, &for_crid));
         // The monitor's copies go: crid holds the only ones now.
         drop(for_crid);
         if let Err(e) = sent.and_then(|()| client.stream.set_nonblocking(true)) {
@@ -1059,32 +1102,19 @@ impl Containers {
     }
 }
 
-/// The container's stdio: pipes (or a pty) whose child ends go to the init,
-/// whose read ends the monitor watches.
-fn container_stdio(
-    create: &ContainerCreate,
-) -> io::Result<(ChildStdio, Vec<Output>, Option<OwnedFd>)> {
+/// The container's stdio: pipes whose child ends go to the init and whose
+/// read ends the monitor watches, or for a tty a socket the init sends its
+/// pty master on ([`InitStdio::Terminal`]). Also the write end of stdin
+/// (for attach) and the monitor's end of that socket.
+fn container_stdio(create: &ContainerCreate) -> io::Result<StdioEnds> {
     if create.tty {
-        let pty = nix::pty::openpty(None, None)?;
-        set_nonblocking_cloexec(&pty.master)?;
-        let slave = pty.slave;
-        let stdio = ChildStdio {
-            stdin: slave.try_clone()?,
-            stdout: slave.try_clone()?,
-            stderr: slave,
-        };
-        // Attach writes a tty's stdin to its master (non-blocking, as the
-        // master itself).
-        let stdin = if create.stdin {
-            Some(pty.master.try_clone()?)
-        } else {
-            None
-        };
-        let outputs = vec![Output {
-            stream: Stream::Stdout,
-            file: File::from(pty.master),
-        }];
-        return Ok((stdio, outputs, stdin));
+        let (ours, theirs) = UnixStream::pair()?;
+        return Ok(StdioEnds {
+            child: InitStdio::Terminal(theirs.into()),
+            outputs: Vec::new(),
+            stdin: None,
+            console: Some(ours.into()),
+        });
     }
     let (stdin_child, stdin_keep) = if create.stdin {
         let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
@@ -1094,7 +1124,20 @@ fn container_stdio(
         (OwnedFd::from(File::open("/dev/null")?), None)
     };
     let (stdio, outputs) = output_pipes(stdin_child)?;
-    Ok((stdio, outputs, stdin_keep))
+    Ok(StdioEnds {
+        child: stdio.into(),
+        outputs,
+        stdin: stdin_keep,
+        console: None,
+    })
+}
+
+/// What [`container_stdio`] makes: the init's ends, and the monitor's.
+struct StdioEnds {
+    child: InitStdio,
+    outputs: Vec<Output>,
+    stdin: Option<OwnedFd>,
+    console: Option<OwnedFd>,
 }
 
 /// The child's stdio of an attached exec, and the ends crid gets: a pty's
@@ -1129,63 +1172,15 @@ fn attached_stdio(exec: &ExecAttached, init: Pid) -> io::Result<(ChildStdio, Vec
     Ok((stdio, for_crid))
 }
 
-/// A pty of the container's own devpts: its `/dev/pts/ptmx`, reached
-/// through its init's root and resolved beneath it, checked to be a devpts
-/// ptmx. Its slave is then `/dev/pts/N` inside the container, so an exec's
-/// `tty` (ttyname) names it there, as with runc; a pty of the host's devpts
-/// would be a terminal the container cannot name.
+/// A pty of the container's own devpts ([`crate::pty`]), reached through
+/// its init's root.
 fn container_pty(init: Pid) -> io::Result<(OwnedFd, OwnedFd)> {
-    use nix::fcntl::{OpenHow, ResolveFlag, openat2};
     let root = nix::fcntl::open(
         format!("/proc/{init}/root").as_str(),
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )?;
-    let how = OpenHow::new()
-        .flags(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    let master = openat2(&root, "dev/pts/ptmx", how)
-        .map_err(|e| io::Error::other(format!("opening the container's /dev/pts/ptmx: {e}")))?;
-    let on_devpts = nix::sys::statfs::fstatfs(&master)?.filesystem_type()
-        == nix::sys::statfs::DEVPTS_SUPER_MAGIC;
-    let stat = nix::sys::stat::fstat(&master)?;
-    let is_ptmx = nix::sys::stat::SFlag::from_bits_truncate(stat.st_mode)
-        & nix::sys::stat::SFlag::S_IFMT
-        == nix::sys::stat::SFlag::S_IFCHR
-        && stat.st_rdev == nix::sys::stat::makedev(5, 2);
-    if !on_devpts || !is_ptmx {
-        return Err(io::Error::other(
-            "the container's /dev/pts/ptmx is not a devpts pty multiplexer",
-        ));
-    }
-    // Blocking again: crid gets the master as a pty end like any other.
-    fcntl(&master, FcntlArg::F_SETFL(OFlag::O_RDWR))?;
-    let slave = crate::sys::open_pty_peer(master.as_fd())?;
-    Ok((master, slave))
-}
-
-/// Sends `frame` with `fds` attached, whole (a short send is an error: the
-/// frame is small and the socket blocking).
-fn send_with_fds(stream: &UnixStream, frame: &[u8], fds: &[OwnedFd]) -> io::Result<()> {
-    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
-    use std::os::fd::AsRawFd;
-    let raw: Vec<i32> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
-    let rights = [ControlMessage::ScmRights(&raw)];
-    let iov = [io::IoSlice::new(frame)];
-    let sent = sendmsg::<()>(
-        stream.as_raw_fd(),
-        &iov,
-        &rights,
-        MsgFlags::MSG_NOSIGNAL,
-        None,
-    )?;
-    if sent != frame.len() {
-        return Err(io::Error::other(format!(
-            "sent {sent} of {} bytes with the descriptors",
-            frame.len()
-        )));
-    }
-    Ok(())
+    crate::pty::open_beneath(root.as_fd())
 }
 
 /// Whether crid still holds the (non-blocking) connection: what it sends

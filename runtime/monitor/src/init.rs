@@ -47,6 +47,35 @@ pub struct ChildStdio {
     pub stderr: OwnedFd,
 }
 
+impl ChildStdio {
+    /// /dev/null three times.
+    pub fn null() -> io::Result<ChildStdio> {
+        let null = OwnedFd::from(File::open("/dev/null")?);
+        Ok(ChildStdio {
+            stdin: null.try_clone()?,
+            stdout: null.try_clone()?,
+            stderr: null,
+        })
+    }
+}
+
+/// How a container's init gets its stdio.
+pub enum InitStdio {
+    /// Ends made before the fork (pipes, /dev/null).
+    Given(ChildStdio),
+    /// A terminal of the container's own devpts, which exists only once the
+    /// init has mounted it: the init then makes the pty, takes its slave as
+    /// stdio and controlling terminal, and sends the master on this socket
+    /// (before it reports `Ready`). Until then its stdio is /dev/null.
+    Terminal(OwnedFd),
+}
+
+impl From<ChildStdio> for InitStdio {
+    fn from(stdio: ChildStdio) -> InitStdio {
+        InitStdio::Given(stdio)
+    }
+}
+
 /// A container init that is set up and waits for its start signal.
 /// Dropping it without [`CreatedInit::start`] makes the init exit (it reads
 /// EOF instead of the start byte); the caller reaps it.
@@ -152,7 +181,7 @@ pub(super) fn context<T, E: std::fmt::Display>(
 pub fn create(
     create: &ContainerCreate,
     spec: &Spec,
-    stdio: ChildStdio,
+    stdio: impl Into<InitStdio>,
     place: impl FnOnce(Pid, Pid) -> io::Result<()>,
 ) -> io::Result<CreatedInit> {
     let env = environment(create, spec)?;
@@ -187,9 +216,13 @@ pub fn fork_init(
     create: &ContainerCreate,
     spec: &Spec,
     env: &[CString],
-    stdio: ChildStdio,
+    stdio: impl Into<InitStdio>,
 ) -> io::Result<ForkedInit> {
     let joins = Joins::for_create(spec, &create.cgroup_view)?;
+    let (stdio, console) = match stdio.into() {
+        InitStdio::Given(stdio) => (stdio, None),
+        InitStdio::Terminal(console) => (ChildStdio::null()?, Some(console)),
+    };
     let (start_read, start_write) = pipe2(OFlag::O_CLOEXEC)?;
     let (gate, holder) = match create.placed_by_crid {
         true => (
@@ -210,6 +243,7 @@ pub fn fork_init(
             }
             let mut keep = joins.fds();
             keep.extend([report.raw_fd(), start_read.as_raw_fd()]);
+            keep.extend(console.as_ref().map(AsRawFd::as_raw_fd));
             // The mount namespace is new (unshared before the fork); the
             // rootfs is set up in it by the init itself.
             let entered = enter(&keep, stdio, &create.cgroup_procs, &joins)
@@ -217,7 +251,8 @@ pub fn fork_init(
             drop(joins);
             match entered {
                 Ok(Forked::Child) => {
-                    let error = init(create, spec, env, File::from(start_read), &mut report);
+                    let start = File::from(start_read);
+                    let error = init(create, spec, env, console, start, &mut report);
                     report.fail(&error)
                 }
                 Ok(Forked::Parent(pid)) => report.intermediate_done(pid),
@@ -226,7 +261,7 @@ pub fn fork_init(
         }
         Reporting::Parent(spawned) => spawned,
     };
-    drop(start_read);
+    drop((start_read, console));
     Ok(ForkedInit {
         spawned,
         gate: gate.map(|(gate_read, gate_write)| {
@@ -679,6 +714,31 @@ fn take_stdio(stdio: ChildStdio) -> io::Result<()> {
     Ok(())
 }
 
+/// Makes the pty of [`InitStdio::Terminal`] in the container's devpts
+/// (mounted by now, beneath the new root), sends its master on `console`
+/// and takes its slave as stdio. The init keeps no master: the container
+/// must not read its own terminal's input side.
+fn take_terminal(console: OwnedFd) -> io::Result<()> {
+    let root = context(
+        nix::fcntl::open(
+            "/",
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        ),
+        || "opening the container's root".into(),
+    )?;
+    let (master, slave) = crate::pty::open_beneath(root.as_fd())?;
+    context(
+        runtime::sys::send_with_fds(console.as_fd(), b"t", &[master]),
+        || "sending the terminal to the monitor".into(),
+    )?;
+    take_stdio(ChildStdio {
+        stdin: slave.try_clone()?,
+        stdout: slave.try_clone()?,
+        stderr: slave,
+    })
+}
+
 /// A new session, so signals to the monitor's group miss it; with a tty
 /// on stdin, that tty becomes its controlling terminal.
 fn become_session_leader() -> io::Result<()> {
@@ -699,11 +759,13 @@ fn init(
     create: &ContainerCreate,
     spec: &Spec,
     env: &[CString],
+    console: Option<OwnedFd>,
     mut start: File,
     report: &mut Reporter,
 ) -> io::Error {
-    let ready = become_session_leader()
-        .and_then(|()| rootfs::prepare(&create.bundle, spec, &create.cgroup_view))
+    let ready = rootfs::prepare(&create.bundle, spec, &create.cgroup_view)
+        .and_then(|()| console.map_or(Ok(()), take_terminal))
+        .and_then(|()| become_session_leader())
         .and_then(|()| set_hostname(spec));
     let finished = match ready
         .and_then(|()| process::apply_oom_score_adj(spec, report))

@@ -15,6 +15,7 @@ pub mod crilog;
 pub mod init;
 mod loopback;
 mod pause;
+mod pty;
 mod report;
 mod sys;
 mod userns;
