@@ -214,6 +214,50 @@ impl<W: AsyncWrite + Unpin, R: AsyncRead + Unpin> Framer<W, R> {
         Ok(())
     }
 
+    /// Writes `frames` in order and flushes once (crid's fork). Runs of
+    /// DATA frames go out in one writev where the transport takes one:
+    /// a queue of port-forward chunks costs a syscall, not one per frame.
+    pub async fn write_frames(&mut self, frames: &[Frame]) -> Result<()> {
+        let vectored = self.writer.is_write_vectored();
+        let mut rest = frames;
+        while let Some((first, after)) = rest.split_first() {
+            let run = if vectored {
+                rest.iter()
+                    .take_while(|f| matches!(f, Frame::Data(_)))
+                    .count()
+            } else {
+                0
+            };
+            if run > 1 {
+                self.write_data_frames(&rest[..run]).await?;
+                rest = &rest[run..];
+            } else {
+                self.write_frame_unflushed(first).await?;
+                rest = after;
+            }
+        }
+        self.writer.flush().await?;
+        Ok(())
+    }
+
+    async fn write_data_frames(&mut self, frames: &[Frame]) -> Result<()> {
+        let data = || {
+            frames.iter().filter_map(|f| match f {
+                Frame::Data(d) => Some(d),
+                _ => None,
+            })
+        };
+        let headers: Vec<[u8; 8]> = data().map(data_header).collect();
+        let mut slices = Vec::with_capacity(headers.len() * 2);
+        for (header, frame) in headers.iter().zip(data()) {
+            slices.push(IoSlice::new(header));
+            if !frame.data.is_empty() {
+                slices.push(IoSlice::new(&frame.data));
+            }
+        }
+        self.write_all_vectored(&mut slices).await
+    }
+
     /// Ends the write side of the transport (crid's fork).
     pub async fn shutdown(&mut self) -> Result<()> {
         self.writer.shutdown().await?;
