@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use bytes::Bytes;
 use http::HeaderMap;
-use spdystream_rs::frame::{DATA_FLAG_FIN, DataFrame, FLAG_FIN, Frame, SynStreamFrame};
+use spdystream_rs::frame::{DATA_FLAG_FIN, DataFrame, FLAG_FIN, Frame, PingFrame, SynStreamFrame};
 use spdystream_rs::framer::Framer;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -120,6 +120,8 @@ pub struct Received {
 type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 type Reader = Box<dyn AsyncRead + Send + Unpin>;
 type StreamMap = Arc<Mutex<HashMap<u32, Received>>>;
+/// The ids of the PINGs that arrived, in order.
+type Pings = Arc<Mutex<Vec<u32>>>;
 
 /// The client side of an SPDY connection: frames are read by a task of its
 /// own into per-stream [`Received`]s; dropping it closes the connection.
@@ -127,6 +129,7 @@ pub struct Spdy {
     writer: tokio::sync::Mutex<Framer<Writer, tokio::io::Empty>>,
     next_id: AtomicU32,
     streams: StreamMap,
+    pings: Pings,
     changed: Arc<Notify>,
     reader: tokio::task::JoinHandle<()>,
 }
@@ -138,12 +141,19 @@ impl Spdy {
         let read: Reader = Box::new(BufReader::with_capacity(64 * 1024, read));
         let write: Writer = Box::new(write);
         let streams = StreamMap::default();
+        let pings = Pings::default();
         let changed = Arc::new(Notify::new());
-        let reader = tokio::spawn(read_frames(read, streams.clone(), changed.clone()));
+        let reader = tokio::spawn(read_frames(
+            read,
+            streams.clone(),
+            pings.clone(),
+            changed.clone(),
+        ));
         Spdy {
             writer: tokio::sync::Mutex::new(Framer::new(write, tokio::io::empty())),
             next_id: AtomicU32::new(1),
             streams,
+            pings,
             changed,
             reader,
         }
@@ -228,6 +238,41 @@ impl Spdy {
             .with_context(|| format!("DATA on stream {id}"))
     }
 
+    /// Sends a PING with `id` (odd, as a client's are: client-go pings
+    /// every 5 s) and waits until the server echoes it; fails after
+    /// [`PATIENCE`].
+    pub async fn ping(&self, id: u32) -> Result<()> {
+        self.writer
+            .lock()
+            .await
+            .write_frame(&Frame::Ping(PingFrame { id }))
+            .await
+            .with_context(|| format!("PING {id}"))?;
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.pings()?.contains(&id) {
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "PING {id} not echoed within {PATIENCE:?}"
+            );
+            let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
+        }
+    }
+
+    /// The ids of the PINGs that arrived so far: echoes of the client's
+    /// (odd) and the server's own (even).
+    pub fn pings(&self) -> Result<Vec<u32>> {
+        self.pings
+            .lock()
+            .map(|pings| pings.clone())
+            .map_err(|_| anyhow!("the SPDY reader panicked"))
+    }
+
     /// Waits until what arrived on `id` satisfies `done`; fails after
     /// [`PATIENCE`].
     pub async fn until(&self, id: u32, done: impl Fn(&Received) -> bool) -> Result<Received> {
@@ -272,7 +317,7 @@ impl Drop for Spdy {
     }
 }
 
-async fn read_frames(read: Reader, streams: StreamMap, changed: Arc<Notify>) {
+async fn read_frames(read: Reader, streams: StreamMap, pings: Pings, changed: Arc<Notify>) {
     let mut framer = Framer::new(tokio::io::sink(), read);
     loop {
         let frame = framer.read_frame().await;
@@ -294,6 +339,11 @@ async fn read_frames(read: Reader, streams: StreamMap, changed: Arc<Notify>) {
                 }
                 Ok(Frame::RstStream(reset)) => {
                     streams.entry(reset.stream_id).or_default().reset = true;
+                }
+                Ok(Frame::Ping(ping)) => {
+                    if let Ok(mut pings) = pings.lock() {
+                        pings.push(ping.id);
+                    }
                 }
                 Ok(_) => {}
                 Err(_) => {

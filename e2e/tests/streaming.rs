@@ -131,6 +131,10 @@ async fn port_forward_serves_concurrent_connections_into_the_pod_and_survives_a_
             spdy.send(*data, bytes, false).await.expect("send");
         }
     }
+    // client-go's keep-alive PINGs (odd ids, every 5 s) are echoed, also
+    // while data flows; kubelet's and containerd's servers send none of
+    // their own, and neither does crid.
+    spdy.ping(1).await.expect("PING echoed");
     for (_, data) in &pairs[..2] {
         spdy.send(*data, b"", true).await.expect("send");
     }
@@ -170,6 +174,7 @@ async fn port_forward_serves_concurrent_connections_into_the_pod_and_survives_a_
     for chunk in sent.chunks(16384) {
         spdy.send(data, chunk, false).await.expect("send");
     }
+    spdy.ping(1).await.expect("PING echoed through WebSocket");
     spdy.send(data, b"", true).await.expect("send");
     let echoed = spdy.ended(data).await.expect("stream end");
     assert!(echoed.data == sent, "echoed {} bytes", echoed.data.len());

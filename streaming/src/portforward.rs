@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use spdystream_rs::{Connection, RstStatus, Stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -134,16 +134,15 @@ async fn forward<B: Backend>(data: Arc<Stream>, error: Arc<Stream>, pod_id: &str
     };
     let (mut from_pod, mut to_pod) = tcp.into_split();
     let pod_to_client = async {
-        let mut buf = vec![0u8; COPY_CHUNK];
+        // Read into a buffer whose filled part becomes the frame's payload
+        // as it is: no copy; its memory is reused once the frame is out.
+        let mut buf = BytesMut::new();
         loop {
-            match from_pod.read(&mut buf).await {
+            buf.reserve(COPY_CHUNK);
+            match from_pod.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if data
-                        .write_data(Bytes::copy_from_slice(&buf[..n]), false)
-                        .await
-                        .is_err()
-                    {
+                Ok(_) => {
+                    if data.write_data(buf.split().freeze(), false).await.is_err() {
                         break;
                     }
                 }
