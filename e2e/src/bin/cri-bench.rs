@@ -485,7 +485,21 @@ async fn bench_crid(args: &Args, registry: &Registry, images: &Images) -> Result
     let cleanup = remove_everything(channel).await;
     let status = daemon.stop_with(Signal::SIGTERM).await;
     // The env checks on drop that no process, mount or state file is left
-    // (and panics naming them if one is).
+    // (and panics naming them if one is), so a failure is said first.
+    for error in [result.as_ref().err(), cleanup.as_ref().err()]
+        .into_iter()
+        .flatten()
+    {
+        eprintln!("cri-bench: crid: {error:#}");
+    }
+    if result.is_err() || cleanup.is_err() {
+        let log = daemon.log();
+        let lines: Vec<&str> = log.lines().collect();
+        eprintln!(
+            "cri-bench: the end of crid's log:\n{}",
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        );
+    }
     let report = result?;
     cleanup?;
     if args.crid_steps {
