@@ -306,7 +306,7 @@ fn shared(mode: NamespaceMode, pod_dir: &Path, name: &str) -> Result<SharedNames
             pod_dir, name,
         ))),
         NamespaceMode::Node => Ok(SharedNamespace::Node),
-        // pods::translate never records this; a record that has it is bad.
+        // pod_config::translate never records this; a record that has it is bad.
         NamespaceMode::Container => Err(CridError::FailedPrecondition(format!(
             "the pod's {name} namespace mode is Container, which pods cannot have"
         ))),

@@ -15,6 +15,7 @@ pub mod limits;
 pub mod live;
 pub mod locks;
 pub mod objects;
+pub mod pod_config;
 pub mod pods;
 pub mod records;
 pub mod rpc;
