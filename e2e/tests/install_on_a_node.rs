@@ -117,7 +117,10 @@ async fn listed() -> Vec<String> {
 
 const RUNNING: i32 = cri::ContainerState::ContainerRunning as i32;
 
-#[tokio::test]
+// Worker threads keep the test's CRI connections served while it waits for
+// systemctl and dpkg, as kubelet's are: a stopping crid's GOAWAY is
+// answered, not left to its grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_package_installs_runs_restarts_upgrades_and_purges_on_a_systemd_node() {
     // A node as the README's section starts from: systemd, no crid yet.
     let deb = std::env::var("CRID_DEB").expect("$CRID_DEB: the package to install");
@@ -309,6 +312,24 @@ async fn the_package_installs_runs_restarts_upgrades_and_purges_on_a_systemd_nod
     assert_eq!(active(), "inactive");
     assert!(!alive(i64::from(crid)), "crid {crid} still runs");
     pod_runs("systemctl stop crid");
+    // Every stop so far (four) was clean: crid's connected clients let go
+    // of it, so it never waited out its grace period.
+    let stops = Command::new("journalctl")
+        .args([
+            "-q",
+            "--no-pager",
+            "-u",
+            "crid",
+            "-g",
+            "shutting down|did not finish",
+        ])
+        .output()
+        .expect("journalctl");
+    let stops = String::from_utf8_lossy(&stops.stdout);
+    assert!(
+        stops.matches("shutting down").count() == 4 && !stops.contains("did not finish"),
+        "{stops}"
+    );
 
     // Back up to remove the pod, as the README says to before a purge.
     sh("systemctl start crid");
