@@ -332,7 +332,10 @@ fn alive(pid: i64) -> bool {
 /// As an admin runs it: `systemctl start` returns once crid serves (it is
 /// Type=notify), a restart or stop of crid leaves the pods running
 /// (KillMode=process), and the restarted crid still lists them.
-#[tokio::test]
+// Worker threads keep the test's CRI connections served while systemctl
+// runs: otherwise none answers a stopping crid's GOAWAY, and every restart
+// and stop waits out crid's 10 s grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipped_unit_starts_crid_and_restarts_leave_pods_running() {
     let mut world = World::new().await;
     // From here on systemd runs crid, on the same config and socket.
