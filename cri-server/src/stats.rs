@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use metrics::series::{self, Labels, Point};
-use metrics::{ContainerSample, ContainerTarget, PodSample, PodTarget, Scope};
+use metrics::{ContainerSample, ContainerTarget, Detail, PodSample, PodTarget, Scope};
 use proto::cri;
 use runtime::cgroup::stats::{CgroupStats, Psi};
 use runtime::container::ContainerDirs;
@@ -178,6 +178,7 @@ async fn sample_containers(
     stats: &Stats,
     records: &[Arc<ContainerRecord>],
     scope: Scope,
+    detail: Detail,
 ) -> Result<HashMap<String, Arc<ContainerSample>>, CridError> {
     let targets = records
         .iter()
@@ -185,7 +186,7 @@ async fn sample_containers(
         .collect();
     stats
         .collector
-        .containers(targets, scope)
+        .containers(targets, scope, detail)
         .await
         .map_err(collector_error)
 }
@@ -194,11 +195,12 @@ async fn sample_pods(
     stats: &Stats,
     records: &[Arc<PodRecord>],
     scope: Scope,
+    detail: Detail,
 ) -> Result<HashMap<String, Arc<PodSample>>, CridError> {
     let targets = records.iter().map(|record| pod_target(record)).collect();
     stats
         .collector
-        .pods(targets, scope)
+        .pods(targets, scope, detail)
         .await
         .map_err(collector_error)
 }
@@ -307,7 +309,7 @@ pub async fn container_stats(
         "container",
     )?;
     let running = running(&stats, vec![record.clone()]).await;
-    let samples = sample_containers(&stats, &running, Scope::Some).await?;
+    let samples = sample_containers(&stats, &running, Scope::Some, Detail::Cri).await?;
     Ok(cri::ContainerStatsResponse {
         stats: Some(container_stats_of(
             &stats,
@@ -336,7 +338,7 @@ pub async fn list_container_stats(
         && filter.pod_sandbox_id.is_empty()
         && filter.label_selector.is_empty();
     let scope = if unfiltered { Scope::All } else { Scope::Some };
-    let samples = sample_containers(&stats, &records, scope).await?;
+    let samples = sample_containers(&stats, &records, scope, Detail::Cri).await?;
     let stats = records
         .iter()
         .filter_map(|record| {
@@ -423,8 +425,8 @@ async fn pods_stats(
         .containers
         .filtered(|record| has_cgroup(record) && pod_ids.contains(record.pod_id.as_str()));
     let containers = running(stats, containers).await;
-    let container_samples = sample_containers(stats, &containers, scope).await?;
-    let pod_samples = sample_pods(stats, pods, scope).await?;
+    let container_samples = sample_containers(stats, &containers, scope, Detail::Cri).await?;
+    let pod_samples = sample_pods(stats, pods, scope, Detail::Cri).await?;
     Ok(pods
         .iter()
         .map(|pod| {
@@ -562,8 +564,8 @@ async fn everything(stats: &Stats, source: Samples) -> Result<Sampled, CridError
     let containers = running(stats, stats.containers.filtered(has_cgroup)).await;
     let (container_samples, pod_samples) = match source {
         Samples::Read => (
-            sample_containers(stats, &containers, Scope::All).await?,
-            sample_pods(stats, &pods, Scope::All).await?,
+            sample_containers(stats, &containers, Scope::All, Detail::Full).await?,
+            sample_pods(stats, &pods, Scope::All, Detail::Full).await?,
         ),
         Samples::Kept => (
             stats

@@ -12,6 +12,11 @@
 //! `/metrics` the daemon asks for everything every 10 s and scrapes show
 //! the kept samples ([`Collector::kept_containers`]), so a scrape reads nothing.
 //!
+//! A caller names the figures it needs ([`Detail`]): the CRI calls read
+//! only the ones the CRI reports (a sample keeps the others from its
+//! cgroup's last full reading), the periodic sampling for `/metrics` all
+//! of them.
+//!
 //! Each sampled cgroup's control files stay open from one reading to the
 //! next ([`ControlFiles`]): a reading is then a pread per file. They are
 //! closed with its sample, when the cgroup is gone or a sampling of
@@ -24,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use runtime::cgroup::Hierarchy;
+pub use runtime::cgroup::stats::Detail;
 use runtime::cgroup::stats::{CgroupStats, ControlFiles, StatsError};
 use runtime::netstats::{self, InterfaceStats};
 
@@ -108,6 +114,26 @@ pub enum CollectorError {
 struct Kept<T> {
     latest: Arc<T>,
     taken: Instant,
+    /// When the figures a [`Detail::Cri`] reading leaves as they were were
+    /// last read: a [`Detail::Full`] caller wants them fresh.
+    full_taken: Instant,
+}
+
+impl<T> Kept<T> {
+    /// `latest`, read with `detail` after `previous`.
+    fn after(previous: Option<Kept<T>>, latest: T, taken: Instant, detail: Detail) -> Kept<T> {
+        // Without a previous reading (so with new control files) a CRI
+        // reading reads every figure too.
+        let full_taken = match (detail, previous) {
+            (Detail::Cri, Some(previous)) => previous.full_taken,
+            _ => taken,
+        };
+        Kept {
+            latest: Arc::new(latest),
+            taken,
+            full_taken,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -152,33 +178,39 @@ impl Collector {
         }
     }
 
-    /// The latest samples of `targets`, by id; a container whose cgroup is
-    /// gone has none.
+    /// The latest samples of `targets` with at least `detail`'s figures,
+    /// by id; a container whose cgroup is gone has none.
     pub async fn containers(
         &self,
         targets: Vec<ContainerTarget>,
         scope: Scope,
+        detail: Detail,
     ) -> Result<HashMap<String, Arc<ContainerSample>>, CollectorError> {
         let _turn = self.inner.turn.lock().await;
         let inner = self.inner.clone();
-        Ok(tokio::task::spawn_blocking(move || inner.sample_containers(targets, scope)).await?)
+        Ok(
+            tokio::task::spawn_blocking(move || inner.sample_containers(targets, scope, detail))
+                .await?,
+        )
     }
 
-    /// The latest samples of `targets`, by id.
+    /// The latest samples of `targets` with at least `detail`'s figures,
+    /// by id.
     pub async fn pods(
         &self,
         targets: Vec<PodTarget>,
         scope: Scope,
+        detail: Detail,
     ) -> Result<HashMap<String, Arc<PodSample>>, CollectorError> {
         let _turn = self.inner.turn.lock().await;
         let inner = self.inner.clone();
-        Ok(tokio::task::spawn_blocking(move || inner.sample_pods(targets, scope)).await?)
+        Ok(tokio::task::spawn_blocking(move || inner.sample_pods(targets, scope, detail)).await?)
     }
 }
 
 impl Collector {
-    /// The kept samples of `ids`, however old, reading nothing: what a
-    /// scrape shows between the periodic samplings.
+    /// The kept samples of every figure of `ids`, however old, reading
+    /// nothing: what a scrape shows between the periodic samplings.
     pub fn kept_containers<'a>(
         &self,
         ids: impl IntoIterator<Item = &'a str>,
@@ -226,22 +258,34 @@ impl Inner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn stale<T>(&self, kept: &HashMap<String, Kept<T>>, id: &str, now: Instant) -> bool {
-        kept.get(id)
-            .is_none_or(|kept| now.duration_since(kept.taken) >= self.options.freshness)
+    fn stale<T>(
+        &self,
+        kept: &HashMap<String, Kept<T>>,
+        id: &str,
+        detail: Detail,
+        now: Instant,
+    ) -> bool {
+        kept.get(id).is_none_or(|kept| {
+            let taken = match detail {
+                Detail::Cri => kept.taken,
+                Detail::Full => kept.full_taken,
+            };
+            now.duration_since(taken) >= self.options.freshness
+        })
     }
 
     fn sample_containers(
         &self,
         targets: Vec<ContainerTarget>,
         scope: Scope,
+        detail: Detail,
     ) -> HashMap<String, Arc<ContainerSample>> {
         let now = Instant::now();
         let (stale, layers_due): (Vec<&ContainerTarget>, HashSet<&str>) = {
             let state = self.lock();
             let stale: Vec<&ContainerTarget> = targets
                 .iter()
-                .filter(|target| self.stale(&state.containers, &target.id, now))
+                .filter(|target| self.stale(&state.containers, &target.id, detail, now))
                 .collect();
             let layers_due = stale
                 .iter()
@@ -263,6 +307,7 @@ impl Inner {
                     let stats = self.hierarchy.stats_with(
                         &target.cgroup,
                         files.containers.entry(target.id.clone()).or_default(),
+                        detail,
                     );
                     let walked = match (&target.layer, stats.is_ok()) {
                         (Some(dir), true) if layers_due.contains(target.id.as_str()) => {
@@ -313,10 +358,7 @@ impl Inner {
             };
             state.containers.insert(
                 target.id.clone(),
-                Kept {
-                    latest: Arc::new(sample),
-                    taken,
-                },
+                Kept::after(previous, sample, taken, detail),
             );
         }
         if scope == Scope::All {
@@ -342,13 +384,14 @@ impl Inner {
         &self,
         targets: Vec<PodTarget>,
         scope: Scope,
+        detail: Detail,
     ) -> HashMap<String, Arc<PodSample>> {
         let now = Instant::now();
         let stale: Vec<&PodTarget> = {
             let state = self.lock();
             targets
                 .iter()
-                .filter(|target| self.stale(&state.pods, &target.id, now))
+                .filter(|target| self.stale(&state.pods, &target.id, detail, now))
                 .collect()
         };
         let mut files = self.files();
@@ -356,9 +399,11 @@ impl Inner {
             .iter()
             .map(|target| {
                 let cgroup = target.cgroup.as_deref()?;
-                let read = self
-                    .hierarchy
-                    .stats_with(cgroup, files.pods.entry(target.id.clone()).or_default());
+                let read = self.hierarchy.stats_with(
+                    cgroup,
+                    files.pods.entry(target.id.clone()).or_default(),
+                    detail,
+                );
                 if let Err(error) = &read {
                     if !matches!(error, StatsError::Gone(_)) {
                         tracing::warn!(pod_id = %target.id, %error, "cannot read pod cgroup stats");
@@ -403,17 +448,15 @@ impl Inner {
                     taken.duration_since(kept.taken),
                 )
             });
+            let sample = PodSample {
+                timestamp,
+                cgroup,
+                cpu_nano_cores,
+                network,
+            };
             state.pods.insert(
                 target.id.clone(),
-                Kept {
-                    latest: Arc::new(PodSample {
-                        timestamp,
-                        cgroup,
-                        cpu_nano_cores,
-                        network,
-                    }),
-                    taken,
-                },
+                Kept::after(previous, sample, taken, detail),
             );
         }
         if scope == Scope::All {
@@ -476,7 +519,7 @@ mod tests {
             layer: None,
         }];
         let first = collector
-            .containers(targets.clone(), Scope::All)
+            .containers(targets.clone(), Scope::All, Detail::Full)
             .await
             .expect("sample");
         let first = first.get("c1").expect("c1").clone();
@@ -484,8 +527,9 @@ mod tests {
         assert_eq!(first.cpu_nano_cores, None);
 
         write_usage(2000);
+        // A full sample is fresh for a CRI call too.
         let again = collector
-            .containers(targets.clone(), Scope::Some)
+            .containers(targets.clone(), Scope::Some, Detail::Cri)
             .await
             .expect("sample");
         assert!(Arc::ptr_eq(&first, &again["c1"]), "fresh: not read again");
@@ -498,7 +542,7 @@ mod tests {
 
         tokio::time::sleep(Duration::from_millis(250)).await;
         let renewed = collector
-            .containers(targets.clone(), Scope::Some)
+            .containers(targets.clone(), Scope::Some, Detail::Cri)
             .await
             .expect("sample");
         assert_eq!(renewed["c1"].stats.cpu.usage_ns, 2_000_000);
@@ -506,10 +550,19 @@ mod tests {
             renewed["c1"].cpu_nano_cores.is_some(),
             "a rate against the previous"
         );
+        // A full sampling reads again although the CRI's sample is fresh.
+        write_usage(3000);
+        let full = collector
+            .containers(targets.clone(), Scope::Some, Detail::Full)
+            .await
+            .expect("sample");
+        assert_eq!(full["c1"].stats.cpu.usage_ns, 3_000_000);
+        let kept = collector.kept_containers(["c1"]);
+        assert!(Arc::ptr_eq(&full["c1"], &kept["c1"]), "kept: the latest");
 
         // Not among every target any more: dropped without a read.
         let none = collector
-            .containers(Vec::new(), Scope::All)
+            .containers(Vec::new(), Scope::All, Detail::Full)
             .await
             .expect("sample");
         assert!(none.is_empty());
@@ -518,7 +571,7 @@ mod tests {
         std::fs::remove_file(cgroup.join("cpu.stat")).expect("rm");
         std::fs::remove_dir(&cgroup).expect("rmdir");
         let gone = collector
-            .containers(targets, Scope::All)
+            .containers(targets, Scope::All, Detail::Cri)
             .await
             .expect("sample");
         assert!(gone.is_empty(), "a gone cgroup has no sample");

@@ -11,6 +11,6 @@ pub mod own;
 pub mod series;
 
 pub use collector::{
-    Collector, CollectorError, ContainerSample, ContainerTarget, Options, PodSample, PodTarget,
-    Scope,
+    Collector, CollectorError, ContainerSample, ContainerTarget, Detail, Options, PodSample,
+    PodTarget, Scope,
 };

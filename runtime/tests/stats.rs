@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{Cleanup, require_root};
 use runtime::cgroup::Hierarchy;
-use runtime::cgroup::stats::{ControlFiles, StatsError};
+use runtime::cgroup::stats::{ControlFiles, Detail, StatsError};
 use runtime::netstats::{NetStatsError, read_in_namespaces};
 
 /// Polls `check` until it holds (bounded: a stuck reader fails, a slow
@@ -95,11 +95,29 @@ fn a_busy_process_shows_in_its_cgroups_figures_until_the_cgroup_goes() {
     // Control files kept open from one reading to the next (as the
     // collector keeps them) read new figures each time.
     let mut kept = ControlFiles::default();
-    let before = hierarchy.stats_with(&leaf, &mut kept).expect("stats");
+    let before = hierarchy
+        .stats_with(&leaf, &mut kept, Detail::Full)
+        .expect("stats");
     assert_eq!(before.memory.limit_bytes, first.memory.limit_bytes);
     eventually("CPU usage rising through kept files", || {
-        let now = hierarchy.stats_with(&leaf, &mut kept).expect("stats");
+        let now = hierarchy
+            .stats_with(&leaf, &mut kept, Detail::Full)
+            .expect("stats");
         now.cpu.usage_ns > before.cpu.usage_ns && now.cpu.user_ns > before.cpu.user_ns
+    });
+
+    // The CRI's figures alone, as the stats calls read them.
+    let mut cri = ControlFiles::default();
+    let before = hierarchy
+        .stats_with(&leaf, &mut cri, Detail::Cri)
+        .expect("stats");
+    assert_eq!(before.memory.limit_bytes, first.memory.limit_bytes);
+    assert!(before.memory.usage_bytes > 0, "{before:?}");
+    eventually("CPU usage rising through the CRI's figures", || {
+        let now = hierarchy
+            .stats_with(&leaf, &mut cri, Detail::Cri)
+            .expect("stats");
+        now.cpu.usage_ns > before.cpu.usage_ns
     });
 
     hierarchy.kill_and_remove(&leaf).expect("remove leaf");
@@ -109,7 +127,7 @@ fn a_busy_process_shows_in_its_cgroups_figures_until_the_cgroup_goes() {
     let gone = hierarchy.stats(&leaf);
     assert!(matches!(gone, Err(StatsError::Gone(_))), "{gone:?}");
     // Kept files of a removed cgroup read ENODEV: gone as well.
-    let gone = hierarchy.stats_with(&leaf, &mut kept);
+    let gone = hierarchy.stats_with(&leaf, &mut kept, Detail::Full);
     assert!(matches!(gone, Err(StatsError::Gone(_))), "{gone:?}");
 }
 

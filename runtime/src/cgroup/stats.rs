@@ -160,24 +160,98 @@ pub struct PsiLine {
     pub total_us: u64,
 }
 
+/// Which figures a reading takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Only what the CRI stats calls report: CPU usage, memory usage,
+    /// working set, rss, page faults and limit, swap, the process count
+    /// and (v2) pressure. The other figures (throttling, limits, failcnt,
+    /// block I/O, open files: several times the cost, for figures the CRI
+    /// does not carry) stay as the last [`Detail::Full`] reading through
+    /// the same [`ControlFiles`] found them; the first reading through
+    /// them reads everything.
+    Cri,
+    /// Every figure of [`CgroupStats`] (what `/metrics` shows).
+    Full,
+}
+
 impl Hierarchy {
-    /// The figures of `cgroup` now (blocking). [`StatsError::Gone`] when
-    /// the cgroup is not there, or vanished while it was read.
+    /// The figures of `cgroup` now (blocking), all of them.
+    /// [`StatsError::Gone`] when the cgroup is not there, or vanished
+    /// while it was read.
     pub fn stats(&self, cgroup: &str) -> Result<CgroupStats, StatsError> {
-        self.stats_with(cgroup, &mut ControlFiles::default())
+        self.stats_with(cgroup, &mut ControlFiles::default(), Detail::Full)
     }
 
-    /// [`Hierarchy::stats`] through `files`, the cgroup's control files
-    /// kept open from its earlier readings (and for its next ones).
+    /// The `detail` figures of `cgroup` through `files`, the cgroup's
+    /// control files kept open from its earlier readings (and for its
+    /// next ones).
     pub fn stats_with(
         &self,
         cgroup: &str,
         files: &mut ControlFiles,
+        detail: Detail,
     ) -> Result<CgroupStats, StatsError> {
         let relative = cgroup.trim_start_matches('/');
-        match self {
-            Hierarchy::V1 { mounts } => v1_stats(mounts, relative, cgroup, files),
-            Hierarchy::V2 { root } => v2_stats(&root.join(relative), cgroup, files),
+        let detail = if files.last.is_some() {
+            detail
+        } else {
+            Detail::Full
+        };
+        let read = match self {
+            Hierarchy::V1 { mounts } => v1_stats(mounts, relative, cgroup, files, detail)?,
+            Hierarchy::V2 { root } => v2_stats(&root.join(relative), cgroup, files, detail)?,
+        };
+        let stats = match (detail, files.last.take()) {
+            (Detail::Cri, Some(last)) => {
+                read.with_unread(last, matches!(self, Hierarchy::V1 { .. }))
+            }
+            _ => read,
+        };
+        files.last = Some(stats.clone());
+        Ok(stats)
+    }
+}
+
+impl CgroupStats {
+    /// A [`Detail::Cri`] reading with the figures it does not read taken
+    /// from `last` (v1 reads fewer CPU and memory figures there than v2).
+    fn with_unread(self, last: CgroupStats, v1: bool) -> CgroupStats {
+        let cpu = if v1 {
+            CpuStats {
+                usage_ns: self.cpu.usage_ns,
+                ..last.cpu
+            }
+        } else {
+            CpuStats {
+                quota_us: last.cpu.quota_us,
+                period_us: last.cpu.period_us,
+                shares: last.cpu.shares,
+                ..self.cpu
+            }
+        };
+        let memory = MemoryStats {
+            failcnt: last.memory.failcnt,
+            oom_kills: last.memory.oom_kills,
+            max_usage_bytes: last.memory.max_usage_bytes,
+            swap_limit_bytes: last.memory.swap_limit_bytes,
+            kernel_bytes: if v1 {
+                last.memory.kernel_bytes
+            } else {
+                self.memory.kernel_bytes
+            },
+            ..self.memory
+        };
+        CgroupStats {
+            cpu,
+            memory,
+            pids: PidsStats {
+                current: self.pids.current,
+                limit: last.pids.limit,
+            },
+            io: last.io,
+            files: last.files,
+            pressure: self.pressure,
         }
     }
 }
@@ -192,7 +266,14 @@ impl Hierarchy {
 pub struct ControlFiles {
     open: HashMap<PathBuf, fs::File>,
     devices: HashMap<(u64, u64), String>,
+    /// The text of the file read last, reused from read to read.
+    text: Vec<u8>,
+    /// The figures read last: what a [`Detail::Cri`] reading does not read.
+    last: Option<CgroupStats>,
 }
+
+/// Bytes asked of a control file per read.
+const CHUNK: usize = 4096;
 
 impl ControlFiles {
     /// Whether nothing was read through it yet.
@@ -207,39 +288,79 @@ impl ControlFiles {
 
     /// Reads a control file; a missing file or directory means the cgroup
     /// is gone.
-    fn read(&mut self, dir: &Path, file: &str, cgroup: &str) -> Result<String, StatsError> {
+    fn read(&mut self, dir: &Path, file: &str, cgroup: &str) -> Result<&str, StatsError> {
         let path = dir.join(file);
         let error = |source: std::io::Error| match source.kind() {
             // ENODEV: the cgroup was removed after the file was opened.
             ErrorKind::NotFound => StatsError::Gone(cgroup.to_owned()),
             _ if source.raw_os_error() == Some(libc::ENODEV) => StatsError::Gone(cgroup.to_owned()),
             _ => StatsError::Io {
-                path: path.clone(),
+                path: dir.join(file),
                 source,
             },
         };
-        let opened = match self.open.entry(path.clone()) {
+        let opened = match self.open.entry(path) {
             Entry::Occupied(kept) => kept.into_mut(),
-            Entry::Vacant(slot) => slot.insert(fs::File::open(&path).map_err(error)?),
+            Entry::Vacant(slot) => {
+                let opened = fs::File::open(slot.key()).map_err(error)?;
+                slot.insert(opened)
+            }
         };
         // From offset 0 each time: a control file's text is made again
         // when read from its start, and read on from where the previous
-        // read ended (so the last, empty read costs nothing).
-        let mut bytes = Vec::new();
-        let mut chunk = [0u8; 4096];
+        // read ended. Control (and proc) files are seq_files, which fill a
+        // read as far as their text goes: a short read is the end, so a
+        // file that fits takes one read, not a second one returning 0.
+        self.text.clear();
         loop {
+            let start = self.text.len();
+            self.text.resize(start + CHUNK, 0);
             let read = opened
-                .read_at(&mut chunk, bytes.len() as u64)
+                .read_at(&mut self.text[start..], start as u64)
                 .map_err(error)?;
-            if read == 0 {
+            self.text.truncate(start + read);
+            if read < CHUNK {
                 break;
             }
-            bytes.extend_from_slice(&chunk[..read]);
         }
-        String::from_utf8(bytes).map_err(|_| StatsError::Parse {
-            path: path.clone(),
+        std::str::from_utf8(&self.text).map_err(|_| StatsError::Parse {
+            path: dir.join(file),
             reason: "not UTF-8".into(),
         })
+    }
+
+    /// A control file holding one number.
+    fn number(&mut self, dir: &Path, file: &str, cgroup: &str) -> Result<u64, StatsError> {
+        let text = self.read(dir, file, cgroup)?;
+        parse_number(text, &dir.join(file))
+    }
+
+    /// A control file holding one number, which a kernel or a
+    /// configuration may lack: None when it is missing.
+    fn optional_number(
+        &mut self,
+        dir: &Path,
+        file: &str,
+        cgroup: &str,
+    ) -> Result<Option<u64>, StatsError> {
+        match self.read_optional(dir, file, cgroup)? {
+            Some(text) => parse_number(text, &dir.join(file)).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A `max`-or-number file (v2 limits, `pids.max`), which a kernel or
+    /// a configuration may lack: None for `max` and when it is missing.
+    fn optional_limit(
+        &mut self,
+        dir: &Path,
+        file: &str,
+        cgroup: &str,
+    ) -> Result<Option<u64>, StatsError> {
+        match self.read_optional(dir, file, cgroup)? {
+            Some(text) => parse_limit(text, &dir.join(file)),
+            None => Ok(None),
+        }
     }
 
     /// A control file that a kernel or a configuration may lack (swap
@@ -249,7 +370,7 @@ impl ControlFiles {
         dir: &Path,
         file: &str,
         cgroup: &str,
-    ) -> Result<Option<String>, StatsError> {
+    ) -> Result<Option<&str>, StatsError> {
         match self.read(dir, file, cgroup) {
             Ok(text) => Ok(Some(text)),
             Err(StatsError::Gone(_)) if dir.is_dir() => Ok(None),
@@ -270,7 +391,7 @@ impl ControlFiles {
     }
 }
 
-fn number(text: &str, path: &Path) -> Result<u64, StatsError> {
+fn parse_number(text: &str, path: &Path) -> Result<u64, StatsError> {
     text.trim().parse().map_err(|_| StatsError::Parse {
         path: path.to_owned(),
         reason: format!("not a number: {:?}", text.trim()),
@@ -278,10 +399,10 @@ fn number(text: &str, path: &Path) -> Result<u64, StatsError> {
 }
 
 /// A `max`-or-number file (v2 limits, `pids.max`): None for `max`.
-fn limit(text: &str, path: &Path) -> Result<Option<u64>, StatsError> {
+fn parse_limit(text: &str, path: &Path) -> Result<Option<u64>, StatsError> {
     match text.trim() {
         "max" => Ok(None),
-        value => number(value, path).map(Some),
+        value => parse_number(value, path).map(Some),
     }
 }
 
@@ -289,24 +410,24 @@ fn limit(text: &str, path: &Path) -> Result<Option<u64>, StatsError> {
 /// `cpuacct.stat`, `memory.oom_control`): `key value` per line; a key it
 /// lacks reads 0, as cAdvisor reads it.
 #[derive(Debug, Default)]
-pub struct KeyedFile(Vec<(String, u64)>);
+pub struct KeyedFile<'a>(Vec<(&'a str, u64)>);
 
-impl KeyedFile {
-    pub fn parse(text: &str) -> KeyedFile {
+impl<'a> KeyedFile<'a> {
+    pub fn parse(text: &'a str) -> KeyedFile<'a> {
         KeyedFile(
             text.lines()
                 .filter_map(|line| {
                     let mut words = line.split_whitespace();
                     let key = words.next()?;
                     let value = words.next()?.parse().ok()?;
-                    Some((key.to_owned(), value))
+                    Some((key, value))
                 })
                 .collect(),
         )
     }
 
     pub fn get(&self, key: &str) -> Option<u64> {
-        self.0.iter().find(|(k, _)| k == key).map(|&(_, v)| v)
+        self.0.iter().find(|(k, _)| *k == key).map(|&(_, v)| v)
     }
 
     fn value(&self, key: &str) -> u64 {
@@ -351,93 +472,93 @@ pub fn weight_to_shares(weight: u64) -> u64 {
 /// v2 `cpu.max`: `$MAX $PERIOD`, `max` for no quota.
 fn parse_cpu_max(text: &str, path: &Path) -> Result<(Option<u64>, u64), StatsError> {
     let mut words = text.split_whitespace();
-    let quota = limit(words.next().unwrap_or("max"), path)?;
+    let quota = parse_limit(words.next().unwrap_or("max"), path)?;
     let period = match words.next() {
-        Some(period) => number(period, path)?,
+        Some(period) => parse_number(period, path)?,
         None => 100_000,
     };
     Ok((quota, period))
 }
 
-fn v2_stats(dir: &Path, cgroup: &str, files: &mut ControlFiles) -> Result<CgroupStats, StatsError> {
+fn v2_stats(
+    dir: &Path,
+    cgroup: &str,
+    files: &mut ControlFiles,
+    detail: Detail,
+) -> Result<CgroupStats, StatsError> {
     // Once read, an open file's ENODEV tells it is gone.
     if files.is_empty() && !dir.is_dir() {
         return Err(StatsError::Gone(cgroup.to_owned()));
     }
-    let cpu_stat = KeyedFile::parse(&files.read(dir, "cpu.stat", cgroup)?);
-    let (quota_us, period_us) = match files.read_optional(dir, "cpu.max", cgroup)? {
-        Some(text) => parse_cpu_max(&text, &dir.join("cpu.max"))?,
-        None => (None, 100_000),
+    let full = detail == Detail::Full;
+    let mut cpu = {
+        let stat = KeyedFile::parse(files.read(dir, "cpu.stat", cgroup)?);
+        CpuStats {
+            usage_ns: stat.value("usage_usec") * 1000,
+            user_ns: stat.value("user_usec") * 1000,
+            system_ns: stat.value("system_usec") * 1000,
+            periods: stat.value("nr_periods"),
+            throttled_periods: stat.value("nr_throttled"),
+            throttled_ns: stat.value("throttled_usec") * 1000,
+            quota_us: None,
+            period_us: 100_000,
+            shares: 0,
+        }
     };
-    let shares = match files.read_optional(dir, "cpu.weight", cgroup)? {
-        Some(text) => weight_to_shares(number(&text, &dir.join("cpu.weight"))?),
-        None => 0,
-    };
-    let cpu = CpuStats {
-        usage_ns: cpu_stat.value("usage_usec") * 1000,
-        user_ns: cpu_stat.value("user_usec") * 1000,
-        system_ns: cpu_stat.value("system_usec") * 1000,
-        periods: cpu_stat.value("nr_periods"),
-        throttled_periods: cpu_stat.value("nr_throttled"),
-        throttled_ns: cpu_stat.value("throttled_usec") * 1000,
-        quota_us,
-        period_us,
-        shares,
-    };
+    if full {
+        if let Some(text) = files.read_optional(dir, "cpu.max", cgroup)? {
+            (cpu.quota_us, cpu.period_us) = parse_cpu_max(text, &dir.join("cpu.max"))?;
+        }
+        if let Some(weight) = files.optional_number(dir, "cpu.weight", cgroup)? {
+            cpu.shares = weight_to_shares(weight);
+        }
+    }
 
-    let memory = match files.read_optional(dir, "memory.current", cgroup)? {
+    let memory = match files.optional_number(dir, "memory.current", cgroup)? {
         // No memory controller delegated here: no memory figures.
         None => MemoryStats::default(),
-        Some(current) => {
-            let usage_bytes = number(&current, &dir.join("memory.current"))?;
-            let stat = KeyedFile::parse(&files.read(dir, "memory.stat", cgroup)?);
-            let events = KeyedFile::parse(&files.read(dir, "memory.events", cgroup)?);
-            let swap_bytes = files
-                .read_optional(dir, "memory.swap.current", cgroup)?
-                .map(|text| number(&text, &dir.join("memory.swap.current")))
-                .transpose()?;
-            let limit_bytes = limit(
-                &files.read(dir, "memory.max", cgroup)?,
-                &dir.join("memory.max"),
-            )?;
-            let max_usage_bytes = files
-                .read_optional(dir, "memory.peak", cgroup)?
-                .map(|text| number(&text, &dir.join("memory.peak")))
-                .transpose()?;
-            let swap_limit_bytes = files
-                .read_optional(dir, "memory.swap.max", cgroup)?
-                .map(|text| limit(&text, &dir.join("memory.swap.max")))
-                .transpose()?
-                .flatten();
-            let kernel_bytes = stat.get("kernel").unwrap_or_else(|| {
-                stat.value("kernel_stack") + stat.value("pagetables") + stat.value("slab")
-            });
-            MemoryStats {
-                usage_bytes,
-                working_set_bytes: usage_bytes.saturating_sub(stat.value("inactive_file")),
-                rss_bytes: stat.value("anon"),
-                cache_bytes: stat.value("file"),
-                swap_bytes,
-                page_faults: stat.value("pgfault"),
-                major_page_faults: stat.value("pgmajfault"),
-                failcnt: events.value("max"),
-                limit_bytes,
-                oom_kills: events.value("oom_kill"),
-                max_usage_bytes,
-                mapped_file_bytes: stat.value("file_mapped"),
-                kernel_bytes,
-                swap_limit_bytes,
+        Some(usage_bytes) => {
+            let mut memory = {
+                let stat = KeyedFile::parse(files.read(dir, "memory.stat", cgroup)?);
+                MemoryStats {
+                    usage_bytes,
+                    working_set_bytes: usage_bytes.saturating_sub(stat.value("inactive_file")),
+                    rss_bytes: stat.value("anon"),
+                    cache_bytes: stat.value("file"),
+                    page_faults: stat.value("pgfault"),
+                    major_page_faults: stat.value("pgmajfault"),
+                    mapped_file_bytes: stat.value("file_mapped"),
+                    kernel_bytes: stat.get("kernel").unwrap_or_else(|| {
+                        stat.value("kernel_stack") + stat.value("pagetables") + stat.value("slab")
+                    }),
+                    ..MemoryStats::default()
+                }
+            };
+            memory.swap_bytes = files.optional_number(dir, "memory.swap.current", cgroup)?;
+            let text = files.read(dir, "memory.max", cgroup)?;
+            memory.limit_bytes = parse_limit(text, &dir.join("memory.max"))?;
+            if full {
+                let events = KeyedFile::parse(files.read(dir, "memory.events", cgroup)?);
+                memory.failcnt = events.value("max");
+                memory.oom_kills = events.value("oom_kill");
+                memory.max_usage_bytes = files.optional_number(dir, "memory.peak", cgroup)?;
+                memory.swap_limit_bytes = files.optional_limit(dir, "memory.swap.max", cgroup)?;
             }
+            memory
         }
     };
 
-    let pids = pids_stats(dir, cgroup, files)?;
-    let mut io = files
-        .read_optional(dir, "io.stat", cgroup)?
-        .map(|text| parse_io_stat(&text))
-        .unwrap_or_default();
-    files.name_devices(&mut io);
-    let open = open_files(dir, cgroup, files)?;
+    let pids = pids_stats(dir, cgroup, files, detail)?;
+    let (io, open) = if full {
+        let mut io = files
+            .read_optional(dir, "io.stat", cgroup)?
+            .map(parse_io_stat)
+            .unwrap_or_default();
+        files.name_devices(&mut io);
+        (io, open_files(dir, cgroup, files)?)
+    } else {
+        Default::default()
+    };
     let mut pressure = Pressure::default();
     for (file, slot) in [
         ("cpu.pressure", &mut pressure.cpu),
@@ -447,7 +568,7 @@ fn v2_stats(dir: &Path, cgroup: &str, files: &mut ControlFiles) -> Result<Cgroup
         // Reading a pressure file of a kernel booted with psi=0 fails
         // with EOPNOTSUPP: that is "no PSI" as well.
         match files.read_optional(dir, file, cgroup) {
-            Ok(text) => *slot = text.as_deref().and_then(parse_psi),
+            Ok(text) => *slot = text.and_then(parse_psi),
             Err(StatsError::Io { source, .. })
                 if source.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
             Err(error) => return Err(error),
@@ -583,18 +704,20 @@ fn open_files(dir: &Path, cgroup: &str, files: &mut ControlFiles) -> Result<Open
     Ok(counted)
 }
 
-fn pids_stats(dir: &Path, cgroup: &str, files: &mut ControlFiles) -> Result<PidsStats, StatsError> {
-    let Some(current) = files.read_optional(dir, "pids.current", cgroup)? else {
+fn pids_stats(
+    dir: &Path,
+    cgroup: &str,
+    files: &mut ControlFiles,
+    detail: Detail,
+) -> Result<PidsStats, StatsError> {
+    let Some(current) = files.optional_number(dir, "pids.current", cgroup)? else {
         return Ok(PidsStats::default());
     };
-    let max = files.read_optional(dir, "pids.max", cgroup)?;
-    Ok(PidsStats {
-        current: number(&current, &dir.join("pids.current"))?,
-        limit: max
-            .map(|text| limit(&text, &dir.join("pids.max")))
-            .transpose()?
-            .flatten(),
-    })
+    let limit = match detail {
+        Detail::Full => files.optional_limit(dir, "pids.max", cgroup)?,
+        Detail::Cri => None,
+    };
+    Ok(PidsStats { current, limit })
 }
 
 /// The dir of `relative` in the v1 hierarchy of `controller`.
@@ -607,6 +730,7 @@ fn v1_stats(
     relative: &str,
     cgroup: &str,
     files: &mut ControlFiles,
+    detail: Detail,
 ) -> Result<CgroupStats, StatsError> {
     let memory_dir = v1_dir(mounts, "memory", relative);
     let cpuacct_dir = v1_dir(mounts, "cpuacct", relative);
@@ -620,66 +744,78 @@ fn v1_stats(
     {
         return Err(StatsError::Gone(cgroup.to_owned()));
     }
+    let full = detail == Detail::Full;
 
-    let mut cpu = CpuStats::default();
+    let mut cpu = CpuStats {
+        period_us: 100_000,
+        ..CpuStats::default()
+    };
     if let Some(dir) = &cpuacct_dir {
-        cpu.usage_ns = number(
-            &files.read(dir, "cpuacct.usage", cgroup)?,
-            &dir.join("cpuacct.usage"),
-        )?;
+        cpu.usage_ns = files.number(dir, "cpuacct.usage", cgroup)?;
+    }
+    if let (Some(dir), true) = (&cpuacct_dir, full) {
         // usage_user/usage_sys (Linux 4.6+) count in ns; cpuacct.stat in ticks.
         match (
-            files.read_optional(dir, "cpuacct.usage_user", cgroup)?,
-            files.read_optional(dir, "cpuacct.usage_sys", cgroup)?,
+            files.optional_number(dir, "cpuacct.usage_user", cgroup)?,
+            files.optional_number(dir, "cpuacct.usage_sys", cgroup)?,
         ) {
-            (Some(user), Some(system)) => {
-                cpu.user_ns = number(&user, &dir.join("cpuacct.usage_user"))?;
-                cpu.system_ns = number(&system, &dir.join("cpuacct.usage_sys"))?;
-            }
+            (Some(user), Some(system)) => (cpu.user_ns, cpu.system_ns) = (user, system),
             _ => {
-                let stat = KeyedFile::parse(&files.read(dir, "cpuacct.stat", cgroup)?);
+                let stat = KeyedFile::parse(files.read(dir, "cpuacct.stat", cgroup)?);
                 cpu.user_ns = stat.value("user") * NANOS_PER_TICK;
                 cpu.system_ns = stat.value("system") * NANOS_PER_TICK;
             }
         }
     }
-    cpu.period_us = 100_000;
-    if let Some(dir) = v1_dir(mounts, "cpu", relative) {
+    if let (Some(dir), true) = (v1_dir(mounts, "cpu", relative), full) {
         if let Some(text) = files.read_optional(&dir, "cpu.stat", cgroup)? {
-            let stat = KeyedFile::parse(&text);
+            let stat = KeyedFile::parse(text);
             cpu.periods = stat.value("nr_periods");
             cpu.throttled_periods = stat.value("nr_throttled");
             cpu.throttled_ns = stat.value("throttled_time");
         }
-        if let Some(text) = files.read_optional(&dir, "cpu.cfs_period_us", cgroup)? {
-            cpu.period_us = number(&text, &dir.join("cpu.cfs_period_us"))?;
+        if let Some(period) = files.optional_number(&dir, "cpu.cfs_period_us", cgroup)? {
+            cpu.period_us = period;
         }
         if let Some(text) = files.read_optional(&dir, "cpu.cfs_quota_us", cgroup)? {
             // -1: no quota.
             cpu.quota_us = text.trim().parse::<u64>().ok();
         }
-        if let Some(text) = files.read_optional(&dir, "cpu.shares", cgroup)? {
-            cpu.shares = number(&text, &dir.join("cpu.shares"))?;
+        if let Some(shares) = files.optional_number(&dir, "cpu.shares", cgroup)? {
+            cpu.shares = shares;
         }
     }
 
     let memory = match &memory_dir {
-        Some(dir) => v1_memory(dir, cgroup, files)?,
+        Some(dir) => v1_memory(dir, cgroup, files, detail)?,
         None => MemoryStats::default(),
     };
     let pids_dir = v1_dir(mounts, "pids", relative);
     let pids = match &pids_dir {
-        Some(dir) => pids_stats(dir, cgroup, files)?,
+        Some(dir) => pids_stats(dir, cgroup, files, detail)?,
         None => PidsStats::default(),
     };
+    if !full {
+        return Ok(CgroupStats {
+            cpu,
+            memory,
+            pids,
+            ..CgroupStats::default()
+        });
+    }
     let mut io = match v1_dir(mounts, "blkio", relative) {
-        Some(dir) => match (
-            files.read_optional(&dir, "blkio.throttle.io_service_bytes", cgroup)?,
-            files.read_optional(&dir, "blkio.throttle.io_serviced", cgroup)?,
-        ) {
-            (Some(bytes), Some(serviced)) => parse_v1_blkio(&bytes, &serviced),
-            _ => Vec::new(),
-        },
+        Some(dir) => {
+            let bytes = files
+                .read_optional(&dir, "blkio.throttle.io_service_bytes", cgroup)?
+                .map(str::to_owned);
+            match (
+                bytes,
+                files.read_optional(&dir, "blkio.throttle.io_serviced", cgroup)?,
+            ) {
+                (Some(bytes), Some(serviced)) => parse_v1_blkio(&bytes, serviced),
+                _ => Vec::new(),
+            }
+        }
         None => Vec::new(),
     };
     files.name_devices(&mut io);
@@ -706,38 +842,35 @@ fn v1_memory(
     dir: &Path,
     cgroup: &str,
     files: &mut ControlFiles,
+    detail: Detail,
 ) -> Result<MemoryStats, StatsError> {
-    let usage_bytes = number(
-        &files.read(dir, "memory.usage_in_bytes", cgroup)?,
-        &dir.join("memory.usage_in_bytes"),
-    )?;
-    let stat = KeyedFile::parse(&files.read(dir, "memory.stat", cgroup)?);
-    let oom = KeyedFile::parse(&files.read(dir, "memory.oom_control", cgroup)?);
-    let failcnt = number(
-        &files.read(dir, "memory.failcnt", cgroup)?,
-        &dir.join("memory.failcnt"),
-    )?;
-    let limit = number(
-        &files.read(dir, "memory.limit_in_bytes", cgroup)?,
-        &dir.join("memory.limit_in_bytes"),
-    )?;
+    let usage_bytes = files.number(dir, "memory.usage_in_bytes", cgroup)?;
+    let limit = files.number(dir, "memory.limit_in_bytes", cgroup)?;
     // memsw counts memory + swap; only with swap accounting on.
     let swap_bytes = files
-        .read_optional(dir, "memory.memsw.usage_in_bytes", cgroup)?
-        .map(|text| number(&text, &dir.join("memory.memsw.usage_in_bytes")))
-        .transpose()?
+        .optional_number(dir, "memory.memsw.usage_in_bytes", cgroup)?
         .map(|memsw| memsw.saturating_sub(usage_bytes));
-    let mut optional = |file: &str| -> Result<Option<u64>, StatsError> {
-        files
-            .read_optional(dir, file, cgroup)?
-            .map(|text| number(&text, &dir.join(file)))
-            .transpose()
+    let (failcnt, oom_kills) = match detail {
+        Detail::Full => (
+            files.number(dir, "memory.failcnt", cgroup)?,
+            KeyedFile::parse(files.read(dir, "memory.oom_control", cgroup)?).value("oom_kill"),
+        ),
+        Detail::Cri => (0, 0),
     };
-    let mut memory = v1_memory_from(usage_bytes, &stat, &oom, failcnt, limit, swap_bytes);
-    memory.max_usage_bytes = optional("memory.max_usage_in_bytes")?;
-    memory.kernel_bytes = optional("memory.kmem.usage_in_bytes")?.unwrap_or(0);
-    memory.swap_limit_bytes =
-        optional("memory.memsw.limit_in_bytes")?.filter(|&limit| limit < V1_UNLIMITED);
+    // Read last: the stat's keys borrow its text.
+    let mut memory = {
+        let stat = KeyedFile::parse(files.read(dir, "memory.stat", cgroup)?);
+        v1_memory_from(usage_bytes, &stat, oom_kills, failcnt, limit, swap_bytes)
+    };
+    if detail == Detail::Full {
+        memory.max_usage_bytes = files.optional_number(dir, "memory.max_usage_in_bytes", cgroup)?;
+        memory.kernel_bytes = files
+            .optional_number(dir, "memory.kmem.usage_in_bytes", cgroup)?
+            .unwrap_or(0);
+        memory.swap_limit_bytes = files
+            .optional_number(dir, "memory.memsw.limit_in_bytes", cgroup)?
+            .filter(|&limit| limit < V1_UNLIMITED);
+    }
     Ok(memory)
 }
 
@@ -746,7 +879,7 @@ fn v1_memory(
 fn v1_memory_from(
     usage_bytes: u64,
     stat: &KeyedFile,
-    oom_control: &KeyedFile,
+    oom_kills: u64,
     failcnt: u64,
     limit: u64,
     swap_bytes: Option<u64>,
@@ -761,7 +894,7 @@ fn v1_memory_from(
         major_page_faults: stat.value("total_pgmajfault"),
         failcnt,
         limit_bytes: (limit < V1_UNLIMITED).then_some(limit),
-        oom_kills: oom_control.value("oom_kill"),
+        oom_kills,
         mapped_file_bytes: stat.value("total_mapped_file"),
         ..MemoryStats::default()
     }
@@ -778,8 +911,9 @@ mod tests {
              total_swap 0\ntotal_pgfault 31\ntotal_pgmajfault 2\ntotal_inactive_file 1024\n\
              mapped_file 1\ntotal_mapped_file 2048\n",
         );
-        let oom = KeyedFile::parse("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n");
-        let memory = v1_memory_from(20_000, &stat, &oom, 5, 9223372036854771712, Some(0));
+        let oom_kills =
+            KeyedFile::parse("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n").value("oom_kill");
+        let memory = v1_memory_from(20_000, &stat, oom_kills, 5, 9223372036854771712, Some(0));
         assert_eq!(
             memory,
             MemoryStats {
@@ -797,7 +931,7 @@ mod tests {
                 ..MemoryStats::default()
             }
         );
-        let limited = v1_memory_from(10, &stat, &oom, 0, 64 << 20, None);
+        let limited = v1_memory_from(10, &stat, oom_kills, 0, 64 << 20, None);
         assert_eq!(limited.limit_bytes, Some(64 << 20));
         assert_eq!(limited.working_set_bytes, 0, "floored at 0");
     }
@@ -819,7 +953,13 @@ mod tests {
         for (name, text) in files {
             fs::write(dir.path().join(name), text).expect("write");
         }
-        let memory = v1_memory(dir.path(), "/test", &mut ControlFiles::default()).expect("memory");
+        let memory = v1_memory(
+            dir.path(),
+            "/test",
+            &mut ControlFiles::default(),
+            Detail::Full,
+        )
+        .expect("memory");
         assert_eq!(memory.max_usage_bytes, Some(16384));
         assert_eq!(memory.kernel_bytes, 1024);
         assert_eq!(memory.mapped_file_bytes, 512);
@@ -834,7 +974,13 @@ mod tests {
         for file in ["memory.max_usage_in_bytes", "memory.kmem.usage_in_bytes"] {
             fs::remove_file(dir.path().join(file)).expect("remove");
         }
-        let memory = v1_memory(dir.path(), "/test", &mut ControlFiles::default()).expect("memory");
+        let memory = v1_memory(
+            dir.path(),
+            "/test",
+            &mut ControlFiles::default(),
+            Detail::Full,
+        )
+        .expect("memory");
         assert_eq!(memory.swap_limit_bytes, None, "unlimited");
         assert_eq!(memory.max_usage_bytes, None);
         assert_eq!(memory.kernel_bytes, 0);
@@ -962,7 +1108,13 @@ mod tests {
         for (name, text) in files {
             fs::write(dir.path().join(name), text).expect("write");
         }
-        let stats = v2_stats(dir.path(), "/test", &mut ControlFiles::default()).expect("stats");
+        let stats = v2_stats(
+            dir.path(),
+            "/test",
+            &mut ControlFiles::default(),
+            Detail::Full,
+        )
+        .expect("stats");
         assert_eq!(
             stats.cpu,
             CpuStats {
@@ -1013,7 +1165,7 @@ mod tests {
             stats.io
         );
         assert_eq!(stats.files, OpenFiles::default(), "no cgroup.procs");
-        let pressure = stats.pressure.expect("pressure");
+        let pressure = stats.pressure.clone().expect("pressure");
         let cpu = pressure.cpu.expect("cpu pressure");
         assert_eq!(cpu.some.avg10, 1.5);
         assert_eq!(cpu.some.total_us, 12345);
@@ -1021,17 +1173,56 @@ mod tests {
         assert!(pressure.memory.is_some());
         assert!(pressure.io.is_none(), "no io.pressure file");
 
+        // A CRI reading reads the CRI's figures anew and keeps the others
+        // from the last full reading through the same files (the first
+        // reading through them reads everything).
+        let mut kept = ControlFiles::default();
+        let first = v2_stats_with(dir.path(), &mut kept, Detail::Cri);
+        assert_eq!(first, stats, "a first reading is a full one");
+        fs::write(dir.path().join("cpu.stat"), "usage_usec 9000\n").expect("write");
+        fs::write(dir.path().join("memory.current"), "2097152\n").expect("write");
+        fs::write(dir.path().join("memory.events"), "max 9\noom_kill 2\n").expect("write");
+        fs::write(dir.path().join("pids.max"), "50\n").expect("write");
+        let cri = v2_stats_with(dir.path(), &mut kept, Detail::Cri);
+        assert_eq!(cri.cpu.usage_ns, 9_000_000);
+        assert_eq!(cri.memory.usage_bytes, 2_097_152);
+        assert_eq!(
+            (cri.memory.failcnt, cri.memory.oom_kills, cri.pids.limit),
+            (4, 1, Some(100)),
+            "not read: as the full reading found them"
+        );
+        assert_eq!((cri.cpu.quota_us, &cri.io), (Some(50_000), &stats.io));
+        let full = v2_stats_with(dir.path(), &mut kept, Detail::Full);
+        assert_eq!(
+            (full.memory.failcnt, full.memory.oom_kills, full.pids.limit),
+            (9, 2, Some(50))
+        );
+
         // A missing cgroup, and one removed under the reader, are Gone.
         let gone = v2_stats(
             &dir.path().join("removed"),
             "/removed",
             &mut ControlFiles::default(),
+            Detail::Full,
         );
         assert!(matches!(gone, Err(StatsError::Gone(_))), "{gone:?}");
         fs::remove_file(dir.path().join("memory.stat")).expect("remove");
         fs::remove_file(dir.path().join("cpu.stat")).expect("remove");
-        let vanished = v2_stats(dir.path(), "/test", &mut ControlFiles::default());
+        let vanished = v2_stats(
+            dir.path(),
+            "/test",
+            &mut ControlFiles::default(),
+            Detail::Full,
+        );
         assert!(matches!(vanished, Err(StatsError::Gone(_))), "{vanished:?}");
+    }
+
+    /// `dir` as a v2 cgroup read through `files`.
+    fn v2_stats_with(dir: &Path, files: &mut ControlFiles, detail: Detail) -> CgroupStats {
+        let hierarchy = Hierarchy::V2 {
+            root: dir.to_owned(),
+        };
+        hierarchy.stats_with("/", files, detail).expect("stats")
     }
 
     #[test]
