@@ -14,6 +14,8 @@ use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{Hierarchy, V1Mount, v1_mount};
 
@@ -264,7 +266,7 @@ impl CgroupStats {
 /// [`StatsError::Gone`]. One per cgroup; drop it when the cgroup goes.
 #[derive(Debug, Default)]
 pub struct ControlFiles {
-    open: HashMap<PathBuf, fs::File>,
+    open: HashMap<PathBuf, KeptFile>,
     devices: HashMap<(u64, u64), String>,
     /// The text of the file read last, reused from read to read.
     text: Vec<u8>,
@@ -274,6 +276,53 @@ pub struct ControlFiles {
 
 /// Bytes asked of a control file per read.
 const CHUNK: usize = 4096;
+
+/// A control file kept open between readings, counted against what the
+/// whole process may keep ([`keep_budget`]).
+#[derive(Debug)]
+struct KeptFile(fs::File);
+
+/// Control files kept open by every [`ControlFiles`] of the process.
+static KEPT_OPEN: AtomicUsize = AtomicUsize::new(0);
+
+impl KeptFile {
+    /// Keeps `file` if the budget has room; gives it back otherwise, to be
+    /// read once and closed.
+    fn admit(file: fs::File) -> Result<KeptFile, fs::File> {
+        if KEPT_OPEN.fetch_add(1, Ordering::Relaxed) < keep_budget() {
+            Ok(KeptFile(file))
+        } else {
+            KEPT_OPEN.fetch_sub(1, Ordering::Relaxed);
+            Err(file)
+        }
+    }
+}
+
+impl Drop for KeptFile {
+    fn drop(&mut self) {
+        KEPT_OPEN.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How many control files the process keeps open at most: half its
+/// descriptor limit (as it was at the first reading). A v1 container
+/// keeps about 21, so a node of 1000 containers under a limit of 20000
+/// would otherwise run out of descriptors, and RPCs fail with EMFILE;
+/// past the budget a file is opened for each reading instead.
+fn keep_budget() -> usize {
+    static BUDGET: OnceLock<usize> = OnceLock::new();
+    *BUDGET.get_or_init(|| {
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_or(0, |(soft, _)| {
+                usize::try_from(soft / 2).unwrap_or(usize::MAX)
+            })
+    })
+}
+
+/// Control files kept open now by the whole process (for tests).
+pub fn kept_open() -> usize {
+    KEPT_OPEN.load(Ordering::Relaxed)
+}
 
 impl ControlFiles {
     /// Whether nothing was read through it yet.
@@ -299,11 +348,15 @@ impl ControlFiles {
                 source,
             },
         };
-        let opened = match self.open.entry(path) {
-            Entry::Occupied(kept) => kept.into_mut(),
+        let mut once = None;
+        let opened: &fs::File = match self.open.entry(path) {
+            Entry::Occupied(kept) => &kept.into_mut().0,
             Entry::Vacant(slot) => {
                 let opened = fs::File::open(slot.key()).map_err(error)?;
-                slot.insert(opened)
+                match KeptFile::admit(opened) {
+                    Ok(kept) => &slot.insert(kept).0,
+                    Err(opened) => once.insert(opened),
+                }
             }
         };
         // From offset 0 each time: a control file's text is made again
