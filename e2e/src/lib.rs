@@ -4,6 +4,7 @@
 //! when the env is dropped fails the test if any process, mount or file of
 //! the test is left behind.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -269,11 +270,18 @@ impl Default for TestEnv {
 
 impl TestEnv {
     /// After a failed test: container processes (which do not mention this
-    /// env's dir) die with their pod's cgroup, and mounts under the dir go.
+    /// env's dir) die with their pod's and containers' cgroups, wherever
+    /// their `cgroup_parent` put them (crid names each cgroup by its pod's
+    /// or container's id), and mounts under the dir go.
     fn sweep_failed_pods(&self) {
-        let pods: Vec<std::ffi::OsString> = fs::read_dir(self.state().join("pods"))
-            .map(|d| d.flatten().map(|e| e.file_name()).collect())
-            .unwrap_or_default();
+        let ids: BTreeSet<std::ffi::OsString> = ["pods", "containers"]
+            .into_iter()
+            .flat_map(|kind| {
+                fs::read_dir(self.state().join(kind))
+                    .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+                    .unwrap_or_default()
+            })
+            .collect();
         // v1: every hierarchy; v2: the one tree.
         let hierarchies: Vec<PathBuf> = if cgroup_v2() {
             vec![PathBuf::from(CGROUP_ROOT)]
@@ -282,9 +290,9 @@ impl TestEnv {
                 .map(|d| d.flatten().map(|e| e.path()).collect())
                 .unwrap_or_default()
         };
-        for pod in &pods {
+        if !ids.is_empty() {
             for hierarchy in &hierarchies {
-                kill_cgroup_tree(&hierarchy.join("crid").join(pod));
+                kill_cgroups_named(hierarchy, &ids, 8);
             }
         }
         let dir = self.path().to_string_lossy().into_owned();
@@ -321,6 +329,21 @@ pub fn cgroup_dir(controller: &str, cgroup: &str) -> PathBuf {
         Path::new(CGROUP_ROOT).join(relative)
     } else {
         Path::new(CGROUP_ROOT).join(controller).join(relative)
+    }
+}
+
+/// Kills the processes of every cgroup below `dir` (at most `depth` levels
+/// down) whose name is one of `names`, and removes those cgroups.
+fn kill_cgroups_named(dir: &Path, names: &BTreeSet<std::ffi::OsString>, depth: usize) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten().filter(|e| e.path().is_dir()) {
+        if names.contains(&entry.file_name()) {
+            kill_cgroup_tree(&entry.path());
+        } else if depth > 0 {
+            kill_cgroups_named(&entry.path(), names, depth - 1);
+        }
     }
 }
 
