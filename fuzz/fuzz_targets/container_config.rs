@@ -34,7 +34,7 @@ fuzz_target!(|input: &[u8]| {
     let (Some(config), Some(sandbox_config)) = (request.config, request.sandbox_config) else {
         return;
     };
-    let Ok(spec) = cri_server::pods::translate(POD_ID, &sandbox_config, cgroups()) else {
+    let Ok(spec) = cri_server::pod_config::translate(POD_ID, &sandbox_config, cgroups()) else {
         return;
     };
     let pod = PodRecord {

@@ -12,7 +12,7 @@ fuzz_target!(|input: &[u8]| {
     let Ok(config) = cri::PodSandboxConfig::decode(input) else {
         return;
     };
-    if let Err(error) = cri_server::pods::translate(POD_ID, &config, cgroups()) {
+    if let Err(error) = cri_server::pod_config::translate(POD_ID, &config, cgroups()) {
         assert_refusal(error);
     }
 });
