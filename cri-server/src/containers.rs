@@ -461,7 +461,7 @@ impl ContainerController {
                 user,
                 exact_env.is_some(),
                 dirs.bundle,
-                hierarchy.procs_files(&cgroup),
+                hierarchy.join_files(&cgroup),
                 hierarchy.oom_events_file(&cgroup),
                 hierarchy.view(&cgroup),
                 device_rules,

@@ -86,9 +86,9 @@ pub struct MonitorConfig {
     /// Namespaced sysctls written by pause inside the new namespaces, as
     /// (`net.ipv4.ip_forward`, `1`).
     pub sysctls: Vec<(String, String)>,
-    /// `cgroup.procs` files the launcher joins before it forks, so the
-    /// monitor and pause are born in the pod's cgroup (one migration per
-    /// hierarchy instead of one per process).
+    /// Files the launcher joins by writing "0" before it forks (v1 `tasks`,
+    /// v2 `cgroup.procs`), so the monitor and pause are born in the pod's
+    /// cgroup (one migration per hierarchy instead of one per process).
     #[serde(default)]
     pub cgroup_procs: Vec<PathBuf>,
     /// The protocol of the monitor binary crid started (monitors of
@@ -246,7 +246,9 @@ pub struct ContainerCreate {
     /// environment instead of `config.json`'s.
     #[serde(default)]
     pub env_file: bool,
-    /// `cgroup.procs` files of the container's cgroup, one per hierarchy.
+    /// Files the init (and every exec) joins the container's cgroup
+    /// through by writing "0", one per hierarchy (v1 `tasks`, v2
+    /// `cgroup.procs`).
     pub cgroup_procs: Vec<PathBuf>,
     /// crid puts the init into its cgroup (the systemd driver: a scope can
     /// only be made with a process in it). The monitor then answers `Place`

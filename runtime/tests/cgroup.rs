@@ -225,10 +225,12 @@ fn kill_and_remove_ends_a_forking_process_tree_on_v1() {
         child: None,
     };
     hierarchy.create_leaf(&container).expect("create leaf");
+    // As the monitor's launcher and a container's init join: the shell
+    // (one thread) writes "0" to each join file.
     let join: Vec<String> = hierarchy
-        .procs_files(&container)
+        .join_files(&container)
         .iter()
-        .map(|file| format!("echo $$ > {} || exit 1;", file.display()))
+        .map(|file| format!("echo 0 > {} || exit 1;", file.display()))
         .collect();
     let shell = Command::new("sh")
         .arg("-c")
@@ -250,6 +252,18 @@ fn kill_and_remove_ends_a_forking_process_tree_on_v1() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let forked = hierarchy.processes(&container);
+    // Joined whole, in every hierarchy, and so are its children.
+    let hierarchies = hierarchy.join_files(&container).len();
+    for pid in &forked {
+        let Ok(cgroups) = fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+            continue; // a sleep that ended meanwhile
+        };
+        let inside = cgroups
+            .lines()
+            .filter(|line| line.ends_with(&format!(":{container}")))
+            .count();
+        assert_eq!(inside, hierarchies, "{pid}: {cgroups}");
+    }
     assert!(
         hierarchy
             .procs_files(&container)

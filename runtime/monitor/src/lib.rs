@@ -137,8 +137,10 @@ fn launch(pod_dir: &Path) -> io::Result<ExitCode> {
         .map_err(|e| io::Error::other(format!("prctl(PR_SET_DUMPABLE, 0): {e}")))?;
     let config: MonitorConfig = serde_json::from_slice(&fs::read(pod_dir.join(CONFIG_FILE))?)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{CONFIG_FILE}: {e}")))?;
+    // Still one thread: "0" moves it whole, without the global lock (see
+    // runtime::cgroup::Hierarchy::join_files).
     for procs in &config.cgroup_procs {
-        fs::write(procs, std::process::id().to_string()).map_err(|e| {
+        fs::write(procs, "0").map_err(|e| {
             io::Error::new(e.kind(), format!("joining cgroup {}: {e}", procs.display()))
         })?;
     }

@@ -115,15 +115,15 @@ impl Cgroups {
     }
 
     /// Before the pod's monitor starts (blocking): the cgroupfs driver
-    /// makes the sandbox's leaf and returns the `cgroup.procs` files the
-    /// monitor joins before it forks pause. systemd makes a scope only with
+    /// makes the sandbox's leaf and returns the files through which the
+    /// monitor's launcher joins it before it forks ([`Hierarchy::join_files`]). systemd makes a scope only with
     /// pids in it ([`Cgroups::adopt_sandbox`]), so there is none yet.
     pub fn prepare_sandbox(&self, placement: &Placement) -> Result<Vec<PathBuf>, CgroupError> {
         if placement.systemd {
             return Ok(Vec::new());
         }
         self.hierarchy.create(placement)?;
-        Ok(self.hierarchy.procs_files(&placement.sandbox))
+        Ok(self.hierarchy.join_files(&placement.sandbox))
     }
 
     /// Once the monitor and pause run (`pids`): with systemd, the sandbox's

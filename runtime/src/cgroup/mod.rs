@@ -238,6 +238,24 @@ impl Hierarchy {
             .collect()
     }
 
+    /// The files through which a single-threaded process joins `cgroup`,
+    /// one per hierarchy, by writing "0" (itself) to each. On v1 that is
+    /// `tasks`: moving only the writer's own thread skips the global
+    /// threadgroup lock, whose write side waits for an RCU grace period
+    /// (7–15 ms here) that `cgroup.procs` pays on every pod and container
+    /// start. A forked child has one thread, so it moves whole. v2 has no
+    /// such file for a domain cgroup: `cgroup.procs`.
+    pub fn join_files(&self, cgroup: &str) -> Vec<PathBuf> {
+        let file = match self {
+            Hierarchy::V1 { .. } => "tasks",
+            Hierarchy::V2 { .. } => "cgroup.procs",
+        };
+        self.dirs(cgroup)
+            .into_iter()
+            .map(|dir| dir.join(file))
+            .collect()
+    }
+
     /// Pids in `cgroup` (from the first hierarchy that has it).
     pub fn processes(&self, cgroup: &str) -> Vec<i32> {
         for dir in self.dirs(cgroup) {
