@@ -11,6 +11,7 @@ use std::io::ErrorKind;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use oci_spec::runtime::Spec;
 use proto::monitor::{ContainerExit, ENV_FILE, EXIT_FILE};
@@ -31,10 +32,7 @@ pub enum ContainerError {
         source: std::io::Error,
     },
     #[error("mount {path}: {source}")]
-    Mount {
-        path: PathBuf,
-        source: nix::errno::Errno,
-    },
+    Mount { path: PathBuf, source: Errno },
     #[error("{field} {path}: {reason}")]
     HostPath {
         field: String,
@@ -235,20 +233,23 @@ impl ContainerDirs {
 
     /// Unmounts the rootfs and deletes the bundle and the writable layer.
     /// Idempotent; never deletes through a mount that is still there.
+    /// Unmounts by path, without reading the mount table: a node with many
+    /// containers would otherwise parse it whole for each one removed.
     pub fn remove(&self) -> Result<(), ContainerError> {
-        let mounted = mount_points();
         // The image volumes first: they are mounted inside the bundle.
-        for volume in mounted
-            .iter()
-            .filter(|mount_point| mount_point.parent() == Some(self.volumes.as_path()))
-        {
-            detach(volume)?;
+        match fs::read_dir(&self.volumes) {
+            Ok(entries) => {
+                for entry in entries {
+                    let entry = entry.map_err(io("cannot list", &self.volumes))?;
+                    detach_all(&entry.path())?;
+                }
+            }
+            Err(error) if error.kind() == ErrorKind::NotFound => {}
+            Err(error) => return Err(io("cannot list", &self.volumes)(error)),
         }
         // The container's own mount namespace is gone or holds its own
         // copy; a busy mount here is crid's (a concurrent reader): detach.
-        if mounted.contains(&self.rootfs) {
-            detach(&self.rootfs)?;
-        }
+        detach_all(&self.rootfs)?;
         for dir in [&self.bundle, &self.layer] {
             match fs::remove_dir_all(dir) {
                 Err(error) if error.kind() != ErrorKind::NotFound => {
@@ -261,15 +262,26 @@ impl ContainerDirs {
     }
 }
 
-/// Unmounts `path`; lazily if something of crid's still reads it.
-fn detach(path: &Path) -> Result<(), ContainerError> {
-    if umount2(path, MntFlags::empty()).is_err() {
-        umount2(path, MntFlags::MNT_DETACH).map_err(|source| ContainerError::Mount {
-            path: path.to_path_buf(),
-            source,
-        })?;
+/// Unmounts whatever is mounted on `path` (mounts stack), lazily if
+/// something of crid's still reads it. Done when the kernel says `path`
+/// is no mount point (EINVAL) or is not there (ENOENT).
+fn detach_all(path: &Path) -> Result<(), ContainerError> {
+    loop {
+        let result = umount2(path, MntFlags::UMOUNT_NOFOLLOW).or_else(|errno| match errno {
+            Errno::EBUSY => umount2(path, MntFlags::UMOUNT_NOFOLLOW | MntFlags::MNT_DETACH),
+            other => Err(other),
+        });
+        match result {
+            Ok(()) => continue,
+            Err(Errno::EINVAL | Errno::ENOENT) => return Ok(()),
+            Err(source) => {
+                return Err(ContainerError::Mount {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        }
     }
-    Ok(())
 }
 
 /// `relative` resolved beneath `root` as if `root` were `/` (openat2
@@ -281,8 +293,8 @@ fn resolve_beneath(root: &Path, relative: &Path) -> Result<PathBuf, String> {
         .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
     let found = openat2(&root_dir, relative, how).map_err(|errno| match errno {
-        nix::errno::Errno::ENOENT => "does not exist in the image".to_owned(),
-        nix::errno::Errno::ENOTDIR => "is not a directory in the image".to_owned(),
+        Errno::ENOENT => "does not exist in the image".to_owned(),
+        Errno::ENOTDIR => "is not a directory in the image".to_owned(),
         other => other.desc().to_owned(),
     })?;
     let path = fs::read_link(format!("/proc/self/fd/{}", found.as_raw_fd()))
@@ -302,14 +314,6 @@ fn escape_overlay_path(path: &Path) -> String {
         .replace('\\', "\\\\")
         .replace(':', "\\:")
         .replace(',', "\\,")
-}
-
-/// Where things are mounted in crid's mount namespace.
-fn mount_points() -> Vec<PathBuf> {
-    crate::mountinfo::mounts()
-        .into_iter()
-        .map(|mount| mount.mount_point)
-        .collect()
 }
 
 /// The layers `lower_dirs` (bottom first, with `bottom` below them) as
