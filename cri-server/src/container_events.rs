@@ -47,11 +47,11 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use crate::containers::ContainerController;
 use crate::error::CridError;
 use crate::live::Change;
+use crate::object_status::{container_status_of, sandbox_status};
 use crate::objects::{ContainerPhase, ContainerRecord, PodRecord};
 use crate::pods::PodController;
 use crate::records::RecordStore;
 use crate::rpc::now_nanos;
-use crate::runtime_service::{container_status_of, sandbox_status};
 
 /// How many events a subscriber may be behind before it is cut off.
 pub const RING: usize = 1024;

@@ -14,6 +14,7 @@ pub mod instance;
 pub mod limits;
 pub mod live;
 pub mod locks;
+pub mod object_status;
 pub mod objects;
 pub mod pod_config;
 pub mod pods;

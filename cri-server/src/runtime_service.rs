@@ -13,9 +13,10 @@ use tonic::{Request, Response, Status};
 use crate::config::Config;
 use crate::container_config;
 use crate::container_events::EventHub;
-use crate::containers::{self, ContainerController, Observed};
+use crate::containers::ContainerController;
 use crate::error::CridError;
-use crate::objects::{ContainerRecord, PodRecord, sandbox_state};
+use crate::object_status::{container_status_of, sandbox_status};
+use crate::objects::sandbox_state;
 use crate::pods::PodController;
 use crate::rpc::{blocking, not_built, now_nanos, traced};
 use crate::status;
@@ -648,34 +649,6 @@ async fn pod_sandbox_status(
     })
 }
 
-pub(crate) fn sandbox_status(record: &PodRecord, ready: bool) -> PodSandboxStatus {
-    let mut ips = record.sandbox.ips.iter();
-    let namespace_options = record
-        .config
-        .linux
-        .as_ref()
-        .and_then(|l| l.security_context.as_ref())
-        .and_then(|s| s.namespace_options.clone());
-    PodSandboxStatus {
-        id: record.id.clone(),
-        metadata: record.config.metadata.clone(),
-        state: sandbox_state(ready),
-        created_at: record.created_at,
-        network: Some(PodSandboxNetworkStatus {
-            ip: ips.next().cloned().unwrap_or_default(),
-            additional_ips: ips.map(|ip| PodIp { ip: ip.clone() }).collect(),
-        }),
-        linux: Some(LinuxPodSandboxStatus {
-            namespaces: Some(Namespace {
-                options: namespace_options,
-            }),
-        }),
-        labels: record.config.labels.clone(),
-        annotations: record.config.annotations.clone(),
-        runtime_handler: record.runtime_handler.clone(),
-    }
-}
-
 async fn list_pod_sandbox(
     pods: &PodController,
     request: ListPodSandboxRequest,
@@ -765,68 +738,6 @@ fn security_info(spec: &serde_json::Value, privileged: bool, lsm: &str) -> serde
         "deviceRules": list(&linux["resources"]["devices"]),
         "lsm": lsm,
     })
-}
-
-pub(crate) fn container_status_of(
-    record: &ContainerRecord,
-    observed: &Observed,
-) -> ContainerStatus {
-    let user = record.user.as_ref().map(|u| ContainerUser {
-        linux: Some(LinuxContainerUser {
-            uid: i64::from(u.uid),
-            gid: i64::from(u.gid),
-            supplemental_groups: u.additional_gids.iter().map(|&g| i64::from(g)).collect(),
-        }),
-    });
-    ContainerStatus {
-        id: record.id.clone(),
-        metadata: record.config.metadata.clone(),
-        state: observed.state.into(),
-        created_at: record.created_at,
-        started_at: observed.started_at,
-        finished_at: observed.finished_at,
-        exit_code: observed.exit_code,
-        image: Some(ImageSpec {
-            image: record.image_ref.clone(),
-            ..Default::default()
-        }),
-        image_ref: record
-            .image_digest
-            .clone()
-            .unwrap_or_else(|| record.image_id.clone()),
-        image_id: record.image_id.clone(),
-        reason: observed.reason.clone(),
-        message: observed.message.clone(),
-        labels: record.config.labels.clone(),
-        annotations: record.config.annotations.clone(),
-        mounts: mounts_status(record),
-        log_path: record
-            .log_path
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default(),
-        resources: Some(ContainerResources {
-            linux: Some(container_config::to_cri_resources(&record.spec.resources)),
-            windows: None,
-        }),
-        user,
-        stop_signal: containers::stop_signal(record).into(),
-    }
-}
-
-/// The config's mounts, each image volume's with the id of the image it
-/// mounts (CRI `ImageSpec.image_ref`: what PullImage returned).
-fn mounts_status(record: &ContainerRecord) -> Vec<Mount> {
-    let mut mounts = record.config.mounts.clone();
-    for volume in &record.image_volumes {
-        if let Some(image) = mounts
-            .get_mut(volume.mount)
-            .and_then(|mount| mount.image.as_mut())
-        {
-            image.image_ref = volume.image_id.clone();
-        }
-    }
-    mounts
 }
 
 async fn list_containers(
