@@ -96,14 +96,29 @@ pub struct Compacted {
     pub after: u64,
 }
 
+/// redb's page cache. Every record is read once, at start, into the
+/// in-memory stores (crate::records); after that redb is only written,
+/// and its default cache (1 GiB) would keep every page a commit touched:
+/// about 10 KiB per pod and container, most of crid's own growth per pod.
+/// A commit rewrites a few pages; the ones it must read come from the
+/// kernel's page cache.
+const CACHE_BYTES: usize = 256 << 10;
+
+fn open_database(path: &Path) -> Result<Database, StoreError> {
+    Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+        .map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
 impl MetadataStore {
     /// Opens (or creates) the store in `root`.
     pub fn open(root: &Path) -> Result<MetadataStore, StoreError> {
         let path = root.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|source| StoreError::Open {
-            path: path.clone(),
-            source,
-        })?;
+        let db = open_database(&path)?;
         let store = MetadataStore {
             db: RwLock::new(db),
             path,
