@@ -211,6 +211,9 @@ impl Hierarchy {
             _ => read,
         };
         files.last = Some(stats.clone());
+        // The text is needed only during a reading; kept, it would be a
+        // page per cgroup for as long as the cgroup lives (8 KiB a pod).
+        files.text = Vec::new();
         Ok(stats)
     }
 }
@@ -266,9 +269,12 @@ impl CgroupStats {
 /// [`StatsError::Gone`]. One per cgroup; drop it when the cgroup goes.
 #[derive(Debug, Default)]
 pub struct ControlFiles {
-    open: HashMap<PathBuf, KeptFile>,
+    /// Boxed: a joined PathBuf keeps spare capacity for as long as the
+    /// cgroup lives.
+    open: HashMap<Box<Path>, KeptFile>,
     devices: HashMap<(u64, u64), String>,
-    /// The text of the file read last, reused from read to read.
+    /// The text of the file read last, reused from read to read within
+    /// one reading.
     text: Vec<u8>,
     /// The figures read last: what a [`Detail::Cri`] reading does not read.
     last: Option<CgroupStats>,
@@ -332,7 +338,7 @@ impl ControlFiles {
 
     /// Whether `dir`'s `file` is open (so `dir` was there when last read).
     fn is_open(&self, dir: &Path, file: &str) -> bool {
-        self.open.contains_key(&dir.join(file))
+        self.open.contains_key(dir.join(file).as_path())
     }
 
     /// Reads a control file; a missing file or directory means the cgroup
@@ -349,7 +355,7 @@ impl ControlFiles {
             },
         };
         let mut once = None;
-        let opened: &fs::File = match self.open.entry(path) {
+        let opened: &fs::File = match self.open.entry(path.into_boxed_path()) {
             Entry::Occupied(kept) => &kept.into_mut().0,
             Entry::Vacant(slot) => {
                 let opened = fs::File::open(slot.key()).map_err(error)?;
