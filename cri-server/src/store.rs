@@ -99,9 +99,9 @@ pub struct Compacted {
 /// redb's page cache. Every record is read once, at start, into the
 /// in-memory stores (crate::records); after that redb is only written,
 /// and its default cache (1 GiB) would keep every page a commit touched:
-/// about 10 KiB per pod and container, most of crid's own growth per pod.
-/// A commit rewrites a few pages; the ones it must read come from the
-/// kernel's page cache.
+/// about 7 KiB per pod of one container, a quarter of crid's own growth
+/// per pod. A commit rewrites a few pages; the ones it must read come from
+/// the kernel's page cache.
 const CACHE_BYTES: usize = 256 << 10;
 
 fn open_database(path: &Path) -> Result<Database, StoreError> {

@@ -254,13 +254,14 @@ fn kill_and_remove_ends_a_forking_process_tree_on_v1() {
     let forked = hierarchy.processes(&container);
     // Joined whole, in every hierarchy, and so are its children.
     let hierarchies = hierarchy.join_files(&container).len();
+    let suffix = format!(":{container}");
     for pid in &forked {
         let Ok(cgroups) = fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
             continue; // a sleep that ended meanwhile
         };
         let inside = cgroups
             .lines()
-            .filter(|line| line.ends_with(&format!(":{container}")))
+            .filter(|line| line.ends_with(&suffix))
             .count();
         assert_eq!(inside, hierarchies, "{pid}: {cgroups}");
     }

@@ -116,8 +116,9 @@ impl Cgroups {
 
     /// Before the pod's monitor starts (blocking): the cgroupfs driver
     /// makes the sandbox's leaf and returns the files through which the
-    /// monitor's launcher joins it before it forks ([`Hierarchy::join_files`]). systemd makes a scope only with
-    /// pids in it ([`Cgroups::adopt_sandbox`]), so there is none yet.
+    /// monitor's launcher joins it before it forks
+    /// ([`Hierarchy::join_files`]). systemd makes a scope only with pids in
+    /// it ([`Cgroups::adopt_sandbox`]), so there is none yet.
     pub fn prepare_sandbox(&self, placement: &Placement) -> Result<Vec<PathBuf>, CgroupError> {
         if placement.systemd {
             return Ok(Vec::new());

@@ -232,9 +232,14 @@ impl Hierarchy {
     /// The `cgroup.procs` files of `cgroup`, one per hierarchy: writing a
     /// pid to each moves that process into the cgroup.
     pub fn procs_files(&self, cgroup: &str) -> Vec<PathBuf> {
+        self.files_named(cgroup, "cgroup.procs")
+    }
+
+    /// `cgroup`'s file `name`, one per hierarchy.
+    fn files_named(&self, cgroup: &str, name: &str) -> Vec<PathBuf> {
         self.dirs(cgroup)
             .into_iter()
-            .map(|dir| dir.join("cgroup.procs"))
+            .map(|dir| dir.join(name))
             .collect()
     }
 
@@ -246,14 +251,10 @@ impl Hierarchy {
     /// start. A forked child has one thread, so it moves whole. v2 has no
     /// such file for a domain cgroup: `cgroup.procs`.
     pub fn join_files(&self, cgroup: &str) -> Vec<PathBuf> {
-        let file = match self {
-            Hierarchy::V1 { .. } => "tasks",
-            Hierarchy::V2 { .. } => "cgroup.procs",
-        };
-        self.dirs(cgroup)
-            .into_iter()
-            .map(|dir| dir.join(file))
-            .collect()
+        match self {
+            Hierarchy::V1 { .. } => self.files_named(cgroup, "tasks"),
+            Hierarchy::V2 { .. } => self.procs_files(cgroup),
+        }
     }
 
     /// Pids in `cgroup` (from the first hierarchy that has it).
