@@ -502,7 +502,9 @@ async fn follow(
     let mut first = Some(first);
     let mut backoff = RETRY_FIRST;
     loop {
-        let attempt = subscribe(&pod_id, &pod, changes.as_ref()).await;
+        // Boxed: subscribing (connect, handshake, the snapshot) is most of
+        // this future's size, and one such task lives per pod.
+        let attempt = Box::pin(subscribe(&pod_id, &pod, changes.as_ref())).await;
         if let Some(first) = first.take() {
             let _ = first.send(());
         }
